@@ -1,0 +1,5 @@
+//! Criterion benchmarks of zt's hot paths.
+//!
+//! This package has no API of its own: each file in `benches/benches/` is one criterion
+//! group, run with `cargo bench -p zt-benches --bench <name>`. `BENCHMARKS.md` at the
+//! repository root records the figures and the commands that produced them.

@@ -1,0 +1,3 @@
+//! The zt tunnel wire protocol.
+//!
+//! This crate is not written yet; see the project's issues.
