@@ -235,6 +235,9 @@ mod tests {
         let k1 = s.derive_auth_key();
         let k2 = s.clone().derive_auth_key();
         assert_eq!(k1, k2);
-        assert_eq!(format!("{s:?} {s} {k1:?} {k1}"), "[redacted] [redacted] [redacted] [redacted]");
+        assert_eq!(
+            format!("{s:?} {s} {k1:?} {k1}"),
+            "[redacted] [redacted] [redacted] [redacted]"
+        );
     }
 }

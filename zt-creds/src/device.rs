@@ -1,0 +1,139 @@
+//! Device credentials: what a client needs to reach and authenticate to an edge.
+//!
+//! zt's own format, in the style of cloudflared's credentials file (PascalCase keys, the
+//! secret in standard base64) and read by the same rules: keys also match ignoring ASCII
+//! case, unknown keys are ignored with a warning, a leading UTF-8 BOM is skipped.
+
+use std::fmt;
+use std::path::Path;
+
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::file::{
+    read_private_file, write_private_file, ExistingFile, LoadError, PermissionMode, WriteError,
+};
+use crate::fingerprint::CaFingerprint;
+use crate::json::{capacity_for, Fields, ObjectWriter, Origin, ParseError};
+use crate::secret::TunnelSecret;
+
+const DEVICE_ID: &str = "DeviceID";
+const USER_EMAIL: &str = "UserEmail";
+const DEVICE_SECRET: &str = "DeviceSecret";
+const EDGE: &str = "Edge";
+const CA_FINGERPRINT: &str = "EdgeCAFingerprint";
+const VIRTUAL_NETWORK: &str = "DefaultVirtualNetwork";
+const KEYS: &[&str] = &[
+    DEVICE_ID,
+    USER_EMAIL,
+    DEVICE_SECRET,
+    EDGE,
+    CA_FINGERPRINT,
+    VIRTUAL_NETWORK,
+];
+
+/// A client device's credentials.
+///
+/// JSON form, keys in this order:
+/// `{"DeviceID":uuid,"UserEmail":…,"DeviceSecret":base64,"Edge":["host:port",…],
+/// "EdgeCAFingerprint":hex,"DefaultVirtualNetwork":uuid}`, the last one only when set.
+/// `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeviceCredentials {
+    /// The device's id (`DeviceID`).
+    pub device_id: Uuid,
+    /// The email of the user the device is enrolled for (`UserEmail`).
+    pub user_email: String,
+    /// The device secret (`DeviceSecret`): same length rules and protections as a tunnel
+    /// secret.
+    pub secret: TunnelSecret,
+    /// Edge addresses, each `host:port` (`Edge`); at least one.
+    pub edge: Vec<String>,
+    /// SHA-256 fingerprint of the edge's CA certificate (`EdgeCAFingerprint`, hex).
+    pub ca_fingerprint: CaFingerprint,
+    /// The virtual network the device uses unless told otherwise (`DefaultVirtualNetwork`).
+    pub default_vnet: Option<Uuid>,
+}
+
+impl DeviceCredentials {
+    /// Parses a device credentials document.
+    pub fn from_json(input: &[u8]) -> Result<Self, ParseError> {
+        Self::parse(input, None)
+    }
+
+    fn parse(input: &[u8], path: Option<&Path>) -> Result<Self, ParseError> {
+        let origin = Origin {
+            kind: "device credentials",
+            path,
+        };
+        let mut f = Fields::parse(input, KEYS, origin)?;
+        let device_id = f.required_uuid(DEVICE_ID)?;
+        let user_email = f.required_nonempty_str(USER_EMAIL)?;
+        // Only a sanity check: a real address check belongs to the identity provider.
+        match user_email.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {}
+            _ => return Err(ParseError::NotEmail { field: USER_EMAIL }),
+        }
+        let secret = f.required_secret(DEVICE_SECRET)?;
+        let edge = f.edge_list(EDGE, true)?;
+        let Some(ca_fingerprint) = f.fingerprint(CA_FINGERPRINT, true)? else {
+            return Err(ParseError::MissingField {
+                field: CA_FINGERPRINT,
+            });
+        };
+        Ok(Self {
+            device_id,
+            user_email,
+            secret,
+            edge,
+            ca_fingerprint,
+            default_vnet: f.optional_uuid(VIRTUAL_NETWORK)?,
+        })
+    }
+
+    /// The compact JSON form (see the type's docs for the key order). It holds the secret
+    /// and is zeroized when dropped.
+    pub fn to_json(&self) -> Zeroizing<String> {
+        let text = self.user_email.len() + self.edge.iter().map(|e| e.len() + 3).sum::<usize>();
+        let mut w = ObjectWriter::with_capacity(capacity_for(&self.secret, text));
+        w.str(DEVICE_ID, &self.device_id.hyphenated().to_string());
+        w.str(USER_EMAIL, &self.user_email);
+        w.secret(DEVICE_SECRET, &self.secret);
+        w.str_list(EDGE, &self.edge);
+        w.str(CA_FINGERPRINT, &self.ca_fingerprint.to_string());
+        if let Some(vnet) = &self.default_vnet {
+            w.str(VIRTUAL_NETWORK, &vnet.hyphenated().to_string());
+        }
+        w.finish()
+    }
+
+    /// Loads a device credentials file, checking its type, size and permissions first (see
+    /// [`read_private_file`]).
+    pub fn load(path: impl AsRef<Path>, permissions: PermissionMode) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        let bytes = read_private_file(path, permissions)?;
+        Self::parse(&bytes, Some(path)).map_err(|source| LoadError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Writes the compact JSON form to `path` atomically with mode 0600 (see
+    /// [`write_private_file`]).
+    pub fn write(&self, path: impl AsRef<Path>, existing: ExistingFile) -> Result<(), WriteError> {
+        write_private_file(path.as_ref(), self.to_json().as_bytes(), existing)
+    }
+}
+
+impl fmt::Debug for DeviceCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceCredentials")
+            .field("device_id", &self.device_id)
+            .field("user_email", &self.user_email)
+            .field("secret", &format_args!("[redacted]"))
+            .field("edge", &self.edge)
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .field("default_vnet", &self.default_vnet)
+            .finish()
+    }
+}
