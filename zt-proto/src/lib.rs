@@ -1,3 +1,89 @@
-//! The zt tunnel wire protocol.
+//! The zt tunnel wire protocol (`zt/1`): how connectors, clients and the edge talk.
 //!
-//! This crate is not written yet; see the project's issues.
+//! The crate has two layers:
+//!
+//! - **An I/O-free core** — frames ([`ControlFrame`], [`FlowHeader`], [`FlowStatus`],
+//!   [`Datagram`]) with `encode(&mut BytesMut)` and `decode(&mut impl Buf)` that tell "need
+//!   more bytes" (`Ok(None)`) from "invalid" (`Err`); the control-stream state machines
+//!   ([`ConnectorControl`], [`ClientControl`], [`EdgeControl`]) that take bytes and time in
+//!   and hand bytes and events out; and the proof of possession ([`compute_proof`],
+//!   [`verify_proof`]) bound to the TLS connection. No sockets, no clocks, no async.
+//! - **The quinn/rustls transport** (cargo feature `transport`, on by default) that drives
+//!   the core over QUIC: endpoints, registration, flows as tokio streams, datagrams and
+//!   the tuned transport settings.
+//!
+//! The protocol itself is specified in `docs/PROTOCOL.md`, whose worked examples are this
+//! crate's test vectors.
+//!
+//! What this crate is *not*: it knows nothing of routes, policy, identities or where a
+//! connector dials — the runtimes (`zt-edge`, `zt-connector`, `zt-client`) decide those and
+//! use this crate to move the bytes. It never installs a tracing subscriber.
+//!
+//! # Example: a registration, in memory
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use uuid::Uuid;
+//! use zt_creds::TunnelSecret;
+//! use zt_proto::{ConnectorClaim, ConnectorControl, EdgeControl, EdgeEvent, Limits, PeerEvent};
+//!
+//! let secret = TunnelSecret::generate();
+//! let key = secret.derive_auth_key(); // what the edge stores
+//! // Both ends derive the same exporter value from their TLS connection.
+//! let exporter = [7u8; 32];
+//! let now = Instant::now();
+//! let claim = ConnectorClaim {
+//!     tunnel_id: Uuid::new_v4(),
+//!     account_tag: "5ab4e9dfbd435d24068829fda0077963".into(),
+//!     connector_id: Uuid::new_v4(),
+//!     conn_index: 0,
+//! };
+//! let timeout = Duration::from_secs(5);
+//! let mut connector =
+//!     ConnectorControl::new(claim, "zt 0.1", vec![], &key, &exporter, now, timeout, Limits::default())?;
+//! let mut edge = EdgeControl::new(exporter, Uuid::new_v4(), "edge-1", now, timeout, Limits::default());
+//!
+//! edge.handle_input(&connector.poll_transmit().expect("register frame"))?;
+//! let Some(EdgeEvent::AuthRequired(_claim)) = edge.poll_event() else { unreachable!() };
+//! edge.authenticate(Some(&key)); // the edge looked the key up for the claim
+//! connector.handle_input(&edge.poll_transmit().expect("answer"))?;
+//! assert!(matches!(connector.poll_event(), Some(PeerEvent::Registered(r)) if r.edge_name == "edge-1"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod auth;
+mod control;
+mod error;
+mod flow;
+mod frame;
+mod limits;
+mod wire;
+
+// Frames and their errors.
+pub use error::{DecodeError, EncodeError};
+pub use flow::{
+    Datagram, FlowHeader, FlowStatus, FlowStatusCode, Protocol, ResetCode, FLOW_HEADER_PREFIX_LEN,
+    FLOW_STATUS_PREFIX_LEN,
+};
+pub use frame::{
+    Claim, ClientClaim, ConnectorClaim, ControlFrame, GoAway, PostureCheck, PostureReport,
+    Register, RegisterError, RegisterErrorCode, Registered, RetryAdvice, RoutePush, Unregister,
+    ALPN_ZT1, CONTROL_HEADER_LEN, PROOF_LEN, PROTOCOL_VERSION,
+};
+pub use limits::{
+    Limits, DEFAULT_MAX_CONTROL_FRAME_LEN, DEFAULT_MAX_DATAGRAM_PAYLOAD, DEFAULT_MAX_HEADER_LEN,
+    DEFAULT_MAX_METADATA_ENTRIES, DEFAULT_MAX_PENDING_OPENS, MAX_FEATURES, MAX_KEY_LEN,
+    MAX_POSTURE_CHECKS, MAX_TEXT_LEN,
+};
+
+// Proof of possession.
+pub use auth::{
+    compute_proof, sign_register, verify_proof, Exporter, EXPORTER_CONTEXT, EXPORTER_LABEL,
+    EXPORTER_LEN, PROOF_DOMAIN,
+};
+
+// Control-stream state machines.
+pub use control::{
+    ClientControl, ConnectorControl, ControlError, EdgeControl, EdgeEvent, PeerEvent,
+    RefusalReason, REFUSED_MESSAGE,
+};
