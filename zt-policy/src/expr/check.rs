@@ -399,10 +399,15 @@ impl Checker<'_> {
         let Some((index, list_type)) = self.lists.get(name) else {
             return Err(self.err(ExprErrorKind::UnknownList(name.to_owned()), span.clone()));
         };
+        if v.lower {
+            return Err(self.err(
+                ExprErrorKind::LowerWithList(name.to_owned()),
+                v.span.clone(),
+            ));
+        }
         let want = field.list_type();
-        if want != Some(list_type) || v.lower {
+        if want != Some(list_type) {
             let expected = match want {
-                _ if v.lower => "no lower(): list lookups already ignore ASCII case",
                 Some(ListType::Ip) => "an IP list",
                 Some(ListType::Domain) => "a DOMAIN list",
                 Some(ListType::Email) => "an EMAIL list",

@@ -128,7 +128,7 @@ pub enum ExprErrorKind {
     #[error("unknown list `${0}`: refer to a list by its id without dashes or by its slug")]
     UnknownList(String),
     /// A list whose type does not fit the field.
-    #[error("list `${list}` is a {list_type} list; `{field}` needs {expected}")]
+    #[error("list `${list}` has type {list_type}; `{field}` needs {expected}")]
     ListType {
         /// The list reference as written (without `$`).
         list: String,
@@ -139,6 +139,9 @@ pub enum ExprErrorKind {
         /// What the field accepts ("an IP list", "no list", ...).
         expected: &'static str,
     },
+    /// `lower(field) in $list`: list lookups ignore ASCII case already.
+    #[error("lower() is not allowed before `in ${0}`: list lookups already ignore ASCII case")]
+    LowerWithList(String),
     /// A `matches` pattern that does not compile.
     #[error("invalid regular expression: {0}")]
     BadRegex(String),
@@ -161,7 +164,7 @@ pub enum ExprErrorKind {
     #[error("{0}(...) needs a `field[*]` comparison inside")]
     QuantifierNeedsArray(&'static str),
     /// A field used alone as a condition that is not boolean.
-    #[error("`{field}` is a {ty} field, not a condition; compare it with something")]
+    #[error("`{field}` has type {ty}, not boolean: compare it with something to make a condition")]
     NotACondition {
         /// The field.
         field: String,
@@ -169,7 +172,7 @@ pub enum ExprErrorKind {
         ty: FieldType,
     },
     /// `lower()` on a field that is not a string.
-    #[error("lower() takes a string, but `{field}` is a {ty} field")]
+    #[error("lower() takes a string, but `{field}` has type {ty}")]
     LowerNeedsString {
         /// The field.
         field: String,

@@ -1,7 +1,7 @@
 //! Tokens of the filter language.
 //!
 //! Words (field names, keywords, numbers, IP addresses, CIDRs, ranges) share one lexical
-//! class — runs of `[A-Za-z0-9_.:/-]` — and the parser interprets them by position, as
+//! class — runs of `[A-Za-z0-9_.:/@-]` — and the parser interprets them by position, as
 //! wirefilter does: `2001:db8::1` and `net.dst.ip` are both words, and which one is meant is
 //! clear from where it stands.
 
@@ -87,7 +87,7 @@ fn is_word_start(c: char) -> bool {
 }
 
 fn is_word_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '-')
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '-' | '@')
 }
 
 /// Splits `src` into tokens, ending with [`Tok::Eof`].
