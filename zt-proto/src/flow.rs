@@ -394,6 +394,25 @@ impl fmt::Display for ResetCode {
     }
 }
 
+/// An application error code carried by a QUIC `CONNECTION_CLOSE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CloseCode(pub u32);
+
+impl CloseCode {
+    /// Orderly close.
+    pub const NO_ERROR: Self = Self(0);
+    /// A frame was invalid or out of place.
+    pub const PROTOCOL_VIOLATION: Self = Self(1);
+    /// The registration was refused (sent after `register_error`).
+    pub const REGISTRATION_REFUSED: Self = Self(2);
+    /// The edge drained the connection after `go_away`.
+    pub const GOING_AWAY: Self = Self(3);
+    /// The connector drained the connection after `unregister`.
+    pub const UNREGISTERED: Self = Self(4);
+    /// The closing side failed.
+    pub const INTERNAL_ERROR: Self = Self(5);
+}
+
 /// One UDP packet of a flow, carried as a QUIC datagram: `flow_id: varint | payload`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {

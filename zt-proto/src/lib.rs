@@ -57,13 +57,15 @@ mod error;
 mod flow;
 mod frame;
 mod limits;
+#[cfg(feature = "transport")]
+mod transport;
 mod wire;
 
 // Frames and their errors.
 pub use error::{DecodeError, EncodeError};
 pub use flow::{
-    Datagram, FlowHeader, FlowStatus, FlowStatusCode, Protocol, ResetCode, FLOW_HEADER_PREFIX_LEN,
-    FLOW_STATUS_PREFIX_LEN,
+    CloseCode, Datagram, FlowHeader, FlowStatus, FlowStatusCode, Protocol, ResetCode,
+    FLOW_HEADER_PREFIX_LEN, FLOW_STATUS_PREFIX_LEN,
 };
 pub use frame::{
     Claim, ClientClaim, ConnectorClaim, ControlFrame, GoAway, PostureCheck, PostureReport,
@@ -86,4 +88,27 @@ pub use auth::{
 pub use control::{
     ClientControl, ConnectorControl, ControlError, EdgeControl, EdgeEvent, PeerEvent,
     RefusalReason, REFUSED_MESSAGE,
+};
+
+// The transport (feature `transport`).
+#[cfg(feature = "transport")]
+pub use transport::{
+    conn::{
+        ClientConnection, ClientLink, ConnectorConnection, ConnectorLink, FlowRequest,
+        FlowResponder,
+    },
+    endpoint::{
+        Admission, Authenticator, ClientRegistration, ConnectorRegistration, EdgeListener,
+        EdgePeer, IncomingPeer, PeerEndpoint,
+    },
+    error::{
+        AcceptError, ConnectError, ControlSendError, DatagramError, EndpointError, OpenError,
+        RespondError,
+    },
+    settings::{SettingsError, TransportSettings},
+    stream::{
+        relay, splice, FlowError, FlowRecvStream, FlowSendStream, FlowStream, RelayEnd,
+        RelayOutcome,
+    },
+    tls::{EdgeTrust, ServerIdentity, TlsConfigError},
 };

@@ -1,0 +1,625 @@
+//! Endpoints: the edge's listener (accept, authenticate, register) and the dialling side's
+//! endpoint for connectors and clients (connect, prove, register).
+//!
+//! Registration drives the I/O-free machines of `control` over the connection's first
+//! bidirectional stream, with the whole exchange (handshake included) bounded by
+//! `TransportSettings::register_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use socket2::{Domain, Socket, Type};
+use tokio::time::timeout_at;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+use zt_creds::AuthKey;
+
+use crate::auth::{Exporter, EXPORTER_CONTEXT, EXPORTER_LABEL, EXPORTER_LEN};
+use crate::control::{
+    ClientControl, ConnectorControl, EdgeControl, EdgeEvent, PeerEvent, RefusalReason,
+};
+use crate::flow::CloseCode;
+use crate::frame::{Claim, ClientClaim, ConnectorClaim};
+use crate::transport::conn::{
+    on_edge_event, on_peer_event, spawn_acceptor, spawn_driver, spawn_stream_refuser, varint,
+    ClientConnection, ClientLink, ConnectorConnection, ConnectorLink, Machine, Shared,
+};
+use crate::transport::error::{AcceptError, ConnectError, EndpointError};
+use crate::transport::settings::TransportSettings;
+use crate::transport::tls::{EdgeTrust, ServerIdentity};
+
+/// How long a refusing edge waits for the peer to receive its `register_error` before
+/// closing the connection.
+const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn bind_socket(
+    addr: SocketAddr,
+    settings: &TransportSettings,
+) -> Result<std::net::UdpSocket, EndpointError> {
+    let bind_err = |source| EndpointError::Bind { addr, source };
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .map_err(bind_err)?;
+    if addr.is_ipv6() {
+        // Serve IPv4 too on a wildcard IPv6 address, where the OS allows it.
+        let _ = socket.set_only_v6(false);
+    }
+    set_buffer(&socket, settings.socket_receive_buffer, true);
+    set_buffer(&socket, settings.socket_send_buffer, false);
+    socket.bind(&addr.into()).map_err(bind_err)?;
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    Ok(socket.into())
+}
+
+/// Asks for a socket buffer size and warns when the OS grants less. Linux caps requests at
+/// `net.core.rmem_max`/`wmem_max` and reports twice the usable size, so a granted value at
+/// least the requested one means the request was honoured.
+fn set_buffer(socket: &Socket, want: usize, receive: bool) {
+    let (set, name, sysctl) = if receive {
+        (
+            socket.set_recv_buffer_size(want),
+            "receive",
+            "net.core.rmem_max",
+        )
+    } else {
+        (
+            socket.set_send_buffer_size(want),
+            "send",
+            "net.core.wmem_max",
+        )
+    };
+    if let Err(e) = set {
+        warn!(buffer = name, requested = want, error = %e, "cannot set UDP socket buffer size");
+        return;
+    }
+    let granted = if receive {
+        socket.recv_buffer_size()
+    } else {
+        socket.send_buffer_size()
+    };
+    match granted {
+        Ok(got) if got < want => warn!(
+            buffer = name,
+            requested = want,
+            granted = got,
+            "the OS granted a smaller UDP socket buffer than requested; raise {sysctl} for full throughput",
+        ),
+        Ok(got) => debug!(buffer = name, requested = want, granted = got, "UDP socket buffer set"),
+        Err(e) => warn!(buffer = name, error = %e, "cannot read back UDP socket buffer size"),
+    }
+}
+
+fn exporter(conn: &quinn::Connection) -> Option<Exporter> {
+    let mut out = [0u8; EXPORTER_LEN];
+    conn.export_keying_material(&mut out, EXPORTER_LABEL, EXPORTER_CONTEXT)
+        .ok()?;
+    Some(out)
+}
+
+fn tokio_deadline(d: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(d)
+}
+
+// ---------------------------------------------------------------------------------------
+// Edge side.
+// ---------------------------------------------------------------------------------------
+
+/// Whether the edge lets a source address try to register now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Admission {
+    /// Go ahead.
+    Admit,
+    /// Too many recent failures from this address: refuse with `rate_limited`.
+    RateLimited,
+    /// The edge is draining: refuse with `draining`.
+    Draining,
+}
+
+/// What the edge supplies to registration: stored keys, a rate limit and an audit hook.
+///
+/// Called on the task running [`IncomingPeer::register`]; keep the methods quick (an
+/// in-memory lookup), they run once per registration attempt.
+pub trait Authenticator: Send + Sync {
+    /// Whether `source` may attempt a registration now (per-address rate limiting of failed
+    /// proofs). The default admits everyone.
+    fn admit(&self, source: SocketAddr) -> Admission {
+        let _ = source;
+        Admission::Admit
+    }
+
+    /// The key stored for the claim, or `None` if the claim is unknown. For a connector the
+    /// implementation must check that the account tag matches the tunnel's.
+    fn auth_key(&self, claim: &Claim) -> Option<AuthKey>;
+
+    /// A registration was refused, with its true reason (for the audit log and for counting
+    /// failures per address). The peer was told only the generic answer.
+    fn refused(&self, source: SocketAddr, claim: Option<&Claim>, reason: RefusalReason) {
+        let _ = (source, claim, reason);
+    }
+}
+
+/// A registered peer, by role.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EdgePeer {
+    /// A connector connection.
+    Connector(ConnectorLink),
+    /// A client connection.
+    Client(ClientLink),
+}
+
+/// The edge's QUIC listener.
+#[derive(Debug)]
+pub struct EdgeListener {
+    endpoint: quinn::Endpoint,
+    settings: TransportSettings,
+    edge_name: Arc<str>,
+}
+
+impl EdgeListener {
+    /// Binds a listener on `addr` with the edge's certificate and key.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &ServerIdentity,
+        edge_name: &str,
+        settings: TransportSettings,
+    ) -> Result<Self, EndpointError> {
+        let crypto = identity.quic_server_config()?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(settings.quinn_config()?);
+        let socket = bind_socket(addr, &settings)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| EndpointError::Bind { addr, source })?;
+        Ok(Self {
+            endpoint,
+            settings,
+            edge_name: edge_name.into(),
+        })
+    }
+
+    /// The bound address (with the port the OS chose, if it was 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The next incoming connection attempt; `None` once the listener is closed.
+    pub async fn accept(&self) -> Option<IncomingPeer> {
+        let incoming = self.endpoint.accept().await?;
+        Some(IncomingPeer {
+            incoming,
+            settings: self.settings.clone(),
+            edge_name: self.edge_name.clone(),
+        })
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        self.endpoint.close(varint(code.0), reason.as_bytes());
+    }
+
+    /// Waits until every connection has been closed and its close delivered.
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// A connection attempt the edge has not yet accepted.
+#[derive(Debug)]
+pub struct IncomingPeer {
+    incoming: quinn::Incoming,
+    settings: TransportSettings,
+    edge_name: Arc<str>,
+}
+
+impl IncomingPeer {
+    /// Where the attempt comes from (before any handshake; a source address QUIC has not
+    /// validated yet).
+    pub fn remote_address(&self) -> SocketAddr {
+        self.incoming.remote_address()
+    }
+
+    /// Drops the attempt without a handshake (for example when the source is blocked).
+    pub fn refuse(self) {
+        self.incoming.refuse();
+    }
+
+    /// Completes the handshake and runs registration: reads the peer's `register`, asks
+    /// `auth` for the claim's key, checks the proof, and answers. Call it on its own task per
+    /// connection.
+    pub async fn register(self, auth: &dyn Authenticator) -> Result<EdgePeer, AcceptError> {
+        let addr = self.incoming.remote_address();
+        let settings = self.settings;
+        let started = Instant::now();
+        let deadline = started + settings.register_timeout;
+        let handshake = async {
+            let connecting = self.incoming.accept()?;
+            connecting.await
+        };
+        let conn = match timeout_at(tokio_deadline(deadline), handshake).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(source)) => return Err(AcceptError::Handshake { addr, source }),
+            Err(_) => {
+                return Err(AcceptError::Handshake {
+                    addr,
+                    source: quinn::ConnectionError::TimedOut,
+                })
+            }
+        };
+        let exp = exporter(&conn).ok_or(AcceptError::Exporter(addr))?;
+        let (mut send, mut recv) =
+            match timeout_at(tokio_deadline(deadline), conn.accept_bi()).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(source)) => return Err(AcceptError::Lost { addr, source }),
+                Err(_) => {
+                    auth.refused(addr, None, RefusalReason::Timeout);
+                    conn.close(
+                        varint(CloseCode::REGISTRATION_REFUSED.0),
+                        b"no control stream in time",
+                    );
+                    return Err(AcceptError::Refused {
+                        addr,
+                        reason: RefusalReason::Timeout,
+                    });
+                }
+            };
+        let connection_id = Uuid::new_v4();
+        let mut machine = EdgeControl::new(
+            exp,
+            connection_id,
+            &*self.edge_name,
+            started,
+            settings.register_timeout,
+            settings.limits,
+        );
+        loop {
+            while let Some(ev) = machine.poll_event() {
+                match ev {
+                    EdgeEvent::AuthRequired(claim) => match auth.admit(addr) {
+                        Admission::Admit => {
+                            let key = auth.auth_key(&claim);
+                            machine.authenticate(key.as_ref());
+                        }
+                        Admission::RateLimited => machine.refuse_for(RefusalReason::RateLimited),
+                        Admission::Draining => machine.refuse_for(RefusalReason::Draining),
+                    },
+                    EdgeEvent::Refused { reason, claim } => {
+                        auth.refused(addr, claim.as_ref(), reason);
+                        info!(remote = %addr, ?reason, "registration refused");
+                        while let Some(b) = machine.poll_transmit() {
+                            let _ = send.write_chunk(b).await;
+                        }
+                        let _ = send.finish();
+                        // Give the answer a moment to arrive; the peer closes on reading it.
+                        let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
+                        conn.close(
+                            varint(CloseCode::REGISTRATION_REFUSED.0),
+                            b"registration refused",
+                        );
+                        return Err(AcceptError::Refused { addr, reason });
+                    }
+                    EdgeEvent::Registered {
+                        claim,
+                        software_version,
+                        features,
+                    } => {
+                        while let Some(b) = machine.poll_transmit() {
+                            send.write_chunk(b).await.map_err(|_| AcceptError::Lost {
+                                addr,
+                                source: quinn::ConnectionError::LocallyClosed,
+                            })?;
+                        }
+                        let shared = Shared::new(conn.clone(), settings.clone());
+                        let on_event = on_edge_event(&shared);
+                        info!(remote = %addr, connection = %connection_id, "peer registered");
+                        return Ok(match claim {
+                            Claim::Connector(claim) => {
+                                let control =
+                                    spawn_driver(machine, send, recv, conn.clone(), on_event);
+                                spawn_stream_refuser(conn);
+                                EdgePeer::Connector(ConnectorLink {
+                                    shared,
+                                    control,
+                                    claim,
+                                    connection_id,
+                                    software_version,
+                                    features,
+                                })
+                            }
+                            Claim::Client(claim) => {
+                                let control = spawn_driver(machine, send, recv, conn, on_event);
+                                let flows = spawn_acceptor(shared.clone());
+                                EdgePeer::Client(ClientLink {
+                                    shared,
+                                    control,
+                                    flows,
+                                    claim,
+                                    connection_id,
+                                    software_version,
+                                    features,
+                                })
+                            }
+                        });
+                    }
+                    // Nothing else can come before registration.
+                    _ => {}
+                }
+            }
+            while let Some(b) = machine.poll_transmit() {
+                let _ = send.write_chunk(b).await;
+            }
+            match timeout_at(tokio_deadline(deadline), recv.read_chunk(64 * 1024, true)).await {
+                Ok(Ok(Some(chunk))) => {
+                    if let Err(source) = Machine::handle_input(&mut machine, &chunk.bytes) {
+                        if machine.is_closed() {
+                            // The refusal is queued; the loop sends it and reports it.
+                            continue;
+                        }
+                        conn.close(
+                            varint(CloseCode::PROTOCOL_VIOLATION.0),
+                            b"bad control stream",
+                        );
+                        return Err(AcceptError::Control { addr, source });
+                    }
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    let source = conn
+                        .close_reason()
+                        .unwrap_or(quinn::ConnectionError::LocallyClosed);
+                    return Err(AcceptError::Lost { addr, source });
+                }
+                Err(_) => machine.handle_timeout(deadline),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Connector and client side.
+// ---------------------------------------------------------------------------------------
+
+/// What a connector says about itself when it registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorRegistration {
+    /// Tunnel, account, connector id and HA connection index.
+    pub claim: ConnectorClaim,
+    /// The connector's software version.
+    pub software_version: String,
+    /// Optional features it supports.
+    pub features: Vec<String>,
+}
+
+/// What a client says about itself when it registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRegistration {
+    /// Device id and requested virtual network.
+    pub claim: ClientClaim,
+    /// The client's software version.
+    pub software_version: String,
+    /// Optional features it supports.
+    pub features: Vec<String>,
+}
+
+/// A connector's or client's QUIC endpoint: one UDP socket that carries all of the process's
+/// connections to edges.
+#[derive(Debug)]
+pub struct PeerEndpoint {
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    settings: TransportSettings,
+}
+
+impl PeerEndpoint {
+    /// Binds the endpoint on `bind` (typically `0.0.0.0:0` or `[::]:0`), trusting edges
+    /// through `trust`.
+    pub fn bind(
+        bind: SocketAddr,
+        trust: &EdgeTrust,
+        settings: TransportSettings,
+    ) -> Result<Self, EndpointError> {
+        let crypto = trust.quic_client_config()?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+        client_config.transport_config(settings.quinn_config()?);
+        let socket = bind_socket(bind, &settings)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| EndpointError::Bind { addr: bind, source })?;
+        Ok(Self {
+            endpoint,
+            client_config,
+            settings,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Closes every connection of this endpoint.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        self.endpoint.close(varint(code.0), reason.as_bytes());
+    }
+
+    /// Waits until every connection has been closed and its close delivered.
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+
+    async fn handshake(
+        &self,
+        edge: SocketAddr,
+        server_name: &str,
+        deadline: Instant,
+    ) -> Result<(quinn::Connection, Exporter), ConnectError> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), edge, server_name)
+            .map_err(|source| ConnectError::Start { addr: edge, source })?;
+        let conn = match timeout_at(tokio_deadline(deadline), connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(source)) => return Err(ConnectError::Handshake { addr: edge, source }),
+            Err(_) => return Err(ConnectError::Timeout(self.settings.register_timeout)),
+        };
+        let exp = exporter(&conn).ok_or(ConnectError::Exporter)?;
+        Ok((conn, exp))
+    }
+
+    /// Connects to the edge at `edge` (certificate checked for `server_name`) and registers
+    /// a connector connection, proving possession of the tunnel secret behind `key`.
+    pub async fn connect_connector(
+        &self,
+        edge: SocketAddr,
+        server_name: &str,
+        registration: ConnectorRegistration,
+        key: &AuthKey,
+    ) -> Result<ConnectorConnection, ConnectError> {
+        let started = Instant::now();
+        let deadline = started + self.settings.register_timeout;
+        let (conn, exp) = self.handshake(edge, server_name, deadline).await?;
+        let machine = ConnectorControl::new(
+            registration.claim,
+            registration.software_version,
+            registration.features,
+            key,
+            &exp,
+            started,
+            self.settings.register_timeout,
+            self.settings.limits,
+        )
+        .map_err(|e| ConnectError::Control(e.into()))?;
+        let (machine, send, recv, registered) =
+            register_peer(&conn, machine, deadline, self.settings.register_timeout).await?;
+        let shared = Shared::new(conn.clone(), self.settings.clone());
+        let control = spawn_driver(machine, send, recv, conn, on_peer_event(&shared));
+        let flows = spawn_acceptor(shared.clone());
+        Ok(ConnectorConnection {
+            shared,
+            control,
+            flows,
+            registered,
+        })
+    }
+
+    /// Connects to the edge and registers a client connection for a device.
+    pub async fn connect_client(
+        &self,
+        edge: SocketAddr,
+        server_name: &str,
+        registration: ClientRegistration,
+        key: &AuthKey,
+    ) -> Result<ClientConnection, ConnectError> {
+        let started = Instant::now();
+        let deadline = started + self.settings.register_timeout;
+        let (conn, exp) = self.handshake(edge, server_name, deadline).await?;
+        let machine = ClientControl::new(
+            registration.claim,
+            registration.software_version,
+            registration.features,
+            key,
+            &exp,
+            started,
+            self.settings.register_timeout,
+            self.settings.limits,
+        )
+        .map_err(|e| ConnectError::Control(e.into()))?;
+        let (machine, send, recv, registered) =
+            register_peer(&conn, machine, deadline, self.settings.register_timeout).await?;
+        let shared = Shared::new(conn.clone(), self.settings.clone());
+        let control = spawn_driver(machine, send, recv, conn.clone(), on_peer_event(&shared));
+        spawn_stream_refuser(conn);
+        Ok(ClientConnection {
+            shared,
+            control,
+            registered,
+        })
+    }
+}
+
+/// The peer machines' shared registration steps.
+trait PeerMachine: Machine<Event = PeerEvent> {
+    fn handle_timeout(&mut self, now: Instant);
+}
+
+impl PeerMachine for ConnectorControl {
+    fn handle_timeout(&mut self, now: Instant) {
+        ConnectorControl::handle_timeout(self, now)
+    }
+}
+
+impl PeerMachine for ClientControl {
+    fn handle_timeout(&mut self, now: Instant) {
+        ClientControl::handle_timeout(self, now)
+    }
+}
+
+async fn register_peer<M: PeerMachine>(
+    conn: &quinn::Connection,
+    mut machine: M,
+    deadline: Instant,
+    timeout: std::time::Duration,
+) -> Result<
+    (
+        M,
+        quinn::SendStream,
+        quinn::RecvStream,
+        crate::frame::Registered,
+    ),
+    ConnectError,
+> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let fail = |code: CloseCode, reason: &[u8]| conn.close(varint(code.0), reason);
+    loop {
+        while let Some(b) = machine.poll_transmit() {
+            if send.write_chunk(b).await.is_err() {
+                return Err(ConnectError::Lost(
+                    conn.close_reason()
+                        .unwrap_or(quinn::ConnectionError::LocallyClosed),
+                ));
+            }
+        }
+        if let Some(ev) = machine.poll_event() {
+            match ev {
+                PeerEvent::Registered(r) => return Ok((machine, send, recv, r)),
+                PeerEvent::Refused(e) => {
+                    fail(CloseCode::REGISTRATION_REFUSED, b"registration refused");
+                    return Err(ConnectError::Refused(e));
+                }
+                PeerEvent::RegisterTimedOut => {
+                    fail(CloseCode::NO_ERROR, b"registration timed out");
+                    return Err(ConnectError::Timeout(timeout));
+                }
+                // Nothing else can come before the answer.
+                _ => continue,
+            }
+        }
+        match timeout_at(tokio_deadline(deadline), recv.read_chunk(64 * 1024, true)).await {
+            Ok(Ok(Some(chunk))) => {
+                if let Err(e) = machine.handle_input(&chunk.bytes) {
+                    fail(CloseCode::PROTOCOL_VIOLATION, b"bad control stream");
+                    return Err(ConnectError::Control(e));
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                return Err(ConnectError::Lost(
+                    conn.close_reason()
+                        .unwrap_or(quinn::ConnectionError::LocallyClosed),
+                ))
+            }
+            Err(_) => machine.handle_timeout(deadline),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The quinn/rustls transport: drives the I/O-free core over QUIC.
+
+pub(crate) mod conn;
+pub(crate) mod endpoint;
+pub(crate) mod error;
+pub(crate) mod settings;
+pub(crate) mod stream;
+pub(crate) mod tls;

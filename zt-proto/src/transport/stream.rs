@@ -1,0 +1,324 @@
+//! A flow's byte stream after its status: tokio `AsyncRead`/`AsyncWrite` over one QUIC
+//! bidirectional stream, with TCP's half-close (FIN) and reset-with-code semantics, plus the
+//! split halves and a zero-copy splice for relays.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use quinn::VarInt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::flow::ResetCode;
+
+/// A flow's stream failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlowError {
+    /// The peer reset its sending side with this code.
+    #[error("flow reset by peer: {0}")]
+    Reset(ResetCode),
+    /// The peer stopped reading (`STOP_SENDING`) with this code.
+    #[error("peer stopped reading the flow: {0}")]
+    Stopped(ResetCode),
+    /// The connection carrying the flow was lost.
+    #[error("connection lost: {0}")]
+    ConnectionLost(#[from] quinn::ConnectionError),
+    /// This side already finished or reset the stream.
+    #[error("flow already closed on this side")]
+    Closed,
+}
+
+impl FlowError {
+    /// The peer's reset or stop code inside an `io::Error` produced by a [`FlowStream`].
+    pub fn reset_code(err: &io::Error) -> Option<ResetCode> {
+        match err.get_ref()?.downcast_ref::<FlowError>()? {
+            FlowError::Reset(c) | FlowError::Stopped(c) => Some(*c),
+            _ => None,
+        }
+    }
+}
+
+fn code(v: VarInt) -> ResetCode {
+    // Codes above u32 never come from zt peers; saturate rather than fail.
+    ResetCode(u32::try_from(v.into_inner()).unwrap_or(u32::MAX))
+}
+
+impl From<quinn::ReadError> for FlowError {
+    fn from(e: quinn::ReadError) -> Self {
+        match e {
+            quinn::ReadError::Reset(c) => Self::Reset(code(c)),
+            quinn::ReadError::ConnectionLost(c) => Self::ConnectionLost(c),
+            _ => Self::Closed,
+        }
+    }
+}
+
+impl From<quinn::WriteError> for FlowError {
+    fn from(e: quinn::WriteError) -> Self {
+        match e {
+            quinn::WriteError::Stopped(c) => Self::Stopped(code(c)),
+            quinn::WriteError::ConnectionLost(c) => Self::ConnectionLost(c),
+            _ => Self::Closed,
+        }
+    }
+}
+
+impl From<FlowError> for io::Error {
+    fn from(e: FlowError) -> Self {
+        let kind = match e {
+            FlowError::Reset(_) => io::ErrorKind::ConnectionReset,
+            FlowError::Stopped(_) => io::ErrorKind::BrokenPipe,
+            FlowError::ConnectionLost(_) => io::ErrorKind::ConnectionAborted,
+            FlowError::Closed => io::ErrorKind::NotConnected,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// The receiving half of a flow.
+#[derive(Debug)]
+pub struct FlowRecvStream {
+    inner: quinn::RecvStream,
+}
+
+impl FlowRecvStream {
+    /// Next chunk of bytes as the transport received it, without copying; `None` at the
+    /// peer's FIN.
+    pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, FlowError> {
+        Ok(self
+            .inner
+            .read_chunk(usize::MAX, true)
+            .await?
+            .map(|c| c.bytes))
+    }
+
+    /// Asks the peer to stop sending, with a code.
+    pub fn stop(&mut self, code: ResetCode) {
+        // Fails only if the stream is already finished or stopped: nothing left to do then.
+        let _ = self.inner.stop(VarInt::from_u32(code.0));
+    }
+}
+
+impl AsyncRead for FlowRecvStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut()
+            .inner
+            .poll_read_buf(cx, buf)
+            .map_err(|e| FlowError::from(e).into())
+    }
+}
+
+/// The sending half of a flow.
+#[derive(Debug)]
+pub struct FlowSendStream {
+    inner: quinn::SendStream,
+}
+
+impl FlowSendStream {
+    /// Sends a chunk without copying it.
+    pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), FlowError> {
+        Ok(self.inner.write_chunk(chunk).await?)
+    }
+
+    /// Sends all of `buf`.
+    pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), FlowError> {
+        Ok(self.inner.write_all(buf).await?)
+    }
+
+    /// Half-closes the flow: sends FIN after the data already written.
+    pub fn finish(&mut self) -> Result<(), FlowError> {
+        self.inner.finish().map_err(|_| FlowError::Closed)
+    }
+
+    /// Abandons sending; the peer's reads fail with this code.
+    pub fn reset(&mut self, code: ResetCode) {
+        // Fails only if already finished or reset, when there is nothing to abandon.
+        let _ = self.inner.reset(VarInt::from_u32(code.0));
+    }
+
+    /// Waits until the peer has everything we sent (`Ok(None)`) or stopped reading
+    /// (`Ok(Some(code))`).
+    pub async fn stopped(&mut self) -> Result<Option<ResetCode>, FlowError> {
+        match self.inner.stopped().await {
+            Ok(c) => Ok(c.map(code)),
+            Err(quinn::StoppedError::ConnectionLost(c)) => Err(FlowError::ConnectionLost(c)),
+            Err(_) => Err(FlowError::Closed),
+        }
+    }
+}
+
+impl AsyncWrite for FlowSendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner)
+            .poll_write(cx, buf)
+            .map_err(|e| FlowError::from(e).into())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // QUIC sends as soon as congestion control allows; there is no buffer to flush.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Finishing twice (say, shutdown after finish) is not an error for a caller.
+        let _ = self.get_mut().inner.finish();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// One flow after its status: bytes both ways.
+///
+/// `shutdown()` half-closes (QUIC FIN; the peer reads EOF and may keep sending); a read
+/// returns EOF at the peer's FIN; [`FlowStream::reset`] abandons both directions with a
+/// code, which the peer's reads and writes report (see [`FlowError::reset_code`]).
+#[derive(Debug)]
+pub struct FlowStream {
+    flow_id: u64,
+    send: FlowSendStream,
+    recv: FlowRecvStream,
+}
+
+impl FlowStream {
+    pub(crate) fn new(flow_id: u64, send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
+        Self {
+            flow_id,
+            send: FlowSendStream { inner: send },
+            recv: FlowRecvStream { inner: recv },
+        }
+    }
+
+    /// The flow's id (the one in its header; tags its datagrams).
+    pub fn flow_id(&self) -> u64 {
+        self.flow_id
+    }
+
+    /// Abandons the flow both ways with `code`.
+    pub fn reset(&mut self, code: ResetCode) {
+        self.send.reset(code);
+        self.recv.stop(code);
+    }
+
+    /// The two halves, for relays that drive each direction separately.
+    pub fn into_split(self) -> (FlowSendStream, FlowRecvStream) {
+        (self.send, self.recv)
+    }
+
+    /// The sending half.
+    pub fn send_half(&mut self) -> &mut FlowSendStream {
+        &mut self.send
+    }
+
+    /// The receiving half.
+    pub fn recv_half(&mut self) -> &mut FlowRecvStream {
+        &mut self.recv
+    }
+}
+
+impl AsyncRead for FlowStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FlowStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().send).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().send).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().send).poll_shutdown(cx)
+    }
+}
+
+/// How one direction of a splice ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RelayEnd {
+    /// The source finished (FIN) and the FIN was passed on.
+    Finished,
+    /// The source was reset with this code, passed on as a reset.
+    Reset(ResetCode),
+    /// The destination stopped reading with this code, passed back as a stop.
+    Stopped(ResetCode),
+    /// A connection was lost.
+    ConnectionLost,
+}
+
+/// The result of one direction of a splice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayOutcome {
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// How it ended.
+    pub end: RelayEnd,
+}
+
+/// Forwards one direction: chunks from `from` to `to` without copying them, then the FIN,
+/// the reset code, or (backwards) the stop code.
+pub async fn relay(from: &mut FlowRecvStream, to: &mut FlowSendStream) -> RelayOutcome {
+    let mut bytes = 0u64;
+    let end = loop {
+        match from.read_chunk().await {
+            Ok(Some(chunk)) => {
+                let n = chunk.len() as u64;
+                match to.write_chunk(chunk).await {
+                    Ok(()) => bytes += n,
+                    Err(FlowError::Stopped(c)) => {
+                        from.stop(c);
+                        break RelayEnd::Stopped(c);
+                    }
+                    Err(_) => {
+                        from.stop(ResetCode::ABORTED);
+                        break RelayEnd::ConnectionLost;
+                    }
+                }
+            }
+            Ok(None) => {
+                let _ = to.finish();
+                break RelayEnd::Finished;
+            }
+            Err(FlowError::Reset(c)) => {
+                to.reset(c);
+                break RelayEnd::Reset(c);
+            }
+            Err(_) => {
+                to.reset(ResetCode::ABORTED);
+                break RelayEnd::ConnectionLost;
+            }
+        }
+    };
+    RelayOutcome { bytes, end }
+}
+
+/// Splices two flows until both directions end, preserving half-close and reset codes.
+/// Returns (a → b, b → a).
+pub async fn splice(a: FlowStream, b: FlowStream) -> (RelayOutcome, RelayOutcome) {
+    let (mut a_send, mut a_recv) = a.into_split();
+    let (mut b_send, mut b_recv) = b.into_split();
+    tokio::join!(
+        relay(&mut a_recv, &mut b_send),
+        relay(&mut b_recv, &mut a_send)
+    )
+}

@@ -1,0 +1,277 @@
+//! TLS for the transport: the edge's certificate and key, and how connectors and clients
+//! decide to trust the edge (its CA certificate, or the SHA-256 fingerprint of it).
+//!
+//! TLS 1.3 only, ALPN `zt/1`, no 0-RTT, ring as the crypto provider.
+
+use std::fmt;
+use std::sync::Arc;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use zt_creds::CaFingerprint;
+
+use crate::frame::ALPN_ZT1;
+
+/// A certificate, key or trust setting could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsConfigError {
+    /// The PEM text holds no certificate.
+    #[error("no certificate found in the PEM data for {what}")]
+    NoCertificate {
+        /// Which input ("edge certificate chain", "edge CA certificate").
+        what: &'static str,
+    },
+    /// The PEM text could not be parsed.
+    #[error("invalid PEM in {what}: {reason}")]
+    Pem {
+        /// Which input.
+        what: &'static str,
+        /// What the parser said.
+        reason: String,
+    },
+    /// rustls refused the certificate, key or CA.
+    #[error("TLS configuration refused for {what}: {source}")]
+    Rustls {
+        /// Which input.
+        what: &'static str,
+        /// rustls' reason.
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The edge's TLS identity: its certificate chain (server certificate first, then the CA
+/// certificate, so pinning peers can find the CA) and private key.
+pub struct ServerIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerIdentity")
+            .field("chain_len", &self.chain.len())
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+impl ServerIdentity {
+    /// From DER: the chain (server certificate first) and a PKCS#8, PKCS#1 or SEC1 key.
+    pub fn from_der(chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<Self, TlsConfigError> {
+        if chain.is_empty() {
+            return Err(TlsConfigError::NoCertificate {
+                what: "edge certificate chain",
+            });
+        }
+        let key = PrivateKeyDer::try_from(key).map_err(|e| TlsConfigError::Pem {
+            what: "edge private key",
+            reason: e.to_owned(),
+        })?;
+        Ok(Self {
+            chain: chain.into_iter().map(CertificateDer::from).collect(),
+            key,
+        })
+    }
+
+    /// From PEM text: the chain (server certificate first) and the private key.
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsConfigError> {
+        let chain = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsConfigError::Pem {
+                what: "edge certificate chain",
+                reason: e.to_string(),
+            })?;
+        if chain.is_empty() {
+            return Err(TlsConfigError::NoCertificate {
+                what: "edge certificate chain",
+            });
+        }
+        // The parser's error text never includes key bytes.
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsConfigError::Pem {
+            what: "edge private key",
+            reason: e.to_string(),
+        })?;
+        Ok(Self { chain, key })
+    }
+
+    pub(crate) fn quic_server_config(&self) -> Result<QuicServerConfig, TlsConfigError> {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|source| TlsConfigError::Rustls {
+                what: "TLS versions",
+                source,
+            })?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|source| TlsConfigError::Rustls {
+                what: "edge certificate and key",
+                source,
+            })?;
+        cfg.alpn_protocols = vec![ALPN_ZT1.to_vec()];
+        // No 0-RTT: early data could be replayed, and registration must be bound to a
+        // completed handshake.
+        cfg.max_early_data_size = 0;
+        QuicServerConfig::try_from(cfg).map_err(|e| TlsConfigError::Rustls {
+            what: "QUIC server configuration",
+            source: rustls::Error::General(e.to_string()),
+        })
+    }
+}
+
+/// How a connector or client decides to trust the edge.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EdgeTrust {
+    /// The edge's CA certificate (DER); the server certificate must chain to it.
+    CaCertificate(CertificateDer<'static>),
+    /// The SHA-256 fingerprint of the edge's CA certificate (DER). The edge sends its CA
+    /// certificate in its chain; the one with this fingerprint becomes the only trust anchor.
+    CaFingerprint(CaFingerprint),
+}
+
+impl EdgeTrust {
+    /// Trust the CA certificate in this PEM text (the first certificate in it).
+    pub fn ca_pem(pem: &[u8]) -> Result<Self, TlsConfigError> {
+        let cert = CertificateDer::pem_slice_iter(pem)
+            .next()
+            .ok_or(TlsConfigError::NoCertificate {
+                what: "edge CA certificate",
+            })?
+            .map_err(|e| TlsConfigError::Pem {
+                what: "edge CA certificate",
+                reason: e.to_string(),
+            })?;
+        Ok(Self::CaCertificate(cert))
+    }
+
+    /// Trust this CA certificate (DER).
+    pub fn ca_der(der: Vec<u8>) -> Self {
+        Self::CaCertificate(CertificateDer::from(der))
+    }
+
+    /// Trust the CA certificate with this fingerprint.
+    pub fn fingerprint(fp: CaFingerprint) -> Self {
+        Self::CaFingerprint(fp)
+    }
+
+    pub(crate) fn quic_client_config(&self) -> Result<QuicClientConfig, TlsConfigError> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|source| TlsConfigError::Rustls {
+                what: "TLS versions",
+                source,
+            })?;
+        let mut cfg = match self {
+            Self::CaCertificate(ca) => {
+                let mut roots = RootCertStore::empty();
+                roots
+                    .add(ca.clone())
+                    .map_err(|source| TlsConfigError::Rustls {
+                        what: "edge CA certificate",
+                        source,
+                    })?;
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            Self::CaFingerprint(fp) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier {
+                    fingerprint: *fp,
+                    provider: provider(),
+                }))
+                .with_no_client_auth(),
+        };
+        cfg.alpn_protocols = vec![ALPN_ZT1.to_vec()];
+        cfg.enable_early_data = false;
+        QuicClientConfig::try_from(cfg).map_err(|e| TlsConfigError::Rustls {
+            what: "QUIC client configuration",
+            source: rustls::Error::General(e.to_string()),
+        })
+    }
+}
+
+/// Verifies a server chain against the CA certificate whose SHA-256 fingerprint is pinned:
+/// the pinned certificate must be in the chain the edge sent, and the server certificate must
+/// pass full WebPKI validation (signature, validity, name) with it as the only root.
+#[derive(Debug)]
+struct PinnedCaVerifier {
+    fingerprint: CaFingerprint,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| CaFingerprint::of_der(c) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General(
+                    "the edge's certificate chain holds no CA certificate with the pinned fingerprint"
+                        .into(),
+                )
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(format!("pinned CA unusable: {e}")))?;
+        let others: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .filter(|c| c.as_ref() != ca.as_ref())
+            .cloned()
+            .collect();
+        inner.verify_server_cert(end_entity, &others, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,396 @@
+//! Registration over real QUIC on loopback: who gets in and who is refused.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::*;
+use uuid::Uuid;
+use zt_creds::{CaFingerprint, TunnelSecret};
+use zt_proto::*;
+
+fn expect_unauthorized(err: ConnectError) {
+    match err {
+        ConnectError::Refused(e) => {
+            assert_eq!(e.code, RegisterErrorCode::Unauthorized);
+            assert_eq!(e.retry, RetryAdvice::Never);
+            assert_eq!(e.message, REFUSED_MESSAGE);
+        }
+        other => panic!("expected an unauthorized refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_connector_registers_and_both_sides_agree_on_who_it_is() {
+    let mut edge = edge();
+    let tunnel = edge.add_identity();
+    let ep = peer_endpoint(&edge.trust());
+    let reg = connector_registration(tunnel.id, 3);
+    let conn = ep
+        .connect_connector(
+            edge.addr,
+            SERVER_NAME,
+            reg.clone(),
+            &tunnel.secret.derive_auth_key(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(conn.registered().edge_name, "edge-test");
+    assert_eq!(conn.registered().protocol_version, PROTOCOL_VERSION);
+    let EdgePeer::Connector(link) = edge.next_peer().await.unwrap() else {
+        panic!("expected a connector")
+    };
+    assert_eq!(link.claim(), &reg.claim);
+    assert_eq!(link.connection_id(), conn.registered().connection_id);
+    assert_eq!(link.software(), ("zt test", &["half-close".to_owned()][..]));
+    assert!(edge.auth.refusals.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_secret_and_an_unknown_tunnel_get_the_same_refusal() {
+    let mut edge = edge();
+    let tunnel = edge.add_identity();
+    let ep = peer_endpoint(&edge.trust());
+    let wrong = TunnelSecret::generate().derive_auth_key();
+    let e1 = ep
+        .connect_connector(
+            edge.addr,
+            SERVER_NAME,
+            connector_registration(tunnel.id, 0),
+            &wrong,
+        )
+        .await
+        .unwrap_err();
+    expect_unauthorized(e1);
+    let e2 = ep
+        .connect_connector(
+            edge.addr,
+            SERVER_NAME,
+            connector_registration(Uuid::new_v4(), 0),
+            &tunnel.secret.derive_auth_key(),
+        )
+        .await
+        .unwrap_err();
+    expect_unauthorized(e2);
+    // A right tunnel and secret under another account tag is refused the same way.
+    let mut other_account = connector_registration(tunnel.id, 0);
+    other_account.claim.account_tag = "00000000000000000000000000000000".into();
+    let e3 = ep
+        .connect_connector(
+            edge.addr,
+            SERVER_NAME,
+            other_account,
+            &tunnel.secret.derive_auth_key(),
+        )
+        .await
+        .unwrap_err();
+    expect_unauthorized(e3);
+    for _ in 0..3 {
+        assert!(edge.next_peer().await.is_err());
+    }
+    let reasons: Vec<_> = edge
+        .auth
+        .refusals
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, r)| *r)
+        .collect();
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| **r == RefusalReason::BadProof)
+            .count(),
+        1,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| **r == RefusalReason::UnknownIdentity)
+            .count(),
+        2,
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn failed_proofs_are_rate_limited_per_source_address() {
+    let auth = TestAuth {
+        rate_limit_after: Some(2),
+        ..TestAuth::default()
+    };
+    let mut edge = edge_with(auth, test_settings());
+    let tunnel = edge.add_identity();
+    let ep = peer_endpoint(&edge.trust());
+    let wrong = TunnelSecret::generate().derive_auth_key();
+    for _ in 0..2 {
+        let e = ep
+            .connect_connector(
+                edge.addr,
+                SERVER_NAME,
+                connector_registration(tunnel.id, 0),
+                &wrong,
+            )
+            .await
+            .unwrap_err();
+        expect_unauthorized(e);
+        assert!(edge.next_peer().await.is_err());
+    }
+    // Now even the right secret is turned away from this address, with retry advice.
+    let e = ep
+        .connect_connector(
+            edge.addr,
+            SERVER_NAME,
+            connector_registration(tunnel.id, 0),
+            &tunnel.secret.derive_auth_key(),
+        )
+        .await
+        .unwrap_err();
+    match e {
+        ConnectError::Refused(r) => {
+            assert_eq!(r.code, RegisterErrorCode::RateLimited);
+            assert_eq!(r.retry, RetryAdvice::After(Duration::from_secs(10)));
+        }
+        other => panic!("expected rate limiting, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_registers_and_gets_routes_and_reports_posture() {
+    let mut edge = edge();
+    let (_ep, conn, link) = client_pair(&mut edge).await;
+    let push = RoutePush {
+        generation: 1,
+        vnet: "default".into(),
+        routes: vec![
+            "198.51.100.0/24".parse().unwrap(),
+            "2001:db8::/64".parse().unwrap(),
+        ],
+    };
+    link.push_routes(push.clone()).await.unwrap();
+    assert_eq!(conn.next_event().await, Some(PeerEvent::RoutesPushed(push)));
+    let report = PostureReport {
+        checks: vec![PostureCheck {
+            name: "disk-encrypted".into(),
+            passed: true,
+        }],
+    };
+    conn.report_posture(report.clone()).await.unwrap();
+    assert_eq!(link.next_event().await, Some(EdgeEvent::Posture(report)));
+    conn.ping(9).await.unwrap();
+    assert_eq!(conn.next_event().await, Some(PeerEvent::Pong(9)));
+    link.ping(10).await.unwrap();
+    assert_eq!(link.next_event().await, Some(EdgeEvent::Pong(10)));
+}
+
+#[tokio::test]
+async fn go_away_and_unregister_reach_the_other_side_and_stop_new_flows() {
+    let mut edge = edge();
+    let (_ep, conn, link) = connector_pair(&mut edge).await;
+    link.go_away(Duration::from_secs(30), "restart")
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.next_event().await,
+        Some(PeerEvent::GoAway(GoAway {
+            drain: Duration::from_secs(30),
+            reason: "restart".into()
+        }))
+    );
+    assert!(conn.is_draining());
+    assert!(matches!(
+        link.open_flow("127.0.0.1:1".parse().unwrap(), Protocol::Tcp, vec![])
+            .await,
+        Err(OpenError::Draining)
+    ));
+
+    let (_ep2, conn2, link2) = connector_pair(&mut edge).await;
+    conn2.unregister(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        link2.next_event().await,
+        Some(EdgeEvent::Unregister(Unregister {
+            grace: Duration::from_secs(5)
+        }))
+    );
+    assert!(link2.is_draining());
+    assert!(matches!(
+        link2
+            .open_flow("127.0.0.1:1".parse().unwrap(), Protocol::Tcp, vec![])
+            .await,
+        Err(OpenError::Draining)
+    ));
+    conn2.close(CloseCode::UNREGISTERED, "drained");
+    assert!(matches!(
+        link2.closed().await,
+        quinn::ConnectionError::ApplicationClosed(c) if c.error_code == quinn::VarInt::from_u32(4)
+    ));
+}
+
+#[tokio::test]
+async fn an_edge_certificate_from_another_ca_is_refused() {
+    let edge = edge();
+    let tunnel = edge.add_identity();
+    let other = pki();
+    let ep = peer_endpoint(&EdgeTrust::ca_der(other.ca_der));
+    let e = ep
+        .connect_connector(
+            edge.addr,
+            SERVER_NAME,
+            connector_registration(tunnel.id, 0),
+            &tunnel.secret.derive_auth_key(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::Handshake { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn the_pinned_ca_fingerprint_is_accepted_and_a_wrong_pin_refused() {
+    let mut edge = edge();
+    let tunnel = edge.add_identity();
+    let ok = peer_endpoint(&edge.pin())
+        .connect_connector(
+            edge.addr,
+            SERVER_NAME,
+            connector_registration(tunnel.id, 0),
+            &tunnel.secret.derive_auth_key(),
+        )
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    assert!(edge.next_peer().await.is_ok());
+    let wrong = EdgeTrust::fingerprint(CaFingerprint::of_der(&pki().ca_der));
+    let e = peer_endpoint(&wrong)
+        .connect_connector(
+            edge.addr,
+            SERVER_NAME,
+            connector_registration(tunnel.id, 0),
+            &tunnel.secret.derive_auth_key(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::Handshake { .. }), "{e:?}");
+    // The right pin but the wrong server name is refused too: the pin does not switch off
+    // certificate validation.
+    let e = peer_endpoint(&edge.pin())
+        .connect_connector(
+            edge.addr,
+            "other.test",
+            connector_registration(tunnel.id, 0),
+            &tunnel.secret.derive_auth_key(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::Handshake { .. }), "{e:?}");
+}
+
+/// A raw QUIC connection that trusts the test CA, to speak the control stream by hand.
+async fn raw_connection(edge: &Edge) -> quinn::Connection {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            edge.pki.ca_der.clone(),
+        ))
+        .unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN_ZT1.to_vec()];
+    let cfg = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ));
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(cfg);
+    ep.connect(edge.addr, SERVER_NAME).unwrap().await.unwrap()
+}
+
+fn exporter_of(conn: &quinn::Connection) -> Exporter {
+    let mut e = [0u8; EXPORTER_LEN];
+    conn.export_keying_material(&mut e, EXPORTER_LABEL, EXPORTER_CONTEXT)
+        .unwrap();
+    e
+}
+
+async fn send_register_and_read_answer(
+    conn: &quinn::Connection,
+    register: Register,
+) -> ControlFrame {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut wire = BytesMut::new();
+    ControlFrame::Register(register).encode(&mut wire).unwrap();
+    send.write_all(&wire).await.unwrap();
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(f) = ControlFrame::decode(&mut buf).unwrap() {
+            return f;
+        }
+        let chunk = recv
+            .read_chunk(4096, true)
+            .await
+            .unwrap()
+            .expect("answer before FIN");
+        buf.extend_from_slice(&chunk.bytes);
+    }
+}
+
+#[tokio::test]
+async fn a_proof_replayed_from_another_connection_is_refused() {
+    let mut edge = edge();
+    let tunnel = edge.add_identity();
+    let key = tunnel.secret.derive_auth_key();
+    let reg = connector_registration(tunnel.id, 0);
+    let first = raw_connection(&edge).await;
+    let second = raw_connection(&edge).await;
+    assert_ne!(exporter_of(&first), exporter_of(&second));
+    let mut register = Register {
+        protocol_version: PROTOCOL_VERSION,
+        claim: Claim::Connector(reg.claim),
+        software_version: reg.software_version,
+        features: reg.features,
+        proof: [0; PROOF_LEN],
+    };
+    sign_register(&mut register, &key, &exporter_of(&first)).unwrap();
+    // The proof made for `first`, sent on `second`: refused.
+    let answer = send_register_and_read_answer(&second, register.clone()).await;
+    assert!(
+        matches!(&answer, ControlFrame::RegisterError(e) if e.code == RegisterErrorCode::Unauthorized),
+        "{answer:?}"
+    );
+    // The same frame on the connection it was made for: accepted, so the refusal above was
+    // the replay and nothing else.
+    let answer = send_register_and_read_answer(&first, register).await;
+    assert!(matches!(answer, ControlFrame::Registered(_)), "{answer:?}");
+    let outcomes = [edge.next_peer().await, edge.next_peer().await];
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1);
+    assert_eq!(
+        edge.auth
+            .refusals
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, r)| *r)
+            .collect::<Vec<_>>(),
+        vec![RefusalReason::BadProof]
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_never_registers_is_cut_off() {
+    let mut settings = test_settings();
+    settings.register_timeout = Duration::from_millis(300);
+    let mut edge = edge_with(TestAuth::default(), settings);
+    let conn = raw_connection(&edge).await;
+    let outcome = edge.next_peer().await;
+    assert!(outcome.unwrap_err().contains("Timeout"));
+    assert!(matches!(
+        conn.closed().await,
+        quinn::ConnectionError::ApplicationClosed(c) if c.error_code == quinn::VarInt::from_u32(2)
+    ));
+}
