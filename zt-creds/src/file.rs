@@ -137,7 +137,7 @@ pub enum LoadError {
     },
     /// Users other than the owner and the group may access the file.
     #[error(
-        "{p}: has mode {mode:04o}, which lets other users read it; fix it with `chmod 600 {p}`. \
+        "{p}: has mode {mode:04o}, which gives other users access to it; fix it with `chmod 600 {p}`. \
          For a Kubernetes Secret volume, set `defaultMode: 0440` on the volume together with \
          the pod's `fsGroup`, or set `credentials-permissions: lenient`",
         p = path.display()
@@ -150,7 +150,7 @@ pub enum LoadError {
     },
     /// The file's group may access it and the policy is [`PermissionMode::Strict`].
     #[error(
-        "{p}: has mode {mode:04o}, which lets its group read it, and credentials-permissions \
+        "{p}: has mode {mode:04o}, which gives its group access to it, and credentials-permissions \
          is strict; fix it with `chmod 600 {p}`, or set `credentials-permissions: default`",
         p = path.display()
     )]

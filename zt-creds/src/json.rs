@@ -281,17 +281,16 @@ impl Fields {
         field: &'static str,
     ) -> Result<TunnelSecret, ParseError> {
         let v = self.take_required(field)?;
-        let mut text = Zeroizing::new(into_string(field, v, "a base64 string")?);
+        let text = Zeroizing::new(into_string(field, v, "a base64 string")?);
+        // Room for the decoded bytes up front, so the buffer never reallocates.
         let mut bytes = Zeroizing::new(Vec::with_capacity(text.len()));
         if BASE64_STANDARD_LENIENT
             .decode_vec(text.as_bytes(), &mut bytes)
             .is_err()
         {
-            let url_safe_chars = text.bytes().any(|b| b == b'-' || b == b'_');
-            text.zeroize();
             return Err(ParseError::NotBase64 {
                 field,
-                url_safe_chars,
+                url_safe_chars: text.bytes().any(|b| b == b'-' || b == b'_'),
             });
         }
         TunnelSecret::from_bytes(&bytes)
@@ -477,6 +476,7 @@ pub(crate) fn check_edge_address(addr: &str) -> Result<(), &'static str> {
 pub(crate) struct ObjectWriter {
     out: Zeroizing<String>,
     empty: bool,
+    initial_capacity: usize,
 }
 
 impl ObjectWriter {
@@ -485,7 +485,12 @@ impl ObjectWriter {
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         let mut out = Zeroizing::new(String::with_capacity(capacity));
         out.push('{');
-        Self { out, empty: true }
+        let initial_capacity = out.capacity();
+        Self {
+            out,
+            empty: true,
+            initial_capacity,
+        }
     }
 
     fn key(&mut self, key: &str) {
@@ -525,14 +530,21 @@ impl ObjectWriter {
 
     pub(crate) fn finish(mut self) -> Zeroizing<String> {
         self.out.push('}');
+        debug_assert_eq!(
+            self.out.capacity(),
+            self.initial_capacity,
+            "the buffer reallocated; capacity_for() is too small"
+        );
         self.out
     }
 }
 
 /// Room needed for a document holding `secret` and strings of total length `text`
-/// (each may grow sixfold through `\u00XX` escapes).
+/// (each may grow sixfold through `\u00XX` escapes). The constant covers the keys, UUIDs,
+/// fingerprint and punctuation of the largest document (device credentials, about 260
+/// bytes) with room to spare.
 pub(crate) fn capacity_for(secret: &TunnelSecret, text: usize) -> usize {
-    secret.len().div_ceil(3) * 4 + text.saturating_mul(6) + 256
+    secret.len().div_ceil(3) * 4 + text.saturating_mul(6) + 512
 }
 
 fn push_json_string(out: &mut String, s: &str) {

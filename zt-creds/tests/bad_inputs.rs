@@ -1,5 +1,6 @@
 //! Every kind of bad input, each with the exact error it must produce: documents (file and
 //! token payloads), tokens, and files (size, type, permissions).
+#![cfg(unix)]
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -649,7 +650,7 @@ fn the_refusal_says_how_to_fix_it() {
     assert_eq!(
         e.to_string(),
         format!(
-            "{p}: has mode 0644, which lets other users read it; fix it with `chmod 600 {p}`. \
+            "{p}: has mode 0644, which gives other users access to it; fix it with `chmod 600 {p}`. \
              For a Kubernetes Secret volume, set `defaultMode: 0440` on the volume together \
              with the pod's `fsGroup`, or set `credentials-permissions: lenient`"
         )

@@ -1,6 +1,7 @@
 //! The secret never shows: not in any `Debug` or `Display`, not in any error (with its
 //! sources), not in any log line — including errors and logs produced while reading
 //! documents and files that contain the secret in every wrong place.
+#![cfg(unix)]
 #![allow(clippy::unwrap_used)]
 
 mod common;

@@ -1,4 +1,5 @@
 //! Atomic writes: mode 0600, no overwriting unless asked, nothing left behind on failure.
+#![cfg(unix)]
 #![allow(clippy::unwrap_used)]
 
 mod common;

@@ -67,12 +67,14 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 pub(crate) const CLOUDFLARED_JSON: &str = r#"{"AccountTag":"0123456789abcdef0123456789abcdef","TunnelSecret":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","TunnelID":"8e343b13-a087-48ea-825f-9783931ff2a5","TunnelName":"k8s_zero_trust_tunnel"}"#;
 
 /// Sets a file's permission bits.
+#[cfg(unix)]
 pub(crate) fn chmod(path: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// A file's permission bits.
+#[cfg(unix)]
 pub(crate) fn mode_of(path: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
