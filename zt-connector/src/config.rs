@@ -345,7 +345,7 @@ impl ConnectorConfig {
             let tracked = serde_path_to_error::Deserializer::new(de, &mut track);
             match seed.deserialize(tracked) {
                 Ok(raw) => raw,
-                Err(err) => return Err(invalid_from_yaml(file, &track.path(), &err)),
+                Err(err) => return Err(invalid_from_yaml(text, file, &track.path(), &err)),
             }
         };
 
@@ -523,13 +523,21 @@ fn is_blank(text: &str) -> bool {
 /// Where a key is written: the first line whose text starts with it followed by `:`.
 /// Used only for unknown keys, which the YAML reader skips without a position.
 fn locate_key(text: &str, key: &str) -> (Option<usize>, Option<usize>) {
+    locate_key_nth(text, key, 0)
+}
+
+/// Like [`locate_key`], for the `nth` (0-based) line that starts with the key.
+fn locate_key_nth(text: &str, key: &str, mut nth: usize) -> (Option<usize>, Option<usize>) {
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         for quoted in [key.to_owned(), format!("\"{key}\""), format!("'{key}'")] {
             if let Some(rest) = trimmed.strip_prefix(quoted.as_str()) {
                 if rest.trim_start().starts_with(':') {
-                    return (Some(i + 1), Some(indent + 1));
+                    if nth == 0 {
+                        return (Some(i + 1), Some(indent + 1));
+                    }
+                    nth -= 1;
                 }
             }
         }
@@ -538,12 +546,18 @@ fn locate_key(text: &str, key: &str) -> (Option<usize>, Option<usize>) {
 }
 
 fn invalid_from_yaml(
+    text: &str,
     file: &Path,
     path: &serde_path_to_error::Path,
     err: &serde_norway::Error,
 ) -> ConfigError {
     let key = path.to_string();
-    let key = if key == "." { String::new() } else { key };
+    // "." is the document itself; "?" is where the reader failed before reaching a key.
+    let key = if key == "." || key == "?" {
+        String::new()
+    } else {
+        key
+    };
     let (line, column) = match err.location() {
         Some(loc) => (Some(loc.line()), Some(loc.column())),
         None => (None, None),
@@ -561,6 +575,18 @@ fn invalid_from_yaml(
             reason = stripped.to_owned();
         }
     }
+    // A duplicate is found by the mapping's visitor, which only knows where the mapping
+    // starts; point at the second occurrence instead.
+    let (line, column) = match reason
+        .strip_prefix("duplicate key `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        Some(dup) => match locate_key_nth(text, dup, 1) {
+            (Some(l), Some(c)) => (Some(l), Some(c)),
+            _ => (line, column),
+        },
+        None => (line, column),
+    };
     ConfigError::Invalid {
         file: file.to_owned(),
         key,
@@ -748,7 +774,9 @@ impl<'de> Visitor<'de> for WarpSeed<'_> {
                     let d = map.next_value::<GoDuration>()?.0;
                     out.tcp_keep_alive = (!d.is_zero()).then_some(d);
                 }
-                "maxActiveFlows" => out.max_active_flows = NonZeroU64::new(map.next_value()?),
+                "maxActiveFlows" => {
+                    out.max_active_flows = NonZeroU64::new(map.next_value::<FlowCount>()?.0)
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     let suggestion = suggest(&key, WARP_KEYS);
@@ -831,6 +859,29 @@ impl<'de> de::Deserialize<'de> for ConnectTimeout {
     }
 }
 
+/// `maxActiveFlows`: a count, 0 meaning no limit.
+struct FlowCount(u64);
+
+impl<'de> de::Deserialize<'de> for FlowCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = u64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of flows (0 for no limit)")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<u64, E> {
+                Ok(n)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<u64, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::custom(format!("{n} is negative (use 0 for no limit)")))
+            }
+        }
+        d.deserialize_any(V).map(FlowCount)
+    }
+}
+
 struct HaConnections(u8);
 
 impl<'de> de::Deserialize<'de> for HaConnections {
@@ -858,7 +909,7 @@ impl<'de> de::Deserialize<'de> for HaConnections {
                 }
             }
         }
-        d.deserialize_u64(V).map(HaConnections)
+        d.deserialize_any(V).map(HaConnections)
     }
 }
 
@@ -909,7 +960,10 @@ impl<'de> de::Deserialize<'de> for AllowList {
         impl<'de> Visitor<'de> for V {
             type Value = Vec<ipnet::IpNet>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of CIDRs")
+                f.write_str("a CIDR or a list of CIDRs")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                parse_prefix(v).map(|p| vec![p]).map_err(E::custom)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
@@ -924,7 +978,7 @@ impl<'de> de::Deserialize<'de> for AllowList {
                 Ok(out)
             }
         }
-        let prefixes = d.deserialize_seq(V)?;
+        let prefixes = d.deserialize_any(V)?;
         Ok(AllowList(DestinationAllowList::only(prefixes)))
     }
 }

@@ -115,6 +115,13 @@ zt-allowed-destinations:
 }
 
 #[test]
+fn single_allowed_destination_may_be_a_scalar() {
+    let c = parse("zt-allowed-destinations: 10.0.0.0/8\n").unwrap();
+    assert!(c.allowed_destinations.allows("10.1.2.3".parse().unwrap()));
+    assert!(!c.allowed_destinations.allows("11.1.2.3".parse().unwrap()));
+}
+
+#[test]
 fn single_edge_and_integer_durations() {
     let c = parse("edge: 127.0.0.1:7844\ngrace-period: 10\nwarp-routing:\n  connectTimeout: 3\n")
         .unwrap();
@@ -216,12 +223,17 @@ fn bad_values_are_refused_where_they_stand() {
     );
     let (key, _, _, _) = invalid("warp-routing:\n  connectTimeout: 0s\n");
     assert_eq!(key, "warp-routing.connectTimeout");
-    let (key, _, _, _) = invalid("warp-routing:\n  maxActiveFlows: -1\n");
-    assert_eq!(key, "warp-routing.maxActiveFlows");
     let (key, _, _, _) = invalid("warp-routing:\n  enabled: maybe\n");
     assert_eq!(key, "warp-routing.enabled");
-    let (key, _, _, reason) = invalid("tunnel: a\ntunnel: b\n");
-    assert!(reason.contains("duplicate"), "{key}: {reason}");
+    let (_, line, column, reason) = invalid("tunnel: a\nmetrics: :1\ntunnel: b\n");
+    assert_eq!(reason, "duplicate key `tunnel`");
+    assert_eq!((line, column), (Some(3), Some(1)));
+    let (key, line, _, reason) = invalid("warp-routing:\n  maxActiveFlows: -1\n");
+    assert_eq!(
+        (key.as_str(), line),
+        ("warp-routing.maxActiveFlows", Some(2))
+    );
+    assert!(reason.contains("negative"), "{reason}");
 }
 
 #[test]
@@ -232,8 +244,8 @@ fn syntax_and_shape_errors() {
     let (key, _, _, reason) = invalid("- a\n- b\n");
     assert_eq!(key, "");
     assert!(reason.contains("mapping of connector settings"), "{reason}");
-    let (_, line, _, _) = invalid("a: b\n  c: d\n");
-    assert_eq!(line, Some(2));
+    let (key, line, _, _) = invalid("a: b\n  c: d\n");
+    assert_eq!((key.as_str(), line), ("", Some(2)));
 }
 
 #[test]
