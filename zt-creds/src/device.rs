@@ -70,7 +70,7 @@ impl DeviceCredentials {
         let device_id = f.required_uuid(DEVICE_ID)?;
         let user_email = f.required_nonempty_str(USER_EMAIL)?;
         // Only a sanity check: a real address check belongs to the identity provider.
-        match user_email.split_once('@') {
+        match user_email.rsplit_once('@') {
             Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {}
             _ => return Err(ParseError::NotEmail { field: USER_EMAIL }),
         }

@@ -454,6 +454,16 @@ fn bad_device_credentials_give_their_exact_error() {
             NotEmail { field: "UserEmail" },
         ),
         (
+            "email with an empty domain",
+            obj(&[id, r#""UserEmail":"engineer@""#, secret, edge, fp]),
+            NotEmail { field: "UserEmail" },
+        ),
+        (
+            "email with an empty local part",
+            obj(&[id, r#""UserEmail":"@example.com""#, secret, edge, fp]),
+            NotEmail { field: "UserEmail" },
+        ),
+        (
             "empty edge list",
             obj(&[id, email, secret, r#""Edge":[]"#, fp]),
             EmptyList { field: "Edge" },
