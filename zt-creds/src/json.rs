@@ -22,9 +22,9 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::fingerprint::{CaFingerprint, FingerprintError};
 use crate::secret::{SecretLengthError, TunnelSecret};
 
-/// Standard base64 as cloudflared (Go's `base64.StdEncoding`) reads it: padding expected
-/// but, like Go, we do not insist on zero trailing bits; missing padding is forgiven too,
-/// since refusing it would help no one.
+/// Standard base64, read a little more forgivingly than cloudflared does: like Go's
+/// `base64.StdEncoding`, non-zero trailing bits are accepted; unlike it, missing padding
+/// is too, since refusing it would help no one. Output is always canonical and padded.
 pub(crate) const BASE64_STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new()
@@ -192,7 +192,10 @@ impl Fields {
             }
         };
 
-        // Exact key matches win over case-insensitive ones; among equals the later wins.
+        // Exact key matches win over case-insensitive ones. Among duplicates of one exact
+        // key the last in the document wins (serde_json keeps the last); among several
+        // case-insensitive spellings, one wins: a document that spells a key twice in
+        // different cases gets what it deserves, deterministically.
         let mut map: BTreeMap<&'static str, (bool, Value)> = BTreeMap::new();
         for (key, mut value) in object {
             let exact = known.iter().find(|k| **k == key);
