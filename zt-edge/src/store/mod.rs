@@ -1,0 +1,14 @@
+//! Edge state storage: the backend trait, the typed records and the default redb backend.
+
+mod backend;
+mod db;
+mod records;
+mod redb_store;
+
+pub use backend::{BackendError, KeyValue, Revision, Store, StoreRead, StoreWrite, Table};
+pub use db::{Db, ReadTxn, StoreError, WriteTxn};
+pub use records::{
+    Device, List, ListKind, Record, RecordKind, Route, Rule, SecretSha256, Tunnel, User,
+    VirtualNetwork, MAX_NAME_LEN,
+};
+pub use redb_store::{OpenDbError, RedbStore};
