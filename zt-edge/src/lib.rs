@@ -1,4 +1,59 @@
-//! The zt edge runtime.
+//! The zt edge: its persistent state and its audit log.
+//!
+//! The edge accepts connectors and clients on one QUIC port, keeps the registry of live
+//! connector connections per tunnel, the route table, the gateway policy, identities and an
+//! audit log, and splices each client flow onto a connector of the right tunnel. This crate
+//! holds the edge's foundations so far:
+//!
+//! - **State directory** ([`EdgeState`]): created on first start with the edge's own CA, a
+//!   server certificate signed by it, the account tag, the admin API token and the database;
+//!   loaded on every later start so that the CA fingerprint that connectors and clients pin
+//!   stays valid. Files are 0600 in a 0700 directory and replaced atomically; a damaged or
+//!   incomplete directory is refused with the file at fault, never silently re-created.
+//! - **Storage** ([`Store`], [`Db`]): the only way state is read or written. [`Store`] is a
+//!   small transactional key-value trait with a revision counter and change notification, so
+//!   a distributed backend can replace the embedded [`RedbStore`] (one ACID file that
+//!   survives `kill -9`). [`Db`] puts typed records on top ([`Tunnel`], [`VirtualNetwork`],
+//!   [`Route`], [`List`], [`Rule`], [`User`], [`Device`]) and keeps uniqueness and references
+//!   consistent inside each transaction, for every backend alike.
+//! - **Audit log** ([`AuditLog`]): one JSON line per flow ([`FlowRecord`]) and per refused
+//!   authentication ([`AuthRefusal`]).
+//!
+//! What it is not (yet): the QUIC listener, connector registry, flow splicing, policy
+//! evaluation and admin API build on these pieces. The store keeps policy expressions and
+//! list items as text; zt-policy parses them, and zt-routes checks route prefixes. No secret
+//! is stored: tunnels and devices keep the key derived from their secret.
+//!
+//! # Example
+//!
+//! ```
+//! use zt_creds::TunnelSecret;
+//! use zt_edge::{EdgeState, Route, StateOptions, Tunnel};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let state = EdgeState::open_or_init(dir.path().join("edge"), &StateOptions::default())?;
+//! println!("account {} pins CA {}", state.account_tag(), state.ca_fingerprint());
+//!
+//! // Create a tunnel and a route in one transaction; the caller keeps the secret (in the
+//! // connector's credentials file), the edge only its derived key.
+//! let secret = TunnelSecret::generate();
+//! let tunnel = Tunnel::new("prod-cluster", state.account_tag(), &secret);
+//! let (_, revision) = state.db().update(|txn| {
+//!     let vnet = txn.default_vnet()?.expect("created on first start");
+//!     txn.put(&tunnel)?;
+//!     txn.put(&Route::new("198.51.100.0/24".parse()?, vnet.id, tunnel.id))?;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//!
+//! let read = state.db().read()?;
+//! let tunnels = read.list::<Tunnel>()?;
+//! assert_eq!(tunnels.len(), 1);
+//! assert_eq!(tunnels[0].name, "prod-cluster");
+//! assert_eq!(read.revision(), revision);
+//! # Ok(())
+//! # }
+//! ```
 
 mod audit;
 mod fsutil;
@@ -8,19 +63,29 @@ mod state;
 mod store;
 mod timestamp;
 
-pub use audit::{
-    AuditError, AuditEvent, AuditLog, AuthRefusal, CloseReason, ConnectorKind, FlowAction,
-    FlowProtocol, FlowRecord, PeerRole, PolicyPhase, AUDIT_BUFFER_BYTES, AUDIT_FLUSH_INTERVAL,
-    MAX_CLAIMED_ID_LEN,
-};
+// State directory and identity.
 pub use pki::ServerNames;
 pub use state::{
     AdminToken, EdgeState, ServerIdentity, StateError, StateOptions, CLOUDFLARED_SERVER_NAME,
     DEFAULT_VNET_NAME,
 };
+
+// Typed records and their database.
 pub use store::{
-    BackendError, Db, Device, KeyValue, List, ListKind, OpenDbError, ReadTxn, Record, RecordKind,
-    RedbStore, Revision, Route, Rule, SecretSha256, Store, StoreError, StoreRead, StoreWrite,
-    Table, Tunnel, User, VirtualNetwork, WriteTxn, MAX_NAME_LEN,
+    Db, Device, List, ListKind, ReadTxn, Record, RecordKind, Route, Rule, SecretSha256, StoreError,
+    Tunnel, User, VirtualNetwork, WriteTxn, MAX_NAME_LEN,
 };
+
+// Storage backends.
+pub use store::{
+    BackendError, KeyValue, OpenDbError, RedbStore, Revision, Store, StoreRead, StoreWrite, Table,
+};
+
+// Audit log.
+pub use audit::{
+    AuditError, AuditEvent, AuditLog, AuthRefusal, CloseReason, ConnectorKind, FlowAction,
+    FlowProtocol, FlowRecord, PeerRole, PolicyPhase, AUDIT_BUFFER_BYTES, AUDIT_FLUSH_INTERVAL,
+    MAX_CLAIMED_ID_LEN,
+};
+
 pub use timestamp::Timestamp;

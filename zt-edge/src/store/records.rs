@@ -525,7 +525,7 @@ impl Record for List {
 pub struct Rule {
     /// The id.
     pub id: Uuid,
-    /// The name, unique (refusals say "denied by rule <name>").
+    /// The name, unique (refusals say `denied by rule <name>`).
     pub name: String,
     /// Free text.
     #[serde(default)]
