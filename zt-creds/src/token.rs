@@ -92,7 +92,8 @@ pub struct TunnelToken {
 
 impl TunnelToken {
     /// Parses a token. Surrounding whitespace (a trailing newline from a file or a
-    /// `$(cat …)`) is ignored; unknown keys are ignored and named in a warning.
+    /// `$(cat …)`) and line breaks inside (a wrapped `base64` output) are ignored, as
+    /// cloudflared ignores them; unknown keys are ignored and named in a warning.
     pub fn parse(token: &str) -> Result<Self, TokenError> {
         let token = token.trim_ascii();
         if token.is_empty() {
@@ -101,9 +102,17 @@ impl TunnelToken {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong { len: token.len() });
         }
-        let mut json = Zeroizing::new(Vec::with_capacity(token.len()));
+        // Line breaks inside are skipped, as Go's decoder skips them: `base64` without `-w0`
+        // wraps its output at 76 columns.
+        let unwrapped: Zeroizing<Vec<u8>> = Zeroizing::new(
+            token
+                .bytes()
+                .filter(|b| *b != b'\n' && *b != b'\r')
+                .collect(),
+        );
+        let mut json = Zeroizing::new(Vec::with_capacity(unwrapped.len()));
         BASE64_STANDARD_LENIENT
-            .decode_vec(token.as_bytes(), &mut json)
+            .decode_vec(&*unwrapped, &mut json)
             .map_err(|_| TokenError::NotBase64)?;
         let origin = Origin {
             kind: "tunnel token",

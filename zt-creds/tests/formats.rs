@@ -155,6 +155,14 @@ fn a_token_from_a_file_configures_the_same_tunnel() {
     );
     let back = TunnelToken::parse(&format!("  {}\n", encoded.as_str())).unwrap();
     assert_eq!(back, token);
+    // Wrapped at 76 columns with CRLF, as `base64` (without -w0) and some editors leave it.
+    let wrapped: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    assert!(wrapped.len() > 1);
+    assert_eq!(TunnelToken::parse(&wrapped.join("\r\n")).unwrap(), token);
     assert_eq!(
         back.credentials(),
         TunnelCredentials {
