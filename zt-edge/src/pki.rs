@@ -211,6 +211,16 @@ impl Ca {
         names: &ServerNames,
         label: &str,
     ) -> Result<Issued, IssueError> {
+        self.issue_server_valid_for(names, label, LEAF_VALIDITY)
+    }
+
+    /// Issues a server certificate valid from now (backdated) for `validity`.
+    pub(crate) fn issue_server_valid_for(
+        &self,
+        names: &ServerNames,
+        label: &str,
+        validity: Duration,
+    ) -> Result<Issued, IssueError> {
         let names = names.clone().normalized();
         if names.is_empty() {
             return Err(IssueError::NoNames);
@@ -233,7 +243,7 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         params.not_before = now - BACKDATE;
-        params.not_after = now + LEAF_VALIDITY;
+        params.not_after = now + validity;
         params.serial_number = Some(random_serial()?);
         let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key)?;
         let cert = params.signed_by(&key, &issuer)?;

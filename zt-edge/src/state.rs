@@ -510,13 +510,14 @@ impl EdgeState {
         // stays the same.
         let current = state.server_identity();
         let wanted = options.server_names.clone().map(ServerNames::normalized);
-        let renew_at = current.not_after().as_offset_date_time() - pki::RENEW_BEFORE;
-        if wanted.as_ref().is_some_and(|w| *w != current.names) {
-            tracing::info!(dir = %state.dir.display(), "server names changed; reissuing the server certificate");
-            state.issue_server(wanted.as_ref().unwrap_or(&current.names))?;
-        } else if time::OffsetDateTime::now_utc() >= renew_at {
-            tracing::info!(dir = %state.dir.display(), not_after = %current.not_after(), "server certificate near expiry; reissuing");
-            state.issue_server(&current.names)?;
+        match wanted {
+            Some(wanted) if wanted != current.names => {
+                tracing::info!(dir = %state.dir.display(), "server names changed; reissuing the server certificate");
+                state.issue_server(&wanted)?;
+            }
+            _ => {
+                state.renew_server_cert_if_due()?;
+            }
         }
         Ok(state)
     }
@@ -592,6 +593,19 @@ impl EdgeState {
         self.issue_server(&names)
     }
 
+    /// Reissues the server certificate when it expires within 30 days, and returns the new
+    /// one; `None` when the current one is good. Opening the state does this; a long-running
+    /// edge calls it from a daily timer.
+    pub fn renew_server_cert_if_due(&self) -> Result<Option<Arc<ServerIdentity>>, StateError> {
+        let current = self.server_identity();
+        let renew_at = current.not_after().as_offset_date_time() - pki::RENEW_BEFORE;
+        if time::OffsetDateTime::now_utc() < renew_at {
+            return Ok(None);
+        }
+        tracing::info!(dir = %self.dir.display(), not_after = %current.not_after(), "server certificate near expiry; reissuing");
+        self.issue_server(&current.names).map(Some)
+    }
+
     fn issue_server(&self, names: &ServerNames) -> Result<Arc<ServerIdentity>, StateError> {
         let issued = self
             .ca
@@ -649,4 +663,53 @@ fn load_leaf(ca: &Ca, dir: &Path, cert: &str, key: &str) -> Result<LeafInfo, Sta
             },
             reason,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_shareable_between_tasks() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<EdgeState>();
+        assert_send_sync::<ServerIdentity>();
+    }
+
+    #[test]
+    fn a_certificate_near_expiry_is_renewed_on_open_under_the_same_ca() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("edge");
+        let state = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
+        let fingerprint = state.ca_fingerprint().to_owned();
+        assert!(state.renew_server_cert_if_due().unwrap().is_none());
+        let names = state.server_identity().names.clone();
+        // Replace the server certificate with one that ends in ten days.
+        let short = state
+            .ca
+            .issue_server_valid_for(&names, "zt edge", time::Duration::days(10))
+            .unwrap();
+        write(&dir.join(SERVER_KEY), short.key_pem.as_bytes()).unwrap();
+        write(&dir.join(SERVER_CERT), short.chain_pem.as_bytes()).unwrap();
+        let short_leaf = short.leaf.chain[0].clone();
+        drop(state);
+
+        let state = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
+        let renewed = state.server_identity();
+        assert_ne!(renewed.cert_chain()[0], short_leaf);
+        assert_eq!(renewed.names, names);
+        let days_left =
+            (renewed.not_after().unix_seconds() - Timestamp::now().unix_seconds()) / 86_400;
+        assert!(days_left > 300, "{days_left} days left");
+        assert_eq!(state.ca_fingerprint(), fingerprint);
+        // The renewed certificate was written, not only held in memory.
+        let on_disk = fs::read_to_string(dir.join(SERVER_CERT)).unwrap();
+        assert!(on_disk.starts_with("-----BEGIN CERTIFICATE-----"));
+        drop(state);
+        let state = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
+        assert_eq!(
+            state.server_identity().cert_chain()[0],
+            renewed.cert_chain()[0]
+        );
+    }
 }

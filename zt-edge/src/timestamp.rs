@@ -43,6 +43,8 @@ impl Timestamp {
     /// Parses an RFC 3339 string.
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
         let dt = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+        // Same precision as every other timestamp, so a value equals its own reparse.
+        let dt = dt.replace_millisecond(dt.millisecond()).ok()?;
         Some(Self(dt.to_offset(UtcOffset::UTC)))
     }
 
@@ -110,6 +112,8 @@ mod tests {
         let t = Timestamp::parse_rfc3339("2025-11-28T18:04:05.250+01:00").unwrap();
         assert_eq!(t.to_string(), "2025-11-28T17:04:05.250Z");
         assert!(Timestamp::parse_rfc3339("yesterday").is_none());
+        let fine = Timestamp::parse_rfc3339("2025-11-28T17:04:05.250999Z").unwrap();
+        assert_eq!(Timestamp::parse_rfc3339(&fine.to_string()), Some(fine));
     }
 
     #[test]

@@ -120,6 +120,10 @@ impl Db {
 
     /// Starts a write transaction; nothing is visible to others until
     /// [`WriteTxn::commit`], and dropping it discards every change.
+    ///
+    /// Write transactions are exclusive: this blocks while another is open, and a commit
+    /// waits for the disk (fsync). Keep them short, never hold one across an `.await`, and
+    /// call from `spawn_blocking` in async code.
     pub fn write(&self) -> Result<WriteTxn<'_>, StoreError> {
         Ok(WriteTxn {
             inner: self.store.begin_write()?,
