@@ -260,6 +260,34 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flows_ending_on_other_threads_wake_the_drain() {
+        // Many rounds of guards dropped on other threads while the drain waits: a lost
+        // wake-up would leave `wait` hanging until the (hour-long) grace period.
+        for _ in 0..50 {
+            let flows = flows();
+            let drain = Drain::new(flows.clone(), Duration::from_secs(3600));
+            let guards: Vec<_> = (0..64).map(|_| flows.try_admit().unwrap()).collect();
+            let mut chunks: Vec<Vec<_>> = (0..4).map(|_| Vec::new()).collect();
+            for (i, g) in guards.into_iter().enumerate() {
+                chunks[i % 4].push(g);
+            }
+            drain.start();
+            let threads: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| std::thread::spawn(move || chunk.into_iter().for_each(drop)))
+                .collect();
+            let outcome =
+                tokio::time::timeout(Duration::from_secs(20), drain.wait(std::future::pending()))
+                    .await
+                    .expect("drain finished");
+            assert_eq!(outcome, DrainOutcome::Drained);
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn zero_grace_with_flows_expires_at_once() {
         let flows = flows();

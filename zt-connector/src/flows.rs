@@ -6,10 +6,10 @@
 //! panic or cancellation is still counted out.
 
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::{ConnectorMetrics, DialErrorKind};
 
@@ -50,7 +50,12 @@ struct Inner {
     // `None` when unlimited: then only the count below is kept.
     slots: Option<(Arc<Semaphore>, u64)>,
     draining: AtomicBool,
-    in_flight: watch::Sender<u64>,
+    // A plain counter and a `Notify` rather than a watch channel: admission is on every
+    // flow's path, and a watch channel takes locks on each update. The drain's waiter is
+    // only woken when the count reaches zero while draining. `SeqCst` on the counter and
+    // the draining flag makes that hand-off free of lost wake-ups (see `idle`).
+    in_flight: AtomicU64,
+    idle: Notify,
     metrics: Arc<ConnectorMetrics>,
 }
 
@@ -77,7 +82,8 @@ impl FlowLimiter {
             inner: Arc::new(Inner {
                 slots,
                 draining: AtomicBool::new(false),
-                in_flight: watch::Sender::new(0),
+                in_flight: AtomicU64::new(0),
+                idle: Notify::new(),
                 metrics,
             }),
         }
@@ -90,7 +96,7 @@ impl FlowLimiter {
             self.inner.metrics.dial_failed(err.kind());
             Err(err)
         };
-        if self.inner.draining.load(Ordering::Acquire) {
+        if self.inner.draining.load(Ordering::SeqCst) {
             return refuse(AdmitError::Draining);
         }
         let slot = match &self.inner.slots {
@@ -100,7 +106,7 @@ impl FlowLimiter {
             },
             None => None,
         };
-        self.inner.in_flight.send_modify(|n| *n += 1);
+        self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
         self.inner.metrics.flow_started();
         Ok(FlowGuard {
             inner: Arc::clone(&self.inner),
@@ -110,32 +116,46 @@ impl FlowLimiter {
 
     /// Flows admitted and not yet ended.
     pub fn in_flight(&self) -> u64 {
-        *self.inner.in_flight.borrow()
+        self.inner.in_flight.load(Ordering::SeqCst)
     }
 
     /// Whether a drain has started.
     pub fn is_draining(&self) -> bool {
-        self.inner.draining.load(Ordering::Acquire)
+        self.inner.draining.load(Ordering::SeqCst)
     }
 
     /// Refuses new flows from now on. Flows admitted before keep running.
     pub(crate) fn stop_admitting(&self) {
-        self.inner.draining.store(true, Ordering::Release);
+        self.inner.draining.store(true, Ordering::SeqCst);
     }
 
-    /// Resolves once no flow is in flight.
+    /// Resolves once no flow is in flight. Only called after [`Self::stop_admitting`]:
+    /// guards notify only while draining.
+    ///
+    /// No wake-up is lost: a guard's drop decrements, then reads the flag; this function
+    /// registers its interest, then reads the count. Either the drop saw the flag (and
+    /// notifies an already registered waiter) or its decrement came first in the single
+    /// `SeqCst` order, and the count read here sees it.
     pub(crate) async fn idle(&self) {
-        let mut rx = self.inner.in_flight.subscribe();
-        // The sender lives in `inner`, which `self` keeps alive, so this cannot fail.
-        let _ = rx.wait_for(|n| *n == 0).await;
+        loop {
+            let notified = self.inner.idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
 impl Drop for FlowGuard {
     fn drop(&mut self) {
-        self.inner
-            .in_flight
-            .send_modify(|n| *n = n.saturating_sub(1));
+        // Every guard was counted in by `try_admit`, so this never goes below zero.
+        let before = self.inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if before == 1 && self.inner.draining.load(Ordering::SeqCst) {
+            self.inner.idle.notify_waiters();
+        }
         self.inner.metrics.flow_finished();
     }
 }
