@@ -24,6 +24,15 @@ pub(crate) trait Bits: Copy + Ord + Eq + Hash + Debug + Send + Sync + 'static {
     /// The `width` bits starting `offset` bits from the top, right-aligned; bits past the
     /// end of the address read as zero. Requires `offset < WIDTH` and `width <= 32`.
     fn extract(self, offset: u8, width: u8) -> u32;
+
+    /// Number of 32-bit words an address takes in the compiled trie's arena.
+    const WORDS: usize;
+
+    /// Appends the address to `out` as `WORDS` words, most significant first.
+    fn push_words(self, out: &mut Vec<u32>);
+
+    /// Reads an address written by [`push_words`](Self::push_words) from the front of `words`.
+    fn from_words(words: &[u32]) -> Self;
 }
 
 impl Bits for u32 {
@@ -44,6 +53,17 @@ impl Bits for u32 {
         // zeros, which is what the last, partial stride of an address needs.
         (self << offset) >> (32 - width)
     }
+
+    const WORDS: usize = 1;
+
+    fn push_words(self, out: &mut Vec<u32>) {
+        out.push(self);
+    }
+
+    #[inline]
+    fn from_words(words: &[u32]) -> Self {
+        words[0]
+    }
 }
 
 impl Bits for u128 {
@@ -61,6 +81,24 @@ impl Bits for u128 {
     #[inline(always)]
     fn extract(self, offset: u8, width: u8) -> u32 {
         ((self << offset) >> (128 - width)) as u32
+    }
+
+    const WORDS: usize = 4;
+
+    fn push_words(self, out: &mut Vec<u32>) {
+        out.extend([
+            (self >> 96) as u32,
+            (self >> 64) as u32,
+            (self >> 32) as u32,
+            self as u32,
+        ]);
+    }
+
+    #[inline]
+    fn from_words(words: &[u32]) -> Self {
+        words[..4]
+            .iter()
+            .fold(0, |acc, &w| (acc << 32) | u128::from(w))
     }
 }
 
@@ -80,5 +118,10 @@ mod tests {
         assert_eq!(b.mask(32), 0x2001_0db8 << 96);
         assert_eq!(b.extract(0, 16), 0x2001);
         assert_eq!(b.extract(126, 6), 0b01_0000);
+        let mut words = Vec::new();
+        b.push_words(&mut words);
+        a.push_words(&mut words);
+        assert_eq!(u128::from_words(&words), b);
+        assert_eq!(u32::from_words(&words[4..]), a);
     }
 }

@@ -212,7 +212,8 @@ impl<V> PrefixMap<V> {
     ///
     /// # Panics
     ///
-    /// If the map holds more than 2³¹ − 1 prefixes, far more than fits in memory.
+    /// If the map holds more than 2³⁰ − 1 prefixes or the compiled form would pass 4 GiB:
+    /// some hundred million prefixes, far more than any route table or list.
     pub fn freeze(&self) -> FrozenPrefixMap<V>
     where
         V: Clone,
@@ -232,7 +233,7 @@ pub(crate) fn compile<V>(
 ) -> (Poptrie<u32>, Poptrie<u128>) {
     assert!(
         v4.len() + v6.len() <= MAX_VALUE as usize,
-        "a prefix map holds at most 2^31 - 1 prefixes"
+        "a prefix map compiles at most 2^30 - 1 prefixes"
     );
     let mut position = 0u32;
     let mut next = |v: &V| {

@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use uuid::Uuid;
 
 use crate::map::{compile, PrefixMap};
-use crate::poptrie::Poptrie;
+use crate::poptrie::{Poptrie, MAX_VALUE};
 use crate::table::{Route, RouteTable};
 
 /// What a lookup in a [`RouteSnapshot`] finds: the route and the tunnel that serves it.
@@ -65,7 +65,13 @@ const LINEAR_VNETS: usize = 8;
 
 impl RouteSnapshot {
     pub(crate) fn build(default_vnet: Uuid, nets: &BTreeMap<Uuid, PrefixMap<Route>>) -> Self {
-        let mut targets = Vec::with_capacity(nets.values().map(PrefixMap::len).sum());
+        let total: usize = nets.values().map(PrefixMap::len).sum();
+        // Answers index one table shared by every virtual network.
+        assert!(
+            total <= MAX_VALUE as usize,
+            "a route snapshot holds at most 2^30 - 1 routes"
+        );
+        let mut targets = Vec::with_capacity(total);
         let vnets = nets
             .iter()
             .map(|(&id, map)| {
@@ -76,8 +82,7 @@ impl RouteSnapshot {
                         tunnel_id: route.tunnel_id,
                         network: route.network,
                     });
-                    // `compile` refuses more than 2^31 - 1 prefixes per table; the same
-                    // bound over all tables together is far beyond memory.
+                    // At most `total`, checked above.
                     targets.len() as u32
                 });
                 VnetTries { id, v4, v6 }

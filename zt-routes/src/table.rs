@@ -612,6 +612,13 @@ impl RouteTable {
     }
 
     /// Compiles the read-only structure the data path looks routes up in.
+    ///
+    /// Takes time linear in the number of routes (about a second per million on a slow
+    /// machine; see BENCHMARKS.md).
+    ///
+    /// # Panics
+    ///
+    /// If the table holds 2³⁰ routes or more, far past what fits in memory here.
     pub fn snapshot(&self) -> RouteSnapshot {
         RouteSnapshot::build(self.default_vnet, &self.nets)
     }
