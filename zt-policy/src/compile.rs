@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use regex::Regex;
-use zt_routes::PrefixSet;
+use zt_routes::{FrozenPrefixSet, PrefixSet};
 
 use crate::context::FlowContext;
 use crate::expr::{Cmp, CmpOp, ElemPred, FieldId, TExpr, Test};
@@ -76,7 +76,7 @@ pub(crate) enum Node {
 #[derive(Debug, Clone)]
 pub(crate) enum IpTest {
     Cmp(CmpOp, IpAddr),
-    Set(Box<PrefixSet>),
+    Set(Box<FrozenPrefixSet>),
     List { list: u32, memo: u32 },
 }
 
@@ -114,6 +114,16 @@ pub(crate) struct Memo([u8; MEMO_SLOTS]);
 impl Memo {
     pub(crate) fn new() -> Self {
         Self([0; MEMO_SLOTS])
+    }
+
+    /// The memoised answer for `slot`, if already computed.
+    #[inline]
+    pub(crate) fn known(&self, slot: u32) -> Option<bool> {
+        match self.0.get(slot as usize) {
+            Some(1) => Some(false),
+            Some(2) => Some(true),
+            _ => None,
+        }
     }
 
     #[inline]
@@ -229,13 +239,16 @@ impl Compiler {
     fn ip_node(&mut self, src: IpSrc, test: &Test) -> Node {
         let test = match test {
             Test::Ip(op, ip) => IpTest::Cmp(*op, *ip),
-            Test::IpSet(nets) => IpTest::Set(Box::new(nets.iter().copied().collect())),
+            Test::IpSet(nets) => {
+                let set: PrefixSet = nets.iter().copied().collect();
+                IpTest::Set(Box::new(set.frozen().clone()))
+            }
             Test::InList(list) => IpTest::List {
                 list: u32::try_from(*list).unwrap_or(u32::MAX),
                 memo: self.memo(MemoKey::Ip(src), *list),
             },
             // The checker only produces IP tests for IP fields.
-            _ => IpTest::Set(Box::default()),
+            _ => IpTest::Set(Box::new(PrefixSet::new().frozen().clone())),
         };
         Node::Ip { src, test }
     }

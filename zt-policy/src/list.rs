@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use zt_routes::PrefixSet;
+use zt_routes::{FrozenPrefixSet, PrefixSet};
 
 /// What a list holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -340,7 +340,9 @@ pub fn validate_lists(lists: &[List]) -> Result<(), ListError> {
 /// A list in the form evaluation uses.
 #[derive(Debug, Clone)]
 pub(crate) enum CompiledList {
-    Ip(PrefixSet),
+    /// Only the compiled trie is kept: it is all lookups need, and compiling it here
+    /// rather than on the first lookup keeps that cost off the first flow after a swap.
+    Ip(FrozenPrefixSet),
     Names(HashSet<Box<str>>),
 }
 
@@ -348,15 +350,16 @@ impl CompiledList {
     pub(crate) fn build(list: &List) -> Result<Self, ListError> {
         let items = list.parse_items()?;
         Ok(match list.list_type {
-            ListType::Ip => CompiledList::Ip(
-                items
+            ListType::Ip => {
+                let set: PrefixSet = items
                     .into_iter()
                     .filter_map(|i| match i {
                         ListItem::Net(n) => Some(n),
                         _ => None,
                     })
-                    .collect(),
-            ),
+                    .collect();
+                CompiledList::Ip(set.frozen().clone())
+            }
             _ => CompiledList::Names(
                 items
                     .into_iter()
@@ -369,6 +372,14 @@ impl CompiledList {
                     .collect(),
             ),
         })
+    }
+
+    /// Heap bytes of the lookup structure of an IP list (0 for other types).
+    pub(crate) fn ip_lookup_bytes(&self) -> usize {
+        match self {
+            CompiledList::Ip(set) => set.lookup_bytes(),
+            CompiledList::Names(_) => 0,
+        }
     }
 
     pub(crate) fn contains_ip(&self, ip: IpAddr) -> bool {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use uuid::Uuid;
 
-use crate::compile::{Compiler, Env, Memo, Node, MEMO_SLOTS};
+use crate::compile::{Compiler, Env, Memo, Node};
 use crate::context::FlowContext;
 use crate::expr::{parse, Checker, ExprError, ListNames, Stage, TExpr};
 use crate::list::{CompiledList, List, ListError, ListType};
@@ -222,6 +222,12 @@ impl ListSet {
         self.lists.is_empty()
     }
 
+    /// Heap bytes of the lookup structures of the IP lists (the compiled tries; the items
+    /// as written are not kept).
+    pub fn ip_lookup_bytes(&self) -> usize {
+        self.lists.iter().map(|l| l.ip_lookup_bytes()).sum()
+    }
+
     /// A copy of this set with the list of the same id replaced by `list`. Its type and
     /// slug must not change (rules were checked against them); other lists are shared.
     pub fn replace(&self, list: &List) -> Result<Self, ReplaceListError> {
@@ -257,93 +263,110 @@ struct CompiledRule {
     node: Node,
 }
 
-/// Rules of a phase whose top-level conjunction tests membership of one (value, list)
-/// pair; if that test fails, none of them can match.
-struct Group {
-    guard: Option<Node>,
-    rules: Box<[u32]>,
-}
-
-/// The rules of one phase, by ascending precedence, and their guard groups.
+/// The rules of one phase, by ascending precedence, indexed for skipping.
+///
+/// Rules whose top-level conjunction tests list membership of one (value, list) pair
+/// share a *guard group*: if that lookup fails, none of them can match. Rules are walked
+/// in chunks of 64 with a bit per rule; a group's bits are dropped from a chunk as soon as
+/// its guard is known to fail, so a thousand rules over ten lists that a flow's address
+/// is in none of cost ten lookups and a few bit operations per chunk, not a thousand rule
+/// evaluations. Guards are memoised list tests, so each is looked up at most once.
 #[derive(Default)]
 struct PhaseRules {
     rules: Box<[CompiledRule]>,
-    groups: Box<[Group]>,
+    /// Per rule: its group's index in its chunk's `groups`, or `NO_GROUP`.
+    rule_group: Box<[u16]>,
+    /// Per group: the guard and its memo slot.
+    guards: Box<[(Node, u32)]>,
+    chunks: Box<[Chunk]>,
 }
 
-/// Above this many groups the lazy merge's linear scan over groups costs more than it
-/// saves, and rules are walked one by one (the memo still bounds list lookups).
-const MAX_MERGE_GROUPS: usize = 64;
+/// 64 consecutive rules: the bits of the unguarded ones, and per group present its bits.
+struct Chunk {
+    unguarded: u64,
+    groups: Box<[(u32, u64)]>,
+}
+
+const NO_GROUP: u16 = u16::MAX;
 
 impl PhaseRules {
     fn build(mut rules: Vec<CompiledRule>) -> Self {
         rules.sort_by_key(|r| r.precedence);
-        let mut groups: Vec<(Option<Node>, Vec<u32>)> = Vec::new();
-        let mut by_slot: HashMap<Option<u32>, usize> = HashMap::new();
-        for (i, r) in rules.iter().enumerate() {
-            let (slot, guard) = match r.node.guard() {
-                Some((slot, node)) => (Some(slot), Some(node)),
-                None => (None, None),
-            };
-            let g = *by_slot.entry(slot).or_insert_with(|| {
-                groups.push((guard, Vec::new()));
-                groups.len() - 1
+        let mut guards: Vec<(Node, u32)> = Vec::new();
+        let mut by_slot: HashMap<u32, u32> = HashMap::new();
+        let mut group_of = Vec::with_capacity(rules.len());
+        for r in &rules {
+            group_of.push(r.node.guard().map(|(slot, node)| {
+                *by_slot.entry(slot).or_insert_with(|| {
+                    guards.push((node, slot));
+                    u32::try_from(guards.len() - 1).unwrap_or(u32::MAX)
+                })
+            }));
+        }
+        let mut chunks = Vec::with_capacity(rules.len().div_ceil(64));
+        let mut rule_group = vec![NO_GROUP; rules.len()];
+        for (c, slice) in group_of.chunks(64).enumerate() {
+            let mut unguarded = 0u64;
+            let mut groups: Vec<(u32, u64)> = Vec::new();
+            for (bit, g) in slice.iter().enumerate() {
+                match g {
+                    None => unguarded |= 1 << bit,
+                    Some(g) => {
+                        let at = match groups.iter().position(|(x, _)| x == g) {
+                            Some(at) => at,
+                            None => {
+                                groups.push((*g, 0));
+                                groups.len() - 1
+                            }
+                        };
+                        groups[at].1 |= 1 << bit;
+                        // At most 64 groups per chunk, so the index fits.
+                        rule_group[c * 64 + bit] = u16::try_from(at).unwrap_or(NO_GROUP);
+                    }
+                }
+            }
+            chunks.push(Chunk {
+                unguarded,
+                groups: groups.into_boxed_slice(),
             });
-            groups[g].1.push(u32::try_from(i).unwrap_or(u32::MAX));
         }
         Self {
             rules: rules.into_boxed_slice(),
-            groups: groups
-                .into_iter()
-                .map(|(guard, rules)| Group {
-                    guard,
-                    rules: rules.into_boxed_slice(),
-                })
-                .collect(),
+            rule_group: rule_group.into_boxed_slice(),
+            guards: guards.into_boxed_slice(),
+            chunks: chunks.into_boxed_slice(),
         }
     }
 
     /// The first rule, by precedence, whose expression holds.
     fn first_match(&self, env: &mut Env<'_, '_>) -> Option<&CompiledRule> {
-        let n = self.groups.len();
-        if n > MAX_MERGE_GROUPS {
-            return self.rules.iter().find(|r| r.node.eval(env));
-        }
-        // Lazy k-way merge over the groups' rule indices: a group's guard is evaluated only
-        // when its next rule is the lowest pending one, and a failed guard drops the group.
-        let mut pos = [0usize; MAX_MERGE_GROUPS];
-        let mut checked: u64 = 0;
-        let mut dead: u64 = 0;
-        loop {
-            let mut best = u32::MAX;
-            let mut best_group = usize::MAX;
-            for (g, group) in self.groups.iter().enumerate() {
-                if dead & (1 << g) != 0 {
-                    continue;
-                }
-                if let Some(&r) = group.rules.get(pos[g]) {
-                    if r < best {
-                        best = r;
-                        best_group = g;
-                    }
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            let mut alive = chunk.unguarded;
+            for &(g, mask) in chunk.groups.iter() {
+                let slot = self.guards.get(g as usize).map_or(u32::MAX, |(_, s)| *s);
+                if env.memo.known(slot) != Some(false) {
+                    alive |= mask;
                 }
             }
-            let group = self.groups.get(best_group)?;
-            if checked & (1 << best_group) == 0 {
-                checked |= 1 << best_group;
-                if let Some(guard) = &group.guard {
-                    if !guard.eval(env) {
-                        dead |= 1 << best_group;
+            while alive != 0 {
+                let bit = alive.trailing_zeros() as usize;
+                alive &= alive - 1;
+                let i = c * 64 + bit;
+                let group = self.rule_group.get(i).copied().unwrap_or(NO_GROUP);
+                if let Some(&(g, mask)) = chunk.groups.get(usize::from(group)) {
+                    let guard = self.guards.get(g as usize).map(|(n, _)| n);
+                    if guard.is_some_and(|n| !n.eval(env)) {
+                        alive &= !mask;
                         continue;
                     }
                 }
-            }
-            pos[best_group] += 1;
-            let rule = self.rules.get(best as usize)?;
-            if rule.node.eval(env) {
-                return Some(rule);
+                let rule = self.rules.get(i)?;
+                if rule.node.eval(env) {
+                    return Some(rule);
+                }
             }
         }
+        None
     }
 }
 
@@ -508,7 +531,6 @@ impl CompiledPolicy {
             lists: &self.lists.lists,
             memo: Memo::new(),
         };
-        debug_assert!(MEMO_SLOTS <= u32::MAX as usize);
         rules.first_match(&mut env).map(|r| Decision {
             action: r.action,
             phase: Phase::L4,

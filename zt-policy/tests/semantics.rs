@@ -496,8 +496,8 @@ fn lists_by_id_in_any_case_and_by_slug() {
 }
 
 #[test]
-fn many_distinct_lists_use_the_sequential_path() {
-    // More guard groups than the merge handles: every rule references its own list.
+fn many_distinct_lists_span_chunks_of_guard_groups() {
+    // Every rule references its own list: 80 guard groups over two 64-rule chunks.
     let lists: Vec<List> = (0..80u32)
         .map(|i| List {
             id: Uuid::new_v4(),
