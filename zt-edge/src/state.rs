@@ -317,10 +317,20 @@ impl EdgeState {
     /// state files exist but not all.
     pub fn open_or_init(dir: impl AsRef<Path>, options: &StateOptions) -> Result<Self, StateError> {
         let dir = dir.as_ref().to_path_buf();
+        let existed = dir.is_dir();
         fsutil::create_private_dir(&dir).map_err(|source| StateError::CreateDir {
             path: dir.clone(),
             source,
         })?;
+        if !existed {
+            // Make the new directory's own entry durable, not only the files inside it.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsutil::sync_dir(parent).map_err(|source| StateError::CreateDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+        }
         if dir.join(MARKER).exists() {
             return Self::load(dir, options);
         }

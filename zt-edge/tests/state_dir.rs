@@ -465,3 +465,32 @@ fn an_empty_existing_directory_is_initialised_and_tightened() {
     EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
     assert_eq!(mode(&dir), 0o700);
 }
+
+#[test]
+fn a_server_certificate_needs_at_least_one_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("edge");
+    let err = EdgeState::open_or_init(
+        &dir,
+        &StateOptions::default().with_server_names(ServerNames::default()),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::Issue {
+                what: "the server certificate",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("no DNS name or IP address"),
+        "{err}"
+    );
+    // The failed first start left files behind; the next start says so instead of
+    // creating a second CA.
+    let err = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap_err();
+    assert!(matches!(err, StateError::Incomplete { .. }), "{err:?}");
+}

@@ -490,3 +490,43 @@ fn unreadable_records_are_reported_with_their_key() {
         }
     });
 }
+
+#[test]
+fn lost_commit_races_are_retried_on_fresh_state() {
+    let mem = Arc::new(MemStore::new());
+    let db = Db::new(mem.clone());
+    let (vnet, tunnel) = seed(&db);
+    mem.contended_commits
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let mut runs = 0;
+    let (count, rev) = db
+        .update(|t| {
+            runs += 1;
+            t.put(&Route::new(net("10.9.0.0/16"), vnet.id, tunnel.id))?;
+            Ok::<_, StoreError>(t.list::<Route>()?.len())
+        })
+        .unwrap();
+    assert_eq!((runs, count), (3, 1));
+    assert_eq!(rev, db.read().unwrap().revision());
+    assert_eq!(db.read().unwrap().list::<Route>().unwrap().len(), 1);
+
+    // A backend that keeps losing gives up after MAX_ATTEMPTS with the backend's error.
+    mem.contended_commits
+        .store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+    let mut runs = 0;
+    let err = db
+        .update(|t| {
+            runs += 1;
+            t.put(&Route::new(net("10.10.0.0/16"), vnet.id, tunnel.id))
+        })
+        .unwrap_err();
+    assert_eq!(runs, zt_edge::MAX_ATTEMPTS);
+    assert!(
+        matches!(
+            err,
+            StoreError::Backend(zt_edge::BackendError::Contention { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(db.read().unwrap().list::<Route>().unwrap().len(), 1);
+}

@@ -119,6 +119,14 @@ pub enum BackendError {
         /// What is wrong.
         detail: String,
     },
+    /// The commit lost a race with another writer of a shared backend and was not applied;
+    /// running the transaction again on fresh state is safe. The embedded backend never
+    /// returns this (its writers are serialized).
+    #[error("{backend} storage: transaction conflicted with a concurrent commit")]
+    Contention {
+        /// Which backend.
+        backend: &'static str,
+    },
     /// The revision counter would overflow.
     #[error("{backend} storage: revision counter exhausted")]
     RevisionExhausted {

@@ -94,6 +94,9 @@ pub enum StoreError {
     },
 }
 
+/// How many times [`Db::update`] runs a transaction that keeps losing commit races.
+pub const MAX_ATTEMPTS: u32 = 5;
+
 /// Typed access to the edge state through a [`Store`].
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -131,17 +134,32 @@ impl Db {
     }
 
     /// Runs `f` in a write transaction and commits it when `f` returns `Ok`.
+    ///
+    /// When the backend reports [`BackendError::Contention`] (a shared backend whose commit
+    /// lost a race with another edge), `f` runs again on fresh state, up to
+    /// [`MAX_ATTEMPTS`] times in all; so `f` must not have effects outside the transaction.
     pub fn update<T, E>(
         &self,
-        f: impl FnOnce(&mut WriteTxn<'_>) -> Result<T, E>,
+        mut f: impl FnMut(&mut WriteTxn<'_>) -> Result<T, E>,
     ) -> Result<(T, Revision), E>
     where
         E: From<StoreError>,
     {
-        let mut txn = self.write()?;
-        let value = f(&mut txn)?;
-        let revision = txn.commit()?;
-        Ok((value, revision))
+        let mut attempt = 1;
+        loop {
+            let mut txn = self.write()?;
+            let value = f(&mut txn)?;
+            match txn.commit() {
+                Ok(revision) => return Ok((value, revision)),
+                Err(StoreError::Backend(BackendError::Contention { backend }))
+                    if attempt < MAX_ATTEMPTS =>
+                {
+                    tracing::debug!(backend, attempt, "transaction lost a race; retrying");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// The latest committed revision.
@@ -316,13 +334,11 @@ impl WriteTxn<'_> {
         let Some(old) = get::<R>(self.raw(), id)? else {
             return Err(StoreError::NotFound { kind: R::KIND, id });
         };
-        if old.unique_keys().iter().any(|k| k.field == "is_default") {
-            return Err(StoreError::Invalid {
-                kind: R::KIND,
-                id,
-                reason: "the default virtual network cannot be deleted; make another one the default first",
-            });
-        }
+        old.check_delete().map_err(|reason| StoreError::Invalid {
+            kind: R::KIND,
+            id,
+            reason,
+        })?;
         self.check_unreferenced(R::KIND, id)?;
         for key in old.unique_keys() {
             self.inner

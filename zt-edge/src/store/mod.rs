@@ -6,7 +6,7 @@ mod records;
 mod redb_store;
 
 pub use backend::{BackendError, KeyValue, Revision, Store, StoreRead, StoreWrite, Table};
-pub use db::{Db, ReadTxn, StoreError, WriteTxn};
+pub use db::{Db, ReadTxn, StoreError, WriteTxn, MAX_ATTEMPTS};
 pub use records::{
     Device, List, ListKind, Record, RecordKind, Route, Rule, SecretSha256, Tunnel, User,
     VirtualNetwork, MAX_NAME_LEN,

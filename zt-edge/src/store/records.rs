@@ -120,6 +120,10 @@ mod sealed {
         }
         /// Checks the record's own fields; the reason names the field.
         fn check(&self) -> Result<(), &'static str>;
+        /// Whether the record may be removed, apart from references to it.
+        fn check_delete(&self) -> Result<(), &'static str> {
+            Ok(())
+        }
     }
 }
 
@@ -360,6 +364,13 @@ impl Sealed for VirtualNetwork {
     }
     fn check(&self) -> Result<(), &'static str> {
         check_name(&self.name)
+    }
+    fn check_delete(&self) -> Result<(), &'static str> {
+        if self.is_default {
+            Err("the default virtual network cannot be deleted; make another one the default first")
+        } else {
+            Ok(())
+        }
     }
 }
 

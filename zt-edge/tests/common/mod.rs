@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -16,6 +17,8 @@ pub struct MemStore {
     committed: Mutex<(Tables, Revision)>,
     writer: Mutex<()>,
     tx: watch::Sender<Revision>,
+    /// How many of the next commits fail with `Contention`, as a shared backend's would.
+    pub contended_commits: AtomicU32,
 }
 
 impl MemStore {
@@ -24,6 +27,7 @@ impl MemStore {
             committed: Mutex::new((Tables::new(), Revision::ZERO)),
             writer: Mutex::new(()),
             tx: watch::channel(Revision::ZERO).0,
+            contended_commits: AtomicU32::new(0),
         }
     }
 }
@@ -98,6 +102,14 @@ impl StoreWrite for MemWrite<'_> {
     fn commit(self: Box<Self>) -> Result<Revision, BackendError> {
         if !self.dirty {
             return Ok(self.read.revision);
+        }
+        let contended = self
+            .store
+            .contended_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if contended {
+            return Err(BackendError::Contention { backend: "memory" });
         }
         let next = self.read.revision.next().unwrap();
         *self.store.committed.lock().unwrap() = (self.read.tables, next);
