@@ -72,8 +72,8 @@ pub use state::{
 
 // Typed records and their database.
 pub use store::{
-    Db, Device, List, ListKind, ReadTxn, Record, RecordKind, Route, Rule, SecretSha256, StoreError,
-    Tunnel, User, VirtualNetwork, WriteTxn, MAX_ATTEMPTS, MAX_NAME_LEN,
+    Db, Device, DeviceInfo, List, ListKind, ReadTxn, Record, RecordKind, Route, Rule, SecretSha256,
+    StoreError, Tunnel, TunnelInfo, User, VirtualNetwork, WriteTxn, MAX_ATTEMPTS, MAX_NAME_LEN,
 };
 
 // Storage backends.

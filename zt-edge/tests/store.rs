@@ -530,3 +530,25 @@ fn lost_commit_races_are_retried_on_fresh_state() {
     );
     assert_eq!(db.read().unwrap().list::<Route>().unwrap().len(), 1);
 }
+
+#[test]
+fn a_database_from_a_newer_schema_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("future.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let meta: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("meta");
+            txn.open_table(meta).unwrap().insert("schema", 99).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    match RedbStore::open(&path).unwrap_err() {
+        zt_edge::OpenDbError::Corrupt { path: p, detail } => {
+            assert_eq!(p, path);
+            assert!(detail.contains("schema version 99"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -288,6 +288,36 @@ impl Tunnel {
     pub fn is_active(&self) -> bool {
         self.deleted_at.is_none()
     }
+
+    /// What may be shown to an operator or returned by the admin API: everything but the
+    /// verifiers, which are as sensitive as password hashes.
+    pub fn info(&self) -> TunnelInfo {
+        TunnelInfo {
+            id: self.id,
+            name: self.name.clone(),
+            account_tag: self.account_tag.clone(),
+            accepts_cloudflared: self.cloudflared_secret_sha256.is_some(),
+            created_at: self.created_at,
+            deleted_at: self.deleted_at,
+        }
+    }
+}
+
+/// A [`Tunnel`] without its verifiers, for display and the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelInfo {
+    /// The tunnel id.
+    pub id: Uuid,
+    /// The name.
+    pub name: String,
+    /// The account tag.
+    pub account_tag: String,
+    /// Whether cloudflared connectors may serve it.
+    pub accepts_cloudflared: bool,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was deleted.
+    pub deleted_at: Option<Timestamp>,
 }
 
 impl Sealed for Tunnel {
@@ -695,6 +725,38 @@ impl Device {
     }
 }
 
+impl Device {
+    /// What may be shown to an operator or returned by the admin API: everything but the
+    /// derived key.
+    pub fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            id: self.id,
+            user_id: self.user_id,
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            created_at: self.created_at,
+            revoked: self.revoked,
+        }
+    }
+}
+
+/// A [`Device`] without its key, for display and the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// The id.
+    pub id: Uuid,
+    /// The owner.
+    pub user_id: Uuid,
+    /// The name.
+    pub name: String,
+    /// Operator labels.
+    pub labels: BTreeMap<String, String>,
+    /// When it was enrolled.
+    pub created_at: Timestamp,
+    /// Whether it is revoked.
+    pub revoked: bool,
+}
+
 impl Sealed for Device {
     fn unique_keys(&self) -> Vec<UniqueKey> {
         Vec::new()
@@ -743,6 +805,19 @@ mod tests {
         assert!(!back.cloudflared_secret_sha256.unwrap().matches(b"wrong"));
         let debug = format!("{t:?}");
         assert!(!debug.contains(&hex::encode(t.auth_key.expose_bytes())));
+        let info = serde_json::to_string(&t.info()).unwrap();
+        assert!(
+            !info.contains(&hex::encode(t.auth_key.expose_bytes())),
+            "{info}"
+        );
+        assert!(!info.contains(&hex::encode(SecretSha256::of(&secret).expose_bytes())));
+        assert!(t.info().accepts_cloudflared);
+        let device = Device::new(Uuid::new_v4(), "laptop", &secret);
+        let info = serde_json::to_string(&device.info()).unwrap();
+        assert!(
+            !info.contains(&hex::encode(device.auth_key.expose_bytes())),
+            "{info}"
+        );
     }
 
     #[test]

@@ -62,6 +62,15 @@ pub enum OpenDbError {
         /// The file.
         path: PathBuf,
     },
+    /// The database failed while being opened.
+    #[error("cannot open database {path}")]
+    Backend {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: BackendError,
+    },
     /// The file is not a readable database of a version this edge knows.
     #[error("database {path} is unreadable: {detail}")]
     Corrupt {
@@ -125,46 +134,19 @@ impl RedbStore {
                 },
                 other => corrupt(other.to_string()),
             })?;
-        // Create every table and read the counters in one transaction, so a fresh file is
-        // either fully set up or still empty.
-        let revision = (|| -> Result<Revision, BackendError> {
-            let txn = db.begin_write().map_err(|e| failed("begin setup", e))?;
-            let revision;
-            {
-                let mut meta = txn.open_table(META).map_err(|e| failed("open meta", e))?;
-                let schema = meta
-                    .get(META_SCHEMA)
-                    .map_err(|e| failed("read schema", e))?
-                    .map(|v| v.value());
-                match schema {
-                    None => {
-                        meta.insert(META_SCHEMA, SCHEMA_VERSION)
-                            .map_err(|e| failed("write schema", e))?;
-                    }
-                    Some(SCHEMA_VERSION) => {}
-                    Some(other) => {
-                        return Err(BackendError::Corrupted {
-                            backend: BACKEND,
-                            detail: format!(
-                                "schema version {other}, this edge knows {SCHEMA_VERSION}"
-                            ),
-                        })
-                    }
-                }
-                revision = meta
-                    .get(META_REVISION)
-                    .map_err(|e| failed("read revision", e))?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                for table in Table::ALL {
-                    txn.open_table(def(table))
-                        .map_err(|e| failed(format!("create table {}", table.name()), e))?;
-                }
-            }
-            txn.commit().map_err(|e| failed("commit setup", e))?;
-            Ok(Revision::new(revision))
-        })()
-        .map_err(|e| corrupt(e.to_string()))?;
+        // A file already set up is only read: opening then costs no commit (no fsync).
+        let revision = match existing_revision(&db) {
+            Ok(Some(revision)) => Ok(revision),
+            Ok(None) => set_up(&db),
+            Err(e) => Err(e),
+        }
+        .map_err(|source| match source {
+            BackendError::Corrupted { detail, .. } => corrupt(detail),
+            source => OpenDbError::Backend {
+                path: path.clone(),
+                source,
+            },
+        })?;
         let (tx, _) = watch::channel(revision);
         Ok(Self {
             db,
@@ -208,6 +190,71 @@ impl Store for RedbStore {
 
     fn subscribe(&self) -> watch::Receiver<Revision> {
         self.revision.subscribe()
+    }
+}
+
+/// The revision of a file that has this schema and every table, `None` when it needs
+/// setting up (a new file, or one from before a table was added).
+fn existing_revision(db: &redb::Database) -> Result<Option<Revision>, BackendError> {
+    let txn = db.begin_read().map_err(|e| failed("begin read", e))?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(failed("open meta", e)),
+    };
+    let schema = meta
+        .get(META_SCHEMA)
+        .map_err(|e| failed("read schema", e))?
+        .map(|v| v.value());
+    match schema {
+        None => return Ok(None),
+        Some(version) => check_schema(version)?,
+    }
+    for table in Table::ALL {
+        match txn.open_table(def(table)) {
+            Ok(_) => {}
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(failed(format!("open table {}", table.name()), e)),
+        }
+    }
+    read_revision(&meta).map(Some)
+}
+
+/// Creates every table and the schema mark in one transaction, so a new file is either
+/// fully set up or still empty.
+fn set_up(db: &redb::Database) -> Result<Revision, BackendError> {
+    let txn = db.begin_write().map_err(|e| failed("begin setup", e))?;
+    let revision = {
+        let mut meta = txn.open_table(META).map_err(|e| failed("open meta", e))?;
+        let schema = meta
+            .get(META_SCHEMA)
+            .map_err(|e| failed("read schema", e))?
+            .map(|v| v.value());
+        match schema {
+            None => {
+                meta.insert(META_SCHEMA, SCHEMA_VERSION)
+                    .map_err(|e| failed("write schema", e))?;
+            }
+            Some(version) => check_schema(version)?,
+        }
+        for table in Table::ALL {
+            txn.open_table(def(table))
+                .map_err(|e| failed(format!("create table {}", table.name()), e))?;
+        }
+        read_revision(&meta)?
+    };
+    txn.commit().map_err(|e| failed("commit setup", e))?;
+    Ok(revision)
+}
+
+fn check_schema(version: u64) -> Result<(), BackendError> {
+    if version == SCHEMA_VERSION {
+        Ok(())
+    } else {
+        Err(BackendError::Corrupted {
+            backend: BACKEND,
+            detail: format!("schema version {version}, this edge knows {SCHEMA_VERSION}"),
+        })
     }
 }
 
