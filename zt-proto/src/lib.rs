@@ -9,8 +9,9 @@
 //!   and hand bytes and events out; and the proof of possession ([`compute_proof`],
 //!   [`verify_proof`]) bound to the TLS connection. No sockets, no clocks, no async.
 //! - **The quinn/rustls transport** (cargo feature `transport`, on by default) that drives
-//!   the core over QUIC: endpoints, registration, flows as tokio streams, datagrams and
-//!   the tuned transport settings.
+//!   the core over QUIC: endpoints ([`EdgeListener`], [`PeerEndpoint`]), registration,
+//!   flows as tokio streams ([`FlowStream`]), datagrams, [`splice`] for relays, and the
+//!   tuned [`TransportSettings`].
 //!
 //! The protocol itself is specified in `docs/PROTOCOL.md`, whose worked examples are this
 //! crate's test vectors.
@@ -49,6 +50,77 @@
 //! connector.handle_input(&edge.poll_transmit().expect("answer"))?;
 //! assert!(matches!(connector.poll_event(), Some(PeerEvent::Registered(r)) if r.edge_name == "edge-1"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Example: an edge and a client over QUIC on loopback
+//!
+//! The edge binds a [`EdgeListener`], registers each [`IncomingPeer`] with an
+//! [`Authenticator`] it supplies, and serves the client's flows; the client dials with a
+//! [`PeerEndpoint`] that trusts the edge's CA, and opens a [`FlowStream`].
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use zt_creds::{AuthKey, TunnelSecret};
+//! use zt_proto::*;
+//!
+//! struct OneDevice(uuid::Uuid, AuthKey);
+//! impl Authenticator for OneDevice {
+//!     fn auth_key(&self, claim: &Claim) -> Option<AuthKey> {
+//!         match claim {
+//!             Claim::Client(c) if c.device_id == self.0 => Some(self.1.clone()),
+//!             _ => None,
+//!         }
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let ca_key = KeyPair::generate()?;
+//! # let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+//! # ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+//! # let ca = ca_params.self_signed(&ca_key)?;
+//! # let key = KeyPair::generate()?;
+//! # let cert = CertificateParams::new(vec!["edge.example".to_owned()])?
+//! #     .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))?;
+//! # let (chain_pem, key_pem, ca_der) = (cert.pem() + &ca.pem(), key.serialize_pem(), ca.der().to_vec());
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     // The edge: its chain (server certificate, then CA) and key, made elsewhere.
+//!     let identity = ServerIdentity::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
+//!     let edge = EdgeListener::bind("127.0.0.1:0".parse()?, &identity, "edge-1", TransportSettings::default())?;
+//!     let edge_addr = edge.local_addr()?;
+//!     let device = uuid::Uuid::new_v4();
+//!     let secret = TunnelSecret::generate();
+//!     let auth = OneDevice(device, secret.derive_auth_key());
+//!     let server = tokio::spawn(async move {
+//!         let incoming = edge.accept().await.expect("a connection");
+//!         let Ok(EdgePeer::Client(link)) = incoming.register(&auth).await else { panic!() };
+//!         let (header, responder) = link.accept_flow().await.expect("a flow");
+//!         assert_eq!(header.dest.port(), 443);
+//!         let mut flow = responder.accept().await?;
+//!         flow.write_all(b"hello from the edge").await?;
+//!         flow.shutdown().await?; // FIN: the client reads EOF
+//!         flow.send_half().stopped().await?;
+//!         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+//!     });
+//!
+//!     // The client: trusts the edge's CA (or its SHA-256 fingerprint) and registers.
+//!     let endpoint = PeerEndpoint::bind("127.0.0.1:0".parse()?, &EdgeTrust::ca_der(ca_der), TransportSettings::default())?;
+//!     let registration = ClientRegistration {
+//!         claim: ClientClaim { device_id: device, vnet: String::new() },
+//!         software_version: "example".into(),
+//!         features: vec![],
+//!     };
+//!     let conn = endpoint.connect_client(edge_addr, "edge.example", registration, &secret.derive_auth_key()).await?;
+//!     let mut flow = conn.open_flow("198.51.100.101:443".parse()?, Protocol::Tcp, vec![]).await?;
+//!     let mut reply = String::new();
+//!     flow.read_to_string(&mut reply).await?;
+//!     assert_eq!(reply, "hello from the edge");
+//!     server.await?.map_err(|e| e.to_string())?;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! # Ok(())
+//! # }
 //! ```
 
 mod auth;

@@ -477,3 +477,55 @@ async fn opens_beyond_the_pending_bound_fail_at_once() {
         w.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_flow_whose_header_never_completes_is_cut_after_the_header_timeout() {
+    let mut settings = test_settings();
+    settings.header_timeout = Duration::from_millis(300);
+    let mut edge = edge_with(TestAuth::default(), settings);
+    let device = edge.add_identity();
+    // Register by hand on a raw connection, so the flow stream can be written byte by byte.
+    let conn = raw_connection(&edge).await;
+    let mut register = Register {
+        protocol_version: PROTOCOL_VERSION,
+        claim: Claim::Client(client_registration(device.id).claim),
+        software_version: "raw".into(),
+        features: vec![],
+        proof: [0; PROOF_LEN],
+    };
+    sign_register(
+        &mut register,
+        &device.secret.derive_auth_key(),
+        &exporter_of(&conn),
+    )
+    .unwrap();
+    assert!(matches!(
+        send_register_and_read_answer(&conn, register).await,
+        ControlFrame::Registered(_)
+    ));
+    let EdgePeer::Client(link) = edge.next_peer().await.unwrap() else {
+        panic!()
+    };
+    // Two of the four length bytes, then silence.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[0, 0]).await.unwrap();
+    let err = recv.read_chunk(1024, true).await.unwrap_err();
+    assert_eq!(
+        err,
+        quinn::ReadError::Reset(quinn::VarInt::from_u32(ResetCode::BAD_HEADER.0))
+    );
+    // The connection is still usable, and the application never saw the broken flow.
+    let (mut send2, _recv2) = conn.open_bi().await.unwrap();
+    let mut wire = bytes::BytesMut::new();
+    FlowHeader {
+        flow_id: 9,
+        protocol: Protocol::Udp,
+        dest: "10.0.0.53:53".parse().unwrap(),
+        metadata: vec![],
+    }
+    .encode(&mut wire)
+    .unwrap();
+    send2.write_all(&wire).await.unwrap();
+    let (header, _responder) = link.accept_flow().await.unwrap();
+    assert_eq!(header.flow_id, 9);
+}

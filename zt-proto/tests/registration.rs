@@ -3,10 +3,8 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use common::*;
 use uuid::Uuid;
 use zt_creds::{CaFingerprint, TunnelSecret};
@@ -285,59 +283,6 @@ async fn the_pinned_ca_fingerprint_is_accepted_and_a_wrong_pin_refused() {
         .await
         .unwrap_err();
     assert!(matches!(e, ConnectError::Handshake { .. }), "{e:?}");
-}
-
-/// A raw QUIC connection that trusts the test CA, to speak the control stream by hand.
-async fn raw_connection(edge: &Edge) -> quinn::Connection {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(
-            edge.pki.ca_der.clone(),
-        ))
-        .unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN_ZT1.to_vec()];
-    let cfg = quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
-    ));
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(cfg);
-    ep.connect(edge.addr, SERVER_NAME).unwrap().await.unwrap()
-}
-
-fn exporter_of(conn: &quinn::Connection) -> Exporter {
-    let mut e = [0u8; EXPORTER_LEN];
-    conn.export_keying_material(&mut e, EXPORTER_LABEL, EXPORTER_CONTEXT)
-        .unwrap();
-    e
-}
-
-async fn send_register_and_read_answer(
-    conn: &quinn::Connection,
-    register: Register,
-) -> ControlFrame {
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let mut wire = BytesMut::new();
-    ControlFrame::Register(register).encode(&mut wire).unwrap();
-    send.write_all(&wire).await.unwrap();
-    let mut buf = BytesMut::new();
-    loop {
-        if let Some(f) = ControlFrame::decode(&mut buf).unwrap() {
-            return f;
-        }
-        let chunk = recv
-            .read_chunk(4096, true)
-            .await
-            .unwrap()
-            .expect("answer before FIN");
-        buf.extend_from_slice(&chunk.bytes);
-    }
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use quinn::VarInt;
 use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use crate::control::{
     ClientControl, ConnectorControl, ControlError, EdgeControl, EdgeEvent, PeerEvent,
@@ -107,6 +107,7 @@ pub(crate) fn spawn_driver<M: Machine>(
 ) -> ControlHandle<M> {
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Command<M>>();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let span = tracing::debug_span!("zt_control", remote = %conn.remote_address());
     tokio::spawn(async move {
         loop {
             while let Some(bytes) = machine.poll_transmit() {
@@ -143,7 +144,7 @@ pub(crate) fn spawn_driver<M: Machine>(
                 },
             }
         }
-    });
+    }.instrument(span));
     ControlHandle {
         commands: cmd_tx,
         events: Mutex::new(ev_rx),
@@ -243,6 +244,7 @@ impl Shared {
                 max,
             });
         }
+        let len = payload.len();
         let mut out = BytesMut::new();
         Datagram { flow_id, payload }.encode(&mut out, &self.settings.limits)?;
         match self.conn.send_datagram(out.freeze()) {
@@ -251,7 +253,7 @@ impl Shared {
                 Err(DatagramError::ConnectionLost(e))
             }
             Err(quinn::SendDatagramError::TooLarge) => Err(DatagramError::TooLarge {
-                len: 0,
+                len,
                 max: self.conn.max_datagram_size().unwrap_or(0),
             }),
             Err(_) => Err(DatagramError::Unsupported),
@@ -351,18 +353,27 @@ pub type FlowRequest = (FlowHeader, FlowResponder);
 /// Starts the task that accepts flow streams and reads their headers.
 pub(crate) fn spawn_acceptor(shared: Arc<Shared>) -> Mutex<mpsc::Receiver<FlowRequest>> {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-    tokio::spawn(async move {
-        while let Ok((send, recv)) = shared.conn.accept_bi().await {
-            let tx = tx.clone();
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                if let Some(req) = read_request(&shared.settings, send, recv).await {
-                    // The application stopped accepting: the responder's drop refuses it.
-                    let _ = tx.send(req).await;
-                }
-            });
+    let span = tracing::debug_span!("zt_flows", remote = %shared.conn.remote_address());
+    tokio::spawn(
+        async move {
+            while let Ok((send, recv)) = shared.conn.accept_bi().await {
+                let tx = tx.clone();
+                let shared = shared.clone();
+                let flow_span = tracing::debug_span!("zt_flow", stream = %send.id());
+                tokio::spawn(
+                    async move {
+                        if let Some(req) = read_request(&shared.settings, send, recv).await {
+                            // The application stopped accepting: the responder's drop
+                            // refuses it.
+                            let _ = tx.send(req).await;
+                        }
+                    }
+                    .instrument(flow_span),
+                );
+            }
         }
-    });
+        .instrument(span),
+    );
     Mutex::new(rx)
 }
 

@@ -113,3 +113,44 @@ impl TransportSettings {
         Ok(Arc::new(t))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claims docs/PROTOCOL.md makes about the defaults, checked.
+    #[test]
+    fn defaults_meet_the_documented_targets() {
+        let s = TransportSettings::default();
+        // One flow at 1 Gbit/s over 10 ms: bandwidth-delay product 1.25 MB.
+        let bdp = 1_000_000_000u64 / 8 / 100;
+        assert!(s.stream_receive_window >= bdp);
+        assert!(s.connection_receive_window >= s.stream_receive_window);
+        // A connector with 4 HA connections on one endpoint stays well inside 100 MiB of
+        // protocol buffers: 56 MiB as stated in the document.
+        let per_conn = s.connection_receive_window
+            + s.send_window
+            + (s.datagram_receive_buffer + s.datagram_send_buffer) as u64;
+        let total = 4 * per_conn + (s.socket_receive_buffer + s.socket_send_buffer) as u64;
+        assert_eq!(total, 56 * MIB);
+        assert!(s.max_concurrent_bidi_streams >= 10_000);
+        assert!((Duration::from_secs(1)..=Duration::from_secs(2)).contains(&s.keep_alive_interval));
+        assert!(s.keep_alive_interval < s.idle_timeout);
+        assert!(s.quinn_config().is_ok());
+    }
+
+    #[test]
+    fn an_idle_timeout_quic_cannot_express_is_refused() {
+        let s = TransportSettings {
+            idle_timeout: Duration::from_secs(u64::MAX / 2),
+            ..TransportSettings::default()
+        };
+        assert!(matches!(
+            s.quinn_config(),
+            Err(SettingsError::OutOfRange {
+                field: "idle_timeout",
+                ..
+            })
+        ));
+    }
+}
