@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 use uuid::Uuid;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Why a configuration value could not be parsed. The message names what was expected;
 /// it never repeats a secret.
@@ -66,14 +66,19 @@ impl fmt::Display for TunnelRef {
 }
 
 /// A tunnel token (cloudflared's `--token`, base64 JSON). Kept opaque here: it is a
-/// secret, so `Debug` shows no part of it and it is wiped from memory on drop.
-#[derive(Clone, PartialEq, Eq)]
+/// secret, so `Debug` shows no part of it, equality takes the same time wherever two
+/// tokens differ, and it is wiped from memory on drop.
+#[derive(Clone)]
 pub struct TunnelToken(Zeroizing<String>);
 
 impl TunnelToken {
-    /// Wraps the token text.
+    /// Wraps the token text (surrounding whitespace, such as a file's final newline, is
+    /// dropped). The given string is wiped once copied.
     pub fn new(token: impl Into<String>) -> Self {
-        Self(Zeroizing::new(token.into().trim().to_owned()))
+        let mut raw = token.into();
+        let token = Self(Zeroizing::new(raw.trim().to_owned()));
+        raw.zeroize();
+        token
     }
 
     /// The token text, for the credentials decoder.
@@ -81,6 +86,16 @@ impl TunnelToken {
         &self.0
     }
 }
+
+impl PartialEq for TunnelToken {
+    fn eq(&self, other: &Self) -> bool {
+        // Only the length may show in the timing, never where the contents differ.
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for TunnelToken {}
 
 impl fmt::Debug for TunnelToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -411,6 +426,9 @@ mod tests {
         let t = TunnelToken::new("eyJhIjoic2VjcmV0In0=");
         assert_eq!(format!("{t:?}"), "TunnelToken(<redacted>)");
         assert_eq!(t.expose(), "eyJhIjoic2VjcmV0In0=");
+        assert_eq!(t, TunnelToken::new(" eyJhIjoic2VjcmV0In0=\n"));
+        assert_ne!(t, TunnelToken::new("eyJhIjoic2VjcmV0In1="));
+        assert_ne!(t, TunnelToken::new("eyJh"));
     }
 
     #[test]
