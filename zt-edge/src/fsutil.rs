@@ -8,6 +8,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Mode of every file the edge writes.
 pub(crate) const FILE_MODE: u32 = 0o600;
@@ -70,9 +71,11 @@ fn temp_name(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // The process id keeps two processes from sharing a temporary name; create_new above
-    // refuses to follow anything planted there.
-    parent_dir(path).join(format!(".{name}.tmp-{}", std::process::id()))
+    // The process id and a counter keep two writers (processes or threads) from sharing a
+    // temporary name; create_new above refuses to follow anything planted there.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    parent_dir(path).join(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 #[cfg(test)]

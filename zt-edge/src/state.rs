@@ -241,6 +241,9 @@ pub struct EdgeState {
     ca: Ca,
     ca_fingerprint: String,
     server: RwLock<Arc<ServerIdentity>>,
+    /// Serializes reissuing the server certificate, so two rotations never interleave
+    /// their key and certificate writes.
+    server_issue: Mutex<()>,
     cloudflared: Mutex<Option<Arc<ServerIdentity>>>,
     admin_token: AdminToken,
     db: Db,
@@ -402,6 +405,7 @@ impl EdgeState {
             ca,
             ca_fingerprint,
             server: RwLock::new(Arc::new(ServerIdentity::from_leaf(issued.leaf))),
+            server_issue: Mutex::new(()),
             cloudflared: Mutex::new(None),
             admin_token: AdminToken(token),
             db,
@@ -511,6 +515,7 @@ impl EdgeState {
             ca,
             ca_fingerprint,
             server: RwLock::new(Arc::new(ServerIdentity::from_leaf(server))),
+            server_issue: Mutex::new(()),
             cloudflared: Mutex::new(cloudflared),
             admin_token: token,
             db,
@@ -617,6 +622,10 @@ impl EdgeState {
     }
 
     fn issue_server(&self, names: &ServerNames) -> Result<Arc<ServerIdentity>, StateError> {
+        let _serial = self
+            .server_issue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let issued = self
             .ca
             .issue_server(names, "zt edge")

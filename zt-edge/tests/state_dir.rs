@@ -494,3 +494,37 @@ fn a_server_certificate_needs_at_least_one_name() {
     let err = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap_err();
     assert!(matches!(err, StateError::Incomplete { .. }), "{err:?}");
 }
+
+#[test]
+fn concurrent_rotations_leave_a_matching_certificate_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("edge");
+    let state = Arc::new(EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    state.rotate_server_cert().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let current = state.server_identity().cert_chain()[0].clone();
+    drop(state);
+    // The files on disk are the last pair issued, and they belong together (the load checks
+    // that the key matches the certificate).
+    let state = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
+    assert_eq!(state.server_identity().cert_chain()[0], current);
+    handshake(&state.server_identity(), state.ca_pem(), "localhost").unwrap();
+    // No temporary file was left behind.
+    let leftovers: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
