@@ -359,3 +359,65 @@ fn suggestions_are_conservative() {
     assert_eq!(suggest("metric", TOP_KEYS), Some("metrics"));
     assert_eq!(suggest("maxactiveflows", WARP_KEYS), Some("maxActiveFlows"));
 }
+
+/// Runs `f` with a subscriber that writes formatted events into a string.
+fn capture_logs(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buf.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn ignored_keys_are_named_in_one_warning() {
+    let logs = capture_logs(|| {
+        parse("tunnel: t\nloglevel: info\ningress: []\nno-autoupdate: true\nprotocol: auto\nmystery: 1\nwarp-routing:\n  extra: 2\n")
+            .unwrap();
+    });
+    let lines: Vec<&str> = logs.lines().collect();
+    let cloudflared: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("ignoring cloudflared settings"))
+        .collect();
+    assert_eq!(cloudflared.len(), 1, "{logs}");
+    assert!(
+        cloudflared[0].contains("keys=loglevel, ingress, no-autoupdate"),
+        "{logs}"
+    );
+    assert!(cloudflared[0].contains("/etc/zt/config.yaml"), "{logs}");
+    let unknown: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("ignoring unknown settings"))
+        .collect();
+    assert_eq!(unknown.len(), 1, "{logs}");
+    assert!(
+        unknown[0].contains("keys=mystery, warp-routing.extra"),
+        "{logs}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("always connects to its edge over QUIC")
+                && l.contains("protocol=auto")),
+        "{logs}"
+    );
+    // A plain zt configuration logs nothing.
+    assert_eq!(capture_logs(|| drop(parse(SEED).unwrap())), "");
+}
