@@ -13,8 +13,8 @@
 //! - [`OriginDialer`] and [`UdpRelay`]: dialing destinations with the configured timeout,
 //!   keep-alive and allow-list; [`FlowLimiter`] for `maxActiveFlows`.
 //! - [`Backoff`]: full-jitter exponential reconnect delays.
-//! - [`Drain`]: stop taking flows on SIGTERM and wait for in-flight ones up to the grace
-//!   period.
+//! - [`Drain`] and [`ShutdownSignals`]: on SIGTERM stop taking flows and wait for
+//!   in-flight ones up to the grace period; a second signal cuts the wait short.
 //!
 //! It is not (yet) the registration loop: keeping HA connections registered with the edge
 //! arrives with the protocol crate. It does not read credential files either; it keeps
@@ -53,20 +53,26 @@ mod metrics;
 mod server;
 mod values;
 
-pub use backoff::Backoff;
-
+// Configuration: the file, its values, and command-line overrides.
 pub use config::{
     ConfigError, ConfigOverrides, ConnectorConfig, OverrideError, WarpRouting,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_GRACE_PERIOD, DEFAULT_HA_CONNECTIONS, DEFAULT_TCP_KEEPALIVE,
     MAX_HA_CONNECTIONS,
 };
-pub use dial::{DialError, OriginDialer, RelayError, UdpRelay, DEFAULT_MAX_UDP_PAYLOAD};
-pub use drain::{Drain, DrainOutcome, ShutdownSignals};
 pub use duration::{parse_duration, DurationError};
-pub use flows::{AdmitError, FlowGuard, FlowLimiter};
-pub use metrics::{ConnectorMetrics, DialErrorKind};
-pub use server::{MetricsServer, ServeError};
 pub use values::{
     CaFingerprint, CredentialsPermissions, DestinationAllowList, EdgeAddr, Protocol, TunnelRef,
     TunnelToken, ValueError,
 };
+
+// Observability: the figures and the server that reports them.
+pub use metrics::{ConnectorMetrics, DialErrorKind};
+pub use server::{MetricsServer, ServeError};
+
+// Flows: admission, then dialing the destination.
+pub use dial::{DialError, OriginDialer, RelayError, UdpRelay, DEFAULT_MAX_UDP_PAYLOAD};
+pub use flows::{AdmitError, FlowGuard, FlowLimiter};
+
+// Lifecycle: reconnecting to the edge and shutting down.
+pub use backoff::Backoff;
+pub use drain::{Drain, DrainOutcome, ShutdownSignals};
