@@ -46,6 +46,14 @@ pub enum TlsConfigError {
     },
 }
 
+fn is_pem(data: &[u8]) -> bool {
+    let start = data
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(data.len());
+    data[start..].starts_with(b"-----BEGIN")
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -153,6 +161,20 @@ impl EdgeTrust {
                 reason: e.to_string(),
             })?;
         Ok(Self::CaCertificate(cert))
+    }
+
+    /// Trust the CA certificate in a file's contents, PEM or DER (PEM is recognised by its
+    /// `-----BEGIN` line).
+    pub fn ca_file_contents(contents: &[u8]) -> Result<Self, TlsConfigError> {
+        if is_pem(contents) {
+            Self::ca_pem(contents)
+        } else if contents.is_empty() {
+            Err(TlsConfigError::NoCertificate {
+                what: "edge CA certificate",
+            })
+        } else {
+            Ok(Self::ca_der(contents.to_vec()))
+        }
     }
 
     /// Trust this CA certificate (DER).
@@ -273,5 +295,72 @@ impl ServerCertVerifier for PinnedCaVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pki() -> (String, String, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["edge.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    #[test]
+    fn pem_identity_loads_and_its_debug_output_hides_the_key() {
+        let (cert, key, _) = pki();
+        let id = ServerIdentity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        let shown = format!("{id:?}");
+        assert!(shown.contains("[redacted]"));
+        assert!(!shown.contains("PRIVATE"));
+        assert!(id.quic_server_config().is_ok());
+    }
+
+    #[test]
+    fn missing_or_broken_inputs_name_what_is_wrong() {
+        let (cert, key, _) = pki();
+        assert!(matches!(
+            ServerIdentity::from_pem(b"", key.as_bytes()),
+            Err(TlsConfigError::NoCertificate {
+                what: "edge certificate chain"
+            })
+        ));
+        assert!(matches!(
+            ServerIdentity::from_pem(cert.as_bytes(), b"not a key"),
+            Err(TlsConfigError::Pem {
+                what: "edge private key",
+                ..
+            })
+        ));
+        assert!(matches!(
+            EdgeTrust::ca_file_contents(b""),
+            Err(TlsConfigError::NoCertificate { .. })
+        ));
+        // A key that does not match the certificate is refused when the config is built.
+        let (_, other_key, _) = pki();
+        let id = ServerIdentity::from_pem(cert.as_bytes(), other_key.as_bytes()).unwrap();
+        assert!(matches!(
+            id.quic_server_config(),
+            Err(TlsConfigError::Rustls {
+                what: "edge certificate and key",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_ca_file_may_be_pem_or_der() {
+        let (cert, _, der) = pki();
+        let from_pem = EdgeTrust::ca_file_contents(format!("\n{cert}").as_bytes()).unwrap();
+        let from_der = EdgeTrust::ca_file_contents(&der).unwrap();
+        match (from_pem, from_der) {
+            (EdgeTrust::CaCertificate(a), EdgeTrust::CaCertificate(b)) => assert_eq!(a, b),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }
