@@ -401,6 +401,8 @@ pub enum RefusalReason {
     RateLimited,
     /// The edge is draining.
     Draining,
+    /// The edge could not produce its answer (an edge name over 255 bytes).
+    Internal,
 }
 
 /// What the edge's control machine reports to its owner.
@@ -572,11 +574,7 @@ impl EdgeControl {
                 });
                 if self.codec.send(&answer).is_err() {
                     // Only an edge name over 255 bytes gets here: a configuration error.
-                    self.refuse(
-                        RegisterErrorCode::Internal,
-                        RetryAdvice::Backoff,
-                        "edge misconfigured",
-                    );
+                    self.refuse_with(RefusalReason::Internal, Some(claim));
                     return;
                 }
                 self.state = EdgeState::Registered {
@@ -629,6 +627,11 @@ impl EdgeControl {
                 RegisterErrorCode::Draining,
                 RetryAdvice::Backoff,
                 "edge is draining",
+            ),
+            RefusalReason::Internal => (
+                RegisterErrorCode::Internal,
+                RetryAdvice::Backoff,
+                "edge failed to answer",
             ),
         };
         self.queue_refusal(code, retry, message);
@@ -986,6 +989,35 @@ mod tests {
                 matches!(p.peer.poll_event(), Some(PeerEvent::Refused(e)) if e.code == code && e.retry == retry)
             );
         }
+    }
+
+    #[test]
+    fn an_unencodable_answer_becomes_an_internal_refusal() {
+        let now = Instant::now();
+        let mut p = Pair::new([1; 32], [1; 32], now);
+        p.edge = EdgeControl::new(
+            [1; 32],
+            Uuid::nil(),
+            "e".repeat(300),
+            now,
+            NOW_OFFSET,
+            Limits::default(),
+        );
+        p.pump();
+        p.edge.poll_event();
+        p.edge.authenticate(Some(&key()));
+        assert!(matches!(
+            p.edge.poll_event(),
+            Some(EdgeEvent::Refused {
+                reason: RefusalReason::Internal,
+                claim: Some(_)
+            })
+        ));
+        p.pump();
+        assert!(matches!(
+            p.peer.poll_event(),
+            Some(PeerEvent::Refused(e)) if e.code == RegisterErrorCode::Internal && e.retry == RetryAdvice::Backoff
+        ));
     }
 
     #[test]

@@ -169,6 +169,11 @@ impl EdgeListener {
         edge_name: &str,
         settings: TransportSettings,
     ) -> Result<Self, EndpointError> {
+        if edge_name.len() > crate::limits::MAX_KEY_LEN {
+            return Err(EndpointError::EdgeName {
+                len: edge_name.len(),
+            });
+        }
         let crypto = identity.quic_server_config()?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(settings.quinn_config()?);

@@ -22,6 +22,12 @@ pub enum EndpointError {
     /// A transport setting is out of range.
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    /// The edge name does not fit the `registered` frame.
+    #[error("edge name is {len} bytes; at most 255 are allowed")]
+    EdgeName {
+        /// Its length.
+        len: usize,
+    },
     /// The UDP socket could not be created or bound.
     #[error("cannot bind UDP socket on {addr}: {source}")]
     Bind {
