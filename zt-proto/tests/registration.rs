@@ -339,3 +339,80 @@ async fn a_peer_that_never_registers_is_cut_off() {
         quinn::ConnectionError::ApplicationClosed(c) if c.error_code == quinn::VarInt::from_u32(2)
     ));
 }
+
+/// A UDP relay between one client and the edge that can start dropping everything, as a
+/// dead connector's network would.
+struct CuttableRelay {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn cuttable_relay(edge: std::net::SocketAddr) -> CuttableRelay {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let front = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    back.connect(edge).await.unwrap();
+    let cut = std::sync::Arc::new(AtomicBool::new(false));
+    let client: std::sync::Arc<std::sync::Mutex<Option<std::net::SocketAddr>>> = Default::default();
+    let (f, b, c, k) = (front.clone(), back.clone(), client.clone(), cut.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = f.recv_from(&mut buf).await {
+            *c.lock().unwrap() = Some(from);
+            if !k.load(Ordering::Relaxed) {
+                let _ = b.send(&buf[..n]).await;
+            }
+        }
+    });
+    let (f, b, k) = (front.clone(), back, cut.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(n) = b.recv(&mut buf).await {
+            let to = *client.lock().unwrap();
+            if let (false, Some(to)) = (k.load(Ordering::Relaxed), to) {
+                let _ = f.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    CuttableRelay {
+        addr: front.local_addr().unwrap(),
+        cut,
+    }
+}
+
+#[tokio::test]
+async fn keep_alives_hold_an_idle_connection_and_the_idle_timeout_finds_a_dead_one() {
+    let mut settings = test_settings();
+    settings.keep_alive_interval = Duration::from_millis(150);
+    settings.idle_timeout = Duration::from_millis(1_000);
+    let mut edge = edge_with(TestAuth::default(), settings.clone());
+    let tunnel = edge.add_identity();
+    let relay = cuttable_relay(edge.addr).await;
+    let ep = PeerEndpoint::bind("127.0.0.1:0".parse().unwrap(), &edge.trust(), settings).unwrap();
+    let conn = ep
+        .connect_connector(
+            relay.addr,
+            SERVER_NAME,
+            connector_registration(tunnel.id, 0),
+            &tunnel.secret.derive_auth_key(),
+        )
+        .await
+        .unwrap();
+    let EdgePeer::Connector(link) = edge.next_peer().await.unwrap() else {
+        panic!("expected a connector")
+    };
+    // Idle for several idle timeouts: keep-alives hold the connection open.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    conn.ping(1).await.unwrap();
+    assert_eq!(conn.next_event().await, Some(PeerEvent::Pong(1)));
+    // The network goes dark: both sides find out through the idle timeout alone.
+    relay.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    let edge_side = tokio::time::timeout(Duration::from_secs(20), link.closed())
+        .await
+        .unwrap();
+    assert_eq!(edge_side, quinn::ConnectionError::TimedOut);
+    let connector_side = tokio::time::timeout(Duration::from_secs(20), conn.closed())
+        .await
+        .unwrap();
+    assert_eq!(connector_side, quinn::ConnectionError::TimedOut);
+}

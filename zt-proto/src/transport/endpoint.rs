@@ -286,6 +286,7 @@ impl IncomingPeer {
             settings.register_timeout,
             settings.limits,
         );
+        let mut timed_out = false;
         loop {
             while let Some(ev) = machine.poll_event() {
                 match ev {
@@ -382,7 +383,21 @@ impl IncomingPeer {
                         .unwrap_or(quinn::ConnectionError::LocallyClosed);
                     return Err(AcceptError::Lost { addr, source });
                 }
-                Err(_) => machine.handle_timeout(deadline),
+                Err(_) if timed_out => {
+                    // The machine answered the deadline already; never spin on it.
+                    conn.close(
+                        varint(CloseCode::REGISTRATION_REFUSED.0),
+                        b"registration timed out",
+                    );
+                    return Err(AcceptError::Refused {
+                        addr,
+                        reason: RefusalReason::Timeout,
+                    });
+                }
+                Err(_) => {
+                    timed_out = true;
+                    machine.handle_timeout(deadline);
+                }
             }
         }
     }
@@ -587,6 +602,7 @@ async fn register_peer<M: PeerMachine>(
 > {
     let (mut send, mut recv) = conn.open_bi().await?;
     let fail = |code: CloseCode, reason: &[u8]| conn.close(varint(code.0), reason);
+    let mut timed_out = false;
     loop {
         while let Some(b) = machine.poll_transmit() {
             if send.write_chunk(b).await.is_err() {
@@ -624,7 +640,14 @@ async fn register_peer<M: PeerMachine>(
                         .unwrap_or(quinn::ConnectionError::LocallyClosed),
                 ))
             }
-            Err(_) => machine.handle_timeout(deadline),
+            Err(_) if timed_out => {
+                fail(CloseCode::NO_ERROR, b"registration timed out");
+                return Err(ConnectError::Timeout(timeout));
+            }
+            Err(_) => {
+                timed_out = true;
+                machine.handle_timeout(deadline);
+            }
         }
     }
 }
