@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, Criterion};
 use uuid::Uuid;
 use zt_policy::{
-    Action, CompiledPolicy, Filter, FlowContext, Identity, List, ListSet, ListType,
-    PolicyConfig, Protocol, ReferencePolicy, Rule, SharedPolicy,
+    Action, CompiledPolicy, Filter, FlowContext, Identity, List, ListSet, ListType, PolicyConfig,
+    Protocol, ReferencePolicy, Rule, SharedPolicy,
 };
 
 /// Deterministic xorshift64* so both evaluators see the same lists.
@@ -163,9 +163,12 @@ fn identity() -> Identity {
 
 fn bench_seed(c: &mut Criterion) {
     let (lists, rules) = seed();
-    let policy =
-        CompiledPolicy::compile(&ListSet::build(&lists).unwrap(), &rules, PolicyConfig::default())
-            .unwrap();
+    let policy = CompiledPolicy::compile(
+        &ListSet::build(&lists).unwrap(),
+        &rules,
+        PolicyConfig::default(),
+    )
+    .unwrap();
     let reference = ReferencePolicy::new(&lists, &rules, PolicyConfig::default()).unwrap();
     let hit = ctx("2001:db8::101".parse().unwrap(), 443, None);
     let miss = ctx("198.51.100.7".parse().unwrap(), 443, None);
@@ -230,7 +233,7 @@ fn bench_big(c: &mut Criterion) {
         (&top10, Some("rule 5")),
     ] {
         let d = b.policy.l4(c);
-        assert_eq!(d.rule_name.as_deref(), want);
+        assert_eq!(d.rule_name, want);
         assert_eq!(reference.l4(c), d);
     }
 
@@ -260,7 +263,9 @@ fn bench_big(c: &mut Criterion) {
     let mut g = c.benchmark_group("policy/build");
     g.sample_size(10);
     g.bench_function("compile_1000_rules", |bch| {
-        bch.iter(|| CompiledPolicy::compile(&b.set, black_box(&b.rules), PolicyConfig::default()).unwrap())
+        bch.iter(|| {
+            CompiledPolicy::compile(&b.set, black_box(&b.rules), PolicyConfig::default()).unwrap()
+        })
     });
     g.bench_function("build_one_10k_list", |bch| {
         bch.iter(|| ListSet::build(black_box(&b.lists[..1])).unwrap())
@@ -309,23 +314,60 @@ fn percentiles(mut f: impl FnMut(), n: usize) -> (f64, f64, f64, f64) {
 
 fn report() {
     println!("\n== policy: latency percentiles (ns per evaluation; clock cost subtracted) ==");
+    let (lists, rules) = seed();
+    let seed_policy = CompiledPolicy::compile(
+        &ListSet::build(&lists).unwrap(),
+        &rules,
+        PolicyConfig::default(),
+    )
+    .unwrap();
+    let hit = ctx("2001:db8::101".parse().unwrap(), 443, None);
+    let (p50, p99, p999, max) = percentiles(
+        || {
+            black_box(seed_policy.http_off(black_box(&hit)));
+        },
+        200_000,
+    );
+    println!("seed/http_off_match                         p50 {p50:>7.0}  p99 {p99:>7.0}  p99.9 {p999:>7.0}  max {max:>9.0}");
     let b = big();
     let who = identity();
     let flows = [
-        ("no_match_ip_in_no_list_v4", ctx("192.0.2.1".parse().unwrap(), 10_005, Some(&who))),
-        ("no_match_ip_in_no_list_v6", ctx("3fff::1".parse().unwrap(), 10_005, Some(&who))),
-        ("no_match_ip_in_one_list", ctx(addr_in(&b.lists[3]), 443, Some(&who))),
-        ("first_match_rule_6", ctx(addr_in(&b.lists[5]), 10_005, Some(&who))),
+        (
+            "no_match_ip_in_no_list_v4",
+            ctx("192.0.2.1".parse().unwrap(), 10_005, Some(&who)),
+        ),
+        (
+            "no_match_ip_in_no_list_v6",
+            ctx("3fff::1".parse().unwrap(), 10_005, Some(&who)),
+        ),
+        (
+            "no_match_ip_in_one_list",
+            ctx(addr_in(&b.lists[3]), 443, Some(&who)),
+        ),
+        (
+            "first_match_rule_6",
+            ctx(addr_in(&b.lists[5]), 10_005, Some(&who)),
+        ),
     ];
     for (name, flow) in &flows {
-        let (p50, p99, p999, max) = percentiles(|| drop(black_box(b.policy.l4(black_box(flow)))), 200_000);
+        let (p50, p99, p999, max) = percentiles(
+            || {
+                black_box(b.policy.l4(black_box(flow)));
+            },
+            200_000,
+        );
         println!("l4_1000_rules/{name:<28} p50 {p50:>7.0}  p99 {p99:>7.0}  p99.9 {p999:>7.0}  max {max:>9.0}");
     }
 
     // Readers while a writer replaces a 10,000-entry list over and over.
     let shared = SharedPolicy::new(b.policy.clone());
     let flow = flows[0].1;
-    let quiet = percentiles(|| drop(black_box(shared.load().l4(black_box(&flow)))), 200_000);
+    let quiet = percentiles(
+        || {
+            black_box(shared.load().l4(black_box(&flow)));
+        },
+        200_000,
+    );
     let stop = AtomicBool::new(false);
     let (busy, swaps) = std::thread::scope(|s| {
         let writer = s.spawn(|| {
@@ -338,7 +380,12 @@ fn report() {
             }
             swaps
         });
-        let r = percentiles(|| drop(black_box(shared.load().l4(black_box(&flow)))), 200_000);
+        let r = percentiles(
+            || {
+                black_box(shared.load().l4(black_box(&flow)));
+            },
+            200_000,
+        );
         stop.store(true, Ordering::Relaxed);
         (r, writer.join().unwrap())
     });

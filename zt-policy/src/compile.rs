@@ -12,11 +12,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use regex::Regex;
-use zt_routes::{FrozenPrefixSet, PrefixSet};
+use zt_routes::PrefixSet;
 
 use crate::context::FlowContext;
 use crate::expr::{Cmp, CmpOp, ElemPred, FieldId, TExpr, Test};
-use crate::list::CompiledList;
+use crate::list::{CompiledList, IpMatcher};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum IpSrc {
@@ -76,7 +76,7 @@ pub(crate) enum Node {
 #[derive(Debug, Clone)]
 pub(crate) enum IpTest {
     Cmp(CmpOp, IpAddr),
-    Set(Box<FrozenPrefixSet>),
+    Set(IpMatcher),
     List { list: u32, memo: u32 },
 }
 
@@ -241,14 +241,14 @@ impl Compiler {
             Test::Ip(op, ip) => IpTest::Cmp(*op, *ip),
             Test::IpSet(nets) => {
                 let set: PrefixSet = nets.iter().copied().collect();
-                IpTest::Set(Box::new(set.frozen().clone()))
+                IpTest::Set(IpMatcher::new(&set))
             }
             Test::InList(list) => IpTest::List {
                 list: u32::try_from(*list).unwrap_or(u32::MAX),
                 memo: self.memo(MemoKey::Ip(src), *list),
             },
             // The checker only produces IP tests for IP fields.
-            _ => IpTest::Set(Box::new(PrefixSet::new().frozen().clone())),
+            _ => IpTest::Set(IpMatcher::new(&PrefixSet::new())),
         };
         Node::Ip { src, test }
     }
@@ -313,6 +313,22 @@ impl Node {
                 ..
             } if (*memo as usize) < MEMO_SLOTS => Some(*memo),
             _ => None,
+        }
+    }
+
+    /// This node with the guard conjunct for `slot` removed: the rule's remaining test,
+    /// evaluated only once the guard is known to hold.
+    pub(crate) fn without_guard(self, slot: u32) -> Node {
+        match self {
+            Node::And(terms) => {
+                let mut terms = terms.into_vec();
+                if let Some(i) = terms.iter().position(|t| t.guard_slot() == Some(slot)) {
+                    terms.remove(i);
+                }
+                Node::And(terms.into_boxed_slice())
+            }
+            n if n.guard_slot() == Some(slot) => Node::And(Box::new([])),
+            n => n,
         }
     }
 

@@ -71,7 +71,7 @@
 //! assert_eq!(policy.l4(&ctx).action, Action::Allow);
 //! let off = policy.http_off(&ctx).unwrap();
 //! assert_eq!(off.action, Action::Off);
-//! assert_eq!(off.rule_name.as_deref(), Some("Don't inspect Kubernetes API"));
+//! assert_eq!(off.rule_name, Some("Don't inspect Kubernetes API"));
 //!
 //! // A typo is an error with a caret, never a silent allow.
 //! let mut bad = rules[1].clone();
@@ -95,7 +95,7 @@ pub use list::{
 };
 pub use policy::{
     CompileError, CompiledPolicy, Decision, DefaultAction, ListSet, Phase, PolicyConfig,
-    ReplaceListError, SharedPolicy,
+    PolicyGuard, ReplaceListError, SharedPolicy,
 };
 pub use reference::ReferencePolicy;
 pub use rule::{validate_rules, Action, ExprSlot, Filter, Rule, RuleError};

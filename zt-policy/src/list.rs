@@ -340,9 +340,7 @@ pub fn validate_lists(lists: &[List]) -> Result<(), ListError> {
 /// A list in the form evaluation uses.
 #[derive(Debug, Clone)]
 pub(crate) enum CompiledList {
-    /// Only the compiled trie is kept: it is all lookups need, and compiling it here
-    /// rather than on the first lookup keeps that cost off the first flow after a swap.
-    Ip(FrozenPrefixSet),
+    Ip(IpMatcher),
     Names(HashSet<Box<str>>),
 }
 
@@ -358,7 +356,7 @@ impl CompiledList {
                         _ => None,
                     })
                     .collect();
-                CompiledList::Ip(set.frozen().clone())
+                CompiledList::Ip(IpMatcher::new(&set))
             }
             _ => CompiledList::Names(
                 items
@@ -377,14 +375,14 @@ impl CompiledList {
     /// Heap bytes of the lookup structure of an IP list (0 for other types).
     pub(crate) fn ip_lookup_bytes(&self) -> usize {
         match self {
-            CompiledList::Ip(set) => set.lookup_bytes(),
+            CompiledList::Ip(m) => m.lookup_bytes(),
             CompiledList::Names(_) => 0,
         }
     }
 
     pub(crate) fn contains_ip(&self, ip: IpAddr) -> bool {
         match self {
-            CompiledList::Ip(set) => set.contains(ip),
+            CompiledList::Ip(m) => m.contains(ip),
             CompiledList::Names(_) => false,
         }
     }
@@ -400,6 +398,63 @@ impl CompiledList {
                 }
             }
             CompiledList::Ip(_) => false,
+        }
+    }
+}
+
+/// Few prefixes are tested one by one; a prefix trie is deep for a /128 (the seed's
+/// list) and a short scan over masked addresses is faster up to about this many.
+const SCAN_MAX: usize = 16;
+
+/// An IP set in lookup form: a scan over (family, network, mask) for a few prefixes, the
+/// compiled trie of `zt_routes` above that. Only the lookup form is kept, and it is built
+/// here rather than on the first lookup so that cost stays off the first flow after a swap.
+#[derive(Debug, Clone)]
+pub(crate) enum IpMatcher {
+    Scan(Box<[(bool, u128, u128)]>),
+    Trie(Box<FrozenPrefixSet>),
+}
+
+fn bits(ip: IpAddr) -> (bool, u128) {
+    match ip {
+        IpAddr::V4(a) => (false, u128::from(a.to_bits())),
+        IpAddr::V6(a) => (true, a.to_bits()),
+    }
+}
+
+impl IpMatcher {
+    pub(crate) fn new(set: &PrefixSet) -> Self {
+        if set.len() <= SCAN_MAX {
+            IpMatcher::Scan(
+                set.iter()
+                    .map(|net| {
+                        let (v6, addr) = bits(net.network());
+                        let (_, mask) = bits(net.netmask());
+                        (v6, addr, mask)
+                    })
+                    .collect(),
+            )
+        } else {
+            IpMatcher::Trie(Box::new(set.frozen().clone()))
+        }
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        match self {
+            IpMatcher::Scan(nets) => {
+                let (v6, addr) = bits(ip);
+                nets.iter()
+                    .any(|&(f, net, mask)| f == v6 && addr & mask == net)
+            }
+            IpMatcher::Trie(t) => t.contains(ip),
+        }
+    }
+
+    pub(crate) fn lookup_bytes(&self) -> usize {
+        match self {
+            IpMatcher::Scan(nets) => std::mem::size_of_val(&**nets),
+            IpMatcher::Trie(t) => t.lookup_bytes(),
         }
     }
 }

@@ -39,9 +39,13 @@ impl fmt::Display for Phase {
 }
 
 /// What the policy decided, and why, for the audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The rule's name is borrowed from the policy that decided (copying it, or bumping a
+/// reference count, would cost more than the evaluation itself); keep the policy while
+/// the decision is in use, or copy the name out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Decision {
+pub struct Decision<'p> {
     /// Allow, block, or (http only) pass through uninspected.
     pub action: Action,
     /// The phase that decided.
@@ -49,10 +53,10 @@ pub struct Decision {
     /// The matching rule; `None` when the phase's default applied.
     pub rule_id: Option<Uuid>,
     /// The matching rule's name; `None` when the phase's default applied.
-    pub rule_name: Option<Arc<str>>,
+    pub rule_name: Option<&'p str>,
 }
 
-impl Decision {
+impl Decision<'_> {
     fn default_for(phase: Phase, action: Action) -> Self {
         Self {
             action,
@@ -257,7 +261,7 @@ impl ListSet {
 
 struct CompiledRule {
     id: Uuid,
-    name: Arc<str>,
+    name: Box<str>,
     action: Action,
     precedence: u32,
     node: Node,
@@ -295,14 +299,24 @@ impl PhaseRules {
         let mut guards: Vec<(Node, u32)> = Vec::new();
         let mut by_slot: HashMap<u32, u32> = HashMap::new();
         let mut group_of = Vec::with_capacity(rules.len());
-        for r in &rules {
-            group_of.push(r.node.guard().map(|(slot, node)| {
-                *by_slot.entry(slot).or_insert_with(|| {
-                    guards.push((node, slot));
-                    u32::try_from(guards.len() - 1).unwrap_or(u32::MAX)
-                })
-            }));
-        }
+        let rules: Vec<CompiledRule> = rules
+            .into_iter()
+            .map(|mut r| {
+                let guard = r.node.guard();
+                let guard_slot = guard.as_ref().map(|(slot, _)| *slot);
+                group_of.push(guard.map(|(slot, node)| {
+                    *by_slot.entry(slot).or_insert_with(|| {
+                        guards.push((node, slot));
+                        u32::try_from(guards.len() - 1).unwrap_or(u32::MAX)
+                    })
+                }));
+                if let Some(slot) = guard_slot {
+                    // first_match checks the guard before the rest of the rule.
+                    r.node = r.node.without_guard(slot);
+                }
+                r
+            })
+            .collect();
         let mut chunks = Vec::with_capacity(rules.len().div_ceil(64));
         let mut rule_group = vec![NO_GROUP; rules.len()];
         for (c, slice) in group_of.chunks(64).enumerate() {
@@ -354,8 +368,10 @@ impl PhaseRules {
                 let i = c * 64 + bit;
                 let group = self.rule_group.get(i).copied().unwrap_or(NO_GROUP);
                 if let Some(&(g, mask)) = chunk.groups.get(usize::from(group)) {
-                    let guard = self.guards.get(g as usize).map(|(n, _)| n);
-                    if guard.is_some_and(|n| !n.eval(env)) {
+                    let Some((guard, slot)) = self.guards.get(g as usize) else {
+                        continue;
+                    };
+                    if env.memo.known(*slot) != Some(true) && !guard.eval(env) {
                         alive &= !mask;
                         continue;
                     }
@@ -454,7 +470,6 @@ impl CompiledPolicy {
                         .map_err(|e| fail(slot, first_filter, e))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let name: Arc<str> = rule.name.as_str().into();
             for &filter in &rule.filters {
                 let stage = match (filter, rule.action) {
                     (Filter::L4, _) => Stage::L4,
@@ -477,7 +492,7 @@ impl CompiledPolicy {
                 }
                 let compiled = CompiledRule {
                     id: rule.id,
-                    name: name.clone(),
+                    name: rule.name.as_str().into(),
                     action: rule.action,
                     precedence: rule.precedence,
                     node: compiler.compile(&TExpr::And(terms)),
@@ -525,7 +540,7 @@ impl CompiledPolicy {
         })
     }
 
-    fn decide(&self, rules: &PhaseRules, ctx: &FlowContext<'_>) -> Option<Decision> {
+    fn decide<'p>(&'p self, rules: &'p PhaseRules, ctx: &FlowContext<'_>) -> Option<Decision<'p>> {
         let mut env = Env {
             ctx,
             lists: &self.lists.lists,
@@ -535,13 +550,13 @@ impl CompiledPolicy {
             action: r.action,
             phase: Phase::L4,
             rule_id: Some(r.id),
-            rule_name: Some(r.name.clone()),
+            rule_name: Some(&r.name),
         })
     }
 
     /// The l4 phase, at flow open: the first matching l4 rule by precedence, else the
     /// configured default (block unless configured otherwise).
-    pub fn l4(&self, ctx: &FlowContext<'_>) -> Decision {
+    pub fn l4(&self, ctx: &FlowContext<'_>) -> Decision<'_> {
         match self.decide(&self.phases.l4, ctx) {
             Some(d) => d,
             None => Decision::default_for(
@@ -559,7 +574,7 @@ impl CompiledPolicy {
     /// through untouched and stop evaluating; `None` means go on to
     /// [`http_inspect`](Self::http_inspect) (or skip reading when
     /// [`inspects_http`](Self::inspects_http) is false).
-    pub fn http_off(&self, ctx: &FlowContext<'_>) -> Option<Decision> {
+    pub fn http_off(&self, ctx: &FlowContext<'_>) -> Option<Decision<'_>> {
         self.decide(&self.phases.http_off, ctx).map(|d| Decision {
             phase: Phase::Http,
             ..d
@@ -575,7 +590,7 @@ impl CompiledPolicy {
 
     /// The http allow/block step, on what the first bytes revealed (`ctx.sni`,
     /// `ctx.http_host`): the first matching rule, else allow.
-    pub fn http_inspect(&self, ctx: &FlowContext<'_>) -> Decision {
+    pub fn http_inspect(&self, ctx: &FlowContext<'_>) -> Decision<'_> {
         self.decide(&self.phases.http_inspect, ctx).map_or(
             Decision::default_for(Phase::Http, Action::Allow),
             |d| Decision {
@@ -586,7 +601,7 @@ impl CompiledPolicy {
     }
 
     /// The dns phase, for a query (`ctx.dns_fqdn`): the first matching rule, else allow.
-    pub fn dns(&self, ctx: &FlowContext<'_>) -> Decision {
+    pub fn dns(&self, ctx: &FlowContext<'_>) -> Decision<'_> {
         self.decide(&self.phases.dns, ctx).map_or(
             Decision::default_for(Phase::Dns, Action::Allow),
             |d| Decision {
@@ -597,6 +612,23 @@ impl CompiledPolicy {
     }
 }
 
+/// A short-lived handle on the current policy, from [`SharedPolicy::load`].
+pub struct PolicyGuard(arc_swap::Guard<Arc<CompiledPolicy>>);
+
+impl std::ops::Deref for PolicyGuard {
+    type Target = CompiledPolicy;
+
+    fn deref(&self) -> &CompiledPolicy {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PolicyGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// The current policy of an edge: read lock-free by every flow, replaced atomically.
 ///
 /// ```
@@ -604,7 +636,7 @@ impl CompiledPolicy {
 ///
 /// let shared = SharedPolicy::new(CompiledPolicy::empty(PolicyConfig::default()));
 /// let ctx = FlowContext::new("192.0.2.1".parse().unwrap(), "198.51.100.101".parse().unwrap(), 443, Protocol::Tcp);
-/// let held = shared.load();
+/// let held = shared.load_full();
 /// shared.store(CompiledPolicy::empty(PolicyConfig { l4_default: DefaultAction::Allow }));
 /// assert_eq!(held.l4(&ctx).action, Action::Block); // a flow keeps the policy it started with
 /// assert_eq!(shared.load().l4(&ctx).action, Action::Allow);
@@ -633,8 +665,15 @@ impl SharedPolicy {
         }
     }
 
-    /// The current policy. A flow should load once and use that policy for all its phases.
-    pub fn load(&self) -> Arc<CompiledPolicy> {
+    /// The current policy, for a short use (deciding one phase): no reference count is
+    /// touched. A flow should load once and use that policy for all its phases; to keep it
+    /// across awaits or for a long time, use [`load_full`](Self::load_full).
+    pub fn load(&self) -> PolicyGuard {
+        PolicyGuard(self.current.load())
+    }
+
+    /// The current policy as an owned handle, to keep for the life of a flow.
+    pub fn load_full(&self) -> Arc<CompiledPolicy> {
         self.current.load_full()
     }
 

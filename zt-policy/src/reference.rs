@@ -8,7 +8,6 @@
 //! sets, hashed sets, the `http.conn.*` scalar rewrite) is done the slow, obvious way here.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use ipnet::IpNet;
 use regex::Regex;
@@ -41,7 +40,7 @@ pub struct ReferencePolicy {
 #[derive(Debug)]
 struct RefRule {
     id: Uuid,
-    name: Arc<str>,
+    name: String,
     action: Action,
     precedence: u32,
     enabled: bool,
@@ -112,7 +111,7 @@ impl ReferencePolicy {
             }
             out.push(RefRule {
                 id: r.id,
-                name: r.name.as_str().into(),
+                name: r.name.clone(),
                 action: r.action,
                 precedence: r.precedence,
                 enabled: r.enabled,
@@ -134,7 +133,7 @@ impl ReferencePolicy {
         action: impl Fn(Action) -> bool,
         ctx: &FlowContext<'_>,
         phase: Phase,
-    ) -> Option<Decision> {
+    ) -> Option<Decision<'_>> {
         self.rules
             .iter()
             .filter(|r| r.enabled && r.filters.contains(&filter) && action(r.action))
@@ -147,12 +146,12 @@ impl ReferencePolicy {
                 action: r.action,
                 phase,
                 rule_id: Some(r.id),
-                rule_name: Some(r.name.clone()),
+                rule_name: Some(&r.name),
             })
     }
 
     /// See [`CompiledPolicy::l4`].
-    pub fn l4(&self, ctx: &FlowContext<'_>) -> Decision {
+    pub fn l4(&self, ctx: &FlowContext<'_>) -> Decision<'_> {
         self.first(Filter::L4, |_| true, ctx, Phase::L4)
             .unwrap_or(Decision {
                 action: match self.config.l4_default {
@@ -166,12 +165,12 @@ impl ReferencePolicy {
     }
 
     /// See [`CompiledPolicy::http_off`].
-    pub fn http_off(&self, ctx: &FlowContext<'_>) -> Option<Decision> {
+    pub fn http_off(&self, ctx: &FlowContext<'_>) -> Option<Decision<'_>> {
         self.first(Filter::Http, |a| a == Action::Off, ctx, Phase::Http)
     }
 
     /// See [`CompiledPolicy::http_inspect`].
-    pub fn http_inspect(&self, ctx: &FlowContext<'_>) -> Decision {
+    pub fn http_inspect(&self, ctx: &FlowContext<'_>) -> Decision<'_> {
         self.first(Filter::Http, |a| a != Action::Off, ctx, Phase::Http)
             .unwrap_or(Decision {
                 action: Action::Allow,
@@ -182,7 +181,7 @@ impl ReferencePolicy {
     }
 
     /// See [`CompiledPolicy::dns`].
-    pub fn dns(&self, ctx: &FlowContext<'_>) -> Decision {
+    pub fn dns(&self, ctx: &FlowContext<'_>) -> Decision<'_> {
         self.first(Filter::Dns, |_| true, ctx, Phase::Dns)
             .unwrap_or(Decision {
                 action: Action::Allow,

@@ -66,6 +66,17 @@ const PATTERNS: &[&str] = &[
 ];
 const POSTURE: &[&str] = &["disk", "firewall", "os_current"];
 
+static WIDE: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    (0..40u32)
+        .map(|i| format!("10.{}.0.0/16", i * 3))
+        .chain([
+            "198.51.100.101/32".into(),
+            "2001:db8:1::/64".into(),
+            "fd00::/120".into(),
+        ])
+        .collect()
+});
+
 fn lists() -> Vec<List> {
     let list = |id: u128, slug: &str, t: ListType, items: &[&str]| List {
         id: Uuid::from_u128(id),
@@ -101,6 +112,13 @@ fn lists() -> Vec<List> {
             &["api.example.com", "evil.test"],
         ),
         list(5, "devices", ListType::Device, &["dev-1", "dev-2"]),
+        // Large enough to be looked up through the prefix trie rather than scanned.
+        list(
+            6,
+            "wide",
+            ListType::Ip,
+            &WIDE.iter().map(String::as_str).collect::<Vec<_>>(),
+        ),
     ]
 }
 
@@ -120,10 +138,17 @@ fn ip_cmp(field: &'static str) -> BoxedStrategy<String> {
     prop_oneof![
         (select(&["==", "!=", "<", ">=", "eq"][..]), select(IPS))
             .prop_map(move |(op, ip)| format!("{field} {op} {ip}")),
-        proptest::collection::vec(prop_oneof![select(IPS), select(NETS)], 1..4)
+        proptest::collection::vec(prop_oneof![select(IPS), select(NETS)], 1..24)
             .prop_map(move |items| format!("{field} in {{{}}}", items.join(" "))),
-        select(&["$k8s", "$nets", "$00000000000000000000000000000001"][..])
-            .prop_map(move |l| format!("{field} in {l}")),
+        select(
+            &[
+                "$k8s",
+                "$nets",
+                "$wide",
+                "$00000000000000000000000000000001"
+            ][..]
+        )
+        .prop_map(move |l| format!("{field} in {l}")),
     ]
     .boxed()
 }
@@ -438,7 +463,7 @@ fn flow_strategy() -> impl Strategy<Value = Flow> {
         )
 }
 
-fn show(d: Option<zt_policy::Decision>) -> Option<(Action, zt_policy::Phase, Option<Uuid>)> {
+fn show(d: Option<zt_policy::Decision<'_>>) -> Option<(Action, zt_policy::Phase, Option<Uuid>)> {
     d.map(|d| (d.action, d.phase, d.rule_id))
 }
 

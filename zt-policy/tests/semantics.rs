@@ -83,13 +83,13 @@ fn decide(
 ) -> [String; 4] {
     let compiled = compile(lists, rules, config);
     let reference = ReferencePolicy::new(lists, rules, config).unwrap();
-    let show = |d: Option<zt_policy::Decision>| match d {
+    let show = |d: Option<zt_policy::Decision<'_>>| match d {
         None => "none".to_owned(),
         Some(d) => format!(
             "{}:{}:{}",
             d.phase,
             d.action,
-            d.rule_name.as_deref().unwrap_or("default")
+            d.rule_name.unwrap_or("default")
         ),
     };
     let got = [
@@ -176,7 +176,8 @@ fn l4_default_is_block_and_configurable() {
         l4_default: DefaultAction::Allow,
     };
     assert_eq!(decide(&[], &[], allow, &c)[0], "l4:allow:default");
-    let d = compile(&[], &[], PolicyConfig::default()).l4(&c);
+    let policy = compile(&[], &[], PolicyConfig::default());
+    let d = policy.l4(&c);
     assert!(d.is_default() && !d.permits() && d.phase == Phase::L4);
 }
 
@@ -680,7 +681,7 @@ fn replacing_a_list_swaps_atomically_and_keeps_held_policies() {
         &format!("net.dst.ip in {}", seed_list().id_reference()),
     )];
     let shared = SharedPolicy::new(compile(&lists, &rules, PolicyConfig::default()));
-    let held = shared.load();
+    let held = shared.load_full();
     let new_api = ctx("198.51.100.102", 443);
     assert_eq!(held.l4(&new_api).action, Action::Block);
 
