@@ -529,3 +529,59 @@ async fn a_flow_whose_header_never_completes_is_cut_after_the_header_timeout() {
     let (header, _responder) = link.accept_flow().await.unwrap();
     assert_eq!(header.flow_id, 9);
 }
+
+#[tokio::test]
+async fn a_splice_passes_half_close_and_reset_codes_across_the_edge() {
+    let mut edge = edge();
+    let (_cep, connector, connector_link) = connector_pair(&mut edge).await;
+    let (_uep, client, client_link) = client_pair(&mut edge).await;
+    let connector_link = std::sync::Arc::new(connector_link);
+    tokio::spawn(async move {
+        while let Some((h, r)) = client_link.accept_flow().await {
+            let up = connector_link
+                .open_flow(h.dest, h.protocol, h.metadata)
+                .await
+                .unwrap();
+            let down = r.accept().await.unwrap();
+            tokio::spawn(splice(down, up));
+        }
+    });
+    let reply = random_bytes(200 * 1024);
+    let expected = sha256(&reply);
+    let origin = tokio::spawn(async move {
+        // Flow 1: read to the client's FIN, then answer in bulk.
+        let (_, r) = connector.accept_flow().await.unwrap();
+        let mut f = r.accept().await.unwrap();
+        let mut req = Vec::new();
+        f.read_to_end(&mut req).await.unwrap();
+        assert_eq!(req, b"GET");
+        f.write_all(&reply).await.unwrap();
+        f.shutdown().await.unwrap();
+        let _ = f.send_half().stopped().await;
+        // Flow 2: the client resets; the code arrives here through the relay.
+        let (_, r) = connector.accept_flow().await.unwrap();
+        let mut f = r.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let err = f.read_to_end(&mut buf).await.unwrap_err();
+        FlowError::reset_code(&err)
+    });
+    let mut f1 = client
+        .open_flow("10.0.0.1:80".parse().unwrap(), Protocol::Tcp, vec![])
+        .await
+        .unwrap();
+    f1.write_all(b"GET").await.unwrap();
+    f1.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    f1.read_to_end(&mut got).await.unwrap();
+    assert_eq!(sha256(&got), expected);
+
+    let mut f2 = client
+        .open_flow("10.0.0.1:80".parse().unwrap(), Protocol::Tcp, vec![])
+        .await
+        .unwrap();
+    f2.write_all(b"partial").await.unwrap();
+    // No race: f2 exists only after the connector answered the edge's open, so the
+    // connector has read the header before this reset can reach it.
+    f2.reset(ResetCode::CONNECTION_RESET);
+    assert_eq!(origin.await.unwrap(), Some(ResetCode::CONNECTION_RESET));
+}
