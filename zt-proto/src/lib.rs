@@ -171,7 +171,7 @@ pub use transport::{
     },
     endpoint::{
         Admission, Authenticator, ClientRegistration, ConnectorRegistration, EdgeListener,
-        EdgePeer, IncomingPeer, PeerEndpoint,
+        EdgePeer, IncomingPeer, PeerEndpoint, SocketBuffers,
     },
     error::{
         AcceptError, ConnectError, ControlSendError, DatagramError, EndpointError, OpenError,

@@ -416,3 +416,26 @@ async fn keep_alives_hold_an_idle_connection_and_the_idle_timeout_finds_a_dead_o
         .unwrap();
     assert_eq!(connector_side, quinn::ConnectionError::TimedOut);
 }
+
+#[tokio::test]
+async fn socket_buffer_requests_are_read_back() {
+    let edge = edge();
+    // test_settings asks for 256 KiB, which any Linux default allows.
+    let small = edge.listener.socket_buffers();
+    assert_eq!(small.receive_requested, 256 * 1024);
+    assert!(
+        small.receive_granted.unwrap() >= small.receive_requested,
+        "{small:?}"
+    );
+    assert!(
+        small.send_granted.unwrap() >= small.send_requested,
+        "{small:?}"
+    );
+    // A request far beyond any sysctl limit is granted less, which the endpoint reports
+    // (and logs as a warning) instead of failing.
+    let mut huge = test_settings();
+    huge.socket_receive_buffer = 1 << 30;
+    let ep = PeerEndpoint::bind("127.0.0.1:0".parse().unwrap(), &edge.trust(), huge).unwrap();
+    let b = ep.socket_buffers();
+    assert!(b.receive_granted.unwrap() < b.receive_requested, "{b:?}");
+}

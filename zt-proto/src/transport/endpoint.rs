@@ -33,10 +33,24 @@ use crate::transport::tls::{EdgeTrust, ServerIdentity};
 /// closing the connection.
 const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The UDP socket buffer sizes an endpoint asked for and what the OS reports it granted
+/// (Linux reports twice the usable size; `None` when the OS would not say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// Receive buffer asked for.
+    pub receive_requested: usize,
+    /// Receive buffer the OS reports.
+    pub receive_granted: Option<usize>,
+    /// Send buffer asked for.
+    pub send_requested: usize,
+    /// Send buffer the OS reports.
+    pub send_granted: Option<usize>,
+}
+
 fn bind_socket(
     addr: SocketAddr,
     settings: &TransportSettings,
-) -> Result<std::net::UdpSocket, EndpointError> {
+) -> Result<(std::net::UdpSocket, SocketBuffers), EndpointError> {
     let bind_err = |source| EndpointError::Bind { addr, source };
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -48,17 +62,21 @@ fn bind_socket(
         // Serve IPv4 too on a wildcard IPv6 address, where the OS allows it.
         let _ = socket.set_only_v6(false);
     }
-    set_buffer(&socket, settings.socket_receive_buffer, true);
-    set_buffer(&socket, settings.socket_send_buffer, false);
+    let buffers = SocketBuffers {
+        receive_requested: settings.socket_receive_buffer,
+        receive_granted: set_buffer(&socket, settings.socket_receive_buffer, true),
+        send_requested: settings.socket_send_buffer,
+        send_granted: set_buffer(&socket, settings.socket_send_buffer, false),
+    };
     socket.bind(&addr.into()).map_err(bind_err)?;
     socket.set_nonblocking(true).map_err(bind_err)?;
-    Ok(socket.into())
+    Ok((socket.into(), buffers))
 }
 
 /// Asks for a socket buffer size and warns when the OS grants less. Linux caps requests at
 /// `net.core.rmem_max`/`wmem_max` and reports twice the usable size, so a granted value at
 /// least the requested one means the request was honoured.
-fn set_buffer(socket: &Socket, want: usize, receive: bool) {
+fn set_buffer(socket: &Socket, want: usize, receive: bool) -> Option<usize> {
     let (set, name, sysctl) = if receive {
         (
             socket.set_recv_buffer_size(want),
@@ -74,7 +92,6 @@ fn set_buffer(socket: &Socket, want: usize, receive: bool) {
     };
     if let Err(e) = set {
         warn!(buffer = name, requested = want, error = %e, "cannot set UDP socket buffer size");
-        return;
     }
     let granted = if receive {
         socket.recv_buffer_size()
@@ -89,8 +106,9 @@ fn set_buffer(socket: &Socket, want: usize, receive: bool) {
             "the OS granted a smaller UDP socket buffer than requested; raise {sysctl} for full throughput",
         ),
         Ok(got) => debug!(buffer = name, requested = want, granted = got, "UDP socket buffer set"),
-        Err(e) => warn!(buffer = name, error = %e, "cannot read back UDP socket buffer size"),
+        Err(ref e) => warn!(buffer = name, error = %e, "cannot read back UDP socket buffer size"),
     }
+    granted.ok()
 }
 
 fn exporter(conn: &quinn::Connection) -> Option<Exporter> {
@@ -159,6 +177,7 @@ pub struct EdgeListener {
     endpoint: quinn::Endpoint,
     settings: TransportSettings,
     edge_name: Arc<str>,
+    buffers: SocketBuffers,
 }
 
 impl EdgeListener {
@@ -177,7 +196,7 @@ impl EdgeListener {
         let crypto = identity.quic_server_config()?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(settings.quinn_config()?);
-        let socket = bind_socket(addr, &settings)?;
+        let (socket, buffers) = bind_socket(addr, &settings)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server),
@@ -189,7 +208,13 @@ impl EdgeListener {
             endpoint,
             settings,
             edge_name: edge_name.into(),
+            buffers,
         })
+    }
+
+    /// The socket buffer sizes asked for and granted.
+    pub fn socket_buffers(&self) -> SocketBuffers {
+        self.buffers
     }
 
     /// The bound address (with the port the OS chose, if it was 0).
@@ -436,6 +461,7 @@ pub struct PeerEndpoint {
     endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
     settings: TransportSettings,
+    buffers: SocketBuffers,
 }
 
 impl PeerEndpoint {
@@ -449,7 +475,7 @@ impl PeerEndpoint {
         let crypto = trust.quic_client_config()?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
         client_config.transport_config(settings.quinn_config()?);
-        let socket = bind_socket(bind, &settings)?;
+        let (socket, buffers) = bind_socket(bind, &settings)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             None,
@@ -461,7 +487,13 @@ impl PeerEndpoint {
             endpoint,
             client_config,
             settings,
+            buffers,
         })
+    }
+
+    /// The socket buffer sizes asked for and granted.
+    pub fn socket_buffers(&self) -> SocketBuffers {
+        self.buffers
     }
 
     /// The bound address.
