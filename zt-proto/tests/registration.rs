@@ -329,7 +329,7 @@ async fn a_proof_replayed_from_another_connection_is_refused() {
 #[tokio::test]
 async fn a_peer_that_never_registers_is_cut_off() {
     let mut settings = test_settings();
-    settings.register_timeout = Duration::from_millis(300);
+    settings.register_timeout = Duration::from_secs(1);
     let mut edge = edge_with(TestAuth::default(), settings);
     let conn = raw_connection(&edge).await;
     let outcome = edge.next_peer().await;
