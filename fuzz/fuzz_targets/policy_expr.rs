@@ -102,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
     ctx.session_age_seconds = Some(60);
     ctx.sni = Some("api.example.com");
     ctx.dns_fqdn = Some("API.example.com");
-    let key = |d: zt_policy::Decision| (d.action, d.phase, d.rule_id);
+    let key = |d: zt_policy::Decision<'_>| (d.action, d.phase, d.rule_id);
     assert_eq!(key(compiled.l4(&ctx)), key(reference.l4(&ctx)));
     assert_eq!(compiled.http_off(&ctx).map(key), reference.http_off(&ctx).map(key));
     assert_eq!(key(compiled.http_inspect(&ctx)), key(reference.http_inspect(&ctx)));
