@@ -144,6 +144,12 @@ fn queries<A: Family>(routes: &[A::Net], rng: &mut Rng) -> Vec<A> {
         .collect()
 }
 
+/// `ZT_ROUTES_BENCH_ONLY=v4-1m,v6-1m` limits the lookup tables set up and measured (each
+/// 1M-route table takes a while to generate); unset, all are.
+fn wanted(label: &str) -> bool {
+    std::env::var("ZT_ROUTES_BENCH_ONLY").map_or(true, |only| only.split(',').any(|l| l == label))
+}
+
 /// Lookups per criterion iteration.
 const BATCH: usize = 1024;
 
@@ -233,11 +239,20 @@ fn bench_v4(c: &mut Criterion, label: &str, routes: &[Ipv4Net], with_extras: boo
 
     let mut group = c.benchmark_group(format!("routes/{label}"));
     group.throughput(Throughput::Elements(BATCH as u64));
+    // The trie's 4-byte answer (the route's position), as prefix-trie's inline value.
     lookups(&mut group, "zt", &addrs, |a| {
         frozen
-            .lookup_v4(Ipv4Addr::from_bits(a))
-            .map_or(0, |(_, v)| *v)
+            .lookup_position(Ipv4Addr::from_bits(a).into())
+            .map_or(0, |p| p as u32 + 1)
     });
+    if with_extras {
+        // The same plus reading the matched prefix and value from the entry table.
+        lookups(&mut group, "zt-with-entry", &addrs, |a| {
+            frozen
+                .lookup_v4(Ipv4Addr::from_bits(a))
+                .map_or(0, |(_, v)| *v)
+        });
+    }
     lookups(&mut group, "prefix-trie", &addrs, |a| {
         let host = Ipv4Net::new_assert(Ipv4Addr::from_bits(a), 32);
         trie.get_lpm(&host).map_or(0, |(_, v)| *v)
@@ -254,7 +269,7 @@ fn bench_v4(c: &mut Criterion, label: &str, routes: &[Ipv4Net], with_extras: boo
         });
     }
     if with_extras {
-        // The route table's snapshot: vnet selection plus the route target, four vnets.
+        // The route table's snapshot: vnet selection, then the interned tunnel; four vnets.
         let mut table = RouteTable::new();
         for name in ["blue", "green", "red"] {
             table.add_vnet(name, "").unwrap();
@@ -271,8 +286,8 @@ fn bench_v4(c: &mut Criterion, label: &str, routes: &[Ipv4Net], with_extras: boo
         );
         lookups(&mut group, "zt-snapshot-vnet", &addrs, |a| {
             snapshot
-                .lookup_v4(vnet, Ipv4Addr::from_bits(a))
-                .map_or(0, |t| u32::from(t.network.prefix_len()))
+                .lookup_tunnel(vnet, Ipv4Addr::from_bits(a).into())
+                .map_or(0, |t| t.as_u64_pair().1 as u32)
         });
     }
     group.finish();
@@ -303,8 +318,8 @@ fn bench_v6(c: &mut Criterion, label: &str, routes: &[Ipv6Net]) {
     group.throughput(Throughput::Elements(BATCH as u64));
     lookups(&mut group, "zt", &addrs, |a| {
         frozen
-            .lookup_v6(Ipv6Addr::from_bits(a))
-            .map_or(0, |(_, v)| *v)
+            .lookup_position(Ipv6Addr::from_bits(a).into())
+            .map_or(0, |p| p as u32 + 1)
     });
     lookups(&mut group, "prefix-trie", &addrs, |a| {
         let host = Ipv6Net::new_assert(Ipv6Addr::from_bits(a), 128);
@@ -327,19 +342,58 @@ fn route(i: usize, network: IpNet, vnet: Uuid) -> Route {
     }
 }
 
+/// What one dependent random memory read costs on this machine, measured in the same run:
+/// a pointer chase through a random cycle over 1 MiB (the size of the trie's root table)
+/// and 16 MiB (the size of the whole IPv4 structure at 1M routes). A cold lookup cannot be
+/// faster than the reads it depends on.
+fn baseline_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("routes/baseline");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (label, bytes) in [
+        ("random-read-1MiB", 1usize << 20),
+        ("random-read-16MiB", 1 << 24),
+    ] {
+        let n = bytes / 4;
+        // Sattolo's shuffle: one cycle through every slot, so the chase never settles.
+        let mut next: Vec<u32> = (0..n as u32).collect();
+        let mut rng = Rng(0x5EED_0005);
+        for i in (1..n).rev() {
+            let j = rng.below(i as u64) as usize;
+            next.swap(i, j);
+        }
+        let mut at = 0u32;
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                for _ in 0..BATCH {
+                    at = next[at as usize];
+                }
+                at
+            })
+        });
+    }
+    group.finish();
+}
+
 fn lookup_benches(c: &mut Criterion) {
-    let mut rng = Rng(0x5EED_0001);
-    bench_v4(c, "v4-1k", &v4_routes(1_000, false, &mut rng), false);
-    bench_v4(c, "v4-100k", &v4_routes(100_000, false, &mut rng), false);
-    bench_v4(c, "v4-1m", &v4_routes(1_000_000, false, &mut rng), true);
-    bench_v4(
-        c,
-        "v4-hosts-1m",
-        &v4_routes(1_000_000, true, &mut rng),
-        false,
-    );
-    bench_v6(c, "v6-1m", &v6_routes(1_000_000, false, &mut rng));
-    bench_v6(c, "v6-hosts-1m", &v6_routes(1_000_000, true, &mut rng));
+    let v4 = [
+        ("v4-1k", 1_000, false),
+        ("v4-100k", 100_000, false),
+        ("v4-1m", 1_000_000, false),
+        ("v4-hosts-1m", 1_000_000, true),
+    ];
+    for (label, n, hosts) in v4 {
+        if wanted(label) {
+            let mut rng = Rng(0x5EED_0001 ^ n as u64);
+            let routes = v4_routes(n, hosts, &mut rng);
+            bench_v4(c, label, &routes, label == "v4-1m");
+        }
+    }
+    for (label, hosts) in [("v6-1m", false), ("v6-hosts-1m", true)] {
+        if wanted(label) {
+            let mut rng = Rng(0x5EED_0061 ^ u64::from(hosts));
+            bench_v6(c, label, &v6_routes(1_000_000, hosts, &mut rng));
+        }
+    }
 }
 
 /// Insert and remove on the mutable maps holding 1M routes: each timed batch inserts (or
@@ -465,5 +519,11 @@ fn build_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lookup_benches, mutate_benches, build_benches);
+criterion_group!(
+    benches,
+    baseline_benches,
+    lookup_benches,
+    mutate_benches,
+    build_benches
+);
 criterion_main!(benches);

@@ -312,6 +312,27 @@ impl<V> FrozenPrefixMap<V> {
         self.entry(self.v6.lookup(ip.to_bits()))
     }
 
+    /// The position, in [`PrefixMap::iter`] order, of the longest prefix covering `ip`.
+    ///
+    /// This is the trie's own 4-byte answer; it does not read the table of prefixes and
+    /// values, which for a large map is one more cache miss. Callers that keep a compact
+    /// side table by position (a tunnel index per route, say) use it on their hot path,
+    /// then [`get_position`](Self::get_position) when they need the prefix and value.
+    #[inline]
+    pub fn lookup_position(&self, ip: IpAddr) -> Option<usize> {
+        let answer = match ip {
+            IpAddr::V4(a) => self.v4.lookup(a.to_bits()),
+            IpAddr::V6(a) => self.v6.lookup(a.to_bits()),
+        };
+        (answer as usize).checked_sub(1)
+    }
+
+    /// The prefix and value at `position` in [`PrefixMap::iter`] order.
+    pub fn get_position(&self, position: usize) -> Option<(IpNet, &V)> {
+        let (net, value) = self.entries.get(position)?;
+        Some((*net, value))
+    }
+
     #[inline]
     fn entry(&self, answer: u32) -> Option<(IpNet, &V)> {
         let (net, value) = self.entries.get((answer as usize).checked_sub(1)?)?;

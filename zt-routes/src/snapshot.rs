@@ -5,7 +5,7 @@
 //! so any number of threads read it without locks; [`SharedRoutes`] publishes a new one
 //! with a single atomic pointer swap, and readers still holding the old one finish with it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -49,6 +49,7 @@ struct VnetTries {
 /// let snapshot = table.snapshot();
 /// let hit = snapshot.lookup(table.default_vnet(), "198.51.100.101".parse().unwrap()).unwrap();
 /// assert_eq!(hit.tunnel_id, tunnel);
+/// assert_eq!(snapshot.lookup_tunnel(table.default_vnet(), "198.51.100.101".parse().unwrap()), Some(tunnel));
 /// assert!(snapshot.lookup(table.default_vnet(), "198.51.100.102".parse().unwrap()).is_none());
 /// ```
 pub struct RouteSnapshot {
@@ -57,6 +58,11 @@ pub struct RouteSnapshot {
     vnets: Vec<VnetTries>,
     /// Answer `i` of any trie is `targets[i - 1]`.
     targets: Vec<RouteTarget>,
+    /// For answer `i`, the index in `tunnels` of the route's tunnel: 4 bytes per route
+    /// instead of a `RouteTarget`'s 56, so the hot path's extra read stays in cache more often.
+    tunnel_of: Vec<u32>,
+    /// Each tunnel id once.
+    tunnels: Vec<Uuid>,
 }
 
 /// Above this many virtual networks a lookup binary-searches for the network's tries;
@@ -88,10 +94,24 @@ impl RouteSnapshot {
                 VnetTries { id, v4, v6 }
             })
             .collect();
+        let mut interned: HashMap<Uuid, u32> = HashMap::new();
+        let mut tunnels = Vec::new();
+        let tunnel_of = targets
+            .iter()
+            .map(|t| {
+                *interned.entry(t.tunnel_id).or_insert_with(|| {
+                    tunnels.push(t.tunnel_id);
+                    // At most one per route, and routes are fewer than 2^30.
+                    (tunnels.len() - 1) as u32
+                })
+            })
+            .collect();
         RouteSnapshot {
             default_vnet,
             vnets,
             targets,
+            tunnel_of,
+            tunnels,
         }
     }
 
@@ -136,6 +156,19 @@ impl RouteSnapshot {
         self.target(self.tries(vnet)?.v6.lookup(ip.to_bits()))
     }
 
+    /// The tunnel serving `ip` in `vnet`: the data path's question, answered without
+    /// reading the route's full [`RouteTarget`].
+    #[inline]
+    pub fn lookup_tunnel(&self, vnet: Uuid, ip: IpAddr) -> Option<Uuid> {
+        let tries = self.tries(vnet)?;
+        let answer = match ip {
+            IpAddr::V4(a) => tries.v4.lookup(a.to_bits()),
+            IpAddr::V6(a) => tries.v6.lookup(a.to_bits()),
+        };
+        let tunnel = *self.tunnel_of.get((answer as usize).checked_sub(1)?)?;
+        self.tunnels.get(tunnel as usize).copied()
+    }
+
     /// [`lookup`](Self::lookup) in the default virtual network.
     #[inline]
     pub fn lookup_default(&self, ip: IpAddr) -> Option<&RouteTarget> {
@@ -157,13 +190,16 @@ impl RouteSnapshot {
         self.targets.is_empty()
     }
 
-    /// Heap bytes of the lookup structure alone (tries with 4-byte answers); the
-    /// [`RouteTarget`] table they index is route metadata and not counted.
+    /// Heap bytes of what [`lookup_tunnel`](Self::lookup_tunnel) reads: the tries, the
+    /// 4-byte interned tunnel per route and the tunnel ids. The [`RouteTarget`] table is
+    /// route metadata and not counted.
     pub fn lookup_bytes(&self) -> usize {
         self.vnets
             .iter()
             .map(|t| t.v4.heap_bytes() + t.v6.heap_bytes())
-            .sum()
+            .sum::<usize>()
+            + self.tunnel_of.len() * size_of::<u32>()
+            + self.tunnels.len() * size_of::<Uuid>()
     }
 }
 

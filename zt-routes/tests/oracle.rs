@@ -152,6 +152,8 @@ proptest! {
             prop_assert_eq!(got, want, "mutable map, {}", ip);
             let got = frozen.lookup(ip).map(|(n, v)| (n, *v));
             prop_assert_eq!(got, want, "frozen map, {}", ip);
+            let got = frozen.lookup_position(ip).and_then(|p| frozen.get_position(p)).map(|(n, v)| (n, *v));
+            prop_assert_eq!(got, want, "frozen map by position, {}", ip);
             prop_assert_eq!(set.contains(ip), want.is_some(), "set, {}", ip);
             prop_assert_eq!(frozen_set.contains(ip), want.is_some(), "frozen set, {}", ip);
             let all: Vec<_> = map.matches(ip).map(|(n, v)| (n, *v)).collect();
@@ -237,6 +239,8 @@ proptest! {
             prop_assert_eq!(got, want, "table, {}", ip);
             let got = snapshot.lookup(vnets[*v], ip).map(|t| (t.network, (t.route_id, t.tunnel_id)));
             prop_assert_eq!(got, want, "snapshot, {}", ip);
+            let got = snapshot.lookup_tunnel(vnets[*v], ip);
+            prop_assert_eq!(got, want.map(|w| w.1 .1), "snapshot tunnel, {}", ip);
             let explained = table.explain(Some(vnets[*v]), ip).unwrap();
             let mut chain: Vec<IpNet> = explained.matched.iter().map(|r| r.network).collect();
             chain.extend(explained.also_covering.iter().map(|r| r.network));
