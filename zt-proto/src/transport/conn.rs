@@ -70,7 +70,7 @@ machine!(ClientControl, PeerEvent);
 
 type Command<M> = (
     Box<dyn FnOnce(&mut M) -> Result<(), ControlError> + Send>,
-    oneshot::Sender<Result<(), ControlError>>,
+    oneshot::Sender<Result<(), ControlSendError>>,
 );
 
 /// A handle's way to act on the machine its driver owns.
@@ -88,8 +88,7 @@ impl<M: Machine> ControlHandle<M> {
         self.commands
             .send((Box::new(f), tx))
             .map_err(|_| ControlSendError::Closed)?;
-        rx.await.map_err(|_| ControlSendError::Closed)??;
-        Ok(())
+        rx.await.map_err(|_| ControlSendError::Closed)?
     }
 
     pub(crate) async fn next_event(&self) -> Option<M::Event> {
@@ -135,7 +134,18 @@ pub(crate) fn spawn_driver<M: Machine>(
                     }
                 },
                 cmd = cmd_rx.recv() => match cmd {
-                    Some((f, reply)) => { let _ = reply.send(f(&mut machine)); }
+                    Some((f, reply)) => {
+                        // Answer only once the frame is on the stream, so a caller that
+                        // closes right after (say, after unregister) does not race it.
+                        let result = f(&mut machine).map_err(ControlSendError::from);
+                        while let Some(bytes) = machine.poll_transmit() {
+                            if send.write_chunk(bytes).await.is_err() {
+                                let _ = reply.send(Err(ControlSendError::Closed));
+                                return;
+                            }
+                        }
+                        let _ = reply.send(result);
+                    }
                     // Every handle is gone: nobody can use the connection any more.
                     None => {
                         conn.close(varint(CloseCode::NO_ERROR.0), b"");
