@@ -181,6 +181,10 @@ impl AsyncWrite for FlowSendStream {
 /// `shutdown()` half-closes (QUIC FIN; the peer reads EOF and may keep sending); a read
 /// returns EOF at the peer's FIN; [`FlowStream::reset`] abandons both directions with a
 /// code, which the peer's reads and writes report (see [`FlowError::reset_code`]).
+///
+/// Dropping it behaves like closing a TCP socket: the send side is finished (FIN after the
+/// data already written) and, if unread data remains, the receive side is stopped with
+/// [`ResetCode::STOPPED`]. To abort instead, call [`FlowStream::reset`] first.
 #[derive(Debug)]
 pub struct FlowStream {
     flow_id: u64,
