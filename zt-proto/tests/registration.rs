@@ -439,3 +439,15 @@ async fn socket_buffer_requests_are_read_back() {
     let b = ep.socket_buffers();
     assert!(b.receive_granted.unwrap() < b.receive_requested, "{b:?}");
 }
+
+#[tokio::test]
+async fn a_peer_that_does_not_offer_zt1_fails_the_handshake() {
+    let mut edge = edge();
+    let err = raw_connection_with_alpn(&edge, b"zt/2").await.unwrap_err();
+    // TLS alert 120, no_application_protocol, as a QUIC crypto error (0x100 + alert).
+    assert!(
+        matches!(&err, quinn::ConnectionError::ConnectionClosed(c) if u64::from(c.error_code) == 0x100 + 120),
+        "{err:?}"
+    );
+    assert!(edge.next_peer().await.is_err());
+}

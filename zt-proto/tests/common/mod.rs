@@ -256,6 +256,14 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
 
 /// A raw QUIC connection that trusts the test CA, to speak the control stream by hand.
 pub async fn raw_connection(edge: &Edge) -> quinn::Connection {
+    raw_connection_with_alpn(edge, ALPN_ZT1).await.unwrap()
+}
+
+/// A raw QUIC connection offering only `alpn`.
+pub async fn raw_connection_with_alpn(
+    edge: &Edge,
+    alpn: &[u8],
+) -> Result<quinn::Connection, quinn::ConnectionError> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(
@@ -269,13 +277,13 @@ pub async fn raw_connection(edge: &Edge) -> quinn::Connection {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN_ZT1.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let cfg = quinn::ClientConfig::new(Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
     ));
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(cfg);
-    ep.connect(edge.addr, SERVER_NAME).unwrap().await.unwrap()
+    ep.connect(edge.addr, SERVER_NAME).unwrap().await
 }
 
 pub fn exporter_of(conn: &quinn::Connection) -> Exporter {
