@@ -498,8 +498,9 @@ fn lists_by_id_in_any_case_and_by_slug() {
 
 #[test]
 fn many_distinct_lists_span_chunks_of_guard_groups() {
-    // Every rule references its own list: 80 guard groups over two 64-rule chunks.
-    let lists: Vec<List> = (0..80u32)
+    // Every rule references its own list: guard groups over three 64-rule chunks, and more
+    // (value, list) pairs than the memo holds, so the last rules run unguarded and unmemoised.
+    let lists: Vec<List> = (0..150u32)
         .map(|i| List {
             id: Uuid::new_v4(),
             name: format!("l{i}"),
@@ -509,7 +510,7 @@ fn many_distinct_lists_span_chunks_of_guard_groups() {
             description: String::new(),
         })
         .collect();
-    let rules: Vec<Rule> = (0..80u32)
+    let rules: Vec<Rule> = (0..150u32)
         .map(|i| {
             rule(
                 &format!("r{i}"),
@@ -524,14 +525,14 @@ fn many_distinct_lists_span_chunks_of_guard_groups() {
         &lists,
         &rules,
         PolicyConfig::default(),
-        &ctx("10.79.1.1", 22),
+        &ctx("10.149.1.1", 22),
     );
-    assert_eq!(got[0], "l4:allow:r79");
+    assert_eq!(got[0], "l4:allow:r149");
     let got = decide(
         &lists,
         &rules,
         PolicyConfig::default(),
-        &ctx("10.79.1.1", 23),
+        &ctx("10.149.1.1", 23),
     );
     assert_eq!(got[0], "l4:block:default");
 }
