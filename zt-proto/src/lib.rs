@@ -167,7 +167,7 @@ pub use control::{
 pub use transport::{
     conn::{
         ClientConnection, ClientLink, ConnectorConnection, ConnectorLink, FlowRequest,
-        FlowResponder,
+        FlowResponder, UdpFlow,
     },
     endpoint::{
         Admission, Authenticator, ClientRegistration, ConnectorRegistration, EdgeListener,

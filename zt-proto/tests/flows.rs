@@ -590,3 +590,69 @@ async fn a_splice_passes_half_close_and_reset_codes_across_the_edge() {
     f2.reset(ResetCode::CONNECTION_RESET);
     assert_eq!(origin.await.unwrap(), Some(ResetCode::CONNECTION_RESET));
 }
+
+#[tokio::test]
+async fn a_udp_flow_routes_its_datagrams_and_ends_with_its_stream() {
+    let mut edge = edge();
+    let (_ep, conn, link) = client_pair(&mut edge).await;
+    let server = tokio::spawn(async move {
+        let (header, responder) = link.accept_flow().await.unwrap();
+        assert_eq!(header.protocol, Protocol::Udp);
+        let mut flow = responder.accept_udp().await.unwrap();
+        // The client's second UDP flow is answered and held by its own task.
+        let link = std::sync::Arc::new(link);
+        let second = link.clone();
+        tokio::spawn(async move {
+            let (_, r) = second.accept_flow().await.unwrap();
+            let mut other = r.accept_udp().await.unwrap();
+            while other.recv().await.is_some() {}
+        });
+        let mut echoed = 0;
+        // Echo every payload back on the same flow until the client ends the flow.
+        while let Some(p) = flow.recv().await {
+            flow.send(p).unwrap();
+            echoed += 1;
+        }
+        // Datagrams of no flow still reach the connection-level receiver.
+        let stray = link.recv_datagram().await.unwrap();
+        (echoed, stray)
+    });
+    let mut flow = conn
+        .open_udp_flow("10.96.0.10:53".parse().unwrap(), vec![])
+        .await
+        .unwrap();
+    let other = conn
+        .open_udp_flow("10.96.0.10:53".parse().unwrap(), vec![])
+        .await
+        .unwrap();
+    assert_ne!(flow.flow_id(), other.flow_id());
+    let sent: Vec<Bytes> = (0..10)
+        .map(|i| Bytes::from(random_bytes(20 + i * 100)))
+        .collect();
+    let mut got = Vec::new();
+    for p in &sent {
+        // One at a time: loopback loses nothing, and the answer must come back to this
+        // flow, not to `other` or to the connection.
+        flow.send(p.clone()).unwrap();
+        got.push(
+            tokio::time::timeout(Duration::from_secs(10), flow.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert_eq!(got, sent);
+    flow.close();
+    conn.send_datagram(999, Bytes::from_static(b"stray"))
+        .unwrap();
+    let (echoed, stray) = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, 10);
+    assert_eq!(
+        (stray.flow_id, stray.payload),
+        (999, Bytes::from_static(b"stray"))
+    );
+    drop(other);
+}

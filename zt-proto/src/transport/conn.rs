@@ -6,6 +6,7 @@
 //! that reads each incoming flow's header (bounded in size and time) on its own task, so a
 //! slow or hostile opener cannot delay other flows.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,10 @@ use crate::transport::stream::{FlowError, FlowStream};
 
 /// How many served flow requests wait for the application before header readers pause.
 const ACCEPT_QUEUE: usize = 256;
+/// Datagrams of no UDP flow queued for `recv_datagram` before new ones are dropped.
+const UNROUTED_DATAGRAMS: usize = 1024;
+/// Datagrams queued per UDP flow before new ones are dropped.
+const UDP_FLOW_QUEUE: usize = 256;
 /// Largest control-stream read at once.
 const CONTROL_READ: usize = 64 * 1024;
 
@@ -171,21 +176,84 @@ pub(crate) struct Shared {
     pending: Semaphore,
     next_flow_id: AtomicU64,
     pub(crate) draining: AtomicBool,
+    /// Where datagrams of open UDP flows go, by flow id.
+    udp_flows: std::sync::Mutex<HashMap<u64, mpsc::Sender<Bytes>>>,
+    /// Datagrams of no registered UDP flow, for [`Shared::recv_datagram`].
+    unrouted: Mutex<mpsc::Receiver<Datagram>>,
 }
 
 impl Shared {
+    /// Shared state of a registered connection; starts its datagram dispatcher.
     pub(crate) fn new(conn: quinn::Connection, settings: TransportSettings) -> Arc<Self> {
-        Arc::new(Self {
+        let (unrouted_tx, unrouted_rx) = mpsc::channel(UNROUTED_DATAGRAMS);
+        let shared = Arc::new(Self {
             conn,
             pending: Semaphore::new(settings.limits.max_pending_opens),
             settings,
             next_flow_id: AtomicU64::new(1),
             draining: AtomicBool::new(false),
-        })
+            udp_flows: std::sync::Mutex::new(HashMap::new()),
+            unrouted: Mutex::new(unrouted_rx),
+        });
+        spawn_datagram_dispatcher(shared.clone(), unrouted_tx);
+        shared
+    }
+
+    fn udp_flows(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Bytes>>> {
+        // The map holds no invariant a panicking holder could break; recover from poison.
+        self.udp_flows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn register_udp(self: &Arc<Self>, flow_id: u64) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(UDP_FLOW_QUEUE);
+        self.udp_flows().insert(flow_id, tx);
+        rx
+    }
+
+    fn allocate_flow_id(&self) -> u64 {
+        self.next_flow_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn open_udp_flow(
+        self: &Arc<Self>,
+        dest: SocketAddr,
+        metadata: Vec<(String, String)>,
+    ) -> Result<UdpFlow, OpenError> {
+        let flow_id = self.allocate_flow_id();
+        // Registered before the header goes out, so no early datagram is lost.
+        let rx = self.register_udp(flow_id);
+        match self
+            .open_flow_with_id(flow_id, dest, Protocol::Udp, metadata)
+            .await
+        {
+            Ok(stream) => Ok(UdpFlow {
+                flow_id,
+                stream,
+                rx,
+                shared: self.clone(),
+            }),
+            Err(e) => {
+                self.udp_flows().remove(&flow_id);
+                Err(e)
+            }
+        }
     }
 
     async fn open_flow(
         &self,
+        dest: SocketAddr,
+        protocol: Protocol,
+        metadata: Vec<(String, String)>,
+    ) -> Result<FlowStream, OpenError> {
+        self.open_flow_with_id(self.allocate_flow_id(), dest, protocol, metadata)
+            .await
+    }
+
+    async fn open_flow_with_id(
+        &self,
+        flow_id: u64,
         dest: SocketAddr,
         protocol: Protocol,
         metadata: Vec<(String, String)>,
@@ -198,7 +266,6 @@ impl Shared {
             .pending
             .try_acquire()
             .map_err(|_| OpenError::TooManyPending(limits.max_pending_opens))?;
-        let flow_id = self.next_flow_id.fetch_add(1, Ordering::Relaxed);
         let header = FlowHeader {
             flow_id,
             protocol,
@@ -271,14 +338,101 @@ impl Shared {
     }
 
     async fn recv_datagram(&self) -> Result<Datagram, DatagramError> {
-        loop {
-            let raw = self.conn.read_datagram().await?;
-            match Datagram::decode(raw, &self.settings.limits) {
-                Ok(d) => return Ok(d),
+        match self.unrouted.lock().await.recv().await {
+            Some(d) => Ok(d),
+            None => Err(DatagramError::ConnectionLost(
+                self.conn
+                    .close_reason()
+                    .unwrap_or(quinn::ConnectionError::LocallyClosed),
+            )),
+        }
+    }
+}
+
+/// Reads every datagram of the connection and routes it: to its UDP flow if one is
+/// registered under its flow id, else to the connection's `recv_datagram`. Queues are
+/// bounded; when one is full the datagram is dropped, as a congested UDP path would.
+fn spawn_datagram_dispatcher(shared: Arc<Shared>, unrouted: mpsc::Sender<Datagram>) {
+    tokio::spawn(async move {
+        while let Ok(raw) = shared.conn.read_datagram().await {
+            let d = match Datagram::decode(raw, &shared.settings.limits) {
+                Ok(d) => d,
                 // One bad datagram is the peer's loss, not a reason to end the connection.
-                Err(e) => debug!(error = %e, "dropping invalid datagram"),
+                Err(e) => {
+                    debug!(error = %e, "dropping invalid datagram");
+                    continue;
+                }
+            };
+            let flow = shared.udp_flows().get(&d.flow_id).cloned();
+            match flow {
+                Some(tx) => {
+                    if tx.try_send(d.payload).is_err() {
+                        debug!(
+                            flow = d.flow_id,
+                            "UDP flow queue full or closed; datagram dropped"
+                        );
+                    }
+                }
+                None => {
+                    if unrouted.try_send(d).is_err() {
+                        debug!("datagram queue full; datagram dropped");
+                    }
+                }
             }
         }
+    });
+}
+
+/// A UDP flow: its packets ride datagrams tagged with its flow id, and its stream (kept open
+/// while the flow lives) ends the flow when either side finishes or resets it.
+#[derive(Debug)]
+pub struct UdpFlow {
+    flow_id: u64,
+    stream: FlowStream,
+    rx: mpsc::Receiver<Bytes>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("remote", &self.conn.remote_address())
+            .finish()
+    }
+}
+
+impl UdpFlow {
+    /// The flow's id.
+    pub fn flow_id(&self) -> u64 {
+        self.flow_id
+    }
+
+    /// Sends one UDP payload.
+    pub fn send(&self, payload: Bytes) -> Result<(), DatagramError> {
+        self.shared.send_datagram(self.flow_id, payload)
+    }
+
+    /// The next UDP payload; `None` once the peer ended the flow (FIN or reset on its
+    /// stream) or the connection is gone. Payloads that arrive while nobody reads queue up
+    /// to 256, then are dropped.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        tokio::select! {
+            payload = self.rx.recv() => payload,
+            // Nothing but the end travels on a UDP flow's stream: any data or the end
+            // (both are cancel-safe reads) finishes the flow.
+            _ = self.stream.recv_half().read_chunk() => None,
+        }
+    }
+
+    /// Ends the flow: finishes its stream so the peer's `recv` returns `None`.
+    pub fn close(mut self) {
+        let _ = self.stream.send_half().finish();
+    }
+}
+
+impl Drop for UdpFlow {
+    fn drop(&mut self) {
+        self.shared.udp_flows().remove(&self.flow_id);
     }
 }
 
@@ -312,6 +466,7 @@ async fn read_exact(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), 
 pub struct FlowResponder {
     flow_id: u64,
     streams: Option<(quinn::SendStream, quinn::RecvStream)>,
+    shared: Arc<Shared>,
 }
 
 impl FlowResponder {
@@ -331,6 +486,27 @@ impl FlowResponder {
             .await
             .map_err(FlowError::from)?;
         Ok(FlowStream::new(self.flow_id, send, recv))
+    }
+
+    /// Answers `ok` to a UDP flow's request and hands back the flow, whose datagrams are
+    /// routed to it from now on.
+    pub async fn accept_udp(self) -> Result<UdpFlow, RespondError> {
+        let shared = self.shared.clone();
+        let flow_id = self.flow_id;
+        // Registered before the status goes out, so no early datagram is lost.
+        let rx = shared.register_udp(flow_id);
+        match self.accept().await {
+            Ok(stream) => Ok(UdpFlow {
+                flow_id,
+                stream,
+                rx,
+                shared,
+            }),
+            Err(e) => {
+                shared.udp_flows().remove(&flow_id);
+                Err(e)
+            }
+        }
     }
 
     /// Answers with an error status and ends the flow.
@@ -372,7 +548,7 @@ pub(crate) fn spawn_acceptor(shared: Arc<Shared>) -> Mutex<mpsc::Receiver<FlowRe
                 let flow_span = tracing::debug_span!("zt_flow", stream = %send.id());
                 tokio::spawn(
                     async move {
-                        if let Some(req) = read_request(&shared.settings, send, recv).await {
+                        if let Some(req) = read_request(&shared, send, recv).await {
                             // The application stopped accepting: the responder's drop
                             // refuses it.
                             let _ = tx.send(req).await;
@@ -399,10 +575,11 @@ pub(crate) fn spawn_stream_refuser(conn: quinn::Connection) {
 }
 
 async fn read_request(
-    settings: &TransportSettings,
+    shared: &Arc<Shared>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Option<FlowRequest> {
+    let settings = &shared.settings;
     let limits = settings.limits;
     let read = async {
         let mut prefix = [0u8; FLOW_HEADER_PREFIX_LEN];
@@ -421,6 +598,7 @@ async fn read_request(
             let responder = FlowResponder {
                 flow_id: header.flow_id,
                 streams: Some((send, recv)),
+                shared: shared.clone(),
             };
             Some((header, responder))
         }
@@ -470,7 +648,8 @@ macro_rules! common_methods {
             self.shared.send_datagram(flow_id, payload)
         }
 
-        /// The next valid datagram from the peer (invalid ones are dropped and logged).
+        /// The next valid datagram that belongs to no [`UdpFlow`] of this connection (invalid
+        /// ones are dropped and logged).
         pub async fn recv_datagram(&self) -> Result<Datagram, DatagramError> {
             self.shared.recv_datagram().await
         }
@@ -553,6 +732,16 @@ impl ConnectorLink {
         metadata: Vec<(String, String)>,
     ) -> Result<FlowStream, OpenError> {
         self.shared.open_flow(dest, protocol, metadata).await
+    }
+
+    /// Opens a UDP flow to `dest` through the connector; its datagrams are routed to the
+    /// returned [`UdpFlow`].
+    pub async fn open_udp_flow(
+        &self,
+        dest: SocketAddr,
+        metadata: Vec<(String, String)>,
+    ) -> Result<UdpFlow, OpenError> {
+        self.shared.open_udp_flow(dest, metadata).await
     }
 
     /// Tells the connector the edge is draining; no new flows are opened on this link.
@@ -724,6 +913,16 @@ impl ClientConnection {
         metadata: Vec<(String, String)>,
     ) -> Result<FlowStream, OpenError> {
         self.shared.open_flow(dest, protocol, metadata).await
+    }
+
+    /// Opens a UDP flow to `dest` through the edge; its datagrams are routed to the
+    /// returned [`UdpFlow`].
+    pub async fn open_udp_flow(
+        &self,
+        dest: SocketAddr,
+        metadata: Vec<(String, String)>,
+    ) -> Result<UdpFlow, OpenError> {
+        self.shared.open_udp_flow(dest, metadata).await
     }
 
     /// Sends the device's posture.
