@@ -451,3 +451,44 @@ async fn a_peer_that_does_not_offer_zt1_fails_the_handshake() {
     );
     assert!(edge.next_peer().await.is_err());
 }
+
+#[tokio::test]
+async fn four_ha_connections_share_one_endpoint() {
+    let mut edge = edge();
+    let tunnel = edge.add_identity();
+    let ep = peer_endpoint(&edge.pin());
+    let connector_id = Uuid::new_v4();
+    let mut conns = Vec::new();
+    for index in 0..4u8 {
+        let mut reg = connector_registration(tunnel.id, index);
+        reg.claim.connector_id = connector_id;
+        conns.push(
+            ep.connect_connector(
+                edge.addr,
+                SERVER_NAME,
+                reg,
+                &tunnel.secret.derive_auth_key(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let mut links = Vec::new();
+    for _ in 0..4 {
+        let EdgePeer::Connector(link) = edge.next_peer().await.unwrap() else {
+            panic!("expected a connector")
+        };
+        links.push(link);
+    }
+    let mut indexes: Vec<u8> = links.iter().map(|l| l.claim().conn_index).collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, vec![0, 1, 2, 3]);
+    assert!(links.iter().all(|l| l.claim().connector_id == connector_id));
+    let mut ids: Vec<Uuid> = conns.iter().map(|c| c.registered().connection_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "each connection gets its own id");
+    // All four came from the same UDP socket.
+    let local = ep.local_addr().unwrap();
+    assert!(links.iter().all(|l| l.remote_address() == local));
+}
