@@ -1,16 +1,96 @@
 //! `zt`: one binary with a subcommand per role.
+//!
+//! - `zt tunnel --config FILE run` — the connector, with cloudflared's argument shape;
+//! - `zt edge run` — the edge;
+//! - `zt client …` — the client (port-forward, SOCKS5);
+//! - `zt tunnel create|list|info|delete`, `zt route ip …`, `zt vnet …`, `zt list …`,
+//!   `zt rule …`, `zt user …`, `zt account` — admin commands against the edge's admin API;
+//! - `zt demo` — a complete local demo on loopback.
+//!
+//! Each role lives in its own module; this file only parses the command line, installs
+//! the tracing subscriber and dispatches.
 
-use clap::Parser;
+mod admin;
+mod client;
+mod connector;
+mod demo;
+mod edge;
+
+use clap::{Parser, Subcommand};
 
 /// zt — self-hosted Zero Trust access to private networks.
-///
-/// One binary, one subcommand per role: the connector (`zt tunnel run`), the edge
-/// (`zt edge`), the client (`zt client`), the admin commands and a local demo.
 #[derive(Debug, Parser)]
-#[command(name = "zt", version, about, long_about = None)]
-struct Cli {}
+#[command(
+    name = "zt",
+    version,
+    about = "zt — self-hosted Zero Trust access to private networks",
+    propagate_version = true
+)]
+struct Cli {
+    /// Log filter, as RUST_LOG (e.g. `info`, `zt_edge=debug`). Overrides RUST_LOG.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a connector (`tunnel run`) or manage tunnels (`create`, `list`, `info`, `delete`).
+    Tunnel(admin::TunnelArgs),
+    /// Manage private-network routes (`zt route ip add|show|get|delete`).
+    Route(admin::RouteArgs),
+    /// Manage virtual networks.
+    Vnet(admin::VnetArgs),
+    /// Manage gateway lists (IPs, domains, emails, devices).
+    List(admin::ListArgs),
+    /// Manage gateway rules.
+    Rule(admin::RuleArgs),
+    /// Manage users and their device credentials.
+    User(admin::UserArgs),
+    /// Show the edge's account tag and CA fingerprint.
+    Account(admin::AccountArgs),
+    /// Run the edge.
+    Edge(edge::EdgeArgs),
+    /// Run the client: port-forward or SOCKS5 proxy into the private network.
+    Client(client::ClientArgs),
+    /// Run a complete local demo on loopback.
+    Demo(demo::DemoArgs),
+}
+
+fn init_tracing(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log.as_deref());
+    let result = match cli.command {
+        Command::Tunnel(args) => admin::tunnel(args),
+        Command::Route(args) => admin::route(args),
+        Command::Vnet(args) => admin::vnet(args),
+        Command::List(args) => admin::list(args),
+        Command::Rule(args) => admin::rule(args),
+        Command::User(args) => admin::user(args),
+        Command::Account(args) => admin::account(args),
+        Command::Edge(args) => edge::run(args),
+        Command::Client(args) => client::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
