@@ -58,6 +58,7 @@
 mod audit;
 mod fsutil;
 mod hex;
+mod live;
 mod pki;
 mod state;
 mod store;
@@ -87,5 +88,8 @@ pub use audit::{
     FlowProtocol, FlowRecord, PeerRole, PolicyPhase, AUDIT_BUFFER_BYTES, AUDIT_FLUSH_INTERVAL,
     MAX_CLAIMED_ID_LEN,
 };
+
+// Live state of a running edge, for the admin API.
+pub use live::{ConnectionSummary, LiveView, NoLiveView};
 
 pub use timestamp::Timestamp;

@@ -1,0 +1,87 @@
+//! What the running edge knows that the database does not: live connector connections.
+//!
+//! The admin API shows these (the CONNECTIONS column of `zt tunnel list`) without knowing
+//! how the runtime keeps them; the runtime implements [`LiveView`] over its registry.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{ConnectorKind, Timestamp};
+
+/// One registered connector connection of a tunnel, as the admin API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ConnectionSummary {
+    /// The connection's id, assigned by the edge at registration.
+    pub connection_id: Uuid,
+    /// The connector (replica) that holds the connection.
+    pub connector_id: Uuid,
+    /// The connector's HA connection index.
+    pub conn_index: u8,
+    /// The name of the edge that holds the connection.
+    pub edge_name: String,
+    /// The connector's address as the edge sees it.
+    pub remote: SocketAddr,
+    /// Which protocol the connector speaks.
+    pub kind: ConnectorKind,
+    /// The connector's software version, as it reported it.
+    pub version: String,
+    /// When the connection registered.
+    pub registered_at: Timestamp,
+    /// Flows in flight on the connection.
+    pub in_flight: u64,
+    /// Whether the connection is draining (takes no new flows).
+    pub draining: bool,
+    /// Whether recent flow opens on it were answered in time.
+    pub healthy: bool,
+}
+
+impl ConnectionSummary {
+    /// Builds a summary; every field is required.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        connection_id: Uuid,
+        connector_id: Uuid,
+        conn_index: u8,
+        edge_name: String,
+        remote: SocketAddr,
+        kind: ConnectorKind,
+        version: String,
+        registered_at: Timestamp,
+        in_flight: u64,
+        draining: bool,
+        healthy: bool,
+    ) -> Self {
+        Self {
+            connection_id,
+            connector_id,
+            conn_index,
+            edge_name,
+            remote,
+            kind,
+            version,
+            registered_at,
+            in_flight,
+            draining,
+            healthy,
+        }
+    }
+}
+
+/// Live state of a running edge, for the admin API.
+pub trait LiveView: Send + Sync {
+    /// The registered connections of a tunnel (empty when none, or the tunnel is unknown).
+    fn tunnel_connections(&self, tunnel_id: Uuid) -> Vec<ConnectionSummary>;
+}
+
+/// A [`LiveView`] with no connections: for an admin API served without a running edge.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLiveView;
+
+impl LiveView for NoLiveView {
+    fn tunnel_connections(&self, _tunnel_id: Uuid) -> Vec<ConnectionSummary> {
+        Vec::new()
+    }
+}
