@@ -1,5 +1,6 @@
 //! Flows over real QUIC on loopback: many at once, half-close both ways, reset codes,
 //! refusals, oversized headers, unanswered opens, datagrams and splicing.
+#![cfg(feature = "transport")]
 #![allow(clippy::unwrap_used)]
 
 mod common;

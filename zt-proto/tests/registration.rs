@@ -1,4 +1,5 @@
 //! Registration over real QUIC on loopback: who gets in and who is refused.
+#![cfg(feature = "transport")]
 #![allow(clippy::unwrap_used)]
 
 mod common;
