@@ -359,7 +359,7 @@ fn rule_strategy(index: u32) -> impl Strategy<Value = Rule> {
             (
                 Just(filters),
                 Just(action),
-                Just(prec * 100 + index),
+                Just(prec * 1000 + index),
                 Just(enabled != 0),
                 traffic,
                 identity,
@@ -382,7 +382,11 @@ fn rule_strategy(index: u32) -> impl Strategy<Value = Rule> {
 }
 
 fn policy_strategy() -> impl Strategy<Value = Vec<Rule>> {
-    (1u32..7).prop_flat_map(|n| (0..n).map(rule_strategy).collect::<Vec<_>>())
+    sized_policy(1..7)
+}
+
+fn sized_policy(n: std::ops::Range<u32>) -> impl Strategy<Value = Vec<Rule>> {
+    n.prop_flat_map(|n| (0..n).map(rule_strategy).collect::<Vec<_>>())
 }
 
 /// A flow, as owned values (the context borrows them).
@@ -467,6 +471,77 @@ fn show(d: Option<zt_policy::Decision<'_>>) -> Option<(Action, zt_policy::Phase,
     d.map(|d| (d.action, d.phase, d.rule_id))
 }
 
+fn agree(rules: &[Rule], flows: &[Flow], allow_default: bool) -> Result<(), TestCaseError> {
+    let lists = lists();
+    let config = PolicyConfig {
+        l4_default: if allow_default {
+            DefaultAction::Allow
+        } else {
+            DefaultAction::Block
+        },
+    };
+    let set = ListSet::build(&lists).unwrap();
+    let compiled = match CompiledPolicy::compile(&set, rules, config) {
+        Ok(p) => p,
+        Err(e) => panic!("generator produced an ill-typed policy: {e}\n{rules:#?}"),
+    };
+    let reference = ReferencePolicy::new(&lists, rules, config).unwrap();
+    for f in flows {
+        let mut ctx = FlowContext::new(
+            f.src,
+            f.dst,
+            f.port,
+            if f.udp { Protocol::Udp } else { Protocol::Tcp },
+        );
+        ctx.vnet = f.vnet;
+        ctx.identity = f.identity.as_ref();
+        ctx.device = f.device.as_ref();
+        ctx.session_age_seconds = f.age;
+        ctx.sni = f.sni;
+        ctx.http_host = f.host;
+        ctx.dns_fqdn = f.fqdn;
+        prop_assert_eq!(
+            show(Some(compiled.l4(&ctx))),
+            show(Some(reference.l4(&ctx))),
+            "l4 {:?}",
+            f
+        );
+        prop_assert_eq!(
+            show(compiled.http_off(&ctx)),
+            show(reference.http_off(&ctx)),
+            "http_off {:?}",
+            f
+        );
+        prop_assert_eq!(
+            show(Some(compiled.http_inspect(&ctx))),
+            show(Some(reference.http_inspect(&ctx))),
+            "http_inspect {:?}",
+            f
+        );
+        prop_assert_eq!(
+            show(Some(compiled.dns(&ctx))),
+            show(Some(reference.dns(&ctx))),
+            "dns {:?}",
+            f
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Policies of 60 to 200 rules: guard groups spread over several 64-rule chunks.
+    #[test]
+    fn compiled_agrees_with_reference_on_large_policies(
+        rules in sized_policy(60..200),
+        flows in proptest::collection::vec(flow_strategy(), 24),
+        allow_default in any::<bool>(),
+    ) {
+        agree(&rules, &flows, allow_default)?;
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
@@ -476,30 +551,7 @@ proptest! {
         flows in proptest::collection::vec(flow_strategy(), 12),
         allow_default in any::<bool>(),
     ) {
-        let lists = lists();
-        let config = PolicyConfig {
-            l4_default: if allow_default { DefaultAction::Allow } else { DefaultAction::Block },
-        };
-        let set = ListSet::build(&lists).unwrap();
-        let compiled = match CompiledPolicy::compile(&set, &rules, config) {
-            Ok(p) => p,
-            Err(e) => panic!("generator produced an ill-typed policy: {e}\n{rules:#?}"),
-        };
-        let reference = ReferencePolicy::new(&lists, &rules, config).unwrap();
-        for f in &flows {
-            let mut ctx = FlowContext::new(f.src, f.dst, f.port, if f.udp { Protocol::Udp } else { Protocol::Tcp });
-            ctx.vnet = f.vnet;
-            ctx.identity = f.identity.as_ref();
-            ctx.device = f.device.as_ref();
-            ctx.session_age_seconds = f.age;
-            ctx.sni = f.sni;
-            ctx.http_host = f.host;
-            ctx.dns_fqdn = f.fqdn;
-            prop_assert_eq!(show(Some(compiled.l4(&ctx))), show(Some(reference.l4(&ctx))), "l4 {:?}", f);
-            prop_assert_eq!(show(compiled.http_off(&ctx)), show(reference.http_off(&ctx)), "http_off {:?}", f);
-            prop_assert_eq!(show(Some(compiled.http_inspect(&ctx))), show(Some(reference.http_inspect(&ctx))), "http_inspect {:?}", f);
-            prop_assert_eq!(show(Some(compiled.dns(&ctx))), show(Some(reference.dns(&ctx))), "dns {:?}", f);
-        }
+        agree(&rules, &flows, allow_default)?;
     }
 }
 
