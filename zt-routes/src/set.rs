@@ -141,7 +141,7 @@ impl<'de> Deserialize<'de> for PrefixSet {
 
 /// The compiled, read-only form of a [`PrefixSet`].
 ///
-/// Cheap to clone (the tries are boxed slices copied once); `Send + Sync`.
+/// Immutable and `Send + Sync`: share one behind an `Arc` across threads.
 #[derive(Clone, Debug)]
 pub struct FrozenPrefixSet {
     v4: Poptrie<u32>,
