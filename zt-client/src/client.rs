@@ -1,0 +1,647 @@
+//! The client's connection to the edge and the flows it opens.
+//!
+//! One registered connection at a time, published through a watch channel. A supervisor
+//! task owns it: it forwards route pushes, re-evaluates posture, and when the connection
+//! is lost or the edge sends go-away it connects again (at once after go-away, with capped
+//! full-jitter backoff after a loss). A go-away'd connection stays open for its drain time
+//! so flows already on it finish. Dials that find no connection wait for the next one, up
+//! to [`ClientOptions::connection_wait`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn, Instrument};
+use zt_creds::{AuthKey, DeviceCredentials};
+use zt_proto::{
+    ClientClaim, ClientConnection, ClientRegistration, CloseCode, EdgeTrust, FlowError, OpenError,
+    PeerEndpoint, PeerEvent, PostureReport, Protocol, RetryAdvice, RoutePush, TransportSettings,
+    UdpFlow,
+};
+
+use crate::backoff::Backoff;
+use crate::error::{ConnectError, DialError};
+use crate::posture::{evaluate, PostureSpec};
+use crate::stream::ClientStream;
+
+/// How a [`Client`] connects. `Default` gives the documented values.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The virtual network to use; `None` takes the credentials' default (and the edge's
+    /// default network when that is absent too).
+    pub vnet: Option<String>,
+    /// Local posture checks, evaluated at each connect and every `posture_interval`.
+    pub posture: Vec<PostureSpec>,
+    /// How often posture is re-evaluated; a changed result is reported (default 60 s).
+    pub posture_interval: Duration,
+    /// Time bound for one posture check (default 5 s).
+    pub posture_check_timeout: Duration,
+    /// QUIC and protocol settings. The default differs from the protocol's in one way:
+    /// `open_timeout` is 15 s, because the edge answers a client's open only after a
+    /// connector dialled the destination (its connect timeout, plus one retry on another
+    /// connector).
+    pub transport: TransportSettings,
+    /// Edge addresses (`host:port`) to use instead of the credentials' list.
+    pub edges: Option<Vec<String>>,
+    /// How to trust the edge instead of the credentials' CA fingerprint (say, a CA file).
+    pub trust: Option<EdgeTrust>,
+    /// How long a dial waits for a connection to the edge when there is none, for
+    /// example while reconnecting (default 10 s).
+    pub connection_wait: Duration,
+    /// The software version reported to the edge.
+    pub software_version: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        let mut transport = TransportSettings::default();
+        transport.open_timeout = Duration::from_secs(15);
+        Self {
+            vnet: None,
+            posture: Vec::new(),
+            posture_interval: Duration::from_secs(60),
+            posture_check_timeout: Duration::from_secs(5),
+            transport,
+            edges: None,
+            trust: None,
+            connection_wait: Duration::from_secs(10),
+            software_version: concat!("zt-client ", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// Whether the client has a connection to the edge now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Registered with an edge.
+    Connected {
+        /// The address dialled, as configured.
+        edge: String,
+        /// The name the edge gave itself.
+        edge_name: String,
+    },
+    /// Reconnecting; `last_error` says why the last connection or attempt failed.
+    Connecting {
+        /// The last failure, in words.
+        last_error: String,
+    },
+    /// [`Client::shutdown`] was called.
+    Shutdown,
+}
+
+/// One registered connection and the endpoint that carries it.
+struct Session {
+    id: u64,
+    edge: String,
+    conn: ClientConnection,
+    endpoint: PeerEndpoint,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.conn.close(CloseCode::NO_ERROR, "client closed");
+        self.endpoint.close(CloseCode::NO_ERROR, "client closed");
+    }
+}
+
+#[derive(Clone)]
+enum Link {
+    Up(Arc<Session>),
+    Connecting(Arc<str>),
+    Shutdown,
+}
+
+struct Inner {
+    link: watch::Sender<Link>,
+    routes: watch::Sender<Option<RoutePush>>,
+    vnet: String,
+    connection_wait: Duration,
+}
+
+impl Inner {
+    /// A dial saw `session` fail: stop handing it out (the supervisor sees the loss too
+    /// and reconnects).
+    fn mark_lost(&self, session: &Session, why: &str) {
+        self.link.send_if_modified(|l| match l {
+            Link::Up(s) if s.id == session.id => {
+                *l = Link::Connecting(why.into());
+                true
+            }
+            _ => false,
+        });
+    }
+}
+
+/// The client runtime: one authenticated, self-healing connection to the edge, and the
+/// flows opened over it.
+///
+/// Dropping it (or [`Client::shutdown`]) closes the connection; open flows end.
+pub struct Client {
+    inner: Arc<Inner>,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("vnet", &self.inner.vnet)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What the supervisor needs to connect again: never the device secret itself, only the
+/// key derived from it.
+struct Dialer {
+    device_id: uuid::Uuid,
+    key: AuthKey,
+    vnet: String,
+    edges: Vec<String>,
+    trust: EdgeTrust,
+    transport: TransportSettings,
+    software_version: String,
+    posture: Vec<PostureSpec>,
+    posture_check_timeout: Duration,
+    next_id: AtomicU64,
+}
+
+/// Why one round of connection attempts failed.
+enum AttemptError {
+    /// The edge refused the device and said retrying cannot help.
+    Fatal { edge: String, message: String },
+    /// Everything else: try again later.
+    Retry { tried: usize, last: String },
+}
+
+impl AttemptError {
+    fn describe(&self) -> String {
+        match self {
+            Self::Fatal { edge, message } => {
+                format!("the edge at {edge} refused this device: {message}")
+            }
+            Self::Retry { last, .. } => last.clone(),
+        }
+    }
+}
+
+/// The TLS server name in `host:port` (`[v6]:port` too): the host, which for an address
+/// literal the edge's certificate carries as an IP name.
+fn server_name(edge: &str) -> Option<&str> {
+    let (host, port) = edge.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then_some(host)
+}
+
+impl Dialer {
+    /// Tries each edge address once, starting at `start` (so successive rounds begin at
+    /// different edges).
+    async fn connect_once(&self, start: usize) -> Result<Session, AttemptError> {
+        let mut last = String::from("no edge address could be resolved");
+        let mut tried = 0;
+        let n = self.edges.len();
+        for edge in self.edges.iter().cycle().skip(start % n.max(1)).take(n) {
+            let Some(name) = server_name(edge) else {
+                last = format!("edge address {edge:?} is not host:port");
+                continue;
+            };
+            let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(edge.as_str()).await {
+                Ok(a) => a.collect(),
+                Err(e) => {
+                    last = format!("cannot resolve edge {edge}: {e}");
+                    continue;
+                }
+            };
+            for addr in addrs {
+                tried += 1;
+                match self.connect_addr(edge, name, addr).await {
+                    Ok(s) => return Ok(s),
+                    Err(AttemptError::Fatal { edge, message }) => {
+                        return Err(AttemptError::Fatal { edge, message })
+                    }
+                    Err(AttemptError::Retry { last: why, .. }) => {
+                        debug!(%edge, %addr, error = %why, "edge connection attempt failed");
+                        last = format!("{edge} ({addr}): {why}");
+                    }
+                }
+            }
+        }
+        Err(AttemptError::Retry { tried, last })
+    }
+
+    async fn connect_addr(
+        &self,
+        edge: &str,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Result<Session, AttemptError> {
+        let retry = |last: String| AttemptError::Retry { tried: 1, last };
+        let bind: SocketAddr = if addr.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        // An endpoint per connection: its socket matches the edge's address family, and a
+        // connection draining after go-away keeps its own socket until it is done.
+        let endpoint = PeerEndpoint::bind(bind, &self.trust, self.transport.clone())
+            .map_err(|e| retry(e.to_string()))?;
+        let registration = ClientRegistration {
+            claim: ClientClaim {
+                device_id: self.device_id,
+                vnet: self.vnet.clone(),
+            },
+            software_version: self.software_version.clone(),
+            features: vec!["half-close".into()],
+        };
+        let conn = match endpoint
+            .connect_client(addr, name, registration, &self.key)
+            .await
+        {
+            Ok(c) => c,
+            Err(zt_proto::ConnectError::Refused(r)) if r.retry == RetryAdvice::Never => {
+                return Err(AttemptError::Fatal {
+                    edge: edge.to_owned(),
+                    message: r.message,
+                })
+            }
+            Err(e) => return Err(retry(e.to_string())),
+        };
+        // Posture goes out before any flow, so the edge decides the first flow with it.
+        if !self.posture.is_empty() {
+            let report = evaluate(&self.posture, self.posture_check_timeout).await;
+            if let Err(e) = conn.report_posture(report).await {
+                debug!(error = %e, "posture report not sent");
+            }
+        }
+        Ok(Session {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            edge: edge.to_owned(),
+            conn,
+            endpoint,
+        })
+    }
+}
+
+/// How a session ended, as the supervisor saw it.
+enum SessionEnd {
+    Shutdown,
+    GoAway(Duration),
+    Lost(String),
+}
+
+impl Client {
+    /// Connects to the edge with `credentials`: tries each edge address in turn and returns
+    /// once one registered. From then on the client keeps a connection up by itself.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub async fn connect(
+        credentials: &DeviceCredentials,
+        options: ClientOptions,
+    ) -> Result<Self, ConnectError> {
+        let edges = options
+            .edges
+            .clone()
+            .unwrap_or_else(|| credentials.edge.clone());
+        if edges.is_empty() {
+            return Err(ConnectError::NoEdge);
+        }
+        if let Some(bad) = edges.iter().find(|e| server_name(e).is_none()) {
+            return Err(ConnectError::BadEdgeAddress { addr: bad.clone() });
+        }
+        let vnet = match &options.vnet {
+            Some(v) => v.clone(),
+            None => credentials
+                .default_vnet
+                .map(|v| v.hyphenated().to_string())
+                .unwrap_or_default(),
+        };
+        if vnet.len() > zt_proto::MAX_KEY_LEN {
+            return Err(ConnectError::BadVnet { vnet });
+        }
+        let dialer = Dialer {
+            device_id: credentials.device_id,
+            key: credentials.secret.derive_auth_key(),
+            vnet: vnet.clone(),
+            edges,
+            trust: options
+                .trust
+                .clone()
+                .unwrap_or_else(|| EdgeTrust::fingerprint(credentials.ca_fingerprint)),
+            transport: options.transport.clone(),
+            software_version: options.software_version.clone(),
+            posture: options.posture.clone(),
+            posture_check_timeout: options.posture_check_timeout,
+            next_id: AtomicU64::new(1),
+        };
+        let session = match dialer.connect_once(0).await {
+            Ok(s) => s,
+            Err(AttemptError::Fatal { edge, message }) => {
+                return Err(ConnectError::Refused { edge, message })
+            }
+            Err(AttemptError::Retry { tried, last }) => {
+                return Err(ConnectError::Unreachable { tried, last })
+            }
+        };
+        info!(
+            edge = %session.edge,
+            edge_name = %session.conn.registered().edge_name,
+            device = %credentials.device_id,
+            vnet = %vnet,
+            "connected to the edge"
+        );
+        let session = Arc::new(session);
+        let (link, _) = watch::channel(Link::Up(session.clone()));
+        let (routes, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            link,
+            routes,
+            vnet,
+            connection_wait: options.connection_wait,
+        });
+        let span = tracing::info_span!("zt_client", device = %credentials.device_id);
+        let supervisor = tokio::spawn(
+            supervise(inner.clone(), dialer, session, options.posture_interval).instrument(span),
+        );
+        Ok(Self { inner, supervisor })
+    }
+
+    /// The virtual network this client uses ("" for the edge's default).
+    pub fn vnet(&self) -> &str {
+        &self.inner.vnet
+    }
+
+    /// Whether the client is connected now, and to which edge.
+    pub fn state(&self) -> ConnectionState {
+        match &*self.inner.link.borrow() {
+            Link::Up(s) => ConnectionState::Connected {
+                edge: s.edge.clone(),
+                edge_name: s.conn.registered().edge_name.clone(),
+            },
+            Link::Connecting(why) => ConnectionState::Connecting {
+                last_error: why.to_string(),
+            },
+            Link::Shutdown => ConnectionState::Shutdown,
+        }
+    }
+
+    /// The latest routes the edge pushed (the CIDRs to capture and their virtual network);
+    /// `None` until the first push. A TUN mode follows this to set the device's routes.
+    pub fn routes(&self) -> watch::Receiver<Option<RoutePush>> {
+        self.inner.routes.subscribe()
+    }
+
+    /// Closes the connection and stops reconnecting. Dials fail with
+    /// [`DialError::Shutdown`] from now on.
+    pub fn shutdown(&self) {
+        self.inner.link.send_replace(Link::Shutdown);
+        self.supervisor.abort();
+    }
+
+    /// Opens a TCP flow to `dest` through the edge. The stream is the flow: reads return
+    /// the destination's bytes, `shutdown()` sends FIN and leaves the other direction open.
+    pub async fn dial(&self, dest: SocketAddr) -> Result<ClientStream, DialError> {
+        let deadline = Instant::now() + self.inner.connection_wait;
+        loop {
+            let session = self.session(deadline).await?;
+            let span = tracing::debug_span!("zt_dial", %dest, edge = %session.edge);
+            match session
+                .conn
+                .open_flow(dest, Protocol::Tcp, Vec::new())
+                .instrument(span)
+                .await
+            {
+                Ok(flow) => return Ok(ClientStream::new(flow)),
+                Err(e) => self.open_failed(dest, &session, e)?,
+            }
+        }
+    }
+
+    /// Opens a UDP flow to `dest` through the edge: each [`UdpFlow::send`] is one UDP
+    /// packet to `dest`, each [`UdpFlow::recv`] one packet back.
+    pub async fn dial_udp(&self, dest: SocketAddr) -> Result<UdpFlow, DialError> {
+        let deadline = Instant::now() + self.inner.connection_wait;
+        loop {
+            let session = self.session(deadline).await?;
+            match session.conn.open_udp_flow(dest, Vec::new()).await {
+                Ok(flow) => return Ok(flow),
+                Err(e) => self.open_failed(dest, &session, e)?,
+            }
+        }
+    }
+
+    /// Decides what a failed open means: `Ok(())` to retry on the next connection (this
+    /// one is draining or lost), else the error for the caller.
+    fn open_failed(
+        &self,
+        dest: SocketAddr,
+        session: &Session,
+        e: OpenError,
+    ) -> Result<(), DialError> {
+        match e {
+            OpenError::Refused(status) => {
+                debug!(%dest, %status, "edge refused the flow");
+                Err(DialError::from_status(dest, &self.inner.vnet, status))
+            }
+            OpenError::Unanswered(after) => Err(DialError::Unanswered { dest, after }),
+            OpenError::TooManyPending(n) => Err(DialError::TooManyPending(n)),
+            OpenError::Draining => {
+                self.inner
+                    .mark_lost(session, "the edge is draining the connection");
+                Ok(())
+            }
+            OpenError::Stream(FlowError::ConnectionLost(reason)) => {
+                self.inner
+                    .mark_lost(session, &format!("connection to the edge lost: {reason}"));
+                Ok(())
+            }
+            source => Err(DialError::Transport { dest, source }),
+        }
+    }
+
+    /// The current connection, waiting for one until `deadline`.
+    async fn session(&self, deadline: Instant) -> Result<Arc<Session>, DialError> {
+        let mut rx = self.inner.link.subscribe();
+        let started = Instant::now();
+        loop {
+            let waited = tokio::time::timeout_at(
+                deadline,
+                rx.wait_for(|l| !matches!(l, Link::Connecting(_))),
+            )
+            .await;
+            let found = match waited {
+                Ok(Ok(link)) => match &*link {
+                    Link::Up(s) => s.clone(),
+                    _ => return Err(DialError::Shutdown),
+                },
+                Ok(Err(_)) => return Err(DialError::Shutdown),
+                Err(_) => {
+                    let last = match &*self.inner.link.borrow() {
+                        Link::Connecting(why) => why.to_string(),
+                        _ => "unknown".to_owned(),
+                    };
+                    return Err(DialError::NotConnected {
+                        waited: started.elapsed(),
+                        last,
+                    });
+                }
+            };
+            if !found.conn.is_draining() {
+                return Ok(found);
+            }
+            // Go-away arrived but the supervisor has not switched yet.
+            self.inner
+                .mark_lost(&found, "the edge is draining the connection");
+        }
+    }
+}
+
+/// Keeps a connection up until shutdown.
+async fn supervise(
+    inner: Arc<Inner>,
+    dialer: Dialer,
+    mut session: Arc<Session>,
+    posture_interval: Duration,
+) {
+    let mut backoff = Backoff::new();
+    backoff.connected();
+    let mut round = 0usize;
+    loop {
+        let end = run_session(&inner, &dialer, &session, posture_interval).await;
+        let mut delay = match end {
+            SessionEnd::Shutdown => return,
+            SessionEnd::GoAway(drain) => {
+                info!(edge = %session.edge, ?drain, "edge sent go-away; reconnecting now");
+                inner.mark_lost(&session, "the edge is draining the connection");
+                // Flows already on the old connection keep it until they end or the
+                // edge closes it after the drain time.
+                let old = session.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(drain + Duration::from_secs(1), old.conn.closed())
+                        .await;
+                    drop(old);
+                });
+                Duration::ZERO
+            }
+            SessionEnd::Lost(why) => {
+                warn!(edge = %session.edge, reason = %why, "connection to the edge lost; reconnecting");
+                inner.mark_lost(&session, &format!("connection to the edge lost: {why}"));
+                backoff.next_delay()
+            }
+        };
+        session = loop {
+            if !delay.is_zero() {
+                debug!(?delay, "waiting before reconnecting");
+                tokio::time::sleep(delay).await;
+            }
+            round += 1;
+            match dialer.connect_once(round).await {
+                Ok(s) => break Arc::new(s),
+                Err(e) => {
+                    let why = e.describe();
+                    match e {
+                        AttemptError::Fatal { .. } => {
+                            warn!(error = %why, "the edge refused this device; still retrying at the slowest pace")
+                        }
+                        AttemptError::Retry { tried, .. } => {
+                            debug!(tried, error = %why, "reconnect attempt failed")
+                        }
+                    }
+                    let changed = inner.link.send_if_modified(|l| match l {
+                        Link::Shutdown => false,
+                        _ => {
+                            *l = Link::Connecting(why.as_str().into());
+                            true
+                        }
+                    });
+                    if !changed {
+                        return;
+                    }
+                    delay = backoff.next_delay();
+                }
+            }
+        };
+        backoff.connected();
+        info!(
+            edge = %session.edge,
+            edge_name = %session.conn.registered().edge_name,
+            "connected to the edge"
+        );
+        let published = inner.link.send_if_modified(|l| match l {
+            Link::Shutdown => false,
+            _ => {
+                *l = Link::Up(session.clone());
+                true
+            }
+        });
+        if !published {
+            return;
+        }
+    }
+}
+
+/// Serves one connection's control events until it ends.
+async fn run_session(
+    inner: &Inner,
+    dialer: &Dialer,
+    session: &Session,
+    posture_interval: Duration,
+) -> SessionEnd {
+    let mut link = inner.link.subscribe();
+    let mut last_generation: Option<u64> = None;
+    let mut last_posture: Option<PostureReport> = None;
+    let mut posture_tick = tokio::time::interval(posture_interval.max(Duration::from_secs(1)));
+    posture_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the connect already reported.
+    posture_tick.tick().await;
+    loop {
+        tokio::select! {
+            changed = link.changed() => {
+                if changed.is_err() || matches!(*link.borrow(), Link::Shutdown) {
+                    return SessionEnd::Shutdown;
+                }
+            }
+            reason = session.conn.closed() => return SessionEnd::Lost(reason.to_string()),
+            event = session.conn.next_event() => match event {
+                Some(PeerEvent::RoutesPushed(push)) => {
+                    if last_generation.is_some_and(|g| push.generation < g) {
+                        debug!(generation = push.generation, "ignoring a stale route push");
+                        continue;
+                    }
+                    last_generation = Some(push.generation);
+                    info!(
+                        generation = push.generation,
+                        vnet = %push.vnet,
+                        routes = push.routes.len(),
+                        "routes pushed by the edge"
+                    );
+                    inner.routes.send_replace(Some(push));
+                }
+                Some(PeerEvent::GoAway(g)) => return SessionEnd::GoAway(g.drain),
+                Some(_) => {}
+                None => return SessionEnd::Lost("the control stream ended".to_owned()),
+            },
+            _ = posture_tick.tick(), if !dialer.posture.is_empty() => {
+                let report = evaluate(&dialer.posture, dialer.posture_check_timeout).await;
+                if last_posture.as_ref() != Some(&report) {
+                    debug!(checks = report.checks.len(), "posture changed; reporting");
+                    if session.conn.report_posture(report.clone()).await.is_ok() {
+                        last_posture = Some(report);
+                    }
+                }
+            }
+        }
+    }
+}
