@@ -55,6 +55,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod audit;
 mod fsutil;
 mod hex;
@@ -88,6 +89,9 @@ pub use audit::{
     FlowProtocol, FlowRecord, PeerRole, PolicyPhase, AUDIT_BUFFER_BYTES, AUDIT_FLUSH_INTERVAL,
     MAX_CLAIMED_ID_LEN,
 };
+
+// The admin API.
+pub use admin::{AdminError, AdminOptions, AdminServer, ADMIN_ADDR_FILE, MAX_ADMIN_BODY};
 
 // Live state of a running edge, for the admin API.
 pub use live::{ConnectionSummary, LiveView, NoLiveView};
