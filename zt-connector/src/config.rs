@@ -20,9 +20,11 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use tracing::warn;
 
 use crate::duration::parse_duration;
+use zt_creds::{CaFingerprint, PermissionMode, TunnelToken};
+
 use crate::values::{
-    parse_listen_addr, parse_prefix, CaFingerprint, CredentialsPermissions, DestinationAllowList,
-    EdgeAddr, Protocol, TunnelRef, TunnelToken, ValueError,
+    parse_listen_addr, parse_prefix, DestinationAllowList, EdgeAddr, Protocol, TunnelRef,
+    ValueError,
 };
 
 /// A configuration file larger than this is refused before it is parsed: real ones are a
@@ -73,7 +75,7 @@ pub struct ConnectorConfig {
     /// `edge-ca-fingerprint`: the edge CA certificate's SHA-256, instead of `cacert`.
     pub edge_ca_fingerprint: Option<CaFingerprint>,
     /// `credentials-permissions`: how strictly the credentials file's mode is checked.
-    pub credentials_permissions: CredentialsPermissions,
+    pub credentials_permissions: PermissionMode,
     /// `zt-allowed-destinations`: the destinations this connector may dial.
     pub allowed_destinations: DestinationAllowList,
 }
@@ -119,7 +121,7 @@ impl Default for ConnectorConfig {
             edge: Vec::new(),
             cacert: None,
             edge_ca_fingerprint: None,
-            credentials_permissions: CredentialsPermissions::Default,
+            credentials_permissions: PermissionMode::Default,
             allowed_destinations: DestinationAllowList::allow_all(),
         }
     }
@@ -222,7 +224,7 @@ pub struct ConfigOverrides {
     edge: Option<Vec<EdgeAddr>>,
     cacert: Option<PathBuf>,
     edge_ca_fingerprint: Option<CaFingerprint>,
-    credentials_permissions: Option<CredentialsPermissions>,
+    credentials_permissions: Option<PermissionMode>,
 }
 
 impl ConfigOverrides {
@@ -278,7 +280,7 @@ impl ConfigOverrides {
         self
     }
     /// `--credentials-permissions`.
-    pub fn credentials_permissions(mut self, mode: CredentialsPermissions) -> Self {
+    pub fn credentials_permissions(mut self, mode: PermissionMode) -> Self {
         self.credentials_permissions = Some(mode);
         self
     }
@@ -625,7 +627,7 @@ struct RawConfig {
     edge: Option<Vec<EdgeAddr>>,
     cacert: Option<PathBuf>,
     edge_ca_fingerprint: Option<CaFingerprint>,
-    credentials_permissions: Option<CredentialsPermissions>,
+    credentials_permissions: Option<PermissionMode>,
     allowed_destinations: Option<DestinationAllowList>,
 }
 
@@ -690,7 +692,7 @@ impl<'de> Visitor<'de> for RootSeed<'_> {
             match key.as_str() {
                 "tunnel" => set!(tunnel, map.next_value::<Parsed<TunnelRef>>()?.0),
                 "credentials-file" => set!(credentials_file, map.next_value::<PathBuf>()?),
-                "token" => set!(token, TunnelToken::new(map.next_value::<String>()?)),
+                "token" => set!(token, map.next_value::<Token>()?.0),
                 "metrics" => set!(metrics, map.next_value::<ListenAddr>()?.0),
                 "warp-routing" => {
                     let seed = WarpSeed {
@@ -704,15 +706,11 @@ impl<'de> Visitor<'de> for RootSeed<'_> {
                 "edge" => set!(edge, map.next_value::<OneOrMany<EdgeAddr>>()?.0),
                 "cacert" => set!(cacert, map.next_value::<PathBuf>()?),
                 "edge-ca-fingerprint" => {
-                    set!(
-                        edge_ca_fingerprint,
-                        map.next_value::<Parsed<CaFingerprint>>()?.0
-                    )
+                    set!(edge_ca_fingerprint, map.next_value::<Fingerprint>()?.0)
                 }
-                "credentials-permissions" => set!(
-                    credentials_permissions,
-                    map.next_value::<Parsed<CredentialsPermissions>>()?.0
-                ),
+                "credentials-permissions" => {
+                    set!(credentials_permissions, map.next_value::<Permissions>()?.0)
+                }
                 "zt-allowed-destinations" => {
                     set!(allowed_destinations, map.next_value::<AllowList>()?.0)
                 }
@@ -827,6 +825,42 @@ where
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parse_scalar(d, str::parse).map(Parsed)
+    }
+}
+
+/// `token`: parsed here, so a damaged token is reported at its line. The token's error
+/// never quotes the token.
+struct Token(TunnelToken);
+
+impl<'de> de::Deserialize<'de> for Token {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_scalar(d, TunnelToken::parse).map(Token)
+    }
+}
+
+/// `edge-ca-fingerprint`, in the credentials crate's form.
+struct Fingerprint(CaFingerprint);
+
+impl<'de> de::Deserialize<'de> for Fingerprint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_scalar(d, |s| {
+            s.trim()
+                .parse::<CaFingerprint>()
+                .map_err(|e| format!("not an edge CA fingerprint: {e}"))
+        })
+        .map(Fingerprint)
+    }
+}
+
+/// `credentials-permissions`: `strict`, `default` or `lenient`, in any case.
+struct Permissions(PermissionMode);
+
+impl<'de> de::Deserialize<'de> for Permissions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_scalar(d, |s| {
+            s.trim().to_ascii_lowercase().parse::<PermissionMode>()
+        })
+        .map(Permissions)
     }
 }
 

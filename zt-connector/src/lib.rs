@@ -5,24 +5,32 @@
 //! file, and serves the flows the edge hands it by dialing the requested private
 //! address. It is cloudflared's role in Cloudflare Tunnel.
 //!
-//! This crate holds the connector's parts that stand without the wire protocol:
+//! The parts, in the order a connector uses them:
 //! - [`ConnectorConfig`]: cloudflared's `config.yaml` keys plus zt's own, with errors that
-//!   name the file, the key and the line; [`ConfigOverrides`] for command-line flags.
+//!   name the file, the key and the line; [`ConfigOverrides`] for command-line flags;
+//!   [`ConnectorConfig::load_credentials`] reads the credentials file (with the
+//!   `credentials-permissions` check) or the token.
+//! - [`Connector::start`] → [`ConnectorHandle`]: keeps `ha-connections` QUIC connections
+//!   registered with the edge (spread over the `edge` addresses, each reconnecting with
+//!   [`Backoff`]), serves the flows the edge opens on them, and answers go-away with a
+//!   replacement connection. [`ConnectorHandle::drain`] and [`ConnectorHandle::shutdown`]
+//!   stop it gracefully or at once.
 //! - [`MetricsServer`] and [`ConnectorMetrics`]: `/ready`, `/healthcheck` and Prometheus
 //!   `/metrics`.
 //! - [`OriginDialer`] and [`UdpRelay`]: dialing destinations with the configured timeout,
 //!   keep-alive and allow-list; [`FlowLimiter`] for `maxActiveFlows`.
-//! - [`Backoff`]: full-jitter exponential reconnect delays.
 //! - [`Drain`] and [`ShutdownSignals`]: on SIGTERM stop taking flows and wait for
 //!   in-flight ones up to the grace period; a second signal cuts the wait short.
 //!
-//! It is not (yet) the registration loop: keeping HA connections registered with the edge
-//! arrives with the protocol crate. It does not read credential files either; it keeps
-//! their path and permission mode for the credentials crate.
+//! TCP flows keep TCP's half-close both ways (a FIN from either side is passed on while
+//! the other direction keeps flowing) and resets travel as resets. It is not the edge or
+//! the wire protocol (`zt-edge`, `zt-proto`), and it never installs a tracing subscriber.
 //!
 //! # Example
 //!
-//! The configuration from the Kubernetes set-up zt was built for loads as written:
+//! The configuration from the Kubernetes set-up zt was built for loads as written
+//! (running it takes `Connector::start(config, config.load_credentials()?)` inside a
+//! tokio runtime, and an `edge` with its CA):
 //!
 //! ```
 //! use std::time::Duration;
@@ -45,13 +53,20 @@
 
 mod backoff;
 mod config;
+mod credentials;
 mod dial;
 mod drain;
 mod duration;
 mod flows;
 mod metrics;
+mod runtime;
+mod serve;
 mod server;
 mod values;
+
+// The runtime: start a connector, then drain and stop it.
+pub use runtime::{Connector, ConnectorHandle, StartError, SOFTWARE_VERSION};
+pub use serve::UDP_IDLE_TIMEOUT;
 
 // Configuration: the file, its values, and command-line overrides.
 pub use config::{
@@ -59,10 +74,10 @@ pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_GRACE_PERIOD, DEFAULT_HA_CONNECTIONS, DEFAULT_TCP_KEEPALIVE,
     MAX_HA_CONNECTIONS,
 };
+pub use credentials::CredentialsError;
 pub use duration::{parse_duration, DurationError};
 pub use values::{
-    CaFingerprint, CredentialsPermissions, DestinationAllowList, EdgeAddr, Protocol, TunnelRef,
-    TunnelToken, ValueError,
+    parse_listen_addr, DestinationAllowList, EdgeAddr, Protocol, TunnelRef, ValueError,
 };
 
 // Observability: the figures and the server that reports them.

@@ -122,6 +122,11 @@ impl ConnectorMetrics {
         self.registration_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Registration attempts that failed since start.
+    pub fn registration_failures(&self) -> u64 {
+        self.registration_failures.load(Ordering::Relaxed)
+    }
+
     /// A flow was admitted. Called by [`FlowLimiter`](crate::FlowLimiter).
     pub(crate) fn flow_started(&self) {
         self.active_flows.fetch_add(1, Ordering::Relaxed);

@@ -10,7 +10,6 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 use uuid::Uuid;
-use zeroize::{Zeroize, Zeroizing};
 
 /// Why a configuration value could not be parsed. The message names what was expected;
 /// it never repeats a secret.
@@ -65,44 +64,6 @@ impl fmt::Display for TunnelRef {
     }
 }
 
-/// A tunnel token (cloudflared's `--token`, base64 JSON). Kept opaque here: it is a
-/// secret, so `Debug` shows no part of it, equality takes the same time wherever two
-/// tokens differ, and it is wiped from memory on drop.
-#[derive(Clone)]
-pub struct TunnelToken(Zeroizing<String>);
-
-impl TunnelToken {
-    /// Wraps the token text (surrounding whitespace, such as a file's final newline, is
-    /// dropped). The given string is wiped once copied.
-    pub fn new(token: impl Into<String>) -> Self {
-        let mut raw = token.into();
-        let token = Self(Zeroizing::new(raw.trim().to_owned()));
-        raw.zeroize();
-        token
-    }
-
-    /// The token text, for the credentials decoder.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl PartialEq for TunnelToken {
-    fn eq(&self, other: &Self) -> bool {
-        // Only the length may show in the timing, never where the contents differ.
-        use subtle::ConstantTimeEq;
-        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
-    }
-}
-
-impl Eq for TunnelToken {}
-
-impl fmt::Debug for TunnelToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TunnelToken(<redacted>)")
-    }
-}
-
 /// The transport cloudflared is told to use. zt always speaks QUIC to its edge; `http2`
 /// and `auto` are accepted so cloudflared configurations load, with a warning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -140,40 +101,6 @@ impl fmt::Display for Protocol {
             Self::Http2 => "http2",
             Self::Auto => "auto",
         })
-    }
-}
-
-/// How strictly the credentials file's permissions are checked
-/// (`credentials-permissions`).
-///
-/// `Default` refuses a file readable by others and accepts a group-readable one with a
-/// warning (what Kubernetes produces with `fsGroup` and `defaultMode: 0440`); `Strict`
-/// refuses both; `Lenient` only warns (for a Secret volume's default 0644).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CredentialsPermissions {
-    /// Refuse group- or world-readable files.
-    Strict,
-    /// Refuse world-readable files, warn on group-readable ones.
-    #[default]
-    Default,
-    /// Warn only.
-    Lenient,
-}
-
-impl FromStr for CredentialsPermissions {
-    type Err = ValueError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "strict" => Ok(Self::Strict),
-            "default" => Ok(Self::Default),
-            "lenient" => Ok(Self::Lenient),
-            _ => Err(ValueError::new(format!(
-                "unknown credentials permission mode `{}` (expected strict, default or lenient)",
-                s.trim()
-            ))),
-        }
     }
 }
 
@@ -254,70 +181,9 @@ impl fmt::Display for EdgeAddr {
     }
 }
 
-/// The SHA-256 fingerprint of the edge's CA certificate (DER), by which a connector can
-/// trust its edge without a CA file. Written as 64 hex digits, colons between bytes
-/// allowed (`ab:cd:…`, as `openssl x509 -fingerprint -sha256` prints it).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CaFingerprint([u8; 32]);
-
-impl CaFingerprint {
-    /// Wraps a digest.
-    pub fn from_bytes(digest: [u8; 32]) -> Self {
-        Self(digest)
-    }
-
-    /// The digest.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl FromStr for CaFingerprint {
-    type Err = ValueError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex: Vec<u8> = s.trim().bytes().filter(|&b| b != b':').collect();
-        if hex.len() != 64 {
-            return Err(ValueError::new(format!(
-                "edge CA fingerprint must be 64 hex digits (a SHA-256), got {}",
-                hex.len()
-            )));
-        }
-        let mut out = [0u8; 32];
-        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-            let digit = |c: u8| (c as char).to_digit(16);
-            match (digit(pair[0]), digit(pair[1])) {
-                // Each digit is below 16, so the byte fits.
-                (Some(hi), Some(lo)) => *byte = (hi * 16 + lo) as u8,
-                _ => {
-                    return Err(ValueError::new(
-                        "edge CA fingerprint contains a character that is not a hex digit",
-                    ))
-                }
-            }
-        }
-        Ok(Self(out))
-    }
-}
-
-impl fmt::Display for CaFingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for CaFingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CaFingerprint({self})")
-    }
-}
-
 /// The metrics server's listen address: `host:port` with an IP host, `localhost:port`, or
 /// `:port` (all IPv4 interfaces, as Go reads it).
-pub(crate) fn parse_listen_addr(s: &str) -> Result<SocketAddr, ValueError> {
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, ValueError> {
     let s = s.trim();
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
@@ -422,16 +288,6 @@ mod tests {
     }
 
     #[test]
-    fn token_is_redacted() {
-        let t = TunnelToken::new("eyJhIjoic2VjcmV0In0=");
-        assert_eq!(format!("{t:?}"), "TunnelToken(<redacted>)");
-        assert_eq!(t.expose(), "eyJhIjoic2VjcmV0In0=");
-        assert_eq!(t, TunnelToken::new(" eyJhIjoic2VjcmV0In0=\n"));
-        assert_ne!(t, TunnelToken::new("eyJhIjoic2VjcmV0In1="));
-        assert_ne!(t, TunnelToken::new("eyJh"));
-    }
-
-    #[test]
     fn edge_addr() {
         let a: EdgeAddr = "edge.example.com:7844".parse().unwrap();
         assert_eq!((a.host(), a.port()), ("edge.example.com", 7844));
@@ -455,23 +311,6 @@ mod tests {
         ] {
             assert!(bad.parse::<EdgeAddr>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn fingerprint() {
-        let hex = "ab".repeat(32);
-        let with_colons = vec!["AB"; 32].join(":");
-        let a: CaFingerprint = hex.parse().unwrap();
-        let b: CaFingerprint = with_colons.parse().unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.as_bytes(), &[0xab; 32]);
-        assert_eq!(a.to_string(), hex);
-        assert!("ab".parse::<CaFingerprint>().is_err());
-        assert!("zz".repeat(32).parse::<CaFingerprint>().is_err());
-        // A multi-byte character must not be split into bogus digits.
-        assert!(format!("é{}", "a".repeat(62))
-            .parse::<CaFingerprint>()
-            .is_err());
     }
 
     #[test]
@@ -521,10 +360,5 @@ mod tests {
         assert_eq!("QUIC".parse::<Protocol>().unwrap(), Protocol::Quic);
         assert_eq!("http2".parse::<Protocol>().unwrap(), Protocol::Http2);
         assert!("h2mux".parse::<Protocol>().is_err());
-        assert_eq!(
-            "lenient".parse::<CredentialsPermissions>().unwrap(),
-            CredentialsPermissions::Lenient
-        );
-        assert!("loose".parse::<CredentialsPermissions>().is_err());
     }
 }

@@ -46,7 +46,7 @@ fn seed_config_loads_with_defaults() {
     assert_eq!(c.grace_period, Duration::from_secs(30));
     assert_eq!(c.ha_connections, 4);
     assert_eq!(c.protocol, Protocol::Quic);
-    assert_eq!(c.credentials_permissions, CredentialsPermissions::Default);
+    assert_eq!(c.credentials_permissions, PermissionMode::Default);
     assert!(c
         .allowed_destinations
         .allows("198.51.100.101".parse().unwrap()));
@@ -54,11 +54,23 @@ fn seed_config_loads_with_defaults() {
     assert!(c.token.is_none());
 }
 
+fn sample_token() -> TunnelToken {
+    TunnelToken::from_credentials(zt_creds::TunnelCredentials {
+        account_tag: "0123456789abcdef0123456789abcdef".into(),
+        tunnel_id: "8e343b13-a087-48ea-825f-9783931ff2a5".parse().unwrap(),
+        tunnel_name: None,
+        secret: zt_creds::TunnelSecret::generate(),
+        endpoint: None,
+    })
+}
+
 #[test]
 fn every_key() {
-    let text = "\
+    let token = sample_token();
+    let text = format!(
+        "\
 tunnel: k8s_zero_trust_tunnel
-token: c2VjcmV0LXRva2Vu
+token: {}
 metrics: localhost:2000
 warp-routing:
   enabled: false
@@ -75,16 +87,15 @@ credentials-permissions: lenient
 zt-allowed-destinations:
   - 198.51.100.101/32
   - 2001:db8::101
-";
-    let c = parse(text).unwrap();
+",
+        &*token.encode()
+    );
+    let c = parse(&text).unwrap();
     assert_eq!(
         c.tunnel,
         Some(TunnelRef::Name("k8s_zero_trust_tunnel".into()))
     );
-    assert_eq!(
-        c.token.as_ref().map(TunnelToken::expose),
-        Some("c2VjcmV0LXRva2Vu")
-    );
+    assert_eq!(c.token.as_ref(), Some(&token));
     assert_eq!(c.metrics, Some("127.0.0.1:2000".parse().unwrap()));
     assert!(!c.warp_routing.enabled);
     assert_eq!(c.warp_routing.connect_timeout, Duration::from_secs(90));
@@ -100,7 +111,7 @@ zt-allowed-destinations:
         c.edge_ca_fingerprint.map(|f| f.to_string()),
         Some("abcd".repeat(16))
     );
-    assert_eq!(c.credentials_permissions, CredentialsPermissions::Lenient);
+    assert_eq!(c.credentials_permissions, PermissionMode::Lenient);
     assert!(c
         .allowed_destinations
         .allows("198.51.100.101".parse().unwrap()));
@@ -295,6 +306,14 @@ fn misspelt_keys_get_a_suggestion() {
 }
 
 #[test]
+fn damaged_token_is_refused_at_its_line_without_quoting_it() {
+    let (key, line, _, reason) = invalid("tunnel: x\ntoken: c2VjcmV0LXRva2Vu\n");
+    assert_eq!(key, "token");
+    assert_eq!(line, Some(2));
+    assert!(!reason.contains("c2VjcmV0"), "{reason}");
+}
+
+#[test]
 fn overrides_replace_file_values() {
     let mut c = parse(SEED).unwrap();
     c.apply(
@@ -303,15 +322,15 @@ fn overrides_replace_file_values() {
             .grace_period(Duration::from_secs(5))
             .ha_connections(2)
             .edge(vec!["127.0.0.1:7844".parse().unwrap()])
-            .credentials_permissions(CredentialsPermissions::Strict)
-            .token(TunnelToken::new("tok")),
+            .credentials_permissions(PermissionMode::Strict)
+            .token(sample_token()),
     )
     .unwrap();
     assert_eq!(c.metrics, Some("127.0.0.1:9000".parse().unwrap()));
     assert_eq!(c.grace_period, Duration::from_secs(5));
     assert_eq!(c.ha_connections, 2);
     assert_eq!(c.edge.len(), 1);
-    assert_eq!(c.credentials_permissions, CredentialsPermissions::Strict);
+    assert_eq!(c.credentials_permissions, PermissionMode::Strict);
     // Untouched settings keep the file's values.
     assert!(c.tunnel.is_some());
     assert!(c.warp_routing.enabled);
