@@ -3,10 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zt_connector::{
-    parse_duration, CaFingerprint, ConnectorConfig, CredentialsPermissions, EdgeAddr, Protocol,
-    TunnelRef,
-};
+use zt_connector::{parse_duration, ConnectorConfig, EdgeAddr, Protocol, TunnelRef};
+use zt_creds::{CaFingerprint, PermissionMode};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -35,5 +33,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = text.parse::<TunnelRef>();
     let _ = text.parse::<Protocol>();
-    let _ = text.parse::<CredentialsPermissions>();
+    let _ = text.parse::<PermissionMode>();
 });
