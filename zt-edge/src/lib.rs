@@ -1,9 +1,9 @@
-//! The zt edge: its persistent state and its audit log.
+//! The zt edge: its runtime, persistent state, admin API and audit log.
 //!
 //! The edge accepts connectors and clients on one QUIC port, keeps the registry of live
 //! connector connections per tunnel, the route table, the gateway policy, identities and an
 //! audit log, and splices each client flow onto a connector of the right tunnel. This crate
-//! holds the edge's foundations so far:
+//! holds:
 //!
 //! - **State directory** ([`EdgeState`]): created on first start with the edge's own CA, a
 //!   server certificate signed by it, the account tag, the admin API token and the database;
@@ -19,10 +19,19 @@
 //! - **Audit log** ([`AuditLog`]): one JSON line per flow ([`FlowRecord`]) and per refused
 //!   authentication ([`AuthRefusal`]).
 //!
-//! What it is not (yet): the QUIC listener, connector registry, flow splicing, policy
-//! evaluation and admin API build on these pieces. The store keeps policy expressions and
-//! list items as text; zt-policy parses them, and zt-routes checks route prefixes. No secret
-//! is stored: tunnels and devices keep the key derived from their secret.
+//! - **Runtime** ([`Edge::start`] → [`EdgeHandle`]): the QUIC listener for connectors and
+//!   clients, registration against the stored keys (failures audited and rate-limited per
+//!   source address), the registry of live connector connections (health, draining,
+//!   in-flight counts; [`LiveView`] for the admin API), client sessions (posture, virtual
+//!   network, route pushes, maximum lifetime), and per flow: l4 policy, route lookup, a
+//!   healthy connector connection (an unanswered open is retried once on another), the
+//!   http phase on the first bytes, and a splice that keeps half-close and resets. Routes
+//!   and policy are recompiled on every store revision and swapped atomically; a policy
+//!   that does not compile keeps the last good one. `/metrics` and `/ready` when asked.
+//!
+//! The store keeps policy expressions and list items as text; zt-policy parses them, and
+//! zt-routes checks route prefixes. No secret is stored: tunnels and devices keep the key
+//! derived from their secret.
 //!
 //! # Example
 //!
@@ -61,6 +70,7 @@ mod fsutil;
 mod hex;
 mod live;
 mod pki;
+mod runtime;
 mod state;
 mod store;
 mod timestamp;
@@ -97,3 +107,9 @@ pub use admin::{AdminError, AdminOptions, AdminServer, ADMIN_ADDR_FILE, MAX_ADMI
 pub use live::{ConnectionSummary, LiveView, NoLiveView};
 
 pub use timestamp::Timestamp;
+
+// The running edge.
+pub use runtime::{
+    default_state_dir, AuthRateLimit, Edge, EdgeConfig, EdgeHandle, FirstBytes, ReloadError,
+    StartError, DEFAULT_ADMIN, DEFAULT_LISTEN,
+};

@@ -1,0 +1,186 @@
+//! Counters in Prometheus text format, `/metrics` and `/ready` over HTTP/1.
+//!
+//! Counters are plain atomics bumped on the data path; the per-tunnel connection gauge is
+//! read from the registry when scraped, so it is never out of step with it.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::registry::Registry;
+use crate::audit::CloseReason;
+
+const REASONS: [(CloseReason, &str); 11] = [
+    (CloseReason::Completed, "completed"),
+    (CloseReason::ClientReset, "client_reset"),
+    (CloseReason::OriginReset, "origin_reset"),
+    (CloseReason::Denied, "denied"),
+    (CloseReason::NoRoute, "no_route"),
+    (CloseReason::NoConnector, "no_connector"),
+    (CloseReason::ConnectFailed, "connect_failed"),
+    (CloseReason::Timeout, "timeout"),
+    (CloseReason::SessionExpired, "session_expired"),
+    (CloseReason::EdgeShutdown, "edge_shutdown"),
+    (CloseReason::Error, "error"),
+];
+
+/// The edge's counters.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    flows: [AtomicU64; REASONS.len()],
+    auth_refusals: AtomicU64,
+    client_sessions: AtomicU64,
+    client_sessions_total: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    pub(crate) ready: AtomicBool,
+}
+
+impl Metrics {
+    pub(crate) fn flow_ended(&self, reason: CloseReason, up: u64, down: u64) {
+        if let Some(i) = REASONS.iter().position(|(r, _)| *r == reason) {
+            self.flows[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes_up.fetch_add(up, Ordering::Relaxed);
+        self.bytes_down.fetch_add(down, Ordering::Relaxed);
+    }
+
+    pub(crate) fn auth_refused(&self) {
+        self.auth_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn session_started(&self) {
+        self.client_sessions.fetch_add(1, Ordering::Relaxed);
+        self.client_sessions_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn session_ended(&self) {
+        self.client_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn render(&self, registry: &Registry) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP zt_edge_connector_connections Registered connector connections held by this edge, per tunnel.");
+        let _ = writeln!(out, "# TYPE zt_edge_connector_connections gauge");
+        for (tunnel, n) in registry.counts() {
+            let _ = writeln!(
+                out,
+                "zt_edge_connector_connections{{tunnel=\"{tunnel}\"}} {n}"
+            );
+        }
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {v}");
+        };
+        gauge(
+            &mut out,
+            "zt_edge_client_sessions",
+            "Client sessions open now.",
+            "gauge",
+            self.client_sessions.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "zt_edge_client_sessions_total",
+            "Client sessions opened since start.",
+            "counter",
+            self.client_sessions_total.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "zt_edge_auth_refusals_total",
+            "Refused connector and client authentications.",
+            "counter",
+            self.auth_refusals.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(out, "# HELP zt_edge_flows_total Flows ended, by outcome.");
+        let _ = writeln!(out, "# TYPE zt_edge_flows_total counter");
+        for (i, (_, name)) in REASONS.iter().enumerate() {
+            let v = self.flows[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "zt_edge_flows_total{{outcome=\"{name}\"}} {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP zt_edge_flow_bytes_total Bytes relayed, by direction."
+        );
+        let _ = writeln!(out, "# TYPE zt_edge_flow_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "zt_edge_flow_bytes_total{{direction=\"up\"}} {}",
+            self.bytes_up.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "zt_edge_flow_bytes_total{{direction=\"down\"}} {}",
+            self.bytes_down.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Serves `/metrics` and `/ready` on `listener` until `stop` changes.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let metrics = metrics.clone();
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let resp = match req.uri().path() {
+                    "/metrics" => text(StatusCode::OK, metrics.render(&registry)),
+                    "/ready" if metrics.ready.load(Ordering::Acquire) => {
+                        text(StatusCode::OK, "{\"status\":200}\n".to_owned())
+                    }
+                    "/ready" => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "{\"status\":503}\n".to_owned(),
+                    ),
+                    _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
+                };
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(remote = %remote, error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
+
+/// Binds the metrics listener.
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

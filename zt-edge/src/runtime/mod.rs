@@ -1,0 +1,456 @@
+//! The running edge: the QUIC listener, registration, the connector registry, client
+//! sessions and their flows, live reload, metrics and shutdown.
+//!
+//! Tasks: one accept loop; one task per registration; one per connector connection
+//! (watching its control events); one per client session (flows, posture, route pushes,
+//! lifetime); one per flow; one reloading the snapshot on each store revision; one flushing
+//! the audit log; and the metrics server. They all watch one shutdown signal.
+
+mod auth;
+mod config;
+mod flow;
+mod metrics;
+mod registry;
+mod session;
+mod snapshot;
+mod sniff;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+use zt_policy::{CompiledPolicy, PolicyConfig, SharedPolicy};
+use zt_proto::{CloseCode, EdgeListener, EdgePeer};
+
+pub use config::{
+    default_state_dir, AuthRateLimit, EdgeConfig, FirstBytes, DEFAULT_ADMIN, DEFAULT_LISTEN,
+};
+pub use snapshot::ReloadError;
+
+use self::auth::{EdgeAuthenticator, FailureLimiter};
+use self::metrics::Metrics;
+use self::registry::Registry;
+use self::session::Session;
+use self::snapshot::Snapshot;
+use crate::admin::{AdminError, AdminOptions, AdminServer};
+use crate::audit::{AuditError, AuditLog, AUDIT_FLUSH_INTERVAL};
+use crate::live::LiveView;
+use crate::state::{EdgeState, StateError, StateOptions};
+use crate::store::Revision;
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The state directory could not be opened or created.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The stored state could not be loaded into routes.
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
+    /// The edge's certificate could not be used for TLS.
+    #[error("cannot use the server certificate from {}: {source}", dir.display())]
+    Tls {
+        /// The state directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: zt_proto::TlsConfigError,
+    },
+    /// The QUIC listener could not be bound.
+    #[error("cannot listen for connectors and clients: {0}")]
+    Listen(#[from] zt_proto::EndpointError),
+    /// The admin API could not be served.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The metrics listener could not be bound.
+    #[error("cannot serve metrics on {addr}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every task of a running edge.
+pub(crate) struct Inner {
+    pub(crate) config: EdgeConfig,
+    pub(crate) state: Arc<EdgeState>,
+    pub(crate) snapshot: Arc<ArcSwap<Snapshot>>,
+    pub(crate) policy: SharedPolicy,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) audit: Arc<AuditLog>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) draining: Arc<AtomicBool>,
+    pub(crate) sessions: Mutex<HashMap<Uuid, Arc<Session>>>,
+    /// The revision of the snapshot in use; sessions push routes when it moves.
+    pub(crate) revision: watch::Sender<Revision>,
+    pub(crate) stop: watch::Sender<bool>,
+    /// Client flows being served.
+    pub(crate) client_flows: AtomicU64,
+}
+
+impl Inner {
+    fn sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// The edge runtime; see [`Edge::start`].
+#[derive(Debug)]
+pub struct Edge;
+
+impl Edge {
+    /// Opens (or creates) the state directory, binds the QUIC listener, the admin API and
+    /// the metrics server, and starts serving. Must run inside a tokio runtime.
+    pub async fn start(mut config: EdgeConfig) -> Result<EdgeHandle, StartError> {
+        let mut options = StateOptions::default();
+        if let Some(names) = config.server_names.clone() {
+            options = options.with_server_names(names);
+        }
+        let state = Arc::new(EdgeState::open_or_init(&config.state_dir, &options)?);
+        let audit_path = config
+            .audit_path
+            .clone()
+            .unwrap_or_else(|| state.audit_log_path());
+        let audit = Arc::new(AuditLog::open(&audit_path)?);
+
+        let policy_config = PolicyConfig {
+            l4_default: config.l4_default,
+        };
+        // Subscribe before the first load, so no commit falls between the two.
+        let revisions = state.db().subscribe();
+        let (first, policy) = snapshot::load(state.db(), policy_config)?;
+        let policy = match policy {
+            Ok(p) => p,
+            Err(e) => {
+                error!(error = %e, "the stored policy does not compile; starting with no rules (the l4 default applies) until it is fixed");
+                CompiledPolicy::empty(policy_config)
+            }
+        };
+        let first_revision = first.revision;
+        let snapshot = Arc::new(ArcSwap::from_pointee(first));
+
+        config.transport.open_timeout = config.open_timeout;
+        config.transport.header_timeout = config.header_timeout;
+        let server = state.server_identity();
+        let identity = zt_proto::ServerIdentity::from_der(
+            server.cert_chain().iter().map(|c| c.to_vec()).collect(),
+            server.private_key().secret_der().to_vec(),
+        )
+        .map_err(|source| StartError::Tls {
+            dir: state.dir().to_path_buf(),
+            source,
+        })?;
+        let listener = Arc::new(EdgeListener::bind(
+            config.listen,
+            &identity,
+            &config.edge_name,
+            config.transport.clone(),
+        )?);
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| zt_proto::EndpointError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(config.edge_name.clone()));
+        let draining = Arc::new(AtomicBool::new(false));
+        let (stop, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            state: state.clone(),
+            snapshot: snapshot.clone(),
+            policy: SharedPolicy::new(policy),
+            registry: registry.clone(),
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+            draining: draining.clone(),
+            sessions: Mutex::new(HashMap::new()),
+            revision: watch::channel(first_revision).0,
+            stop,
+            client_flows: AtomicU64::new(0),
+            config,
+        });
+        let authenticator = Arc::new(EdgeAuthenticator {
+            snapshot,
+            limiter: FailureLimiter::new(inner.config.auth_rate_limit),
+            audit,
+            metrics: metrics.clone(),
+            draining,
+        });
+
+        let metrics_addr = match inner.config.metrics {
+            Some(addr) => {
+                let l = metrics::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Metrics { addr, source })?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|source| StartError::Metrics { addr, source })?;
+                tokio::spawn(metrics::serve(
+                    l,
+                    metrics.clone(),
+                    registry.clone(),
+                    inner.stop.subscribe(),
+                ));
+                Some(bound)
+            }
+            None => None,
+        };
+
+        let admin = match inner.config.admin {
+            Some(addr) => {
+                let mut advertised = inner.config.advertise.clone();
+                if advertised.is_empty() && !local_addr.ip().is_unspecified() {
+                    advertised.push(local_addr.to_string());
+                }
+                let live: Arc<dyn LiveView> = registry.clone();
+                Some(
+                    AdminServer::bind_with(
+                        addr,
+                        state.clone(),
+                        live,
+                        AdminOptions::default().with_edge_addresses(advertised),
+                    )
+                    .await?,
+                )
+            }
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(AdminServer::local_addr);
+
+        tokio::spawn(accept_loop(inner.clone(), listener.clone(), authenticator));
+        tokio::spawn(reload_loop(inner.clone(), revisions, policy_config));
+        tokio::spawn(flush_loop(inner.clone()));
+        metrics.ready.store(true, Ordering::Release);
+        info!(listen = %local_addr, edge = %inner.config.edge_name, ca_fingerprint = %state.ca_fingerprint(), "edge started");
+        Ok(EdgeHandle {
+            inner,
+            listener,
+            local_addr,
+            admin_addr,
+            metrics_addr,
+            admin,
+        })
+    }
+}
+
+/// A running edge.
+pub struct EdgeHandle {
+    inner: Arc<Inner>,
+    listener: Arc<EdgeListener>,
+    local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    admin: Option<AdminServer>,
+}
+
+impl std::fmt::Debug for EdgeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeHandle")
+            .field("local_addr", &self.local_addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EdgeHandle {
+    /// The QUIC address connectors and clients reach.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin API's address, when it is served.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The metrics server's address, when it is served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The edge's persistent state.
+    pub fn state(&self) -> &Arc<EdgeState> {
+        &self.inner.state
+    }
+
+    /// The live connector connections, as the admin API shows them.
+    pub fn live_view(&self) -> Arc<dyn LiveView> {
+        self.inner.registry.clone()
+    }
+
+    /// The store revision whose routes and policy flows use now.
+    pub fn applied_revision(&self) -> Revision {
+        *self.inner.revision.borrow()
+    }
+
+    /// Waits until the routes and policy of `revision` (or a later one) are in use.
+    pub async fn wait_applied(&self, revision: Revision) {
+        let mut rx = self.inner.revision.subscribe();
+        let _ = rx.wait_for(|r| *r >= revision).await;
+    }
+
+    /// Graceful shutdown: refuses new registrations, sends go-away to every connector and
+    /// client, waits up to the configured grace for in-flight flows, then closes every
+    /// connection and flushes the audit log.
+    pub async fn shutdown(mut self) {
+        if let Some(admin) = self.admin.take() {
+            admin.shutdown().await;
+        }
+        let inner = &self.inner;
+        inner.draining.store(true, Ordering::Release);
+        inner.metrics.ready.store(false, Ordering::Release);
+        let grace = inner.config.shutdown_grace;
+        info!(grace_ms = grace.as_millis() as u64, "edge shutting down");
+        for conn in inner.registry.all() {
+            if let Err(e) = conn.link.go_away(grace, "edge shutting down").await {
+                warn!(connection = %conn.connection_id(), error = %e, "cannot send go-away");
+            }
+        }
+        for session in inner.sessions() {
+            session.go_away(grace, "edge shutting down").await;
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline
+            && (inner.registry.in_flight() > 0 || inner.client_flows.load(Ordering::Acquire) > 0)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = inner.stop.send(true);
+        self.listener.close(CloseCode::GOING_AWAY, "edge shut down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.listener.wait_idle()).await;
+        if let Err(e) = inner.audit.flush() {
+            warn!(error = %e, "cannot flush the audit log");
+        }
+        // Every task holds the shared state; once they have all seen the stop signal and
+        // returned, the database is closed and the state directory may be opened again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.inner) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if Arc::strong_count(&self.inner) > 1 {
+            warn!(
+                tasks = Arc::strong_count(&self.inner) - 1,
+                "tasks still running after shutdown"
+            );
+        }
+        info!("edge stopped");
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: Arc<EdgeListener>, auth: Arc<EdgeAuthenticator>) {
+    let mut stop = inner.stop.subscribe();
+    loop {
+        let incoming = tokio::select! {
+            i = listener.accept() => match i {
+                Some(i) => i,
+                None => return,
+            },
+            _ = stop.changed() => return,
+        };
+        let inner = inner.clone();
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.register(&*auth).await {
+                Ok(EdgePeer::Connector(link)) => serve_connector(inner, link).await,
+                Ok(EdgePeer::Client(link)) => session::serve(inner, link).await,
+                Ok(_) => warn!(remote = %remote, "peer of an unknown role"),
+                Err(e) => tracing::debug!(remote = %remote, error = %e, "registration failed"),
+            }
+        });
+    }
+}
+
+async fn serve_connector(inner: Arc<Inner>, link: zt_proto::ConnectorLink) {
+    let entry = inner.registry.insert(link);
+    let span = tracing::info_span!("connector", tunnel = %entry.tunnel_id, connector = %entry.connector_id, conn_index = entry.conn_index, connection = %entry.connection_id());
+    info!(parent: &span, remote = %entry.remote, version = %entry.version, "connector registered");
+    let mut stop = inner.stop.subscribe();
+    loop {
+        tokio::select! {
+            ev = entry.link.next_event() => match ev {
+                Some(zt_proto::EdgeEvent::Unregister(u)) => {
+                    info!(parent: &span, grace_ms = u.grace.as_millis() as u64, "connector draining");
+                    entry.mark_draining();
+                }
+                Some(_) => {}
+                None => break,
+            },
+            _ = entry.link.closed() => break,
+            _ = stop.changed() => break,
+        }
+    }
+    inner.registry.remove(&entry);
+    info!(parent: &span, "connector connection gone");
+}
+
+async fn reload_loop(
+    inner: Arc<Inner>,
+    mut revisions: watch::Receiver<Revision>,
+    policy_config: PolicyConfig,
+) {
+    let mut stop = inner.stop.subscribe();
+    loop {
+        tokio::select! {
+            changed = revisions.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        let db = inner.state.db().clone();
+        let loaded = tokio::task::spawn_blocking(move || snapshot::load(&db, policy_config)).await;
+        match loaded {
+            Ok(Ok((snap, policy))) => {
+                let revision = snap.revision;
+                inner.snapshot.store(Arc::new(snap));
+                match policy {
+                    Ok(p) => inner.policy.store(p),
+                    Err(e) => {
+                        error!(revision = revision.get(), error = %e, "new policy refused; keeping the last good policy")
+                    }
+                }
+                info!(revision = revision.get(), "routes and policy reloaded");
+                inner.revision.send_replace(revision);
+            }
+            Ok(Err(e)) => {
+                error!(error = %e, "cannot reload the edge state; keeping the current routes and policy")
+            }
+            Err(e) => error!(error = %e, "reload task failed"),
+        }
+    }
+}
+
+async fn flush_loop(inner: Arc<Inner>) {
+    let mut stop = inner.stop.subscribe();
+    let mut tick = tokio::time::interval(AUDIT_FLUSH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = inner.audit.flush() {
+                    warn!(error = %e, "cannot flush the audit log");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The connector connections this edge holds, per tunnel, and the choice of one for a flow.
+//!
+//! This is deliberately only "which connections *this* edge holds". Knowing which other
+//! edges hold connections of a tunnel (to forward a flow to a peer edge) is a separate
+//! question for a later, distributed registry; the flow path asks this one first and would
+//! ask that one when this one has nothing.
+//!
+//! Choice: among the tunnel's connections that are not draining, the healthy one with the
+//! fewest flows in flight (ties go to the earliest registered). A connection whose open
+//! went unanswered is unhealthy until an open on it succeeds; unhealthy ones are chosen only
+//! when no healthy one is left, so a connection that recovered gets traffic again.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use uuid::Uuid;
+use zt_proto::ConnectorLink;
+
+use crate::audit::ConnectorKind;
+use crate::live::{ConnectionSummary, LiveView};
+use crate::timestamp::Timestamp;
+
+/// One registered connector connection.
+pub(crate) struct ConnEntry {
+    pub(crate) link: ConnectorLink,
+    pub(crate) tunnel_id: Uuid,
+    pub(crate) connector_id: Uuid,
+    pub(crate) conn_index: u8,
+    pub(crate) remote: SocketAddr,
+    pub(crate) version: String,
+    pub(crate) registered_at: Timestamp,
+    seq: u64,
+    in_flight: AtomicU64,
+    healthy: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl ConnEntry {
+    pub(crate) fn connection_id(&self) -> Uuid {
+        self.link.connection_id()
+    }
+
+    pub(crate) fn kind(&self) -> ConnectorKind {
+        ConnectorKind::Zt
+    }
+
+    pub(crate) fn mark_unhealthy(&self) {
+        if self.healthy.swap(false, Ordering::AcqRel) {
+            tracing::warn!(tunnel = %self.tunnel_id, connection = %self.connection_id(), "flow open unanswered; connection marked unhealthy");
+        }
+    }
+
+    pub(crate) fn mark_healthy(&self) {
+        if !self.healthy.swap(true, Ordering::AcqRel) {
+            tracing::info!(tunnel = %self.tunnel_id, connection = %self.connection_id(), "connection answered again; healthy");
+        }
+    }
+
+    pub(crate) fn mark_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire) || self.link.is_draining()
+    }
+
+    /// Counts a flow in flight until the guard is dropped.
+    pub(crate) fn begin_flow(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    fn summary(&self, edge_name: &str) -> ConnectionSummary {
+        ConnectionSummary::new(
+            self.connection_id(),
+            self.connector_id,
+            self.conn_index,
+            edge_name.to_owned(),
+            self.remote,
+            self.kind(),
+            self.version.clone(),
+            self.registered_at,
+            self.in_flight.load(Ordering::Acquire),
+            self.is_draining(),
+            self.healthy.load(Ordering::Acquire),
+        )
+    }
+}
+
+/// A flow counted against a connection.
+pub(crate) struct InFlight(Arc<ConnEntry>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The connections this edge holds.
+pub(crate) struct Registry {
+    edge_name: String,
+    next_seq: AtomicU64,
+    tunnels: RwLock<HashMap<Uuid, Vec<Arc<ConnEntry>>>>,
+}
+
+impl Registry {
+    pub(crate) fn new(edge_name: String) -> Self {
+        Self {
+            edge_name,
+            next_seq: AtomicU64::new(0),
+            tunnels: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Adds a registered connection.
+    pub(crate) fn insert(&self, link: ConnectorLink) -> Arc<ConnEntry> {
+        let claim = link.claim().clone();
+        let entry = Arc::new(ConnEntry {
+            tunnel_id: claim.tunnel_id,
+            connector_id: claim.connector_id,
+            conn_index: claim.conn_index,
+            remote: link.remote_address(),
+            version: link.software().0.to_owned(),
+            registered_at: Timestamp::now(),
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            in_flight: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            link,
+        });
+        self.tunnels
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(claim.tunnel_id)
+            .or_default()
+            .push(entry.clone());
+        entry
+    }
+
+    /// Removes a connection that closed.
+    pub(crate) fn remove(&self, entry: &ConnEntry) {
+        let mut tunnels = self.tunnels.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(conns) = tunnels.get_mut(&entry.tunnel_id) {
+            conns.retain(|c| c.seq != entry.seq);
+            if conns.is_empty() {
+                tunnels.remove(&entry.tunnel_id);
+            }
+        }
+    }
+
+    /// The connection to open a flow of `tunnel` on, skipping `exclude`.
+    pub(crate) fn pick(&self, tunnel: Uuid, exclude: Option<&ConnEntry>) -> Option<Arc<ConnEntry>> {
+        let tunnels = self.tunnels.read().unwrap_or_else(PoisonError::into_inner);
+        let conns = tunnels.get(&tunnel)?;
+        conns
+            .iter()
+            .filter(|c| !c.is_draining())
+            .filter(|c| exclude.is_none_or(|x| x.seq != c.seq))
+            .min_by_key(|c| {
+                (
+                    !c.healthy.load(Ordering::Acquire),
+                    c.in_flight.load(Ordering::Acquire),
+                    c.seq,
+                )
+            })
+            .cloned()
+    }
+
+    /// Every connection, for go-away at shutdown.
+    pub(crate) fn all(&self) -> Vec<Arc<ConnEntry>> {
+        self.tunnels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Connections per tunnel, for metrics.
+    pub(crate) fn counts(&self) -> Vec<(Uuid, usize)> {
+        let mut out: Vec<_> = self
+            .tunnels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(t, c)| (*t, c.len()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Flows in flight over every connection.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.all()
+            .iter()
+            .map(|c| c.in_flight.load(Ordering::Acquire))
+            .sum()
+    }
+}
+
+impl LiveView for Registry {
+    fn tunnel_connections(&self, tunnel_id: Uuid) -> Vec<ConnectionSummary> {
+        self.tunnels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&tunnel_id)
+            .map(|conns| conns.iter().map(|c| c.summary(&self.edge_name)).collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,269 @@
+//! What the data path reads on every registration and flow, compiled from the database at
+//! one revision: identities and keys, the route table, virtual networks, and the policy.
+//!
+//! Each store revision builds a new [`Snapshot`] beside the old one and swaps it in
+//! atomically; a flow keeps the snapshot and policy it started with. A policy that does
+//! not compile never replaces the last good one: the edge keeps serving and logs why.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use uuid::Uuid;
+use zt_creds::AuthKey;
+use zt_policy::{CompiledPolicy, ListSet, PolicyConfig};
+use zt_routes::RouteSnapshot;
+
+use crate::store::{Db, Device, List, ListKind, Route, Rule, StoreError, Tunnel, User};
+use crate::store::{Revision, VirtualNetwork};
+
+/// A tunnel as registration needs it.
+#[derive(Clone)]
+pub(crate) struct TunnelEntry {
+    pub(crate) account_tag: String,
+    pub(crate) key: AuthKey,
+}
+
+/// A device and its user as registration and policy need them.
+#[derive(Clone)]
+pub(crate) struct DeviceEntry {
+    pub(crate) key: AuthKey,
+    pub(crate) identity: Arc<zt_policy::Identity>,
+}
+
+/// A virtual network as sessions need it.
+#[derive(Debug, Clone)]
+pub(crate) struct VnetEntry {
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) is_default: bool,
+}
+
+/// Everything but the policy, at one revision.
+pub(crate) struct Snapshot {
+    pub(crate) revision: Revision,
+    /// Live (not deleted) tunnels.
+    pub(crate) tunnels: HashMap<Uuid, TunnelEntry>,
+    /// Devices that are not revoked and whose user exists.
+    pub(crate) devices: HashMap<Uuid, DeviceEntry>,
+    pub(crate) vnets: Vec<VnetEntry>,
+    pub(crate) routes: RouteSnapshot,
+    /// Route prefixes per virtual network, for the route push.
+    pub(crate) prefixes: HashMap<Uuid, Vec<IpNet>>,
+}
+
+impl Snapshot {
+    /// The virtual network a client asked for: by name or id, or the default when empty.
+    pub(crate) fn resolve_vnet(&self, requested: &str) -> Option<&VnetEntry> {
+        let requested = requested.trim();
+        if requested.is_empty() {
+            return self.vnets.iter().find(|v| v.is_default);
+        }
+        let by_id = Uuid::parse_str(requested).ok();
+        self.vnets
+            .iter()
+            .find(|v| v.name == requested || Some(v.id) == by_id)
+    }
+}
+
+/// Why the database could not be turned into a route table or policy.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The database could not be read.
+    #[error("cannot read the edge state")]
+    Store(#[from] StoreError),
+    /// The routes do not form a valid table.
+    #[error("the stored routes are invalid: {0}")]
+    Routes(String),
+    /// A list or rule is not valid for zt-policy.
+    #[error("the stored policy does not compile: {0}")]
+    Policy(String),
+}
+
+/// Reads everything at one revision and compiles the snapshot and the policy. The policy
+/// is a separate result so a bad rule does not hold back a route change.
+pub(crate) fn load(
+    db: &Db,
+    config: PolicyConfig,
+) -> Result<(Snapshot, Result<CompiledPolicy, ReloadError>), ReloadError> {
+    let txn = db.read()?;
+    let revision = txn.revision();
+    let tunnels: Vec<Tunnel> = txn.list()?;
+    let users: Vec<User> = txn.list()?;
+    let devices: Vec<Device> = txn.list()?;
+    let vnets: Vec<VirtualNetwork> = txn.list()?;
+    let routes: Vec<Route> = txn.list()?;
+    let lists: Vec<List> = txn.list()?;
+    let rules: Vec<Rule> = txn.list()?;
+    drop(txn);
+
+    let tunnels = tunnels
+        .into_iter()
+        .filter(Tunnel::is_active)
+        .map(|t| {
+            (
+                t.id,
+                TunnelEntry {
+                    account_tag: t.account_tag,
+                    key: t.auth_key,
+                },
+            )
+        })
+        .collect();
+    let users: HashMap<Uuid, User> = users.into_iter().map(|u| (u.id, u)).collect();
+    let devices = devices
+        .into_iter()
+        .filter(|d| !d.revoked)
+        .filter_map(|d| {
+            let user = users.get(&d.user_id)?;
+            Some((
+                d.id,
+                DeviceEntry {
+                    key: d.auth_key,
+                    identity: Arc::new(zt_policy::Identity {
+                        id: user.id.to_string(),
+                        email: user.email.clone(),
+                        groups: user.groups.clone(),
+                    }),
+                },
+            ))
+        })
+        .collect();
+
+    let table = route_table(&vnets, &routes)?;
+    let mut prefixes: HashMap<Uuid, Vec<IpNet>> = HashMap::new();
+    for r in &routes {
+        prefixes.entry(r.vnet).or_default().push(r.network);
+    }
+    for p in prefixes.values_mut() {
+        p.sort();
+    }
+    let snapshot = Snapshot {
+        revision,
+        tunnels,
+        devices,
+        vnets: vnets
+            .into_iter()
+            .map(|v| VnetEntry {
+                id: v.id,
+                name: v.name,
+                is_default: v.is_default,
+            })
+            .collect(),
+        routes: table.snapshot(),
+        prefixes,
+    };
+    Ok((snapshot, compile_policy(&lists, &rules, config)))
+}
+
+/// Builds a zt-routes table with the database's own virtual network ids, through the
+/// table's documented serialised form (the only constructor that takes given ids).
+fn route_table(
+    vnets: &[VirtualNetwork],
+    routes: &[Route],
+) -> Result<zt_routes::RouteTable, ReloadError> {
+    let default = vnets
+        .iter()
+        .find(|v| v.is_default)
+        .map(|v| v.id)
+        .ok_or_else(|| ReloadError::Routes("no default virtual network".to_owned()))?;
+    let data = serde_json::json!({
+        "default_vnet": default,
+        "vnets": vnets.iter().map(|v| serde_json::json!({
+            "id": v.id,
+            "name": v.name,
+            "comment": v.comment,
+            "created_at": v.created_at.unix_seconds().max(0),
+        })).collect::<Vec<_>>(),
+        "routes": routes.iter().map(|r| serde_json::json!({
+            "id": r.id,
+            "network": r.network,
+            "vnet": r.vnet,
+            "tunnel_id": r.tunnel_id,
+            "comment": r.comment,
+            "created_at": r.created_at.unix_seconds().max(0),
+        })).collect::<Vec<_>>(),
+    });
+    serde_json::from_value(data).map_err(|e| ReloadError::Routes(e.to_string()))
+}
+
+fn compile_policy(
+    lists: &[List],
+    rules: &[Rule],
+    config: PolicyConfig,
+) -> Result<CompiledPolicy, ReloadError> {
+    let lists = lists
+        .iter()
+        .map(policy_list)
+        .collect::<Result<Vec<_>, _>>()?;
+    let rules = rules
+        .iter()
+        .map(policy_rule)
+        .collect::<Result<Vec<_>, _>>()?;
+    let set = ListSet::build(&lists).map_err(|e| ReloadError::Policy(e.to_string()))?;
+    CompiledPolicy::compile(&set, &rules, config).map_err(|e| ReloadError::Policy(e.to_string()))
+}
+
+fn policy_list(list: &List) -> Result<zt_policy::List, ReloadError> {
+    let list_type = match list.kind {
+        ListKind::Ip => zt_policy::ListType::Ip,
+        ListKind::Domain => zt_policy::ListType::Domain,
+        ListKind::Email => zt_policy::ListType::Email,
+        // Device serials identify devices, which is what the policy's device lists hold.
+        ListKind::Serial => zt_policy::ListType::Device,
+        other => {
+            return Err(ReloadError::Policy(format!(
+                "list \"{}\" ({}): lists of kind {other:?} are not supported by policy",
+                list.name, list.id
+            )))
+        }
+    };
+    Ok(zt_policy::List {
+        id: list.id,
+        name: list.name.clone(),
+        slug: list.slug.clone(),
+        list_type,
+        items: list.items.clone(),
+        description: list.description.clone(),
+    })
+}
+
+fn policy_rule(rule: &Rule) -> Result<zt_policy::Rule, ReloadError> {
+    let bad =
+        |what: String| ReloadError::Policy(format!("rule \"{}\" ({}): {what}", rule.name, rule.id));
+    let action = match rule.action.to_ascii_lowercase().as_str() {
+        "allow" => zt_policy::Action::Allow,
+        "block" => zt_policy::Action::Block,
+        "off" => zt_policy::Action::Off,
+        other => return Err(bad(format!("unknown action {other:?}"))),
+    };
+    let filters = rule
+        .filters
+        .iter()
+        .map(|f| match f.to_ascii_lowercase().as_str() {
+            "l4" => Ok(zt_policy::Filter::L4),
+            "http" => Ok(zt_policy::Filter::Http),
+            "dns" => Ok(zt_policy::Filter::Dns),
+            other => Err(bad(format!("unknown filter {other:?}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let precedence = u32::try_from(rule.precedence).map_err(|_| {
+        bad(format!(
+            "precedence {} is outside 0..=4294967295",
+            rule.precedence
+        ))
+    })?;
+    Ok(zt_policy::Rule {
+        id: rule.id,
+        name: rule.name.clone(),
+        description: rule.description.clone(),
+        precedence,
+        action,
+        enabled: rule.enabled,
+        filters,
+        traffic: rule.traffic.clone(),
+        identity: rule.identity.clone(),
+        device_posture: rule.device_posture.clone(),
+    })
+}

@@ -1,0 +1,795 @@
+//! The edge runtime over real QUIC on loopback: connectors and clients are made directly
+//! from zt-proto, connectors dial real TCP origins, and every test asserts the bytes and
+//! the statuses that came out.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ring::digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+use zt_creds::TunnelSecret;
+use zt_edge::{
+    Device, Edge, EdgeConfig, EdgeHandle, EdgeState, Revision, Route, Rule, Tunnel, User,
+};
+use zt_proto::{
+    ClientClaim, ClientConnection, ClientRegistration, ConnectError, ConnectorClaim,
+    ConnectorConnection, ConnectorRegistration, EdgeTrust, FlowStatusCode, OpenError, PeerEndpoint,
+    PeerEvent, PostureCheck, PostureReport, Protocol, TransportSettings,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(dir: &Path) -> EdgeConfig {
+    let mut c = EdgeConfig::new(dir);
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.admin = None;
+    c.edge_name = "test-edge".into();
+    c.open_timeout = Duration::from_millis(400);
+    c.shutdown_grace = Duration::from_secs(2);
+    c
+}
+
+async fn start(dir: &Path) -> EdgeHandle {
+    Edge::start(config(dir)).await.unwrap()
+}
+
+fn endpoint(state: &EdgeState) -> PeerEndpoint {
+    PeerEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &EdgeTrust::ca_der(state.ca_cert_der().to_vec()),
+        TransportSettings::default(),
+    )
+    .unwrap()
+}
+
+/// Applies a change to the database and waits until the edge uses it.
+async fn update(edge: &EdgeHandle, f: impl FnOnce(&mut zt_edge::WriteTxn<'_>)) -> Revision {
+    let mut f = Some(f);
+    let ((), rev) = edge
+        .state()
+        .db()
+        .update(|txn| {
+            if let Some(f) = f.take() {
+                f(txn);
+            }
+            Ok::<_, zt_edge::StoreError>(())
+        })
+        .unwrap();
+    tokio::time::timeout(WAIT, edge.wait_applied(rev))
+        .await
+        .unwrap();
+    rev
+}
+
+struct Setup {
+    tunnel: Tunnel,
+    secret: TunnelSecret,
+    device: Device,
+    device_secret: TunnelSecret,
+    vnet: Uuid,
+}
+
+/// A tunnel, a user with a device, and routes to loopback through the tunnel.
+async fn setup(edge: &EdgeHandle, routes: &[&str], rules: Vec<Rule>) -> Setup {
+    let secret = TunnelSecret::generate();
+    let tunnel = Tunnel::new("prod", edge.state().account_tag(), &secret);
+    let device_secret = TunnelSecret::generate();
+    let user = User::new("alice@example.com", vec!["sre".into()]);
+    let device = Device::new(user.id, "laptop", &device_secret);
+    let vnet = edge
+        .state()
+        .db()
+        .read()
+        .unwrap()
+        .default_vnet()
+        .unwrap()
+        .unwrap()
+        .id;
+    let (t, d) = (tunnel.clone(), device.clone());
+    let routes: Vec<String> = routes.iter().map(|r| r.to_string()).collect();
+    update(edge, move |txn| {
+        txn.put(&t).unwrap();
+        txn.put(&user).unwrap();
+        txn.put(&d).unwrap();
+        for r in &routes {
+            txn.put(&Route::new(r.parse().unwrap(), vnet, t.id))
+                .unwrap();
+        }
+        for rule in &rules {
+            txn.put(rule).unwrap();
+        }
+    })
+    .await;
+    Setup {
+        tunnel,
+        secret,
+        device,
+        device_secret,
+        vnet,
+    }
+}
+
+fn l4_rule(name: &str, precedence: i64, action: &str, traffic: &str) -> Rule {
+    let mut r = Rule::new(name, precedence, action, vec!["l4".into()]);
+    r.traffic = Some(traffic.into());
+    r
+}
+
+fn allow_all() -> Rule {
+    l4_rule("allow loopback", 100, "allow", "net.dst.port > 0")
+}
+
+async fn connect_connector(
+    edge: &EdgeHandle,
+    ep: &PeerEndpoint,
+    s: &Setup,
+    index: u8,
+) -> Result<ConnectorConnection, ConnectError> {
+    let reg = ConnectorRegistration {
+        claim: ConnectorClaim {
+            tunnel_id: s.tunnel.id,
+            account_tag: edge.state().account_tag().into(),
+            connector_id: Uuid::new_v4(),
+            conn_index: index,
+        },
+        software_version: "test-connector 1".into(),
+        features: vec![],
+    };
+    let conn = ep
+        .connect_connector(
+            edge.local_addr(),
+            "localhost",
+            reg,
+            &s.secret.derive_auth_key(),
+        )
+        .await?;
+    // The connector hears "registered" just before the edge's registry holds it.
+    let id = conn.registered().connection_id;
+    let live = edge.live_view();
+    wait_for(|| {
+        live.tunnel_connections(s.tunnel.id)
+            .iter()
+            .any(|c| c.connection_id == id)
+    })
+    .await;
+    Ok(conn)
+}
+
+/// Serves every flow by dialing its destination and copying both ways with half-close.
+fn serve_flows(conn: Arc<ConnectorConnection>) {
+    tokio::spawn(async move {
+        while let Some((header, responder)) = conn.accept_flow().await {
+            tokio::spawn(async move {
+                let tcp = match TcpStream::connect(header.dest).await {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let _ = responder
+                            .reject(zt_proto::FlowStatus::new(
+                                FlowStatusCode::ConnectRefused,
+                                "",
+                            ))
+                            .await;
+                        return;
+                    }
+                };
+                let flow = responder.accept().await.unwrap();
+                let (mut fr, mut fw) = tokio::io::split(flow);
+                let (mut tr, mut tw) = tcp.into_split();
+                let up = async {
+                    let _ = tokio::io::copy(&mut fr, &mut tw).await;
+                    let _ = tw.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut tr, &mut fw).await;
+                    let _ = fw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+}
+
+async fn connect_client(
+    edge: &EdgeHandle,
+    ep: &PeerEndpoint,
+    device: Uuid,
+    secret: &TunnelSecret,
+) -> Result<ClientConnection, ConnectError> {
+    let reg = ClientRegistration {
+        claim: ClientClaim {
+            device_id: device,
+            vnet: String::new(),
+        },
+        software_version: "test-client 1".into(),
+        features: vec![],
+    };
+    ep.connect_client(
+        edge.local_addr(),
+        "localhost",
+        reg,
+        &secret.derive_auth_key(),
+    )
+    .await
+}
+
+/// An origin that reads everything, then answers with its SHA-256 and `reply_len` bytes.
+async fn hashing_origin(addr: &str, reply_len: usize) -> SocketAddr {
+    let l = TcpListener::bind(addr).await.unwrap();
+    let local = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                s.write_all(digest::digest(&digest::SHA256, &got).as_ref())
+                    .await
+                    .unwrap();
+                s.write_all(&pattern(reply_len)).await.unwrap();
+                s.shutdown().await.unwrap();
+            });
+        }
+    });
+    local
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+async fn open(
+    client: &ClientConnection,
+    dest: SocketAddr,
+) -> Result<zt_proto::FlowStream, OpenError> {
+    client.open_flow(dest, Protocol::Tcp, vec![]).await
+}
+
+fn refused_code(r: Result<zt_proto::FlowStream, OpenError>) -> zt_proto::FlowStatus {
+    match r {
+        Err(OpenError::Refused(status)) => status,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Sends `payload`, half-closes, reads the origin's hash and reply, checks both.
+async fn round_trip(mut flow: zt_proto::FlowStream, payload: &[u8], reply_len: usize) {
+    flow.write_all(payload).await.unwrap();
+    flow.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(WAIT, flow.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.len(), 32 + reply_len);
+    assert_eq!(
+        &back[..32],
+        digest::digest(&digest::SHA256, payload).as_ref()
+    );
+    assert_eq!(&back[32..], &pattern(reply_len)[..]);
+}
+
+fn audit_lines(edge: &EdgeHandle, kind: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(edge.state().audit_log_path()).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == kind)
+        .collect()
+}
+
+async fn wait_for(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_flows_reach_v4_and_v6_origins_through_the_connector() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let s = setup(&edge, &["127.0.0.0/8", "::1/128"], vec![allow_all()]).await;
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    assert_eq!(conn.registered().edge_name, "test-edge");
+    serve_flows(conn.clone());
+    let live = edge.live_view().tunnel_connections(s.tunnel.id);
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].version, "test-connector 1");
+
+    let v4 = hashing_origin("127.0.0.1:0", 100_000).await;
+    let v6 = hashing_origin("[::1]:0", 50_000).await;
+    let client_ep = endpoint(edge.state());
+    let client = connect_client(&edge, &client_ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    let payload = pattern(300_000);
+    let t = Instant::now();
+    round_trip(open(&client, v4).await.unwrap(), &payload, 100_000).await;
+    round_trip(open(&client, v6).await.unwrap(), &payload[..1000], 50_000).await;
+    println!("two flows through the edge in {:?}", t.elapsed());
+
+    // One audit line per flow, with bytes each way and the connector.
+    wait_for(|| audit_lines(&edge, "flow").len() >= 2).await;
+    let flows = audit_lines(&edge, "flow");
+    assert_eq!(flows.len(), 2);
+    assert_eq!(flows[0]["bytes_up"], 300_000);
+    assert_eq!(flows[0]["bytes_down"], 32 + 100_000);
+    assert_eq!(flows[0]["close_reason"], "completed");
+    assert_eq!(flows[0]["rule_name"], "allow loopback");
+    assert_eq!(flows[0]["identity_email"], "alice@example.com");
+    assert_eq!(flows[0]["connector_kind"], "zt");
+    assert_eq!(flows[0]["connector_version"], "test-connector 1");
+    assert_eq!(flows[1]["destination"], v6.to_string());
+    assert_eq!(flows[0]["vnet"], s.vnet.to_string());
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_are_refused_alike_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let s = setup(&edge, &["127.0.0.0/8"], vec![]).await;
+    let ep = endpoint(edge.state());
+
+    // A wrong tunnel secret.
+    let wrong = setup_like(&s);
+    let e1 = connect_connector(&edge, &ep, &wrong, 0).await.unwrap_err();
+    // An unknown device.
+    let e2 = connect_client(&edge, &ep, Uuid::new_v4(), &s.device_secret)
+        .await
+        .unwrap_err();
+    // A deleted tunnel, with its right secret.
+    let mut deleted = s.tunnel.clone();
+    deleted.deleted_at = Some(zt_edge::Timestamp::now());
+    update(&edge, move |txn| {
+        for r in txn.list::<Route>().unwrap() {
+            txn.delete::<Route>(r.id).unwrap();
+        }
+        txn.put(&deleted).unwrap();
+    })
+    .await;
+    let e3 = connect_connector(&edge, &ep, &s, 0).await.unwrap_err();
+    let msg = |e: &ConnectError| match e {
+        ConnectError::Refused(r) => (r.code, r.message.clone()),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(msg(&e1), msg(&e2));
+    assert_eq!(msg(&e1), msg(&e3));
+
+    let refusals = audit_lines(&edge, "auth_refusal");
+    assert_eq!(refusals.len(), 3, "{refusals:?}");
+    assert_eq!(refusals[0]["role"], "connector");
+    assert_eq!(refusals[0]["claimed_id"], s.tunnel.id.to_string());
+    assert_eq!(refusals[1]["role"], "client");
+    assert_eq!(refusals[2]["claimed_id"], s.tunnel.id.to_string());
+    edge.shutdown().await;
+}
+
+fn setup_like(s: &Setup) -> Setup {
+    Setup {
+        tunnel: s.tunnel.clone(),
+        secret: TunnelSecret::generate(),
+        device: s.device.clone(),
+        device_secret: TunnelSecret::generate(),
+        vnet: s.vnet,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_proofs_are_rate_limited_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.auth_rate_limit.burst = 2;
+    c.auth_rate_limit.per_minute = 0.0;
+    let edge = Edge::start(c).await.unwrap();
+    let s = setup(&edge, &[], vec![]).await;
+    let ep = endpoint(edge.state());
+    for _ in 0..2 {
+        let e = connect_client(&edge, &ep, Uuid::new_v4(), &s.device_secret).await;
+        assert!(e.is_err());
+    }
+    // Now even the right secret is turned away from this address.
+    let e = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::Refused(_)), "{e:?}");
+    let refusals = audit_lines(&edge, "auth_refusal");
+    assert!(refusals[2]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("rate-limited"));
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_errors_for_no_route_denied_default_block_and_no_connector() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let deny = l4_rule("no ssh", 10, "block", "net.dst.port == 22");
+    let allow = l4_rule("web", 20, "allow", "net.dst.port in {443 8443}");
+    let s = setup(&edge, &["127.0.0.0/8"], vec![deny, allow]).await;
+    let ep = endpoint(edge.state());
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+
+    // Denied by a named rule.
+    let st = refused_code(open(&client, "127.0.0.1:22".parse().unwrap()).await);
+    assert_eq!(st.code, FlowStatusCode::Denied);
+    assert_eq!(st.to_string(), "denied by rule no ssh");
+    // No rule matches: the l4 default blocks.
+    let st = refused_code(open(&client, "127.0.0.1:80".parse().unwrap()).await);
+    assert_eq!(st.code, FlowStatusCode::Denied);
+    // Allowed, but no route.
+    let st = refused_code(open(&client, "192.0.2.1:443".parse().unwrap()).await);
+    assert_eq!(st.code, FlowStatusCode::NoRoute);
+    // Allowed and routed, but the tunnel has no connector.
+    let st = refused_code(open(&client, "127.0.0.1:443".parse().unwrap()).await);
+    assert_eq!(st.code, FlowStatusCode::NoConnector);
+    // With a connector, the origin's refusal comes back typed.
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn.clone());
+    let st = refused_code(open(&client, "127.0.0.1:8443".parse().unwrap()).await);
+    assert_eq!(st.code, FlowStatusCode::ConnectRefused);
+
+    wait_for(|| audit_lines(&edge, "flow").len() >= 5).await;
+    let reasons: Vec<_> = audit_lines(&edge, "flow")
+        .iter()
+        .map(|f| f["close_reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "denied",
+            "denied",
+            "no_route",
+            "no_connector",
+            "connect_failed"
+        ]
+    );
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_off_rule_passes_a_server_speaks_first_flow_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    // Long enough that waiting for first bytes would be plain in the measurement.
+    c.first_bytes.timeout = Duration::from_secs(3);
+    let edge = Edge::start(c).await.unwrap();
+    let banner_origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = banner_origin.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = banner_origin.accept().await.unwrap();
+            s.write_all(b"SSH-2.0-origin\r\n").await.unwrap();
+        }
+    });
+    let mut off = Rule::new("Don't inspect the API", 10000, "off", vec!["http".into()]);
+    off.traffic = Some(format!("any(http.conn.dst_ip[*] in {{{}}})", origin.ip()));
+    // An http block rule exists, so without the off rule the edge would read first bytes.
+    let mut block = Rule::new("no example.org", 5, "block", vec!["http".into()]);
+    block.traffic = Some("http.request.host == \"example.org\"".into());
+    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all(), off, block]).await;
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn.clone());
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let mut flow = open(&client, origin).await.unwrap();
+    let mut banner = [0u8; 16];
+    tokio::time::timeout(WAIT, flow.read_exact(&mut banner))
+        .await
+        .unwrap()
+        .unwrap();
+    let took = t.elapsed();
+    println!("server-speaks-first banner through an off rule in {took:?}");
+    assert_eq!(&banner, b"SSH-2.0-origin\r\n");
+    assert!(
+        took < Duration::from_secs(3),
+        "the edge waited for first bytes: {took:?}"
+    );
+    drop(flow);
+    wait_for(|| !audit_lines(&edge, "flow").is_empty()).await;
+    let f = &audit_lines(&edge, "flow")[0];
+    assert_eq!(f["action"], "off");
+    assert_eq!(f["phase"], "http");
+    assert_eq!(f["rule_name"], "Don't inspect the API");
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_phase_reads_the_host_and_forwards_the_bytes_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let mut block = Rule::new("no example.org", 5, "block", vec!["http".into()]);
+    block.traffic = Some("http.request.host == \"example.org\"".into());
+    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all(), block]).await;
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn.clone());
+    let origin = hashing_origin("127.0.0.1:0", 10).await;
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    // Allowed host: every byte, the ones the edge read included, reaches the origin.
+    let req = b"GET / HTTP/1.1\r\nHost: kube.internal\r\n\r\nbody".to_vec();
+    round_trip(open(&client, origin).await.unwrap(), &req, 10).await;
+    // Blocked host: the flow is reset.
+    let mut flow = open(&client, origin).await.unwrap();
+    flow.write_all(b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(WAIT, flow.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    let err = r.unwrap_err();
+    assert_eq!(
+        zt_proto::FlowError::reset_code(&err),
+        Some(zt_proto::ResetCode::REFUSED)
+    );
+    wait_for(|| audit_lines(&edge, "flow").len() >= 2).await;
+    let f = &audit_lines(&edge, "flow")[1];
+    assert_eq!(f["rule_name"], "no example.org");
+    assert_eq!(f["close_reason"], "denied");
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_and_posture_rules_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let mut sre = l4_rule("sre only", 10, "block", "net.dst.port == 7000");
+    sre.identity = Some("not any(identity.groups[*] == \"admins\")".into());
+    let mut posture = l4_rule("encrypted disks", 20, "allow", "net.dst.port > 0");
+    posture.device_posture = Some("device.posture.disk_encrypted".into());
+    let s = setup(&edge, &["127.0.0.0/8"], vec![sre, posture]).await;
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn.clone());
+    let origin = hashing_origin("127.0.0.1:0", 1).await;
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    // Alice is in "sre", not "admins": the identity rule blocks port 7000.
+    let st = refused_code(open(&client, "127.0.0.1:7000".parse().unwrap()).await);
+    assert_eq!(st.to_string(), "denied by rule sre only");
+    // No posture reported: the posture rule does not match, the default blocks.
+    let st = refused_code(open(&client, origin).await);
+    assert_eq!(st.code, FlowStatusCode::Denied);
+    client
+        .report_posture(PostureReport {
+            checks: vec![PostureCheck {
+                name: "disk_encrypted".into(),
+                passed: true,
+            }],
+        })
+        .await
+        .unwrap();
+    // The report is applied by the session task; wait until a flow passes.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match open(&client, origin).await {
+            Ok(flow) => {
+                round_trip(flow, b"hi", 1).await;
+                break;
+            }
+            Err(OpenError::Refused(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_past_its_lifetime_is_sent_away_and_age_feeds_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.max_session_lifetime = Some(Duration::from_secs(2));
+    c.session_drain = Duration::from_millis(500);
+    let edge = Edge::start(c).await.unwrap();
+    // Flows of a session older than one second are blocked by rule.
+    let old = l4_rule(
+        "fresh sessions only",
+        10,
+        "block",
+        "session.age_seconds >= 1",
+    );
+    let s = setup(&edge, &["127.0.0.0/8"], vec![old, allow_all()]).await;
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn.clone());
+    let origin = hashing_origin("127.0.0.1:0", 1).await;
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    round_trip(open(&client, origin).await.unwrap(), b"young", 1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let st = refused_code(open(&client, origin).await);
+    assert_eq!(st.to_string(), "denied by rule fresh sessions only");
+    let t = Instant::now();
+    let went_away = tokio::time::timeout(WAIT, async {
+        loop {
+            match client.next_event().await {
+                Some(PeerEvent::GoAway(g)) => return g,
+                Some(_) => continue,
+                None => panic!("control stream ended without go-away"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    println!("go-away {:?} after the lifetime check", t.elapsed());
+    assert!(went_away.reason.contains("lifetime"));
+    tokio::time::timeout(WAIT, client.closed()).await.unwrap();
+    // A new session authenticates again and is young.
+    let again = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    round_trip(open(&again, origin).await.unwrap(), b"again", 1).await;
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_added_live_is_pushed_and_usable_while_open_flows_keep_flowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let s = setup(&edge, &["127.0.0.1/32"], vec![allow_all()]).await;
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn.clone());
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = echo.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let v6 = hashing_origin("[::1]:0", 5).await;
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, client.next_event())
+        .await
+        .unwrap();
+    match first {
+        Some(PeerEvent::RoutesPushed(p)) => {
+            assert_eq!(
+                p.routes,
+                vec!["127.0.0.1/32".parse::<ipnet::IpNet>().unwrap()]
+            )
+        }
+        other => panic!("expected the first route push, got {other:?}"),
+    }
+    let mut open_flow = open(&client, echo_addr).await.unwrap();
+    open_flow.write_all(b"before").await.unwrap();
+    let mut buf = [0u8; 6];
+    open_flow.read_exact(&mut buf).await.unwrap();
+    assert_eq!(
+        refused_code(open(&client, v6).await).code,
+        FlowStatusCode::NoRoute
+    );
+
+    let tunnel = s.tunnel.id;
+    let vnet = s.vnet;
+    let t = Instant::now();
+    update(&edge, move |txn| {
+        txn.put(&Route::new("::1/128".parse().unwrap(), vnet, tunnel))
+            .unwrap();
+    })
+    .await;
+    let pushed = tokio::time::timeout(WAIT, client.next_event())
+        .await
+        .unwrap();
+    println!("route push {:?} after the commit", t.elapsed());
+    match pushed {
+        Some(PeerEvent::RoutesPushed(p)) => assert_eq!(p.routes.len(), 2),
+        other => panic!("expected a route push, got {other:?}"),
+    }
+    round_trip(open(&client, v6).await.unwrap(), b"new route", 5).await;
+    // The flow opened before the change still carries bytes.
+    open_flow.write_all(b"after!").await.unwrap();
+    open_flow.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"after!");
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_open_is_retried_on_another_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let ep = endpoint(edge.state());
+    // The first connection accepts flow requests and never answers them.
+    let silent = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    let held = silent.clone();
+    tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Some(req) = held.accept_flow().await {
+            kept.push(req);
+        }
+    });
+    let good = Arc::new(connect_connector(&edge, &ep, &s, 1).await.unwrap());
+    serve_flows(good.clone());
+    let origin = hashing_origin("127.0.0.1:0", 3).await;
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    round_trip(open(&client, origin).await.unwrap(), b"retry me", 3).await;
+    println!(
+        "flow opened after one unanswered attempt in {:?}",
+        t.elapsed()
+    );
+    let live = edge.live_view().tunnel_connections(s.tunnel.id);
+    let silent_id = silent.registered().connection_id;
+    let silent_view = live.iter().find(|c| c.connection_id == silent_id).unwrap();
+    assert!(!silent_view.healthy, "{live:?}");
+    // Later flows go to the healthy connection without waiting.
+    round_trip(open(&client, origin).await.unwrap(), b"again", 3).await;
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_travels_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn.clone());
+    // The origin reads to EOF (the client's FIN), then sends 4 MiB.
+    let origin = hashing_origin("127.0.0.1:0", 4 << 20).await;
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    round_trip(
+        open(&client, origin).await.unwrap(),
+        b"request then FIN",
+        4 << 20,
+    )
+    .await;
+    println!("4 MiB after a half-close in {:?}", t.elapsed());
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_edge_keeps_its_ca_and_accepts_the_same_connector_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let s = setup(&edge, &["127.0.0.0/8"], vec![]).await;
+    let fingerprint = edge.state().ca_fingerprint().to_owned();
+    let ca = edge.state().ca_cert_der().to_vec();
+    edge.shutdown().await;
+
+    let edge = start(dir.path()).await;
+    assert_eq!(edge.state().ca_fingerprint(), fingerprint);
+    let ep = PeerEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &EdgeTrust::ca_der(ca),
+        TransportSettings::default(),
+    )
+    .unwrap();
+    let _conn = connect_connector(&edge, &ep, &s, 0).await.unwrap();
+    assert_eq!(edge.live_view().tunnel_connections(s.tunnel.id).len(), 1);
+    edge.shutdown().await;
+}
