@@ -21,9 +21,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use zt_creds::{
-    CaFingerprint, DeviceCredentials, ExistingFile, TunnelCredentials, TunnelToken,
-};
+use zt_creds::{CaFingerprint, DeviceCredentials, ExistingFile, TunnelCredentials, TunnelToken};
 
 const EXIT_REFUSED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 3;
@@ -511,7 +509,11 @@ struct AdminClient {
 
 impl AdminClient {
     fn new(opts: &AdminOpts) -> CliResult<Self> {
-        let env_path = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env_path = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let state_dir = opts.state_dir.clone().unwrap_or_else(default_state_dir);
         let url = match opts
             .admin_url
@@ -834,10 +836,7 @@ pub(crate) fn tunnel(args: TunnelArgs) -> anyhow::Result<ExitCode> {
             println!("NAME:         {}", s(&v["name"]));
             println!("CREATED:      {}", s(&v["created_at"]));
             println!("CLOUDFLARED:  {}", s(&v["accepts_cloudflared"]));
-            println!(
-                "CONNECTIONS:  {}",
-                connections_summary(&v["connections"])
-            );
+            println!("CONNECTIONS:  {}", connections_summary(&v["connections"]));
             if !arr(&v["connections"]).is_empty() {
                 println!();
                 let rows: Vec<Vec<String>> = arr(&v["connections"])
@@ -861,7 +860,15 @@ pub(crate) fn tunnel(args: TunnelArgs) -> anyhow::Result<ExitCode> {
                     })
                     .collect();
                 print_table(
-                    &["CONNECTOR", "INDEX", "EDGE", "ORIGIN", "VERSION", "FLOWS", "STATE"],
+                    &[
+                        "CONNECTOR",
+                        "INDEX",
+                        "EDGE",
+                        "ORIGIN",
+                        "VERSION",
+                        "FLOWS",
+                        "STATE",
+                    ],
                     &rows,
                 );
             }
@@ -940,7 +947,9 @@ fn tunnel_create(
         return Ok(());
     }
     let path = credentials_file.unwrap_or_else(|| PathBuf::from(format!("{id}.json")));
-    write_secret_file(&path, format!("tunnel {name} ({id})"), |p| creds.write(p, ExistingFile::Refuse))?;
+    write_secret_file(&path, format!("tunnel {name} ({id})"), |p| {
+        creds.write(p, ExistingFile::Refuse)
+    })?;
     if c.json() {
         print_json(&json!({ "tunnel": v["tunnel"], "credentials_file": path }));
     } else {
@@ -1030,10 +1039,7 @@ pub(crate) fn route(args: RouteArgs) -> anyhow::Result<ExitCode> {
                     routes.extend(arr(&v["also_covering"]).iter().cloned());
                     let mut rows = route_rows(&Value::Array(routes));
                     for (i, r) in rows.iter_mut().enumerate() {
-                        r.insert(
-                            0,
-                            if i == 0 { "matched" } else { "also covers" }.to_owned(),
-                        );
+                        r.insert(0, if i == 0 { "matched" } else { "also covers" }.to_owned());
                     }
                     println!();
                     let header: Vec<&str> = std::iter::once("").chain(ROUTE_HEADER).collect();
@@ -1110,7 +1116,11 @@ pub(crate) fn vnet(args: VnetArgs) -> anyhow::Result<ExitCode> {
             }
             VnetCommand::Delete { vnet } => {
                 let v = c.call("DELETE", &path(&vnet), None)?;
-                let said = format!("Deleted virtual network {} ({})", s(&v["name"]), s(&v["id"]));
+                let said = format!(
+                    "Deleted virtual network {} ({})",
+                    s(&v["name"]),
+                    s(&v["id"])
+                );
                 (v, said)
             }
             VnetCommand::Default { vnet } => {
@@ -1277,7 +1287,11 @@ pub(crate) fn rule(args: RuleArgs) -> anyhow::Result<ExitCode> {
                         s(&v["id"]),
                         s(&v["action"]),
                         s(&v["precedence"]),
-                        arr(&v["filters"]).iter().map(s).collect::<Vec<_>>().join(", ")
+                        arr(&v["filters"])
+                            .iter()
+                            .map(s)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                 }
                 v
@@ -1292,14 +1306,25 @@ pub(crate) fn rule(args: RuleArgs) -> anyhow::Result<ExitCode> {
                                 s(&r["precedence"]),
                                 s(&r["name"]),
                                 s(&r["action"]),
-                                arr(&r["filters"]).iter().map(s).collect::<Vec<_>>().join(","),
+                                arr(&r["filters"])
+                                    .iter()
+                                    .map(s)
+                                    .collect::<Vec<_>>()
+                                    .join(","),
                                 if r["enabled"] == true { "yes" } else { "no" }.to_owned(),
                                 s(&r["traffic"]),
                             ]
                         })
                         .collect();
                     print_table(
-                        &["PRECEDENCE", "NAME", "ACTION", "FILTERS", "ENABLED", "TRAFFIC"],
+                        &[
+                            "PRECEDENCE",
+                            "NAME",
+                            "ACTION",
+                            "FILTERS",
+                            "ENABLED",
+                            "TRAFFIC",
+                        ],
                         &rows,
                     );
                 }
@@ -1365,11 +1390,10 @@ pub(crate) fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
                     Some(&json!({ "email": email, "groups": groups, "edge": edge,
                                   "device_name": device_name })),
                 )?;
-                let creds =
-                    DeviceCredentials::from_json(v["credentials"].to_string().as_bytes())
-                        .map_err(|e| {
-                            CliError::Local(format!("the edge sent unusable credentials: {e}"))
-                        })?;
+                let creds = DeviceCredentials::from_json(v["credentials"].to_string().as_bytes())
+                    .map_err(|e| {
+                    CliError::Local(format!("the edge sent unusable credentials: {e}"))
+                })?;
                 let path = output_file.unwrap_or_else(|| {
                     PathBuf::from(format!("zt-device-{}.json", creds.device_id))
                 });
@@ -1403,7 +1427,11 @@ pub(crate) fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
                             vec![
                                 s(&u["id"]),
                                 s(&u["email"]),
-                                arr(&u["groups"]).iter().map(s).collect::<Vec<_>>().join(","),
+                                arr(&u["groups"])
+                                    .iter()
+                                    .map(s)
+                                    .collect::<Vec<_>>()
+                                    .join(","),
                                 arr(&u["devices"]).len().to_string(),
                                 s(&u["created_at"]),
                             ]

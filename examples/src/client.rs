@@ -1,13 +1,207 @@
-//! `zt client`.
+//! `zt client`: the client on an engineer's device — a port forward or a SOCKS5 proxy into
+//! the private network, over one self-healing connection to the edge.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Args;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use tracing::{info, warn};
+use zt_client::{Client, ClientOptions, EdgeTrust, PostureSpec};
+use zt_creds::{DeviceCredentials, PermissionMode};
 
 /// `zt client` arguments.
 #[derive(Debug, Args)]
-pub(crate) struct ClientArgs {}
+pub(crate) struct ClientArgs {
+    /// The device credentials file (default: $HOME/.zt/device.json).
+    #[arg(long, value_name = "FILE", global = true)]
+    credentials: Option<PathBuf>,
 
-pub(crate) fn run(_args: ClientArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`zt client` is not available in this build yet")
+    /// How strictly the credentials file's permissions are checked.
+    #[arg(long, value_name = "MODE", default_value = "default", global = true)]
+    credentials_permissions: PermissionMode,
+
+    /// The virtual network to use (default: the one in the credentials).
+    #[arg(long, value_name = "VNET", global = true)]
+    vnet: Option<String>,
+
+    /// A device posture check: file:NAME=PATH, command:NAME=CMD or env:NAME=VAR[=VALUE].
+    /// Repeat for several.
+    #[arg(long = "posture", value_name = "SPEC", global = true)]
+    posture: Vec<PostureSpec>,
+
+    /// Edge address (host:port) to use instead of the credentials' list. Repeat for several.
+    #[arg(long = "edge", value_name = "ADDR", global = true)]
+    edges: Vec<String>,
+
+    /// Trust the edge through this CA certificate file (PEM or DER) instead of the
+    /// fingerprint in the credentials.
+    #[arg(long, value_name = "FILE", global = true)]
+    edge_ca: Option<PathBuf>,
+
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Forward a local port to one private address.
+    Forward {
+        /// Local address to listen on.
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// The private address every connection goes to.
+        #[arg(long, value_name = "ADDR")]
+        to: SocketAddr,
+        /// Forward UDP instead of TCP (each local peer gets its own flow).
+        #[arg(long)]
+        udp: bool,
+        /// Seconds a UDP peer may stay silent before its flow closes.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        udp_idle: u64,
+    },
+    /// Run a SOCKS5 proxy (for kubectl: `proxy-url: socks5://127.0.0.1:1080`).
+    Socks {
+        /// Local address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
+        listen: SocketAddr,
+    },
+}
+
+fn credentials_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let home = std::env::var_os("HOME")
+        .context("no --credentials given and $HOME is not set to find ~/.zt/device.json")?;
+    Ok(PathBuf::from(home).join(".zt").join("device.json"))
+}
+
+pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let path = credentials_path(args.credentials.clone())?;
+    let creds = DeviceCredentials::load(&path, args.credentials_permissions)
+        .with_context(|| format!("cannot use the device credentials {}", path.display()))?;
+    let mut options = ClientOptions {
+        vnet: args.vnet.clone(),
+        posture: args.posture.clone(),
+        ..ClientOptions::default()
+    };
+    if !args.edges.is_empty() {
+        options.edges = Some(args.edges.clone());
+    }
+    if let Some(ca) = &args.edge_ca {
+        let bytes = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        options.trust = Some(
+            EdgeTrust::ca_file_contents(&bytes)
+                .with_context(|| format!("cannot use {} as the edge CA", ca.display()))?,
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(creds, options, args.mode))
+}
+
+async fn serve(
+    creds: DeviceCredentials,
+    options: ClientOptions,
+    mode: Mode,
+) -> anyhow::Result<ExitCode> {
+    let client = Arc::new(
+        Client::connect(&creds, options)
+            .await
+            .context("cannot connect to the edge")?,
+    );
+    if let zt_client::ConnectionState::Connected { edge, edge_name } = client.state() {
+        info!(
+            "connected to edge {edge_name} at {edge} as {}",
+            creds.user_email
+        );
+    }
+    let work = async {
+        match mode {
+            Mode::Forward {
+                listen,
+                to,
+                udp: false,
+                ..
+            } => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let local = listener.local_addr()?;
+                info!("forwarding TCP {local} -> {to} through the edge; press Ctrl-C to stop");
+                zt_client::forward_tcp(client.clone(), listener, to)
+                    .await
+                    .context("the TCP forward stopped")
+            }
+            Mode::Forward {
+                listen,
+                to,
+                udp: true,
+                udp_idle,
+            } => {
+                let socket = tokio::net::UdpSocket::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on UDP {listen}"))?;
+                let local = socket.local_addr()?;
+                info!("forwarding UDP {local} -> {to} through the edge; press Ctrl-C to stop");
+                zt_client::forward_udp(
+                    client.clone(),
+                    socket,
+                    to,
+                    Duration::from_secs(udp_idle.max(1)),
+                )
+                .await
+                .context("the UDP forward stopped")
+            }
+            Mode::Socks { listen } => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let local = listener.local_addr()?;
+                info!("SOCKS5 proxy listening on {local} (kubeconfig: proxy-url: socks5://{local}); press Ctrl-C to stop");
+                zt_client::serve_socks(client.clone(), listener)
+                    .await
+                    .context("the SOCKS5 proxy stopped")
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = work => r.map(|()| ExitCode::SUCCESS),
+        signal = stop_signal() => {
+            info!("{signal} received; closing the forwarded connections and the edge connection");
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    client.shutdown();
+    result
+}
+
+/// Waits for Ctrl-C or SIGTERM and names which came.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the client");
+                let _ = tokio::signal::ctrl_c().await;
+                "Ctrl-C"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }

@@ -23,7 +23,8 @@ impl Edge {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("edge");
-        let state = Arc::new(EdgeState::open_or_init(&state_dir, &StateOptions::default()).unwrap());
+        let state =
+            Arc::new(EdgeState::open_or_init(&state_dir, &StateOptions::default()).unwrap());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -140,7 +141,10 @@ fn tunnel_create_writes_private_credentials_and_list_shows_the_tunnel() {
     for col in ["ID", "NAME", "CREATED", "CONNECTIONS"] {
         assert!(header.contains(col), "{table}");
     }
-    assert!(table.contains("prod-cluster") && table.contains(&id), "{table}");
+    assert!(
+        table.contains("prod-cluster") && table.contains(&id),
+        "{table}"
+    );
     assert!(!table.contains("third"), "{table}");
     let list = edge.json(&["tunnel", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 2);
@@ -158,7 +162,14 @@ fn tunnel_create_writes_private_credentials_and_list_shows_the_tunnel() {
 #[test]
 fn tunnel_create_token_carries_edge_and_ca_fingerprint() {
     let edge = Edge::start();
-    let out = edge.ok(&["tunnel", "create", "tok", "--token", "--edge", "127.0.0.1:7844"]);
+    let out = edge.ok(&[
+        "tunnel",
+        "create",
+        "tok",
+        "--token",
+        "--edge",
+        "127.0.0.1:7844",
+    ]);
     let token = TunnelToken::parse(out.trim()).unwrap();
     assert_eq!(token.edge, vec!["127.0.0.1:7844".to_owned()]);
     assert_eq!(
@@ -178,7 +189,15 @@ fn tunnel_create_token_carries_edge_and_ca_fingerprint() {
 fn routes_vnets_and_their_refusals() {
     let edge = Edge::start();
     edge.ok(&["tunnel", "create", "k8s"]);
-    edge.ok(&["route", "ip", "add", "10.0.0.0/8", "k8s", "--comment", "all"]);
+    edge.ok(&[
+        "route",
+        "ip",
+        "add",
+        "10.0.0.0/8",
+        "k8s",
+        "--comment",
+        "all",
+    ]);
     let added = edge.json(&["route", "ip", "add", "10.1.0.0/16", "k8s"]);
     let narrow = added["id"].as_str().unwrap().to_owned();
 
@@ -199,7 +218,15 @@ fn routes_vnets_and_their_refusals() {
     assert_eq!(got["also_covering"][0]["network"], "10.0.0.0/8");
 
     edge.ok(&["vnet", "add", "staging", "--comment", "test"]);
-    edge.ok(&["route", "ip", "add", "10.1.0.0/16", "k8s", "--vnet", "staging"]);
+    edge.ok(&[
+        "route",
+        "ip",
+        "add",
+        "10.1.0.0/16",
+        "k8s",
+        "--vnet",
+        "staging",
+    ]);
     let stderr = edge.fails(&["vnet", "delete", "staging"], 1);
     assert!(stderr.contains("10.1.0.0/16"), "{stderr}");
     let shown = edge.json(&["route", "ip", "show", "--vnet", "staging"]);
@@ -208,7 +235,12 @@ fn routes_vnets_and_their_refusals() {
     edge.ok(&["vnet", "rename", "staging", "lab"]);
     edge.ok(&["vnet", "default", "lab"]);
     let vnets = edge.ok(&["vnet", "list"]);
-    assert!(vnets.lines().any(|l| l.contains("lab") && l.contains("yes")), "{vnets}");
+    assert!(
+        vnets
+            .lines()
+            .any(|l| l.contains("lab") && l.contains("yes")),
+        "{vnets}"
+    );
     edge.ok(&["vnet", "default", "default"]);
     edge.ok(&["vnet", "delete", "lab"]);
 
@@ -221,7 +253,11 @@ fn routes_vnets_and_their_refusals() {
 fn lists_and_rules_with_the_caret_diagnostic() {
     let edge = Edge::start();
     let items = edge.dir.path().join("ips.txt");
-    std::fs::write(&items, "# the API server\n198.51.100.101\n\n2001:db8::101/128\n").unwrap();
+    std::fs::write(
+        &items,
+        "# the API server\n198.51.100.101\n\n2001:db8::101/128\n",
+    )
+    .unwrap();
     let out = edge.ok(&[
         "list",
         "create",
@@ -233,7 +269,10 @@ fn lists_and_rules_with_the_caret_diagnostic() {
         "--file",
         items.to_str().unwrap(),
     ]);
-    assert!(out.contains("2 item(s)") && out.contains("$k8s_api"), "{out}");
+    assert!(
+        out.contains("2 item(s)") && out.contains("$k8s_api"),
+        "{out}"
+    );
     let stderr = edge.fails(&["list", "create", "bad", "--type", "IP", "10.0.0.1/8"], 1);
     assert!(stderr.contains("10.0.0.0/8"), "{stderr}");
 
@@ -267,12 +306,27 @@ fn lists_and_rules_with_the_caret_diagnostic() {
     assert!(stderr.contains("net.dst.port == == 22"), "{stderr}");
     assert!(stderr.contains('^'), "{stderr}");
     let stderr = edge.fails(
-        &["rule", "create", "dup", "--precedence", "10", "--action", "block"],
+        &[
+            "rule",
+            "create",
+            "dup",
+            "--precedence",
+            "10",
+            "--action",
+            "block",
+        ],
         1,
     );
     assert!(stderr.contains("allow k8s"), "{stderr}");
 
-    edge.ok(&["rule", "update", "allow k8s", "--precedence", "30", "--disable"]);
+    edge.ok(&[
+        "rule",
+        "update",
+        "allow k8s",
+        "--precedence",
+        "30",
+        "--disable",
+    ]);
     let rules = edge.json(&["rule", "list"]);
     assert_eq!(rules[0]["precedence"], 30);
     assert_eq!(rules[0]["enabled"], false);
@@ -311,7 +365,10 @@ fn user_add_writes_private_device_credentials_and_account_shows_the_pin() {
     assert_eq!(mode(&path), 0o600);
     let creds = DeviceCredentials::load(&path, PermissionMode::Strict).unwrap();
     assert_eq!(creds.user_email, "ana@example.com");
-    assert_eq!(creds.ca_fingerprint.to_string(), edge.state.ca_fingerprint());
+    assert_eq!(
+        creds.ca_fingerprint.to_string(),
+        edge.state.ca_fingerprint()
+    );
     let stderr = edge.fails(
         &[
             "user",
@@ -329,7 +386,10 @@ fn user_add_writes_private_device_credentials_and_account_shows_the_pin() {
     let users = edge.json(&["user", "list"]);
     assert_eq!(users[0]["groups"], serde_json::json!(["sre", "dev"]));
     let table = edge.ok(&["user", "list"]);
-    assert!(table.contains("ana@example.com") && table.contains("sre,dev"), "{table}");
+    assert!(
+        table.contains("ana@example.com") && table.contains("sre,dev"),
+        "{table}"
+    );
     let out = edge.ok(&["user", "remove", "ana@example.com"]);
     assert!(out.contains("revoked 1 device(s)"), "{out}");
 
@@ -359,7 +419,10 @@ fn unreachable_edge_wrong_token_and_usage_errors_have_their_exit_codes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("admin.addr") && stderr.contains("--state-dir"), "{stderr}");
+    assert!(
+        stderr.contains("admin.addr") && stderr.contains("--state-dir"),
+        "{stderr}"
+    );
 
     // A port nobody listens on: bind one, note it, close it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

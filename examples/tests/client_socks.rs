@@ -1,0 +1,120 @@
+//! The real `zt client … socks` binary against a test edge (zt-proto's `EdgeListener` over
+//! QUIC on 127.0.0.1): the test does the SOCKS5 handshake itself, and the bytes reach a
+//! real TCP origin and come back; SIGTERM then stops the client with exit status 0.
+#![allow(clippy::unwrap_used)]
+
+// The test edge is shared with zt-client's own tests.
+#[path = "../../zt-client/tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use zt_creds::ExistingFile;
+
+/// Kills the child if the test fails before it exits.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zt_client_socks_carries_a_connect_through_the_edge() {
+    let edge = TestEdge::start();
+    let origin = echo_origin("127.0.0.1:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("device.json");
+    edge.credentials()
+        .write(&creds, ExistingFile::Refuse)
+        .unwrap();
+
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_zt"))
+        .args(["--log", "info", "client", "--credentials"])
+        .arg(&creds)
+        .args(["socks", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Child(child);
+    let stderr = child.0.stderr.take().unwrap();
+
+    // The client logs the address it listens on, in words; read it from there.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("zt client: {line}");
+            if let Some(rest) = line.split("SOCKS5 proxy listening on ").nth(1) {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let proxy: SocketAddr = tokio::task::spawn_blocking(move || {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("zt client did not report its SOCKS5 address within 30 s")
+    })
+    .await
+    .unwrap()
+    .parse()
+    .unwrap();
+    eprintln!("zt client listening after {:?}", started.elapsed());
+
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut choice = [0u8; 2];
+    within("method choice", s.read_exact(&mut choice))
+        .await
+        .unwrap();
+    assert_eq!(choice, [5, 0], "no-auth chosen");
+    let mut req = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    req.extend_from_slice(&origin.port().to_be_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut reply = [0u8; 10];
+    within("reply", s.read_exact(&mut reply)).await.unwrap();
+    assert_eq!(&reply[..2], &[5, 0], "CONNECT succeeded");
+
+    let data = random_bytes(100 * 1024);
+    s.write_all(&data).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    within("echo", s.read_to_end(&mut back)).await.unwrap();
+    assert_eq!(sha256(&back), sha256(&data));
+
+    // SIGTERM stops it cleanly.
+    let pid = child.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "zt client did not exit within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
