@@ -99,6 +99,8 @@ struct Session {
     edge: String,
     conn: ClientConnection,
     endpoint: PeerEndpoint,
+    /// The posture reported when the connection registered.
+    posture: Option<PostureReport>,
 }
 
 impl Drop for Session {
@@ -280,10 +282,12 @@ impl Dialer {
             Err(e) => return Err(retry(e.to_string())),
         };
         // Posture goes out before any flow, so the edge decides the first flow with it.
+        let mut posture = None;
         if !self.posture.is_empty() {
             let report = evaluate(&self.posture, self.posture_check_timeout).await;
-            if let Err(e) = conn.report_posture(report).await {
-                debug!(error = %e, "posture report not sent");
+            match conn.report_posture(report.clone()).await {
+                Ok(()) => posture = Some(report),
+                Err(e) => debug!(error = %e, "posture report not sent"),
             }
         }
         Ok(Session {
@@ -291,6 +295,7 @@ impl Dialer {
             edge: edge.to_owned(),
             conn,
             endpoint,
+            posture,
         })
     }
 }
@@ -601,7 +606,7 @@ async fn run_session(
 ) -> SessionEnd {
     let mut link = inner.link.subscribe();
     let mut last_generation: Option<u64> = None;
-    let mut last_posture: Option<PostureReport> = None;
+    let mut last_posture = session.posture.clone();
     let mut posture_tick = tokio::time::interval(posture_interval.max(Duration::from_secs(1)));
     posture_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is immediate; the connect already reported.
