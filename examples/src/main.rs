@@ -73,7 +73,12 @@ fn init_tracing(filter: Option<&str>) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log.as_deref());
+    // cloudflared's `tunnel --loglevel` applies when `--log` is not given.
+    let log = cli.log.clone().or_else(|| match &cli.command {
+        Command::Tunnel(args) => connector::log_filter(&args.connector),
+        _ => None,
+    });
+    init_tracing(log.as_deref());
     let result = match cli.command {
         Command::Tunnel(args) => admin::tunnel(args),
         Command::Route(args) => admin::route(args),
