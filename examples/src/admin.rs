@@ -82,7 +82,7 @@ pub(crate) enum TunnelCommand {
     Create {
         /// The tunnel's name.
         name: String,
-        /// Where to write the credentials JSON (default: ./<TUNNEL-ID>.json); never
+        /// Where to write the credentials JSON (default: ./TUNNEL-ID.json); never
         /// overwritten.
         #[arg(long, value_name = "PATH")]
         credentials_file: Option<PathBuf>,
@@ -401,7 +401,7 @@ enum UserCommand {
         /// A group; repeat for several.
         #[arg(long = "group", value_name = "GROUP")]
         groups: Vec<String>,
-        /// Where to write the device credentials (default: ./zt-device-<DEVICE-ID>.json);
+        /// Where to write the device credentials (default: ./zt-device-DEVICE-ID.json);
         /// never overwritten.
         #[arg(long, value_name = "PATH")]
         output_file: Option<PathBuf>,

@@ -92,3 +92,103 @@ impl ConnectorConfig {
         Ok(creds)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zt_creds::{ExistingFile, PermissionMode, TunnelSecret, TunnelToken};
+
+    fn creds() -> TunnelCredentials {
+        TunnelCredentials {
+            account_tag: "0123456789abcdef0123456789abcdef".into(),
+            tunnel_id: "8e343b13-a087-48ea-825f-9783931ff2a5".parse().unwrap(),
+            tunnel_name: None,
+            secret: TunnelSecret::generate(),
+            endpoint: None,
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn world_readable_file_is_refused_by_default_and_loaded_when_lenient() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creds.json");
+        let written = creds();
+        written.write(&path, ExistingFile::Refuse).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut config = ConnectorConfig {
+            credentials_file: Some(path.clone()),
+            ..ConnectorConfig::default()
+        };
+        let err = config.load_credentials().unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, CredentialsError::Load(_)), "{err:?}");
+        assert!(text.contains("credentials-permissions: lenient"), "{text}");
+        assert!(text.contains("defaultMode: 0440"), "{text}");
+        config.credentials_permissions = PermissionMode::Lenient;
+        assert_eq!(config.load_credentials().unwrap(), written);
+    }
+
+    #[test]
+    fn tunnel_must_match_the_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creds.json");
+        creds().write(&path, ExistingFile::Refuse).unwrap();
+        let other: Uuid = "00000000-0000-4000-8000-000000000001".parse().unwrap();
+        let mut config = ConnectorConfig {
+            credentials_file: Some(path),
+            tunnel: Some(TunnelRef::Id(other)),
+            ..ConnectorConfig::default()
+        };
+        let err = config.load_credentials().unwrap_err();
+        assert!(
+            matches!(err, CredentialsError::TunnelMismatch { configured, .. } if configured == other),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("creds.json"));
+    }
+
+    #[test]
+    fn token_fills_edge_and_fingerprint_but_not_over_configured_ones() {
+        let mut token = TunnelToken::from_credentials(creds());
+        token.edge = vec!["edge.example:7844".into(), "[2001:db8::1]:7844".into()];
+        token.ca_fingerprint = Some("ab".repeat(32).parse().unwrap());
+        let mut config = ConnectorConfig {
+            token: Some(token.clone()),
+            ..ConnectorConfig::default()
+        };
+        let loaded = config.load_credentials().unwrap();
+        assert_eq!(loaded.tunnel_id, token.tunnel_id);
+        assert_eq!(config.edge.len(), 2);
+        assert_eq!(config.edge_ca_fingerprint, token.ca_fingerprint);
+
+        let mine: EdgeAddr = "127.0.0.1:7844".parse().unwrap();
+        let mut config = ConnectorConfig {
+            token: Some(token.clone()),
+            edge: vec![mine.clone()],
+            cacert: Some("/etc/zt/ca.pem".into()),
+            ..ConnectorConfig::default()
+        };
+        config.load_credentials().unwrap();
+        assert_eq!(config.edge, vec![mine]);
+        assert_eq!(
+            config.edge_ca_fingerprint, None,
+            "cacert is already the trust"
+        );
+
+        token.edge = vec!["no port".into()];
+        let mut config = ConnectorConfig {
+            token: Some(token),
+            ..ConnectorConfig::default()
+        };
+        assert!(matches!(
+            config.load_credentials(),
+            Err(CredentialsError::TokenEdge { index: 0, .. })
+        ));
+        assert!(matches!(
+            ConnectorConfig::default().load_credentials(),
+            Err(CredentialsError::Missing)
+        ));
+    }
+}

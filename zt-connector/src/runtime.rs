@@ -432,6 +432,8 @@ async fn resolve(edge: &EdgeAddr, turn: &mut usize) -> Result<SocketAddr, Attemp
     Ok(addr)
 }
 
+/// Serves one registered connection until it ends: hands each flow request to its own
+/// task, watches the control stream for go-away, and unregisters when a drain starts.
 async fn serve_connection(
     inner: &Arc<Inner>,
     index: u8,
@@ -480,8 +482,12 @@ async fn serve_connection(
         if unregistered || inner.stopping() {
             return Ended::Stopped;
         }
-        let reason = conn.closed().await;
-        warn!(cause = %reason, "lost the connection to the edge");
+        // The control stream can end before the connection does; never wait long here,
+        // the replacement matters more than the reason.
+        match tokio::time::timeout(Duration::from_millis(200), conn.closed()).await {
+            Ok(reason) => warn!(cause = %reason, "lost the connection to the edge"),
+            Err(_) => warn!("the edge ended the control stream; reconnecting"),
+        }
     }
     ended
 }
