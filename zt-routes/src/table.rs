@@ -613,8 +613,8 @@ impl RouteTable {
 
     /// Compiles the read-only structure the data path looks routes up in.
     ///
-    /// Takes time linear in the number of routes (about a second per million on a slow
-    /// machine; see BENCHMARKS.md).
+    /// Takes time about linear in the number of routes: 0.2–0.4 s for a million on the
+    /// project's development machine (BENCHMARKS.md).
     ///
     /// # Panics
     ///
