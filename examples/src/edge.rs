@@ -1,13 +1,134 @@
-//! `zt edge`.
+//! `zt edge`: runs the edge until SIGTERM or Ctrl-C, then shuts it down gracefully.
 
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use zt_edge::{Edge, EdgeConfig, ServerNames};
 
 /// `zt edge` arguments.
 #[derive(Debug, Args)]
-pub(crate) struct EdgeArgs {}
+pub(crate) struct EdgeArgs {
+    #[command(subcommand)]
+    command: EdgeCommand,
+}
 
-pub(crate) fn run(_args: EdgeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`zt edge` is not available in this build yet")
+#[derive(Debug, Subcommand)]
+enum EdgeCommand {
+    /// Run the edge: accept connectors and clients, route, enforce policy, audit.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// State directory (CA, certificates, database, audit log). Default: $ZT_EDGE_STATE_DIR,
+    /// else /var/lib/zt/edge for root, else ~/.local/state/zt/edge.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// UDP address for connectors and clients (QUIC).
+    #[arg(long, value_name = "ADDR", default_value = zt_edge::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Admin API address (loopback only).
+    #[arg(long, value_name = "ADDR", default_value = zt_edge::DEFAULT_ADMIN)]
+    admin: SocketAddr,
+    /// Address for /metrics and /ready; none by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// The edge's name, reported to connectors and clients. Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// A DNS name or IP address the server certificate must carry (repeatable). Changing
+    /// them reissues the certificate under the same CA, so pins stay valid.
+    #[arg(long = "server-name", value_name = "NAME")]
+    server_names: Vec<String>,
+}
+
+pub(crate) fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
+    let EdgeCommand::Run(args) = args.command;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+fn server_names(names: &[String]) -> Option<ServerNames> {
+    if names.is_empty() {
+        return None;
+    }
+    let mut out = ServerNames {
+        dns: Vec::new(),
+        ips: Vec::new(),
+    };
+    for n in names {
+        match n.parse::<IpAddr>() {
+            Ok(ip) => out.ips.push(ip),
+            Err(_) => out.dns.push(n.clone()),
+        }
+    }
+    Some(out)
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut config = EdgeConfig::new(
+        args.state_dir
+            .clone()
+            .unwrap_or_else(zt_edge::default_state_dir),
+    );
+    config.listen = args.listen;
+    config.admin = Some(args.admin);
+    config.metrics = args.metrics;
+    if let Some(name) = args.name {
+        config.edge_name = name;
+    }
+    config.server_names = server_names(&args.server_names);
+    let state_dir = config.state_dir.clone();
+    let edge = Edge::start(config)
+        .await
+        .with_context(|| format!("cannot start the edge with state in {}", state_dir.display()))?;
+
+    let state = edge.state();
+    println!("zt edge is running.");
+    println!(
+        "  Connectors and clients connect to UDP {}.",
+        edge.local_addr()
+    );
+    println!(
+        "  They trust this edge by its CA fingerprint {}",
+        state.ca_fingerprint()
+    );
+    println!(
+        "  or by the CA certificate in {}.",
+        state.ca_pem_path().display()
+    );
+    match edge.admin_addr() {
+        Some(addr) => println!(
+            "  The admin API listens on http://{addr} (token in {}).",
+            state.admin_token_path().display()
+        ),
+        None => println!("  No admin API is served."),
+    }
+    if let Some(addr) = edge.metrics_addr() {
+        println!("  Metrics: http://{addr}/metrics, readiness: http://{addr}/ready.");
+    }
+    println!("  Account tag: {}.", state.account_tag());
+    println!("Stop it with Ctrl-C or SIGTERM; open flows get a grace period to finish.");
+
+    wait_for_signal().await?;
+    println!("Shutting down: telling connectors and clients, draining open flows...");
+    edge.shutdown().await;
+    println!("zt edge stopped.");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
