@@ -85,9 +85,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     config.server_names = server_names(&args.server_names);
     let state_dir = config.state_dir.clone();
-    let edge = Edge::start(config)
-        .await
-        .with_context(|| format!("cannot start the edge with state in {}", state_dir.display()))?;
+    let edge = Edge::start(config).await.with_context(|| {
+        format!(
+            "cannot start the edge with state in {}",
+            state_dir.display()
+        )
+    })?;
 
     let state = edge.state();
     println!("zt edge is running.");
