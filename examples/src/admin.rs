@@ -475,31 +475,6 @@ fn finish(result: CliResult<()>) -> anyhow::Result<ExitCode> {
 // ---------------------------------------------------------------------------------------
 // The admin API client: HTTP/1.1 over a std TCP stream, one connection per request.
 
-/// The edge's default state directory. Same order as the edge's own choice:
-/// `$ZT_EDGE_STATE_DIR`, `/var/lib/zt/edge` for root, `$XDG_STATE_HOME/zt/edge`,
-/// `~/.local/state/zt/edge`, `./zt-edge-state`.
-fn default_state_dir() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    if let Some(d) = env("ZT_EDGE_STATE_DIR") {
-        return PathBuf::from(d);
-    }
-    if is_root() {
-        return PathBuf::from("/var/lib/zt/edge");
-    }
-    if let Some(d) = env("XDG_STATE_HOME") {
-        return PathBuf::from(d).join("zt/edge");
-    }
-    if let Some(h) = env("HOME") {
-        return PathBuf::from(h).join(".local/state/zt/edge");
-    }
-    PathBuf::from("zt-edge-state")
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 struct AdminClient {
     /// `host:port`.
     authority: String,
@@ -514,7 +489,10 @@ impl AdminClient {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
-        let state_dir = opts.state_dir.clone().unwrap_or_else(default_state_dir);
+        let state_dir = opts
+            .state_dir
+            .clone()
+            .unwrap_or_else(zt_edge::default_state_dir);
         let url = match opts
             .admin_url
             .clone()

@@ -437,3 +437,30 @@ fn unreachable_edge_wrong_token_and_usage_errors_have_their_exit_codes() {
     edge.fails(&["route", "ip", "add", "10.0.0.0/8"], 2);
     edge.fails(&["vnet", "frobnicate"], 2);
 }
+
+#[test]
+fn the_admin_api_is_found_from_the_environment() {
+    let edge = Edge::start();
+    let url = format!("http://{}", edge.server.as_ref().unwrap().local_addr());
+    let by_url = Command::new(env!("CARGO_BIN_EXE_zt"))
+        .args(["account", "--output", "json"])
+        .env("ZT_ADMIN_URL", &url)
+        .env("ZT_ADMIN_TOKEN_FILE", edge.state.admin_token_path())
+        .env("ZT_EDGE_STATE_DIR", edge.dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(by_url.status.success(), "{by_url:?}");
+    let v: Value = serde_json::from_slice(&by_url.stdout).unwrap();
+    assert_eq!(v["account_tag"], edge.state.account_tag());
+
+    // The edge's default state directory, when nothing else is given.
+    let by_dir = Command::new(env!("CARGO_BIN_EXE_zt"))
+        .args(["vnet", "list"])
+        .env_remove("ZT_ADMIN_URL")
+        .env_remove("ZT_ADMIN_TOKEN_FILE")
+        .env("ZT_EDGE_STATE_DIR", &edge.state_dir)
+        .output()
+        .unwrap();
+    assert!(by_dir.status.success(), "{by_dir:?}");
+    assert!(String::from_utf8_lossy(&by_dir.stdout).contains("default"));
+}
