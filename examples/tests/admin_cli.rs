@@ -8,8 +8,12 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use serde_json::Value;
+use uuid::Uuid;
 use zt_creds::{DeviceCredentials, PermissionMode, TunnelCredentials, TunnelToken};
-use zt_edge::{AdminServer, EdgeState, NoLiveView, StateOptions};
+use zt_edge::{
+    AdminServer, ConnectionSummary, ConnectorKind, EdgeState, LiveView, NoLiveView, StateOptions,
+    Timestamp,
+};
 
 struct Edge {
     dir: tempfile::TempDir,
@@ -21,6 +25,10 @@ struct Edge {
 
 impl Edge {
     fn start() -> Self {
+        Self::start_with(Arc::new(NoLiveView))
+    }
+
+    fn start_with(live: Arc<dyn LiveView>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("edge");
         let state =
@@ -34,7 +42,7 @@ impl Edge {
             .block_on(AdminServer::bind(
                 "127.0.0.1:0".parse().unwrap(),
                 state.clone(),
-                Arc::new(NoLiveView),
+                live,
             ))
             .unwrap();
         Self {
@@ -463,4 +471,53 @@ fn the_admin_api_is_found_from_the_environment() {
         .unwrap();
     assert!(by_dir.status.success(), "{by_dir:?}");
     assert!(String::from_utf8_lossy(&by_dir.stdout).contains("default"));
+}
+
+/// Four connections on edge-a and one on edge-b, for whichever tunnel is asked about.
+struct Connected;
+
+impl LiveView for Connected {
+    fn tunnel_connections(&self, _tunnel_id: Uuid) -> Vec<ConnectionSummary> {
+        let connector = Uuid::new_v4();
+        [
+            (0, "edge-a"),
+            (1, "edge-a"),
+            (2, "edge-a"),
+            (3, "edge-a"),
+            (0, "edge-b"),
+        ]
+        .into_iter()
+        .map(|(i, edge)| {
+            ConnectionSummary::new(
+                Uuid::new_v4(),
+                connector,
+                i,
+                edge.to_owned(),
+                "127.0.0.1:40000".parse().unwrap(),
+                ConnectorKind::Zt,
+                "test".to_owned(),
+                Timestamp::now(),
+                0,
+                false,
+                true,
+            )
+        })
+        .collect()
+    }
+}
+
+#[test]
+fn tunnel_list_counts_connections_per_edge() {
+    let edge = Edge::start_with(Arc::new(Connected));
+    edge.ok(&["tunnel", "create", "prod-cluster"]);
+    let table = edge.ok(&["tunnel", "list"]);
+    let row = table.lines().find(|l| l.contains("prod-cluster")).unwrap();
+    assert!(row.ends_with("4xedge-a, 1xedge-b"), "{table}");
+    let info = edge.ok(&["tunnel", "info", "prod-cluster"]);
+    assert!(info.contains("4xedge-a, 1xedge-b"), "{info}");
+    assert_eq!(
+        info.lines().filter(|l| l.contains("healthy")).count(),
+        5,
+        "{info}"
+    );
 }
