@@ -165,6 +165,24 @@ fn serve_flows(conn: Arc<ConnectorConnection>) {
     tokio::spawn(async move {
         while let Some((header, responder)) = conn.accept_flow().await {
             tokio::spawn(async move {
+                if header.protocol == Protocol::Udp {
+                    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    sock.connect(header.dest).await.unwrap();
+                    let mut flow = responder.accept_udp().await.unwrap();
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        tokio::select! {
+                            p = flow.recv() => match p {
+                                Some(p) => { sock.send(&p).await.unwrap(); }
+                                None => return,
+                            },
+                            n = sock.recv(&mut buf) => {
+                                let n = n.unwrap();
+                                let _ = flow.send(bytes::Bytes::copy_from_slice(&buf[..n]));
+                            }
+                        }
+                    }
+                }
                 let tcp = match TcpStream::connect(header.dest).await {
                     Ok(t) => t,
                     Err(_) => {
@@ -791,5 +809,138 @@ async fn a_restarted_edge_keeps_its_ca_and_accepts_the_same_connector_secret() {
     .unwrap();
     let _conn = connect_connector(&edge, &ep, &s, 0).await.unwrap();
     assert_eq!(edge.live_view().tunnel_connections(s.tunnel.id).len(), 1);
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flows_ride_datagrams_through_the_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn.clone());
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, from) = echo.recv_from(&mut buf).await.unwrap();
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            echo.send_to(&reply, from).await.unwrap();
+        }
+    });
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    let mut flow = client.open_udp_flow(echo_addr, vec![]).await.unwrap();
+    // Datagrams may be lost; send until an answer comes.
+    let answer = tokio::time::timeout(WAIT, async {
+        loop {
+            flow.send(bytes::Bytes::from_static(b"dns?")).unwrap();
+            if let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(200), flow.recv()).await
+            {
+                return p;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(&answer[..], b"echo:dns?");
+    flow.close();
+    wait_for(|| !audit_lines(&edge, "flow").is_empty()).await;
+    let f = &audit_lines(&edge, "flow")[0];
+    assert_eq!(f["protocol"], "udp");
+    assert!(f["bytes_down"].as_u64().unwrap() >= 9);
+    edge.shutdown().await;
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_connections_flows_and_refusals_and_ready_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.metrics = Some("127.0.0.1:0".parse().unwrap());
+    let edge = Edge::start(c).await.unwrap();
+    let addr = edge.metrics_addr().unwrap();
+    assert!(http_get(addr, "/ready").await.starts_with("HTTP/1.1 200"));
+    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn.clone());
+    let origin = hashing_origin("127.0.0.1:0", 7).await;
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    round_trip(open(&client, origin).await.unwrap(), b"count me", 7).await;
+    let _ = connect_client(&edge, &ep, Uuid::new_v4(), &s.device_secret).await;
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let text = http_get(addr, "/metrics").await;
+        if text.contains("zt_edge_flows_total{outcome=\"completed\"} 1")
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        text.contains(&format!(
+            "zt_edge_connector_connections{{tunnel=\"{}\"}} 1",
+            s.tunnel.id
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("zt_edge_flows_total{outcome=\"completed\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("zt_edge_auth_refusals_total 1"), "{text}");
+    assert!(text.contains("zt_edge_client_sessions 1"), "{text}");
+    assert!(
+        text.contains("zt_edge_flow_bytes_total{direction=\"up\"} 8"),
+        "{text}"
+    );
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_that_does_not_compile_keeps_the_last_good_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn.clone());
+    let origin = hashing_origin("127.0.0.1:0", 2).await;
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    // A typo the admin API would have refused, written straight into the store.
+    update(&edge, |txn| {
+        txn.put(&l4_rule("typo", 1, "block", "net.dst.prot == 443"))
+            .unwrap();
+    })
+    .await;
+    round_trip(open(&client, origin).await.unwrap(), b"still allowed", 2).await;
+    // Routes still reload alongside: a new route is usable.
+    let (tunnel, vnet) = (s.tunnel.id, s.vnet);
+    update(&edge, move |txn| {
+        txn.put(&Route::new("::1/128".parse().unwrap(), vnet, tunnel))
+            .unwrap();
+    })
+    .await;
+    let v6 = hashing_origin("[::1]:0", 2).await;
+    round_trip(open(&client, v6).await.unwrap(), b"v6", 2).await;
     edge.shutdown().await;
 }
