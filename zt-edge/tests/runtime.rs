@@ -944,3 +944,63 @@ async fn a_rule_that_does_not_compile_keeps_the_last_good_policy() {
     round_trip(open(&client, v6).await.unwrap(), b"v6", 2).await;
     edge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_loses_access_at_its_next_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn.clone());
+    let origin = hashing_origin("127.0.0.1:0", 2).await;
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    round_trip(open(&client, origin).await.unwrap(), b"ok", 2).await;
+    let mut revoked = s.device.clone();
+    revoked.revoked = true;
+    update(&edge, move |txn| txn.put(&revoked).unwrap()).await;
+    let st = refused_code(open(&client, origin).await);
+    assert_eq!(st.code, FlowStatusCode::Denied);
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_go_away_to_connectors_and_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path()).await;
+    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let ep = endpoint(edge.state());
+    let conn = connect_connector(&edge, &ep, &s, 0).await.unwrap();
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    let stop = tokio::spawn(edge.shutdown());
+    let to_connector = tokio::time::timeout(WAIT, async {
+        loop {
+            match conn.next_event().await {
+                Some(PeerEvent::GoAway(g)) => return g,
+                Some(_) => continue,
+                None => panic!("no go-away"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(to_connector.reason.contains("shutting down"));
+    let to_client = tokio::time::timeout(WAIT, async {
+        loop {
+            match client.next_event().await {
+                Some(PeerEvent::GoAway(g)) => return g,
+                Some(_) => continue,
+                None => panic!("no go-away"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(to_client.reason.contains("shutting down"));
+    tokio::time::timeout(WAIT, stop).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
+}
