@@ -227,6 +227,22 @@ mod tests {
         assert_eq!(sniff(&[0, 1, 2]), Sniffed::Other);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_are_classified_without_panicking(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            tls in proptest::bool::ANY,
+        ) {
+            let mut b = bytes;
+            if tls && !b.is_empty() {
+                b[0] = 0x16;
+            }
+            if let Sniffed::Tls(Some(h)) | Sniffed::Http(Some(h)) = sniff(&b) {
+                proptest::prop_assert!(h.len() <= MAX_HOST);
+            }
+        }
+    }
+
     #[test]
     fn hostile_bytes_never_panic() {
         let hello = client_hello("a.example");
