@@ -299,7 +299,7 @@ struct RuleFlags {
     /// allow, block or off (off: http filter only).
     #[arg(long)]
     action: Option<String>,
-    /// l4, http or dns; repeat for several.
+    /// l4, http or dns; repeat for several (a new rule defaults to l4).
     #[arg(long = "filter", value_name = "FILTER")]
     filters: Vec<String>,
     /// The traffic expression, e.g. `net.dst.ip in $k8s_api and net.dst.port == 443`.
