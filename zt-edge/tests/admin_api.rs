@@ -726,3 +726,32 @@ async fn users_get_device_credentials_once_and_removal_revokes_devices() {
     let (_, body) = api.call("GET", "/v1/users", None).await;
     assert!(body.as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_stored_list_the_policy_cannot_use_blocks_rule_changes_as_it_blocks_reloads() {
+    let api = Api::start(Arc::new(NoLiveView)).await;
+    // URL lists can only come from outside the admin API; the API refuses to make them.
+    let (status, _) = api
+        .call(
+            "POST",
+            "/v1/lists",
+            Some(json!({"name": "urls", "type": "URL"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let list = zt_edge::List::new("urls", zt_edge::ListKind::Url, vec![]);
+    api.state
+        .db()
+        .update(|txn| txn.put(&list).map(|_| ()))
+        .unwrap();
+    let (status, body) = api
+        .call(
+            "POST",
+            "/v1/rules",
+            Some(json!({"name": "r", "precedence": 1, "action": "allow"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(code(&body), "invalid_list");
+    assert!(message(&body).contains("urls"), "{body}");
+}

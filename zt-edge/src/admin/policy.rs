@@ -107,7 +107,22 @@ pub(crate) fn policy_rule(rule: &Rule) -> Result<zt_policy::Rule, ApiError> {
 /// Compiles `rules` against `lists` exactly as the edge will, turning a failure into the
 /// API error that names the rule, the list or the expression (with its caret diagnostic).
 pub(crate) fn check_policy(lists: &[List], rules: &[Rule]) -> Result<(), ApiError> {
-    let lists: Vec<zt_policy::List> = lists.iter().filter_map(policy_list).collect();
+    // The runtime refuses a policy holding a list it cannot match on; so does this check,
+    // so a change accepted here always reloads there.
+    let lists = lists
+        .iter()
+        .map(|l| {
+            policy_list(l).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_list",
+                    format!(
+                        "list \"{}\" ({}) is of kind {:?}, which the policy cannot match on; delete it",
+                        l.name, l.id, l.kind
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let set =
         ListSet::build(&lists).map_err(|e| ApiError::bad_request("invalid_list", e.to_string()))?;
     let rules = rules
