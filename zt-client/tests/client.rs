@@ -100,6 +100,43 @@ async fn forward_to_a_refused_destination_closes_the_local_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_maps_resets_both_ways() {
+    let edge = TestEdge::start();
+    let client = connect(&edge).await;
+
+    // The origin resets: the local program sees its connection reset.
+    let origin = resetting_origin(5).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let fwd = tokio::spawn(forward_tcp(client.clone(), listener, origin));
+    let mut s = TcpStream::connect(local).await.unwrap();
+    s.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 16];
+    let err = within("local reset", s.read(&mut buf)).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    fwd.abort();
+
+    // The local program resets: the origin sees its connection reset.
+    let (origin, outcome) = watching_origin().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let fwd = tokio::spawn(forward_tcp(client.clone(), listener, origin));
+    let mut s = TcpStream::connect(local).await.unwrap();
+    s.write_all(b"abc").await.unwrap();
+    // The origin's greeting proves the flow is open end to end; then reset.
+    let mut greeting = [0u8; 1];
+    within("origin greeting", s.read_exact(&mut greeting))
+        .await
+        .unwrap();
+    assert_eq!(&greeting, b"!");
+    s.set_zero_linger().unwrap();
+    drop(s);
+    let got = within("origin sees the reset", outcome).await.unwrap();
+    assert_eq!(got, Err(std::io::ErrorKind::ConnectionReset));
+    fwd.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_forward_echoes_for_each_local_peer() {
     let edge = TestEdge::start();
     let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -309,19 +309,80 @@ async fn serve_flow(header: FlowHeader, responder: FlowResponder, answer: Answer
     }
 }
 
-/// Both directions with half-close: EOF on one side becomes shutdown on the other.
+/// Both directions with half-close (EOF on one side becomes shutdown on the other) and
+/// resets mapped (a TCP reset from the origin resets the flow; a flow reset closes the
+/// origin connection with an RST).
 async fn splice(tcp: TcpStream, flow: FlowStream) {
     let (mut tr, mut tw) = tcp.into_split();
     let (mut fs, mut fr) = flow.into_split();
-    let up = async {
-        let _ = tokio::io::copy(&mut fr, &mut tw).await;
-        let _ = tw.shutdown().await;
+    let reset = {
+        let up = async {
+            tokio::io::copy(&mut fr, &mut tw).await?;
+            tw.shutdown().await
+        };
+        let down = async {
+            tokio::io::copy(&mut tr, &mut fs).await?;
+            fs.shutdown().await
+        };
+        tokio::pin!(up, down);
+        let (mut up_done, mut down_done) = (false, false);
+        loop {
+            tokio::select! {
+                r = &mut up, if !up_done => {
+                    if r.is_err() { break true; }
+                    up_done = true;
+                }
+                r = &mut down, if !down_done => {
+                    if r.is_err() { break true; }
+                    down_done = true;
+                }
+            }
+            if up_done && down_done {
+                break false;
+            }
+        }
     };
-    let down = async {
-        let _ = tokio::io::copy(&mut tr, &mut fs).await;
-        let _ = fs.shutdown().await;
-    };
-    tokio::join!(up, down);
+    if reset {
+        fs.reset(ResetCode::CONNECTION_RESET);
+        fr.stop(ResetCode::CONNECTION_RESET);
+        if let Ok(tcp) = tr.reunite(tw) {
+            let _ = tcp.set_zero_linger();
+        }
+    }
+}
+
+/// An origin that accepts one connection, reads `expect` bytes, then resets it (RST).
+pub async fn resetting_origin(expect: usize) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        if let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; expect];
+            let _ = s.read_exact(&mut buf).await;
+            let _ = s.set_zero_linger();
+        }
+    });
+    addr
+}
+
+/// An origin that greets its one connection with `!` and reports how it ended:
+/// `Ok(bytes)` at EOF, or the read error's kind.
+pub async fn watching_origin() -> (
+    SocketAddr,
+    tokio::sync::oneshot::Receiver<Result<usize, std::io::ErrorKind>>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok((mut s, _)) = l.accept().await {
+            let _ = s.write_all(b"!").await;
+            let mut got = Vec::new();
+            let r = s.read_to_end(&mut got).await.map_err(|e| e.kind());
+            let _ = tx.send(r);
+        }
+    });
+    (addr, rx)
 }
 
 /// An origin that reads until EOF, then answers the SHA-256 of what it read followed by
