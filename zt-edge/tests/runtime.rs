@@ -976,6 +976,14 @@ async fn shutdown_sends_go_away_to_connectors_and_clients() {
     let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
         .await
         .unwrap();
+    // The first route push comes once the session is in place.
+    let pushed = tokio::time::timeout(WAIT, client.next_event())
+        .await
+        .unwrap();
+    assert!(
+        matches!(pushed, Some(PeerEvent::RoutesPushed(_))),
+        "{pushed:?}"
+    );
     let stop = tokio::spawn(edge.shutdown());
     let to_connector = tokio::time::timeout(WAIT, async {
         loop {

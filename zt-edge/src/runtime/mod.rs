@@ -45,6 +45,10 @@ use crate::live::LiveView;
 use crate::state::{EdgeState, StateError, StateOptions};
 use crate::store::Revision;
 
+/// How long shutdown waits after go-away before closing connections, at least: a few
+/// round trips on any network a connector sits behind.
+const GO_AWAY_LINGER: Duration = Duration::from_millis(300);
+
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -331,11 +335,17 @@ impl EdgeHandle {
         for session in inner.sessions() {
             session.go_away(grace, "edge shutting down").await;
         }
-        let deadline = Instant::now() + grace;
+        let started = Instant::now();
+        let deadline = started + grace;
+        // Linger a little even with nothing in flight: closing the connections at once
+        // would discard go-away frames the peers have received but not yet read.
+        let linger = started + GO_AWAY_LINGER.min(grace);
         while Instant::now() < deadline
-            && (inner.registry.in_flight() > 0 || inner.client_flows.load(Ordering::Acquire) > 0)
+            && (Instant::now() < linger
+                || inner.registry.in_flight() > 0
+                || inner.client_flows.load(Ordering::Acquire) > 0)
         {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = inner.stop.send(true);
         self.listener.close(CloseCode::GOING_AWAY, "edge shut down");
