@@ -106,6 +106,14 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(creds, options, args.mode))
 }
 
+/// A forward or proxy reachable from other machines lends this device's identity to
+/// anyone who can reach the port; say so.
+fn warn_if_exposed(listen: SocketAddr) {
+    if !listen.ip().is_loopback() {
+        warn!("listening on {listen}, which is not a loopback address: anyone who can reach it uses this device's access");
+    }
+}
+
 async fn serve(
     creds: DeviceCredentials,
     options: ClientOptions,
@@ -134,6 +142,7 @@ async fn serve(
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 let local = listener.local_addr()?;
+                warn_if_exposed(local);
                 info!("forwarding TCP {local} -> {to} through the edge; press Ctrl-C to stop");
                 zt_client::forward_tcp(client.clone(), listener, to)
                     .await
@@ -149,6 +158,7 @@ async fn serve(
                     .await
                     .with_context(|| format!("cannot listen on UDP {listen}"))?;
                 let local = socket.local_addr()?;
+                warn_if_exposed(local);
                 info!("forwarding UDP {local} -> {to} through the edge; press Ctrl-C to stop");
                 zt_client::forward_udp(
                     client.clone(),
@@ -164,6 +174,7 @@ async fn serve(
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 let local = listener.local_addr()?;
+                warn_if_exposed(local);
                 info!("SOCKS5 proxy listening on {local} (kubeconfig: proxy-url: socks5://{local}); press Ctrl-C to stop");
                 zt_client::serve_socks(client.clone(), listener)
                     .await

@@ -50,7 +50,7 @@ pub enum ConnectError {
 #[non_exhaustive]
 pub enum DialError {
     /// No route covers the destination in the client's virtual network.
-    #[error("no route to {dest} in virtual network {vnet:?}")]
+    #[error("no route to {dest} in {}", vnet_words(vnet))]
     NoRoute {
         /// The destination.
         dest: SocketAddr,
@@ -136,6 +136,14 @@ pub enum DialError {
     },
 }
 
+fn vnet_words(vnet: &str) -> String {
+    if vnet.is_empty() {
+        "the default virtual network".to_owned()
+    } else {
+        format!("virtual network {vnet}")
+    }
+}
+
 impl DialError {
     pub(crate) fn from_status(dest: SocketAddr, vnet: &str, status: FlowStatus) -> Self {
         match status.code {
@@ -198,7 +206,7 @@ mod tests {
         let cases = [
             (
                 FlowStatus::new(FlowStatusCode::NoRoute, ""),
-                "no route to 198.51.100.101:443 in virtual network \"\"",
+                "no route to 198.51.100.101:443 in the default virtual network",
             ),
             (
                 FlowStatus::denied("block-ssh"),
@@ -229,6 +237,15 @@ mod tests {
                 "the edge refused the flow to 198.51.100.101:443: internal error",
             ),
         ];
+        let staging = DialError::from_status(
+            dest,
+            "staging",
+            FlowStatus::new(FlowStatusCode::NoRoute, ""),
+        );
+        assert_eq!(
+            staging.to_string(),
+            "no route to 198.51.100.101:443 in virtual network staging"
+        );
         for (status, text) in cases {
             let code = status.code;
             let e = DialError::from_status(dest, "", status);
