@@ -43,6 +43,11 @@ struct RunArgs {
     /// them reissues the certificate under the same CA, so pins stay valid.
     #[arg(long = "server-name", value_name = "NAME")]
     server_names: Vec<String>,
+    /// An address (`host:port`) clients reach this edge at, written into the device
+    /// credentials the admin API issues (repeatable). Default: the listen address, unless
+    /// it is a wildcard.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Vec<String>,
 }
 
 pub(crate) fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
@@ -84,6 +89,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         config.edge_name = name;
     }
     config.server_names = server_names(&args.server_names);
+    config.advertise = args.advertise;
     let state_dir = config.state_dir.clone();
     let edge = Edge::start(config).await.with_context(|| {
         format!(
