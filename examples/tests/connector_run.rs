@@ -188,7 +188,14 @@ async fn tunnel_run_registers_reports_ready_and_drains_on_sigterm() {
         match tokio::time::timeout(Duration::from_secs(30), notes.recv()).await {
             Ok(Some(Note::Unregistered(i))) => told.push(i),
             Ok(Some(_)) => {}
-            _ => panic!("the edge was not told about the drain"),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the edge was not told about the drain:\n{}",
+                    stderr_of(&mut child)
+                );
+            }
         }
     }
     let stop = Instant::now();

@@ -61,6 +61,12 @@ const FEATURES: [&str; 2] = ["half-close", "udp"];
 /// few kilobytes.
 const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
 
+/// After a drain's `unregister` frames are queued, the round trips (bounded below and
+/// above) to wait before the connections may be closed, so the frames reach the edge.
+const UNREGISTER_SETTLE_RTTS: u32 = 3;
+const UNREGISTER_SETTLE_MIN: Duration = Duration::from_millis(50);
+const UNREGISTER_SETTLE_MAX: Duration = Duration::from_secs(1);
+
 /// How long [`ConnectorHandle::shutdown`] waits for the edge to receive the closes.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -569,16 +575,25 @@ impl ConnectorHandle {
             .iter()
             .map(|(i, c)| (*i, Arc::clone(c)))
             .collect();
+        let mut settle = Duration::ZERO;
         for (index, conn) in registered {
             if self.inner.take_live(index, &conn) {
                 match conn.unregister(self.inner.grace).await {
                     Ok(()) => debug!(conn = index, "told the edge this connector is draining"),
                     Err(err) => debug!(conn = index, cause = %err, "unregister not sent"),
                 }
+                settle = settle.max(conn.rtt() * UNREGISTER_SETTLE_RTTS);
             }
         }
+        let told = tokio::time::Instant::now();
         info!("the edge was told; waiting for in-flight flows");
-        self.drain.wait(force).await
+        let outcome = self.drain.wait(force).await;
+        // `unregister` returns once the frame is queued, not once it arrived; closing the
+        // connections at once would drop it. Give it a few round trips (bounded), which
+        // a drain with flows in flight has long spent anyway.
+        let settle = settle.clamp(UNREGISTER_SETTLE_MIN, UNREGISTER_SETTLE_MAX);
+        tokio::time::sleep_until(told + settle).await;
+        outcome
     }
 
     /// Stops at once: closes every edge connection (in-flight flows end), stops the
