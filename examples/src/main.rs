@@ -76,6 +76,8 @@ fn main() -> std::process::ExitCode {
     // cloudflared's `tunnel --loglevel` applies when `--log` is not given.
     let log = cli.log.clone().or_else(|| match &cli.command {
         Command::Tunnel(args) => connector::log_filter(&args.connector),
+        // The demo narrates each hop on stdout; the runtimes' own logs would drown it.
+        Command::Demo(_) => std::env::var("RUST_LOG").ok().or(Some("warn".to_owned())),
         _ => None,
     });
     init_tracing(log.as_deref());
