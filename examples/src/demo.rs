@@ -112,8 +112,18 @@ struct Running {
 async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     say("zt demo: an edge, 3 connector replicas, a client and a mutual-TLS API server, all on loopback");
     say(format_args!("working directory {}", dir.display()));
-    let running = start(dir).await?;
-    let ok = check(&running).await;
+    // Ctrl-C before the demo is up still ends in the clean-up in `run`.
+    let running = tokio::select! {
+        running = start(dir) => running?,
+        _ = tokio::signal::ctrl_c() => return Ok(interrupted()),
+    };
+    let ok = tokio::select! {
+        ok = check(&running) => ok,
+        _ = tokio::signal::ctrl_c() => {
+            stop(running).await;
+            return Ok(interrupted());
+        }
+    };
 
     let code = if !ok {
         say("\nFAILED: at least one hop did not work; see the lines marked FAILED above");
@@ -127,6 +137,11 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     };
     stop(running).await;
     Ok(code)
+}
+
+fn interrupted() -> ExitCode {
+    say("\nCtrl-C: stopped before the checks finished");
+    ExitCode::from(130)
 }
 
 async fn start(dir: &Path) -> anyhow::Result<Running> {
@@ -616,28 +631,39 @@ impl AuditTail {
         Self { path, offset }
     }
 
+    /// The flow lines written since the last call; only whole lines, as the last one
+    /// may still be in flight.
+    fn read_new(&mut self) -> anyhow::Result<Vec<(FlowRecord, String)>> {
+        let text = std::fs::read(&self.path)
+            .with_context(|| format!("reading the audit log {}", self.path.display()))?;
+        let new = text.get(self.offset..).unwrap_or_default();
+        let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        self.offset += complete;
+        Ok(new[..complete]
+            .split(|&b| b == b'\n')
+            .filter_map(|line| {
+                let line = String::from_utf8_lossy(line).trim().to_owned();
+                match serde_json::from_str(&line) {
+                    Ok(AuditEvent::Flow(flow)) => Some((flow, line)),
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+
     /// Waits for the next flow line to `destination` (the edge writes a flow's line when
     /// it ends, and flushes the log about once a second).
     async fn next_flow(&mut self, destination: SocketAddr) -> anyhow::Result<(FlowRecord, String)> {
         let deadline = Instant::now() + WAIT;
         loop {
-            let text = std::fs::read(&self.path)
-                .with_context(|| format!("reading the audit log {}", self.path.display()))?;
-            let new = text.get(self.offset..).unwrap_or_default();
-            // Only whole lines: the last one may still be in flight.
-            let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            let mut consumed = 0;
-            for line in new[..complete].split_inclusive(|&b| b == b'\n') {
-                consumed += line.len();
-                let line = String::from_utf8_lossy(line).trim().to_owned();
-                if let Ok(AuditEvent::Flow(flow)) = serde_json::from_str(&line) {
-                    if flow.destination == destination {
-                        self.offset += consumed;
-                        return Ok((flow, line));
-                    }
-                }
+            // The demo sends one request at a time, so other lines are not its own.
+            if let Some(found) = self
+                .read_new()?
+                .into_iter()
+                .find(|(flow, _)| flow.destination == destination)
+            {
+                return Ok(found);
             }
-            self.offset += consumed;
             if Instant::now() > deadline {
                 bail!(
                     "no audit line for the flow to {destination} in {} within {WAIT:?}",
@@ -647,6 +673,34 @@ impl AuditTail {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// One line per flow for the running demo: who, where, the decision, the replica.
+fn flow_summary(r: &Running, flow: &FlowRecord) -> String {
+    let replica = flow
+        .connector_id
+        .and_then(|id| r.connectors.iter().position(|c| c.connector_id() == id))
+        .map_or_else(
+            || "no connector".to_owned(),
+            |n| format!("replica {}", n + 1),
+        );
+    let action = flow.action.map_or_else(
+        || "no decision".to_owned(),
+        |a| format!("{a:?}").to_lowercase(),
+    );
+    let decision = match &flow.rule_name {
+        Some(rule) => format!("{action} by rule \"{rule}\""),
+        None => format!("{action} (default)"),
+    };
+    format!(
+        "  flow {} -> {}: {}, {replica}, {} bytes up, {} down, {:?}",
+        flow.identity_email.as_deref().unwrap_or("?"),
+        flow.destination,
+        decision,
+        flow.bytes_up,
+        flow.bytes_down,
+        flow.close_reason
+    )
 }
 
 async fn stay_up(r: &Running, dir: &Path) -> anyhow::Result<()> {
@@ -676,10 +730,23 @@ async fn stay_up(r: &Running, dir: &Path) -> anyhow::Result<()> {
             r.edge.state().dir().display()
         ));
     }
-    say("\nrunning; press Ctrl-C to stop");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    say("\nrunning; press Ctrl-C to stop (each flow is shown as the edge audits it)");
+    let mut audit = AuditTail::new(r.edge.state().audit_log_path());
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            signal = &mut ctrl_c => {
+                signal.context("waiting for Ctrl-C")?;
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                for (flow, _) in audit.read_new()? {
+                    say(flow_summary(r, &flow));
+                }
+            }
+        }
+    }
     say("\nCtrl-C: stopping the client, the connectors and the edge");
     Ok(())
 }
