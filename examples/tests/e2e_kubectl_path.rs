@@ -370,6 +370,22 @@ fn https_with_client_certificate_through_forward_and_socks() {
         "through SOCKS5 too, got: {refused}"
     );
 
+    // Every one of those flows went through the tunnel and was passed by the seed's `off`
+    // rule, as the edge's audit log says.
+    let to_api = eventually("audit lines for the API flows", || {
+        let lines: Vec<serde_json::Value> = s
+            .edge
+            .flow_audit_lines()
+            .into_iter()
+            .filter(|l| l["destination"] == api.addr.to_string())
+            .collect();
+        (lines.len() >= 4).then_some(lines)
+    });
+    for l in &to_api {
+        assert_eq!(l["action"], "off", "{l}");
+        assert_eq!(l["rule_name"], "Don't inspect Kubernetes API", "{l}");
+    }
+
     // kubectl itself, when installed: once through the forward port (tls-server-name names
     // the API server), once through the SOCKS5 proxy to the private address.
     if Command::new("kubectl")
