@@ -1,0 +1,299 @@
+//! The full path client → edge → connector → origin on loopback, in one process, each
+//! workload next to its baselines measured in the same run: a direct TCP connection to
+//! the same origin and a plain single-hop TCP relay (tokio `copy_bidirectional`).
+//!
+//! - `path/bulk_1` and `path/bulk_8`: one flow, and 8 parallel flows sharing the bytes,
+//!   write `ZT_BENCH_BULK_MIB` MiB (default 64) in 64 KiB chunks, FIN, then wait for the
+//!   sink's 1-byte answer.
+//! - `path/setup`: connect + 1-byte echo on a warm client connection; then a loop of
+//!   `ZT_BENCH_SETUP_SAMPLES` (default 2,000) timed flows prints p50/p99.
+//! - `path/rr64`: 64 concurrent callers, each flow fresh, 1 KiB request → 1 KiB response;
+//!   criterion's elements/s is flows/s.
+//!
+//! The set-up (edge, connector, client, origins, relays) lives in `zt_benches::path`.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
+use zt_benches::path::{PathRig, CHUNK};
+use zt_client::Client;
+
+/// How a flow reaches the origin.
+#[derive(Clone, Copy)]
+enum Via {
+    /// Straight TCP to the origin.
+    Direct,
+    /// Through the plain relay.
+    Relay,
+    /// Through client → edge → connector.
+    Zt,
+}
+
+impl Via {
+    const ALL: [Via; 3] = [Via::Direct, Via::Relay, Via::Zt];
+
+    fn name(self) -> &'static str {
+        match self {
+            Via::Direct => "direct_tcp",
+            Via::Relay => "tcp_relay",
+            Via::Zt => "zt",
+        }
+    }
+}
+
+trait Flow: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Flow for T {}
+
+/// Opens one flow to the echo (`echo = true`) or the sink origin.
+async fn open(rig: &Shared, via: Via, echo: bool) -> Box<dyn Flow> {
+    let (direct, relay) = if echo {
+        (rig.echo, rig.relay_echo)
+    } else {
+        (rig.sink, rig.relay_sink)
+    };
+    match via {
+        Via::Direct | Via::Relay => {
+            let addr = if matches!(via, Via::Direct) {
+                direct
+            } else {
+                relay
+            };
+            let s = TcpStream::connect(addr).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            Box::new(s)
+        }
+        Via::Zt => Box::new(rig.client.dial(direct).await.unwrap()),
+    }
+}
+
+/// What the workloads need from the rig, cheap to clone into tasks.
+#[derive(Clone)]
+struct Shared {
+    client: Arc<Client>,
+    echo: SocketAddr,
+    sink: SocketAddr,
+    relay_echo: SocketAddr,
+    relay_sink: SocketAddr,
+}
+
+fn bulk_bytes() -> u64 {
+    let mib: u64 = std::env::var("ZT_BENCH_BULK_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    mib * 1024 * 1024
+}
+
+/// Writes `bytes` to the sink, FIN, and waits for its answer.
+async fn bulk_flow(rig: Shared, via: Via, bytes: u64) {
+    let mut s = open(&rig, via, false).await;
+    let buf = vec![0x5au8; CHUNK];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        s.write_all(&buf[..n]).await.unwrap();
+        left -= n as u64;
+    }
+    s.shutdown().await.unwrap();
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).await.unwrap();
+}
+
+fn bulk(c: &mut Criterion, rt: &Runtime, rig: &Shared, flows: u64) {
+    let total = bulk_bytes();
+    let per_flow = total / flows;
+    let mut g = c.benchmark_group(format!("path/bulk_{flows}"));
+    g.throughput(Throughput::Bytes(per_flow * flows));
+    g.sample_size(10);
+    for via in Via::ALL {
+        g.bench_function(via.name(), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let tasks: Vec<_> = (0..flows)
+                            .map(|_| tokio::spawn(bulk_flow(rig.clone(), via, per_flow)))
+                            .collect();
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
+    g.finish();
+}
+
+/// One connect + 1-byte echo, then close.
+async fn setup_once(rig: &Shared, via: Via) {
+    let mut s = open(rig, via, true).await;
+    s.write_all(b"p").await.unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
+    s.shutdown().await.unwrap();
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn setup(c: &mut Criterion, rt: &Runtime, rig: &Shared) {
+    let mut g = c.benchmark_group("path/setup");
+    for via in [Via::Direct, Via::Zt] {
+        g.bench_function(via.name(), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        setup_once(rig, via).await;
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
+    g.finish();
+
+    // Percentiles, which criterion does not give: each flow timed alone.
+    let samples: usize = std::env::var("ZT_BENCH_SETUP_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    if samples == 0 || !selected("path/setup") {
+        return;
+    }
+    for via in [Via::Direct, Via::Zt] {
+        let mut times = rt.block_on(async {
+            for _ in 0..100 {
+                setup_once(rig, via).await;
+            }
+            let mut times = Vec::with_capacity(samples);
+            for _ in 0..samples {
+                let t = Instant::now();
+                setup_once(rig, via).await;
+                times.push(t.elapsed());
+            }
+            times
+        });
+        times.sort_unstable();
+        println!(
+            "path/setup/{} over {samples} flows: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+            via.name(),
+            percentile(&times, 0.50).as_secs_f64() * 1e6,
+            percentile(&times, 0.99).as_secs_f64() * 1e6,
+            times[times.len() - 1].as_secs_f64() * 1e6,
+        );
+    }
+}
+
+/// Whether the filter given on the command line (its first argument that is not an
+/// option) lets `name` run; used for the printed percentiles, which criterion does not
+/// filter. Criterion's filters are regular expressions: this covers the usual ones (a
+/// prefix such as `path/` or an alternation naming `setup`) without a regex engine.
+fn selected(name: &str) -> bool {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--bench" {
+            continue;
+        }
+        if a.starts_with("--") {
+            // Options that take a value consume the next argument.
+            if matches!(
+                a.as_str(),
+                "--warm-up-time"
+                    | "--measurement-time"
+                    | "--sample-size"
+                    | "--save-baseline"
+                    | "--baseline"
+                    | "--noise-threshold"
+                    | "--significance-level"
+                    | "--confidence-level"
+                    | "--nresamples"
+                    | "--output-format"
+                    | "--color"
+                    | "--profile-time"
+            ) {
+                args.next();
+            }
+            continue;
+        }
+        return name.contains(a.as_str()) || a.contains("setup");
+    }
+    true
+}
+
+/// Callers of the request/response workload, as the issue asks.
+const CALLERS: u64 = 64;
+/// Request and response size.
+const RR_BYTES: usize = 1024;
+
+async fn rr_once(rig: &Shared, via: Via) {
+    let mut s = open(rig, via, true).await;
+    let req = [0x33u8; RR_BYTES];
+    s.write_all(&req).await.unwrap();
+    let mut resp = [0u8; RR_BYTES];
+    s.read_exact(&mut resp).await.unwrap();
+    s.shutdown().await.unwrap();
+}
+
+fn rr64(c: &mut Criterion, rt: &Runtime, rig: &Shared) {
+    let mut g = c.benchmark_group("path/rr64");
+    // One iteration is one round of 64 flows, one per caller.
+    g.throughput(Throughput::Elements(CALLERS));
+    for via in [Via::Relay, Via::Zt] {
+        g.bench_function(via.name(), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    let callers: Vec<_> = (0..CALLERS)
+                        .map(|_| {
+                            let rig = rig.clone();
+                            tokio::spawn(async move {
+                                for _ in 0..iters {
+                                    rr_once(&rig, via).await;
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in callers {
+                        t.await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
+    g.finish();
+}
+
+fn path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rig = rt.block_on(PathRig::start()).unwrap();
+    let shared = Shared {
+        client: Arc::clone(&rig.client),
+        echo: rig.echo,
+        sink: rig.sink,
+        relay_echo: rig.relay_echo,
+        relay_sink: rig.relay_sink,
+    };
+    bulk(c, &rt, &shared, 1);
+    bulk(c, &rt, &shared, 8);
+    setup(c, &rt, &shared);
+    rr64(c, &rt, &shared);
+    rt.block_on(rig.stop());
+}
+
+criterion_group!(benches, path);
+criterion_main!(benches);
