@@ -70,6 +70,7 @@ mod fsutil;
 mod hex;
 mod live;
 mod pki;
+mod policy_records;
 mod runtime;
 mod state;
 mod store;
@@ -107,10 +108,6 @@ pub use admin::{AdminError, AdminOptions, AdminServer, ADMIN_ADDR_FILE, MAX_ADMI
 pub use live::{ConnectionSummary, LiveView, NoLiveView};
 
 pub use timestamp::Timestamp;
-
-// cloudflared's wire formats, as one namespace: its names (ConnectRequest, DecodeError, ...)
-// would be ambiguous at the crate root.
-pub mod cloudflared;
 
 // The running edge.
 pub use runtime::{

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use uuid::Uuid;
 use zt_creds::AuthKey;
-use zt_policy::{CompiledPolicy, ListSet, PolicyConfig};
+use zt_policy::{CompiledPolicy, PolicyConfig};
 use zt_routes::RouteSnapshot;
 
-use crate::store::{Db, Device, List, ListKind, Route, Rule, StoreError, Tunnel, User};
+use crate::store::{Db, Device, List, Route, Rule, StoreError, Tunnel, User};
 use crate::store::{Revision, VirtualNetwork};
 
 /// A tunnel as registration needs it.
@@ -193,77 +193,6 @@ fn compile_policy(
     rules: &[Rule],
     config: PolicyConfig,
 ) -> Result<CompiledPolicy, ReloadError> {
-    let lists = lists
-        .iter()
-        .map(policy_list)
-        .collect::<Result<Vec<_>, _>>()?;
-    let rules = rules
-        .iter()
-        .map(policy_rule)
-        .collect::<Result<Vec<_>, _>>()?;
-    let set = ListSet::build(&lists).map_err(|e| ReloadError::Policy(e.to_string()))?;
-    CompiledPolicy::compile(&set, &rules, config).map_err(|e| ReloadError::Policy(e.to_string()))
-}
-
-fn policy_list(list: &List) -> Result<zt_policy::List, ReloadError> {
-    let list_type = match list.kind {
-        ListKind::Ip => zt_policy::ListType::Ip,
-        ListKind::Domain => zt_policy::ListType::Domain,
-        ListKind::Email => zt_policy::ListType::Email,
-        // Device serials identify devices, which is what the policy's device lists hold.
-        ListKind::Serial => zt_policy::ListType::Device,
-        other => {
-            return Err(ReloadError::Policy(format!(
-                "list \"{}\" ({}): lists of kind {other:?} are not supported by policy",
-                list.name, list.id
-            )))
-        }
-    };
-    Ok(zt_policy::List {
-        id: list.id,
-        name: list.name.clone(),
-        slug: list.slug.clone(),
-        list_type,
-        items: list.items.clone(),
-        description: list.description.clone(),
-    })
-}
-
-fn policy_rule(rule: &Rule) -> Result<zt_policy::Rule, ReloadError> {
-    let bad =
-        |what: String| ReloadError::Policy(format!("rule \"{}\" ({}): {what}", rule.name, rule.id));
-    let action = match rule.action.to_ascii_lowercase().as_str() {
-        "allow" => zt_policy::Action::Allow,
-        "block" => zt_policy::Action::Block,
-        "off" => zt_policy::Action::Off,
-        other => return Err(bad(format!("unknown action {other:?}"))),
-    };
-    let filters = rule
-        .filters
-        .iter()
-        .map(|f| match f.to_ascii_lowercase().as_str() {
-            "l4" => Ok(zt_policy::Filter::L4),
-            "http" => Ok(zt_policy::Filter::Http),
-            "dns" => Ok(zt_policy::Filter::Dns),
-            other => Err(bad(format!("unknown filter {other:?}"))),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let precedence = u32::try_from(rule.precedence).map_err(|_| {
-        bad(format!(
-            "precedence {} is outside 0..=4294967295",
-            rule.precedence
-        ))
-    })?;
-    Ok(zt_policy::Rule {
-        id: rule.id,
-        name: rule.name.clone(),
-        description: rule.description.clone(),
-        precedence,
-        action,
-        enabled: rule.enabled,
-        filters,
-        traffic: rule.traffic.clone(),
-        identity: rule.identity.clone(),
-        device_posture: rule.device_posture.clone(),
-    })
+    crate::policy_records::compile_policy(lists, rules, config)
+        .map_err(|e| ReloadError::Policy(e.to_string()))
 }
