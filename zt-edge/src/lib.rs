@@ -109,6 +109,10 @@ pub use live::{ConnectionSummary, LiveView, NoLiveView};
 
 pub use timestamp::Timestamp;
 
+// cloudflared's wire formats, as one namespace: its names (ConnectRequest, DecodeError, ...)
+// would be ambiguous at the crate root.
+pub mod cloudflared;
+
 // The running edge.
 pub use runtime::{
     default_state_dir, AuthRateLimit, Edge, EdgeConfig, EdgeHandle, FirstBytes, ReloadError,
