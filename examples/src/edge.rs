@@ -48,6 +48,18 @@ struct RunArgs {
     /// it is a wildcard.
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Vec<String>,
+    /// Longest a client session may last (e.g. `8h`, `30m`); an older session is told to
+    /// go away and its client authenticates again. Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+    max_session_lifetime: Option<std::time::Duration>,
+}
+
+fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    match zt_connector::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("a session lifetime must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub(crate) fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
@@ -90,6 +102,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     config.server_names = server_names(&args.server_names);
     config.advertise = args.advertise;
+    config.max_session_lifetime = args.max_session_lifetime;
     let state_dir = config.state_dir.clone();
     let edge = Edge::start(config).await.with_context(|| {
         format!(
