@@ -165,6 +165,7 @@ pub use control::{
 // The transport (feature `transport`).
 #[cfg(feature = "transport")]
 pub use transport::{
+    argotunnel::ArgotunnelConnection,
     conn::{
         ClientConnection, ClientLink, ConnectorConnection, ConnectorLink, FlowRequest,
         FlowResponder, UdpFlow,
@@ -182,5 +183,5 @@ pub use transport::{
         relay, splice, FlowError, FlowRecvStream, FlowSendStream, FlowStream, RelayEnd,
         RelayOutcome,
     },
-    tls::{EdgeTrust, ServerIdentity, TlsConfigError},
+    tls::{EdgeTrust, ServerIdentity, TlsConfigError, ALPN_ARGOTUNNEL},
 };

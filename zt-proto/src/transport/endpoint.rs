@@ -21,13 +21,14 @@ use crate::control::{
 };
 use crate::flow::CloseCode;
 use crate::frame::{Claim, ClientClaim, ConnectorClaim};
+use crate::transport::argotunnel::ArgotunnelConnection;
 use crate::transport::conn::{
     on_edge_event, on_peer_event, spawn_acceptor, spawn_driver, spawn_stream_refuser, varint,
     ClientConnection, ClientLink, ConnectorConnection, ConnectorLink, Machine, Shared,
 };
 use crate::transport::error::{AcceptError, ConnectError, EndpointError};
 use crate::transport::settings::TransportSettings;
-use crate::transport::tls::{EdgeTrust, ServerIdentity};
+use crate::transport::tls::{EdgeTrust, ServerIdentity, ALPN_ARGOTUNNEL};
 
 /// How long a refusing edge waits for the peer to receive its `register_error` before
 /// closing the connection.
@@ -118,6 +119,13 @@ fn exporter(conn: &quinn::Connection) -> Option<Exporter> {
     Some(out)
 }
 
+fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
 fn tokio_deadline(d: Instant) -> tokio::time::Instant {
     tokio::time::Instant::from_std(d)
 }
@@ -169,6 +177,10 @@ pub enum EdgePeer {
     Connector(ConnectorLink),
     /// A client connection.
     Client(ClientLink),
+    /// A connection that chose ALPN `argotunnel` (cloudflared's protocol), only offered by
+    /// a listener bound with [`EdgeListener::bind_with_argotunnel`]. Nothing has been read
+    /// from it and nothing authenticated: the caller runs cloudflared's registration.
+    Argotunnel(ArgotunnelConnection),
 }
 
 /// The edge's QUIC listener.
@@ -188,12 +200,36 @@ impl EdgeListener {
         edge_name: &str,
         settings: TransportSettings,
     ) -> Result<Self, EndpointError> {
+        Self::bind_inner(addr, identity, None, edge_name, settings)
+    }
+
+    /// Like [`EdgeListener::bind`], and also offers ALPN `argotunnel` on the same port, so
+    /// unmodified cloudflared connectors can connect: their handshakes present `argotunnel`
+    /// (a certificate for the name cloudflared asks for, `quic.cftunnel.com`), and
+    /// [`IncomingPeer::register`] hands their connections over as [`EdgePeer::Argotunnel`].
+    pub fn bind_with_argotunnel(
+        addr: SocketAddr,
+        identity: &ServerIdentity,
+        argotunnel: &ServerIdentity,
+        edge_name: &str,
+        settings: TransportSettings,
+    ) -> Result<Self, EndpointError> {
+        Self::bind_inner(addr, identity, Some(argotunnel), edge_name, settings)
+    }
+
+    fn bind_inner(
+        addr: SocketAddr,
+        identity: &ServerIdentity,
+        argotunnel: Option<&ServerIdentity>,
+        edge_name: &str,
+        settings: TransportSettings,
+    ) -> Result<Self, EndpointError> {
         if edge_name.len() > crate::limits::MAX_KEY_LEN {
             return Err(EndpointError::EdgeName {
                 len: edge_name.len(),
             });
         }
-        let crypto = identity.quic_server_config()?;
+        let crypto = identity.quic_server_config_with(argotunnel)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(settings.quinn_config()?);
         let (socket, buffers) = bind_socket(addr, &settings)?;
@@ -265,7 +301,8 @@ impl IncomingPeer {
 
     /// Completes the handshake and runs registration: reads the peer's `register`, asks
     /// `auth` for the claim's key, checks the proof, and answers. Call it on its own task per
-    /// connection.
+    /// connection. A connection that chose ALPN `argotunnel` is returned right after the
+    /// handshake as [`EdgePeer::Argotunnel`], without consulting `auth`.
     pub async fn register(self, auth: &dyn Authenticator) -> Result<EdgePeer, AcceptError> {
         let addr = self.incoming.remote_address();
         let settings = self.settings;
@@ -285,6 +322,10 @@ impl IncomingPeer {
                 })
             }
         };
+        if negotiated_alpn(&conn).as_deref() == Some(ALPN_ARGOTUNNEL) {
+            debug!(remote = %addr, "argotunnel connection");
+            return Ok(EdgePeer::Argotunnel(ArgotunnelConnection::new(conn)));
+        }
         let exp = exporter(&conn).ok_or(AcceptError::Exporter(addr))?;
         let (mut send, mut recv) =
             match timeout_at(tokio_deadline(deadline), conn.accept_bi()).await {

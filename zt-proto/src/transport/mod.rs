@@ -1,5 +1,6 @@
 //! The quinn/rustls transport: drives the I/O-free core over QUIC.
 
+pub(crate) mod argotunnel;
 pub(crate) mod conn;
 pub(crate) mod endpoint;
 pub(crate) mod error;

@@ -1,7 +1,9 @@
 //! TLS for the transport: the edge's certificate and key, and how connectors and clients
 //! decide to trust the edge (its CA certificate, or the SHA-256 fingerprint of it).
 //!
-//! TLS 1.3 only, ALPN `zt/1`, no 0-RTT, ring as the crypto provider.
+//! TLS 1.3 only, ALPN `zt/1`, no 0-RTT, ring as the crypto provider. An edge may also offer
+//! ALPN `argotunnel` (cloudflared's protocol) on the same port: the certificate is then
+//! chosen per handshake from the ALPN the client offers (see [`AlpnCertResolver`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,10 +14,17 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use zt_creds::CaFingerprint;
 
 use crate::frame::ALPN_ZT1;
+
+/// The ALPN protocol id of cloudflared's QUIC transport. An edge bound with
+/// [`EdgeListener::bind_with_argotunnel`](crate::EdgeListener::bind_with_argotunnel) offers it
+/// beside [`ALPN_ZT1`] and hands such connections over untouched.
+pub const ALPN_ARGOTUNNEL: &[u8] = b"argotunnel";
 
 /// A certificate, key or trust setting could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -113,26 +122,93 @@ impl ServerIdentity {
         Ok(Self { chain, key })
     }
 
+    #[cfg(test)]
     pub(crate) fn quic_server_config(&self) -> Result<QuicServerConfig, TlsConfigError> {
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        self.quic_server_config_with(None)
+    }
+
+    fn certified_key(
+        &self,
+        provider: &CryptoProvider,
+        what: &'static str,
+    ) -> Result<Arc<CertifiedKey>, TlsConfigError> {
+        let key = provider
+            .key_provider
+            .load_private_key(self.key.clone_key())
+            .map_err(|source| TlsConfigError::Rustls { what, source })?;
+        let certified = CertifiedKey::new(self.chain.clone(), key);
+        certified
+            .keys_match()
+            .map_err(|source| TlsConfigError::Rustls { what, source })?;
+        Ok(Arc::new(certified))
+    }
+
+    /// The edge's server configuration; with `argotunnel`, ALPN `argotunnel` is offered too
+    /// and its handshakes present that identity.
+    pub(crate) fn quic_server_config_with(
+        &self,
+        argotunnel: Option<&ServerIdentity>,
+    ) -> Result<QuicServerConfig, TlsConfigError> {
+        let provider = provider();
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|source| TlsConfigError::Rustls {
                 what: "TLS versions",
                 source,
             })?
-            .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|source| TlsConfigError::Rustls {
-                what: "edge certificate and key",
-                source,
-            })?;
+            .with_no_client_auth();
+        let mut cfg = match argotunnel {
+            None => builder
+                .with_single_cert(self.chain.clone(), self.key.clone_key())
+                .map_err(|source| TlsConfigError::Rustls {
+                    what: "edge certificate and key",
+                    source,
+                })?,
+            Some(cf) => builder.with_cert_resolver(Arc::new(AlpnCertResolver {
+                zt: self.certified_key(&provider, "edge certificate and key")?,
+                argotunnel: cf.certified_key(&provider, "argotunnel certificate and key")?,
+            })),
+        };
         cfg.alpn_protocols = vec![ALPN_ZT1.to_vec()];
+        if argotunnel.is_some() {
+            cfg.alpn_protocols.push(ALPN_ARGOTUNNEL.to_vec());
+        }
         // No 0-RTT: early data could be replayed, and registration must be bound to a
         // completed handshake.
         cfg.max_early_data_size = 0;
         QuicServerConfig::try_from(cfg).map_err(|e| TlsConfigError::Rustls {
             what: "QUIC server configuration",
             source: rustls::Error::General(e.to_string()),
+        })
+    }
+}
+
+/// Picks the edge's certificate from the ClientHello: a client that offers ALPN
+/// `argotunnel` and not `zt/1` (an unmodified cloudflared, which always asks for
+/// `quic.cftunnel.com`) gets the argotunnel identity; everyone else gets the edge's own.
+/// rustls then selects the ALPN from the same offer, so the two always agree.
+struct AlpnCertResolver {
+    zt: Arc<CertifiedKey>,
+    argotunnel: Arc<CertifiedKey>,
+}
+
+impl fmt::Debug for AlpnCertResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlpnCertResolver").finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for AlpnCertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let (mut zt, mut argo) = (false, false);
+        for proto in hello.alpn().into_iter().flatten() {
+            zt |= proto == ALPN_ZT1;
+            argo |= proto == ALPN_ARGOTUNNEL;
+        }
+        Some(if argo && !zt {
+            self.argotunnel.clone()
+        } else {
+            self.zt.clone()
         })
     }
 }

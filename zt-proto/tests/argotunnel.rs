@@ -1,0 +1,208 @@
+//! ALPN `argotunnel` beside `zt/1` on one port, over real QUIC on loopback: cloudflared's
+//! handshake gets the `quic.cftunnel.com` certificate and its connection is handed over raw;
+//! zt peers register as before; a listener without argotunnel refuses it.
+#![cfg(feature = "transport")]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use zt_proto::*;
+
+const CFD_NAME: &str = "quic.cftunnel.com";
+
+struct TwoIdentities {
+    ca_der: Vec<u8>,
+    zt: ServerIdentity,
+    cfd: ServerIdentity,
+}
+
+/// One CA, and two leaves signed by it: the edge's own name and cloudflared's.
+fn identities() -> TwoIdentities {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let leaf = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        ServerIdentity::from_pem(
+            format!("{}{}", cert.pem(), ca.pem()).as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap()
+    };
+    TwoIdentities {
+        ca_der: ca.der().to_vec(),
+        zt: leaf(SERVER_NAME),
+        cfd: leaf(CFD_NAME),
+    }
+}
+
+/// A bare quinn client offering only `argotunnel`, trusting `ca_der`, as cloudflared does.
+fn argotunnel_client(ca_der: &[u8]) -> quinn::Endpoint {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_der.to_vec().into()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN_ARGOTUNNEL.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    ep
+}
+
+async fn next(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>>,
+) -> Result<EdgePeer, String> {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("no peer within 20 s")
+        .unwrap()
+}
+
+fn serve(
+    listener: Arc<EdgeListener>,
+    auth: Arc<TestAuth>,
+) -> tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(incoming) = listener.accept().await {
+            let tx = tx.clone();
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(incoming.register(&*auth).await.map_err(|e| e.to_string()));
+            });
+        }
+    });
+    rx
+}
+
+#[tokio::test]
+async fn both_alpns_share_one_port_and_argotunnel_is_handed_over_raw() {
+    let ids = identities();
+    let listener = Arc::new(
+        EdgeListener::bind_with_argotunnel(
+            "127.0.0.1:0".parse().unwrap(),
+            &ids.zt,
+            &ids.cfd,
+            "edge-test",
+            test_settings(),
+        )
+        .unwrap(),
+    );
+    let addr = listener.local_addr().unwrap();
+    let auth = Arc::new(TestAuth::default());
+    let mut peers = serve(listener.clone(), auth.clone());
+
+    // cloudflared's side: ALPN argotunnel, server name quic.cftunnel.com. The handshake only
+    // succeeds if the edge presented the certificate for that name.
+    let client = argotunnel_client(&ids.ca_der);
+    let conn = client.connect(addr, CFD_NAME).unwrap().await.unwrap();
+    let alpn = conn
+        .handshake_data()
+        .unwrap()
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .unwrap()
+        .protocol;
+    assert_eq!(alpn.as_deref(), Some(ALPN_ARGOTUNNEL));
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(b"control stream bytes").await.unwrap();
+    send.finish().unwrap();
+
+    let EdgePeer::Argotunnel(cfd) = next(&mut peers).await.unwrap() else {
+        panic!("expected an argotunnel connection")
+    };
+    assert_eq!(cfd.server_name().as_deref(), Some(CFD_NAME));
+    assert_eq!(cfd.remote_address(), client.local_addr().unwrap());
+    let mut control = cfd.accept_stream().await.unwrap();
+    let mut got = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut control, &mut got)
+        .await
+        .unwrap();
+    assert_eq!(got, b"control stream bytes");
+    tokio::io::AsyncWriteExt::write_all(&mut control, b"answer")
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::shutdown(&mut control)
+        .await
+        .unwrap();
+    assert_eq!(recv.read_to_end(1024).await.unwrap(), b"answer");
+
+    // The edge opens a stream (a flow, for cloudflared) and the peer accepts it.
+    let mut flow = cfd.open_stream().await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut flow, b"flow")
+        .await
+        .unwrap();
+    let (_s, mut r) = conn.accept_bi().await.unwrap();
+    let mut buf = [0u8; 4];
+    r.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"flow");
+    // Nobody was asked to authenticate anything.
+    assert!(auth.refusals.lock().unwrap().is_empty());
+
+    // A zt connector on the same port still registers, on the edge's own certificate.
+    let tunnel = common::Tunnel {
+        id: uuid::Uuid::new_v4(),
+        secret: zt_creds::TunnelSecret::generate(),
+    };
+    auth.keys
+        .lock()
+        .unwrap()
+        .insert(tunnel.id, tunnel.secret.derive_auth_key());
+    let ep = peer_endpoint(&EdgeTrust::ca_der(ids.ca_der.clone()));
+    ep.connect_connector(
+        addr,
+        SERVER_NAME,
+        connector_registration(tunnel.id, 0),
+        &tunnel.secret.derive_auth_key(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        next(&mut peers).await.unwrap(),
+        EdgePeer::Connector(_)
+    ));
+    cfd.close(CloseCode::NO_ERROR, "test done");
+    assert!(matches!(
+        cfd.closed().await,
+        quinn::ConnectionError::LocallyClosed
+    ));
+}
+
+#[tokio::test]
+async fn a_listener_without_argotunnel_refuses_that_alpn() {
+    let ids = identities();
+    let listener = Arc::new(
+        EdgeListener::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &ids.zt,
+            "edge-test",
+            test_settings(),
+        )
+        .unwrap(),
+    );
+    let addr = listener.local_addr().unwrap();
+    let mut peers = serve(listener, Arc::new(TestAuth::default()));
+    let client = argotunnel_client(&ids.ca_der);
+    let err = client.connect(addr, CFD_NAME).unwrap().await.unwrap_err();
+    assert!(
+        err.to_string().contains("no application protocol") || err.to_string().contains("120"),
+        "{err}"
+    );
+    let outcome = next(&mut peers).await;
+    assert!(outcome.is_err(), "{outcome:?}");
+}
