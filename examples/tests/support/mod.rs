@@ -4,6 +4,8 @@
 //! mutual-TLS origin standing in for a Kubernetes API server.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod abuse;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
