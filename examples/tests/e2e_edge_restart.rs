@@ -31,11 +31,9 @@ fn connectors_and_clients_reconnect_after_an_edge_restart() {
 }
 
 /// The client reconnects to a restarted edge before the connectors do (their backoff is
-/// longer), and the edge answers a flow asked for in that window with "no live connector
-/// serves the route" instead of waiting briefly for one to register.
+/// longer); the edge holds a flow asked for in that window until a connector of the tunnel
+/// registers (a bound of 2 s) instead of refusing it with "no live connector".
 #[test]
-#[ignore = "zt-edge answers NoConnector at once while a restarted edge awaits its connectors; \
-            a flow asked for during the restart fails about half the time"]
 fn a_flow_asked_for_during_an_edge_restart_completes() {
     restart(true);
 }
@@ -81,8 +79,8 @@ fn restart(assert_pending: bool) {
         (connector.ready().map(|r| r.0) == Some(503)).then_some(())
     });
     let not_ready_after = stopped_at.elapsed();
-    // A flow asked for while the edge is down: the client holds it while it reconnects;
-    // whether a connector is back by then is a race (see the ignored test).
+    // A flow asked for while the edge is down: the client holds it while it reconnects,
+    // and the new edge holds it until a connector is back.
     let pending = std::thread::spawn(move || {
         let t = Instant::now();
         (hello_through(forward, "while down"), t.elapsed())

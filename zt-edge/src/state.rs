@@ -10,6 +10,7 @@
 //! | `server.pem`, `server.key` | server certificate chain (leaf, CA) and key |
 //! | `cloudflared.pem`, `cloudflared.key` | certificate for `quic.cftunnel.com`, once issued |
 //! | `admin-token` | bearer token of the admin API |
+//! | `reset-secret` | secret the QUIC stateless-reset key is derived from (created on the first start that lacks it) |
 //! | `state.redb` | the database |
 //!
 //! `edge.json` is the commit point of a first start. Without it, any other state file means
@@ -40,6 +41,7 @@ const SERVER_KEY: &str = "server.key";
 const CLOUDFLARED_CERT: &str = "cloudflared.pem";
 const CLOUDFLARED_KEY: &str = "cloudflared.key";
 const ADMIN_TOKEN: &str = "admin-token";
+const RESET_SECRET: &str = "reset-secret";
 const DATABASE: &str = "state.redb";
 
 /// Files a first start creates, in creation order (the marker comes last).
@@ -246,7 +248,44 @@ pub struct EdgeState {
     server_issue: Mutex<()>,
     cloudflared: Mutex<Option<Arc<ServerIdentity>>>,
     admin_token: AdminToken,
+    reset_secret: ResetSecret,
     db: Db,
+}
+
+/// The secret behind the QUIC stateless-reset key: 32 random bytes kept in the state
+/// directory, so that an edge restarted after a crash can end the connections the crashed
+/// process left behind at the peers' first packet instead of after their idle timeout.
+struct ResetSecret([u8; 32]);
+
+impl Drop for ResetSecret {
+    fn drop(&mut self) {
+        self.0.fill(0);
+    }
+}
+
+/// Reads the reset secret, or creates it (0600) when the directory predates it.
+fn load_or_create_reset_secret(dir: &Path) -> Result<ResetSecret, StateError> {
+    let path = dir.join(RESET_SECRET);
+    if !path.exists() {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| StateError::Issue {
+                what: "the stateless-reset secret",
+                detail: "the system random generator failed".to_owned(),
+            })?;
+        write(&path, format!("{}\n", hex::encode(&bytes)).as_bytes())?;
+        return Ok(ResetSecret(bytes));
+    }
+    let text = read_private(&path)?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    match hex::decode_array::<32>(text) {
+        Some(bytes) => Ok(ResetSecret(bytes)),
+        None => Err(StateError::Corrupt {
+            path,
+            reason: "expected 64 lowercase hex digits".to_owned(),
+        }),
+    }
 }
 
 impl std::fmt::Debug for EdgeState {
@@ -379,6 +418,7 @@ impl EdgeState {
         write(&dir.join(SERVER_CERT), issued.chain_pem.as_bytes())?;
         let token = random_hex::<32>()?;
         write(&dir.join(ADMIN_TOKEN), format!("{token}\n").as_bytes())?;
+        let reset_secret = load_or_create_reset_secret(&dir)?;
         let db = Db::new(Arc::new(RedbStore::open(&dir.join(DATABASE))?));
         db.update(|txn| {
             let mut vnet = VirtualNetwork::new(DEFAULT_VNET_NAME);
@@ -408,6 +448,7 @@ impl EdgeState {
             server_issue: Mutex::new(()),
             cloudflared: Mutex::new(None),
             admin_token: AdminToken(token),
+            reset_secret,
             db,
         })
     }
@@ -502,6 +543,7 @@ impl EdgeState {
             });
         }
         let token = AdminToken(token.to_owned());
+        let reset_secret = load_or_create_reset_secret(&dir)?;
 
         let db_path = dir.join(DATABASE);
         check_mode(&db_path, fsutil::FILE_MODE)?;
@@ -518,6 +560,7 @@ impl EdgeState {
             server_issue: Mutex::new(()),
             cloudflared: Mutex::new(cloudflared),
             admin_token: token,
+            reset_secret,
             db,
         };
 
@@ -576,6 +619,13 @@ impl EdgeState {
     /// The admin API's bearer token.
     pub fn admin_token(&self) -> &AdminToken {
         &self.admin_token
+    }
+
+    /// The key the QUIC listener makes stateless resets with, derived from the secret in
+    /// the state directory: the same across restarts, so peers of a crashed edge learn at
+    /// their first packet to the new process that their connections are gone.
+    pub fn stateless_reset_key(&self) -> zt_proto::StatelessResetKey {
+        zt_proto::StatelessResetKey::derive(&self.reset_secret.0)
     }
 
     /// The file holding the admin token, which the admin CLI reads.
@@ -693,6 +743,39 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<EdgeState>();
         assert_send_sync::<ServerIdentity>();
+    }
+
+    #[test]
+    fn the_reset_secret_is_private_kept_across_restarts_and_added_to_older_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("edge");
+        let first = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
+        let key = first.stateless_reset_key();
+        let mode = fs::metadata(dir.join(RESET_SECRET))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(first);
+        let again = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
+        assert_eq!(again.stateless_reset_key(), key);
+        drop(again);
+
+        // A directory made before the secret existed gets a new one, once.
+        fs::remove_file(dir.join(RESET_SECRET)).unwrap();
+        let upgraded = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
+        let new_key = upgraded.stateless_reset_key();
+        assert_ne!(new_key, key);
+        drop(upgraded);
+        let reopened = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
+        assert_eq!(reopened.stateless_reset_key(), new_key);
+        drop(reopened);
+
+        // A damaged secret is refused, naming the file.
+        write(&dir.join(RESET_SECRET), b"not hex\n").unwrap();
+        let err = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap_err();
+        assert!(err.to_string().contains(RESET_SECRET), "{err}");
     }
 
     #[test]

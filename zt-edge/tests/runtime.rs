@@ -30,6 +30,8 @@ fn config(dir: &Path) -> EdgeConfig {
     c.admin = None;
     c.edge_name = "test-edge".into();
     c.open_timeout = Duration::from_millis(400);
+    // Shorter than the test clients' 1 s open bound, so "no live connector" arrives typed.
+    c.connector_wait = Duration::from_millis(300);
     c.shutdown_grace = Duration::from_secs(2);
     c
 }
@@ -474,6 +476,56 @@ async fn typed_errors_for_no_route_denied_default_block_and_no_connector() {
             "connect_failed"
         ]
     );
+    edge.shutdown().await;
+}
+
+/// A flow for a tunnel whose connector has not registered yet (as after an edge restart,
+/// when clients come back first) is held until one registers, within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_waits_for_a_connector_that_registers_within_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.connector_wait = Duration::from_secs(10);
+    let edge = Edge::start(c).await.unwrap();
+    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let origin = hashing_origin("127.0.0.1:0", 1000).await;
+    let mut settings = TransportSettings::default();
+    settings.open_timeout = Duration::from_secs(15);
+    let client_ep = PeerEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &EdgeTrust::ca_der(edge.state().ca_cert_der().to_vec()),
+        settings,
+    )
+    .unwrap();
+    let client = Arc::new(
+        connect_client(&edge, &client_ep, s.device.id, &s.device_secret)
+            .await
+            .unwrap(),
+    );
+    let asked = Instant::now();
+    let pending = {
+        let client = client.clone();
+        tokio::spawn(async move { open(&client, origin).await })
+    };
+    // The open is held, not refused: it is still pending when the connector arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !pending.is_finished(),
+        "the open was answered with no connector registered"
+    );
+    let ep = endpoint(edge.state());
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    serve_flows(conn);
+    let flow = tokio::time::timeout(WAIT, pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    println!(
+        "the held open completed {:?} after it was asked for",
+        asked.elapsed()
+    );
+    round_trip(flow, b"held", 1000).await;
     edge.shutdown().await;
 }
 

@@ -114,6 +114,10 @@ pub struct EdgeConfig {
     pub open_timeout: Duration,
     /// How long a client's flow header may take to arrive (default 5 s).
     pub header_timeout: Duration,
+    /// How long a flow for a tunnel with no live connector waits for one to register
+    /// before it is refused with `no live connector` (default 2 s: after an edge restart
+    /// clients reconnect first, and connectors follow within a second or two).
+    pub connector_wait: Duration,
     /// Longest client session; older sessions are sent go-away so the client
     /// re-authenticates (default none).
     pub max_session_lifetime: Option<Duration>,
@@ -148,6 +152,7 @@ impl EdgeConfig {
             transport: TransportSettings::default(),
             open_timeout: Duration::from_secs(1),
             header_timeout: Duration::from_secs(5),
+            connector_wait: Duration::from_secs(2),
             max_session_lifetime: None,
             session_drain: Duration::from_secs(10),
             first_bytes: FirstBytes::default(),

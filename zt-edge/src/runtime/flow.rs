@@ -253,10 +253,17 @@ async fn decide_and_open(
     let tunnel = target.tunnel_id;
     rec.tunnel_id = Some(tunnel);
 
-    let Some(first) = inner.registry.pick(tunnel, None) else {
+    let Some(first) = inner
+        .registry
+        .pick_or_wait(tunnel, inner.config.connector_wait)
+        .await
+    else {
         return Err(refuse(
             FlowStatusCode::NoConnector,
-            format!("tunnel {tunnel} has no live connector"),
+            format!(
+                "tunnel {tunnel} has no live connector (none registered within {:?})",
+                inner.config.connector_wait
+            ),
             CloseReason::NoConnector,
         ));
     };

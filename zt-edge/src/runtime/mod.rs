@@ -154,6 +154,7 @@ impl Edge {
 
         config.transport.open_timeout = config.open_timeout;
         config.transport.header_timeout = config.header_timeout;
+        config.transport.stateless_reset_key = Some(state.stateless_reset_key());
         let server = state.server_identity();
         let identity = zt_proto::ServerIdentity::from_der(
             server.cert_chain().iter().map(|c| c.to_vec()).collect(),

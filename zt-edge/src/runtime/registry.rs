@@ -9,11 +9,18 @@
 //! fewest flows in flight (ties go to the earliest registered). A connection whose open
 //! went unanswered is unhealthy until an open on it succeeds; unhealthy ones are chosen only
 //! when no healthy one is left, so a connection that recovered gets traffic again.
+//!
+//! A flow for a tunnel with no connection at all may wait a short bound for one to
+//! register ([`Registry::pick_or_wait`]): after an edge restart the clients often come back
+//! before the connectors, whose reconnect backoff is longer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use uuid::Uuid;
 use zt_proto::ConnectorLink;
@@ -103,6 +110,8 @@ pub(crate) struct Registry {
     edge_name: String,
     next_seq: AtomicU64,
     tunnels: RwLock<HashMap<Uuid, Vec<Arc<ConnEntry>>>>,
+    /// Woken at every registration, for flows waiting on a tunnel with no connection.
+    registered: Notify,
 }
 
 impl Registry {
@@ -111,6 +120,7 @@ impl Registry {
             edge_name,
             next_seq: AtomicU64::new(0),
             tunnels: RwLock::new(HashMap::new()),
+            registered: Notify::new(),
         }
     }
 
@@ -136,6 +146,7 @@ impl Registry {
             .entry(claim.tunnel_id)
             .or_default()
             .push(entry.clone());
+        self.registered.notify_waiters();
         entry
     }
 
@@ -166,6 +177,30 @@ impl Registry {
                 )
             })
             .cloned()
+    }
+
+    /// Like [`Registry::pick`] with no exclusion, but when the tunnel has no usable
+    /// connection, waits up to `bound` for one to register (woken by each registration, no
+    /// polling). `None` once the bound has passed with still none.
+    pub(crate) async fn pick_or_wait(
+        &self,
+        tunnel: Uuid,
+        bound: Duration,
+    ) -> Option<Arc<ConnEntry>> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            // Register interest before looking, so a registration between the look and
+            // the wait is not missed.
+            let notified = self.registered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(conn) = self.pick(tunnel, None) {
+                return Some(conn);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
     }
 
     /// Every connection, for go-away at shutdown.

@@ -234,7 +234,7 @@ impl EdgeListener {
         server.transport_config(settings.quinn_config()?);
         let (socket, buffers) = bind_socket(addr, &settings)?;
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            settings.endpoint_config(),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),

@@ -47,6 +47,95 @@ pub struct TransportSettings {
     pub socket_send_buffer: usize,
     /// Protocol limits (header size, metadata, datagrams, pending opens).
     pub limits: Limits,
+    /// The key stateless resets are made with (default `None`: a random key per endpoint).
+    /// An edge that keeps one across restarts lets its peers recognise a restarted
+    /// process's reset at their first packet; with a random key they only notice the loss
+    /// after the idle timeout. Only the edge's listener uses it.
+    pub stateless_reset_key: Option<StatelessResetKey>,
+}
+
+/// The secret behind QUIC stateless resets (RFC 9000, section 10.3): the reset token of a
+/// connection id is an HMAC of the id under this key, so a process that restarts with the
+/// same key can end the connections its predecessor left behind. `Debug` is redacted and
+/// the bytes are wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StatelessResetKey {
+    hmac: [u8; 32],
+}
+
+impl StatelessResetKey {
+    /// Derives the key from a long-lived secret (at least 32 random bytes, kept private by
+    /// the caller) with HKDF-SHA256, so the secret itself is never used as a key.
+    pub fn derive(secret: &[u8]) -> Self {
+        let prk =
+            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"zt stateless reset").extract(secret);
+        let mut hmac = [0u8; 32];
+        expand(&prk, b"zt/1 quic stateless reset key", &mut hmac);
+        Self { hmac }
+    }
+
+    fn hmac_key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.hmac)
+    }
+}
+
+/// Random 8-byte connection ids that any process accepts as possibly its own. quinn's
+/// default generator tags its ids with a key drawn at random per process and drops packets
+/// whose id fails that check before it would answer them with a stateless reset, so a
+/// restarted edge would never reset its predecessor's connections. quinn does the same
+/// with its `RandomConnectionIdGenerator`, which it does not re-export; the cost is that an
+/// unknown id always gets a (rate-limited, smaller than the packet) reset.
+struct RandomCids(ring::rand::SystemRandom, u64);
+
+const CID_LEN: usize = 8;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        use ring::rand::SecureRandom;
+        let mut cid = [0u8; CID_LEN];
+        if self.0.fill(&mut cid).is_err() {
+            // The system generator does not fail on Linux; should it, ids must still be
+            // distinct (quinn retries until it finds an unused one).
+            self.1 = self.1.wrapping_add(1);
+            cid = self.1.to_le_bytes();
+        }
+        quinn::ConnectionId::new(&cid)
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// HKDF-expands `prk` with `info` into `out` (at most 32 bytes here, far below
+/// HKDF-SHA256's limit of 255 × 32, so it cannot fail).
+fn expand(prk: &ring::hkdf::Prk, info: &[u8], out: &mut [u8]) {
+    struct Len(usize);
+    impl ring::hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            self.0
+        }
+    }
+    let info = [info];
+    if let Ok(okm) = prk.expand(&info, Len(out.len())) {
+        let _ = okm.fill(out);
+    }
+}
+
+impl std::fmt::Debug for StatelessResetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatelessResetKey([redacted])")
+    }
+}
+
+impl Drop for StatelessResetKey {
+    fn drop(&mut self) {
+        self.hmac.fill(0);
+    }
 }
 
 impl Default for TransportSettings {
@@ -66,6 +155,7 @@ impl Default for TransportSettings {
             socket_receive_buffer: 2 * MIB as usize,
             socket_send_buffer: 2 * MIB as usize,
             limits: Limits::default(),
+            stateless_reset_key: None,
         }
     }
 }
@@ -89,6 +179,19 @@ fn varint(field: &'static str, value: u64) -> Result<VarInt, SettingsError> {
 }
 
 impl TransportSettings {
+    /// The quinn endpoint configuration: quinn's defaults, or, when a [`StatelessResetKey`]
+    /// is set, that key and connection ids a restarted process will answer with a reset.
+    pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
+        match &self.stateless_reset_key {
+            Some(key) => {
+                let mut config = quinn::EndpointConfig::new(Arc::new(key.hmac_key()));
+                config.cid_generator(|| Box::new(RandomCids(ring::rand::SystemRandom::new(), 0)));
+                config
+            }
+            None => quinn::EndpointConfig::default(),
+        }
+    }
+
     /// The quinn transport configuration these settings describe.
     pub(crate) fn quinn_config(&self) -> Result<Arc<TransportConfig>, SettingsError> {
         let mut t = TransportConfig::default();
@@ -137,6 +240,21 @@ mod tests {
         assert!((Duration::from_secs(1)..=Duration::from_secs(2)).contains(&s.keep_alive_interval));
         assert!(s.keep_alive_interval < s.idle_timeout);
         assert!(s.quinn_config().is_ok());
+    }
+
+    #[test]
+    fn the_reset_key_is_derived_deterministically_and_never_shown() {
+        let a = StatelessResetKey::derive(&[7u8; 32]);
+        assert_eq!(a, StatelessResetKey::derive(&[7u8; 32]));
+        assert_ne!(a, StatelessResetKey::derive(&[8u8; 32]));
+        // Not the secret itself.
+        assert_ne!(a.hmac, [7u8; 32]);
+        let settings = TransportSettings {
+            stateless_reset_key: Some(a),
+            ..TransportSettings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(shown.contains("StatelessResetKey([redacted])"), "{shown}");
     }
 
     #[test]
