@@ -155,6 +155,20 @@ pub struct FlowRecord {
     pub duration_ms: u64,
     /// Why it ended.
     pub close_reason: CloseReason,
+    /// Set when the connector cannot keep one direction open after the other finished
+    /// (cloudflared: the first FIN from either side ends the whole flow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_close: Option<HalfClose>,
+}
+
+/// How a flow's half-close (one direction finished, the other still open) was carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HalfClose {
+    /// The connector was cloudflared, which ends the whole flow at the first FIN from
+    /// either side; zt-connector keeps the other direction open.
+    NotSupportedByCloudflared,
 }
 
 impl FlowRecord {
@@ -186,6 +200,7 @@ impl FlowRecord {
             bytes_down: 0,
             duration_ms: 0,
             close_reason,
+            half_close: None,
         }
     }
 }

@@ -97,8 +97,8 @@ pub use store::{
 // Audit log.
 pub use audit::{
     AuditError, AuditEvent, AuditLog, AuthRefusal, CloseReason, ConnectorKind, FlowAction,
-    FlowProtocol, FlowRecord, PeerRole, PolicyPhase, AUDIT_BUFFER_BYTES, AUDIT_FLUSH_INTERVAL,
-    MAX_CLAIMED_ID_LEN,
+    FlowProtocol, FlowRecord, HalfClose, PeerRole, PolicyPhase, AUDIT_BUFFER_BYTES,
+    AUDIT_FLUSH_INTERVAL, MAX_CLAIMED_ID_LEN,
 };
 
 // The admin API.

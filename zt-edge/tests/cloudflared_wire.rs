@@ -322,3 +322,13 @@ proptest! {
         let _ = decode_connect_request(&data);
     }
 }
+
+#[test]
+fn an_exception_answer_decodes_with_its_reason() {
+    let bytes = zt_edge::cloudflared::encode_exception_return(7, "method not served");
+    let msgs = decode_all(&bytes);
+    assert_eq!(
+        returns(msgs),
+        [(7, ReturnBody::Exception("method not served".into()))]
+    );
+}

@@ -45,7 +45,7 @@ pub use frame::{
     frame_len, DecodeError, MAX_FLOW_HEADER_BYTES, MAX_RPC_MESSAGE_BYTES, MAX_SEGMENTS,
 };
 pub use rpc::{
-    decode_control, encode_bootstrap_return, encode_empty_return, encode_register_return,
-    ControlMessage, RegisterConnection, RegistrationCall, RegistrationReply, ReturnBody,
-    REGISTRATION_SERVER_ID,
+    decode_control, encode_bootstrap_return, encode_empty_return, encode_exception_return,
+    encode_register_return, ControlMessage, RegisterConnection, RegistrationCall,
+    RegistrationReply, ReturnBody, REGISTRATION_SERVER_ID,
 };

@@ -388,6 +388,20 @@ pub fn encode_empty_return(answer_id: u32) -> Vec<u8> {
     write_frame(&msg)
 }
 
+/// Encodes an exception as the answer to a call this edge does not serve (an unknown
+/// method or interface), so the caller's promise fails instead of waiting forever.
+pub fn encode_exception_return(answer_id: u32, reason: &str) -> Vec<u8> {
+    let mut msg = return_message(answer_id);
+    if let Ok(root) = msg.get_root::<message::Builder<'_>>() {
+        if let Ok(message::Which::Return(Ok(ret))) = root.which() {
+            let mut e = ret.init_exception();
+            e.set_reason(reason);
+            e.set_type(capnp_rpc::rpc_capnp::exception::Type::Unimplemented);
+        }
+    }
+    write_frame(&msg)
+}
+
 /// Encodes the edge's answer to `registerConnection`.
 pub fn encode_register_return(answer_id: u32, reply: &RegistrationReply) -> Vec<u8> {
     let mut msg = return_message(answer_id);

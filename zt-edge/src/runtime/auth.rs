@@ -110,6 +110,29 @@ pub(crate) struct EdgeAuthenticator {
     pub(crate) draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
+impl EdgeAuthenticator {
+    /// A cloudflared registration was refused: one audit line with the true reason, and a
+    /// failure counted against the source when `counts` (bad credentials, malformed input).
+    pub(crate) fn refused_cloudflared(
+        &self,
+        source: SocketAddr,
+        tunnel: Option<uuid::Uuid>,
+        why: &str,
+        counts: bool,
+    ) {
+        if counts {
+            self.limiter.record_failure(source.ip());
+        }
+        let claimed = tunnel.map(|t| t.to_string());
+        tracing::info!(remote = %source, claimed = ?claimed, reason = %why, "cloudflared authentication refused");
+        self.metrics.auth_refused();
+        let record = AuthRefusal::new(source.ip(), PeerRole::Connector, claimed.as_deref(), why);
+        if let Err(e) = self.audit.record_auth_refusal(&record) {
+            tracing::warn!(error = %e, "cannot write the audit log");
+        }
+    }
+}
+
 impl Authenticator for EdgeAuthenticator {
     fn admit(&self, source: SocketAddr) -> Admission {
         if self.draining.load(std::sync::atomic::Ordering::Acquire) {

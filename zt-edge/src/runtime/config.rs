@@ -136,6 +136,10 @@ pub struct EdgeConfig {
     pub shutdown_grace: Duration,
     /// The audit log file (default `audit.jsonl` in the state directory).
     pub audit_path: Option<PathBuf>,
+    /// Offer ALPN `argotunnel` on the QUIC port so unmodified cloudflared connectors can
+    /// connect (default true). Only tunnels that opted in accept them; see
+    /// docs/CLOUDFLARED.md.
+    pub cloudflared: bool,
 }
 
 impl EdgeConfig {
@@ -161,6 +165,7 @@ impl EdgeConfig {
             max_flows_per_session: 4096,
             shutdown_grace: Duration::from_secs(10),
             audit_path: None,
+            cloudflared: true,
         }
     }
 }

@@ -20,11 +20,14 @@ use zt_proto::{
     OpenError, Protocol, RelayEnd, RelayOutcome, ResetCode, UdpFlow,
 };
 
-use super::registry::{ConnEntry, InFlight};
+use super::cloudflared;
+use super::registry::{ConnEntry, ConnLink, InFlight};
 use super::session::Session;
 use super::sniff::{sniff, Sniffed};
 use super::Inner;
-use crate::audit::{CloseReason, FlowAction, FlowProtocol, FlowRecord, PolicyPhase};
+use crate::audit::{
+    CloseReason, ConnectorKind, FlowAction, FlowProtocol, FlowRecord, HalfClose, PolicyPhase,
+};
 use crate::timestamp::Timestamp;
 
 /// What the client is answered when the flow does not open.
@@ -42,7 +45,8 @@ fn refuse(code: FlowStatusCode, detail: impl Into<String>, reason: CloseReason) 
 
 /// The connector side of an opened flow.
 enum Opened {
-    Tcp(FlowStream),
+    /// A TCP flow, and payload that arrived with the connector's answer (cloudflared).
+    Tcp(FlowStream, Option<Bytes>),
     Udp(UdpFlow),
 }
 
@@ -127,7 +131,7 @@ async fn run(
             rec.connector_kind = Some(conn.kind());
             rec.connector_version = Some(conn.version.clone());
             match opened {
-                Opened::Tcp(origin) => {
+                Opened::Tcp(origin, early) => {
                     let client = match responder.accept().await {
                         Ok(c) => c,
                         Err(e) => {
@@ -135,6 +139,14 @@ async fn run(
                             rec.close_reason = CloseReason::ClientReset;
                             return Ok(());
                         }
+                    };
+                    if conn.kind() == ConnectorKind::Cloudflared {
+                        rec.half_close = Some(HalfClose::NotSupportedByCloudflared);
+                    }
+                    let origin = Origin {
+                        stream: origin,
+                        early,
+                        cloudflared: conn.kind() == ConnectorKind::Cloudflared,
                     };
                     tcp(inner, session, header, &policy, client, origin, rec).await;
                 }
@@ -267,7 +279,7 @@ async fn decide_and_open(
             CloseReason::NoConnector,
         ));
     };
-    match open_on(&first, header).await {
+    match open_on(inner, &first, header).await {
         Ok(opened) => {
             first.mark_healthy();
             let guard = first.begin_flow();
@@ -288,7 +300,7 @@ async fn decide_and_open(
         ));
     };
     debug!(first = %first.connection_id(), second = %second.connection_id(), "retrying the open on another connection");
-    match open_on(&second, header).await {
+    match open_on(inner, &second, header).await {
         Ok(opened) => {
             second.mark_healthy();
             let guard = second.begin_flow();
@@ -305,19 +317,30 @@ async fn decide_and_open(
 }
 
 /// Opens the flow on `conn`, counting it in flight meanwhile.
-async fn open_on(conn: &Arc<ConnEntry>, header: &FlowHeader) -> Result<Opened, OpenError> {
+async fn open_on(
+    inner: &Inner,
+    conn: &Arc<ConnEntry>,
+    header: &FlowHeader,
+) -> Result<Opened, OpenError> {
     let _opening = conn.begin_flow();
+    let link = match &conn.link {
+        ConnLink::Zt(link) => link,
+        ConnLink::Cloudflared(link) => {
+            // cloudflared answers once it has dialled the origin: allow a dial's time.
+            return cloudflared::open_flow(link, header, inner.config.header_timeout)
+                .await
+                .map(|(s, early)| Opened::Tcp(s, early));
+        }
+    };
     match header.protocol {
-        Protocol::Udp => conn
-            .link
+        Protocol::Udp => link
             .open_udp_flow(header.dest, header.metadata.clone())
             .await
             .map(Opened::Udp),
-        _ => conn
-            .link
+        _ => link
             .open_flow(header.dest, Protocol::Tcp, header.metadata.clone())
             .await
-            .map(Opened::Tcp),
+            .map(|s| Opened::Tcp(s, None)),
     }
 }
 
@@ -385,6 +408,14 @@ async fn read_first_bytes(
     }
 }
 
+/// The connector side of a TCP flow, with the payload that came with its answer.
+struct Origin {
+    stream: FlowStream,
+    early: Option<Bytes>,
+    /// cloudflared ends the whole flow at the first FIN (see `cloudflared::splice`).
+    cloudflared: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn tcp(
     inner: &Inner,
@@ -392,11 +423,22 @@ async fn tcp(
     header: &FlowHeader,
     policy: &CompiledPolicy,
     client: FlowStream,
-    origin: FlowStream,
+    origin: Origin,
     rec: &mut FlowRecord,
 ) {
     let (mut client_send, mut client_recv) = client.into_split();
-    let (mut origin_send, mut origin_recv) = origin.into_split();
+    let (mut origin_send, mut origin_recv) = origin.stream.into_split();
+    let mut down_early = 0u64;
+    if let Some(early) = origin.early {
+        let n = early.len() as u64;
+        if client_send.write_chunk(early).await.is_err() {
+            origin_send.reset(ResetCode::ABORTED);
+            origin_recv.stop(ResetCode::ABORTED);
+            rec.close_reason = CloseReason::ClientReset;
+            return;
+        }
+        down_early = n;
+    }
 
     let snapshot = inner.snapshot.load_full();
     let identity = snapshot
@@ -481,6 +523,14 @@ async fn tcp(
             },
             down,
         )
+    } else if origin.cloudflared {
+        cloudflared::splice(
+            &mut client_recv,
+            &mut client_send,
+            &mut origin_recv,
+            &mut origin_send,
+        )
+        .await
     } else {
         tokio::join!(
             relay(&mut client_recv, &mut origin_send),
@@ -488,7 +538,7 @@ async fn tcp(
         )
     };
     rec.bytes_up = up_prefix + up.bytes;
-    rec.bytes_down = down.bytes;
+    rec.bytes_down = down_early + down.bytes;
     rec.close_reason = close_reason(&up.end, &down.end);
 }
 

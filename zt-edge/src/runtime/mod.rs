@@ -7,6 +7,7 @@
 //! the audit log; and the metrics server. They all watch one shutdown signal.
 
 mod auth;
+mod cloudflared;
 mod config;
 mod flow;
 mod metrics;
@@ -164,12 +165,7 @@ impl Edge {
             dir: state.dir().to_path_buf(),
             source,
         })?;
-        let listener = Arc::new(EdgeListener::bind(
-            config.listen,
-            &identity,
-            &config.edge_name,
-            config.transport.clone(),
-        )?);
+        let listener = Arc::new(bind_listener(&state, &config, &identity)?);
         let local_addr = listener
             .local_addr()
             .map_err(|source| zt_proto::EndpointError::Bind {
@@ -329,7 +325,11 @@ impl EdgeHandle {
         let grace = inner.config.shutdown_grace;
         info!(grace_ms = grace.as_millis() as u64, "edge shutting down");
         for conn in inner.registry.all() {
-            if let Err(e) = conn.link.go_away(grace, "edge shutting down").await {
+            let Some(link) = conn.zt() else {
+                cloudflared::go_away(&conn);
+                continue;
+            };
+            if let Err(e) = link.go_away(grace, "edge shutting down").await {
                 warn!(connection = %conn.connection_id(), error = %e, "cannot send go-away");
             }
         }
@@ -387,6 +387,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: Arc<EdgeListener>, auth: Arc<E
             match incoming.register(&*auth).await {
                 Ok(EdgePeer::Connector(link)) => serve_connector(inner, link).await,
                 Ok(EdgePeer::Client(link)) => session::serve(inner, link).await,
+                Ok(EdgePeer::Argotunnel(conn)) => cloudflared::serve(inner, auth, conn).await,
                 Ok(_) => warn!(remote = %remote, "peer of an unknown role"),
                 Err(e) => tracing::debug!(remote = %remote, error = %e, "registration failed"),
             }
@@ -396,12 +397,13 @@ async fn accept_loop(inner: Arc<Inner>, listener: Arc<EdgeListener>, auth: Arc<E
 
 async fn serve_connector(inner: Arc<Inner>, link: zt_proto::ConnectorLink) {
     let entry = inner.registry.insert(link);
+    let Some(link) = entry.zt() else { return };
     let span = tracing::info_span!("connector", tunnel = %entry.tunnel_id, connector = %entry.connector_id, conn_index = entry.conn_index, connection = %entry.connection_id());
     info!(parent: &span, remote = %entry.remote, version = %entry.version, "connector registered");
     let mut stop = inner.stop.subscribe();
     loop {
         tokio::select! {
-            ev = entry.link.next_event() => match ev {
+            ev = link.next_event() => match ev {
                 Some(zt_proto::EdgeEvent::Unregister(u)) => {
                     info!(parent: &span, grace_ms = u.grace.as_millis() as u64, "connector draining");
                     entry.mark_draining();
@@ -409,12 +411,46 @@ async fn serve_connector(inner: Arc<Inner>, link: zt_proto::ConnectorLink) {
                 Some(_) => {}
                 None => break,
             },
-            _ = entry.link.closed() => break,
+            _ = link.closed() => break,
             _ = stop.changed() => break,
         }
     }
     inner.registry.remove(&entry);
     info!(parent: &span, "connector connection gone");
+}
+
+/// Binds the QUIC listener: with ALPN `argotunnel` beside `zt/1` when cloudflared
+/// connectors are served, presenting the `quic.cftunnel.com` certificate to them.
+fn bind_listener(
+    state: &EdgeState,
+    config: &EdgeConfig,
+    identity: &zt_proto::ServerIdentity,
+) -> Result<EdgeListener, StartError> {
+    let tls = |source| StartError::Tls {
+        dir: state.dir().to_path_buf(),
+        source,
+    };
+    if !config.cloudflared {
+        return Ok(EdgeListener::bind(
+            config.listen,
+            identity,
+            &config.edge_name,
+            config.transport.clone(),
+        )?);
+    }
+    let cf = state.cloudflared_identity()?;
+    let cf = zt_proto::ServerIdentity::from_der(
+        cf.cert_chain().iter().map(|c| c.to_vec()).collect(),
+        cf.private_key().secret_der().to_vec(),
+    )
+    .map_err(tls)?;
+    Ok(EdgeListener::bind_with_argotunnel(
+        config.listen,
+        identity,
+        &cf,
+        &config.edge_name,
+        config.transport.clone(),
+    )?)
 }
 
 async fn reload_loop(

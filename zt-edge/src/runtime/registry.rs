@@ -25,13 +25,38 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 use zt_proto::ConnectorLink;
 
+use super::cloudflared::CloudflaredLink;
 use crate::audit::ConnectorKind;
 use crate::live::{ConnectionSummary, LiveView};
 use crate::timestamp::Timestamp;
 
+/// A connector connection, by protocol.
+pub(crate) enum ConnLink {
+    /// zt's own connector.
+    Zt(ConnectorLink),
+    /// An unmodified cloudflared.
+    Cloudflared(CloudflaredLink),
+}
+
+impl ConnLink {
+    fn connection_id(&self) -> Uuid {
+        match self {
+            Self::Zt(l) => l.connection_id(),
+            Self::Cloudflared(l) => l.connection_id,
+        }
+    }
+
+    fn is_draining(&self) -> bool {
+        match self {
+            Self::Zt(l) => l.is_draining(),
+            Self::Cloudflared(_) => false,
+        }
+    }
+}
+
 /// One registered connector connection.
 pub(crate) struct ConnEntry {
-    pub(crate) link: ConnectorLink,
+    pub(crate) link: ConnLink,
     pub(crate) tunnel_id: Uuid,
     pub(crate) connector_id: Uuid,
     pub(crate) conn_index: u8,
@@ -50,7 +75,18 @@ impl ConnEntry {
     }
 
     pub(crate) fn kind(&self) -> ConnectorKind {
-        ConnectorKind::Zt
+        match self.link {
+            ConnLink::Zt(_) => ConnectorKind::Zt,
+            ConnLink::Cloudflared(_) => ConnectorKind::Cloudflared,
+        }
+    }
+
+    /// The zt link, for a zt connection.
+    pub(crate) fn zt(&self) -> Option<&ConnectorLink> {
+        match &self.link {
+            ConnLink::Zt(l) => Some(l),
+            ConnLink::Cloudflared(_) => None,
+        }
     }
 
     pub(crate) fn mark_unhealthy(&self) {
@@ -69,7 +105,7 @@ impl ConnEntry {
         self.draining.store(true, Ordering::Release);
     }
 
-    fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire) || self.link.is_draining()
     }
 
@@ -124,15 +160,56 @@ impl Registry {
         }
     }
 
-    /// Adds a registered connection.
+    /// Adds a registered zt connection.
     pub(crate) fn insert(&self, link: ConnectorLink) -> Arc<ConnEntry> {
         let claim = link.claim().clone();
+        let remote = link.remote_address();
+        let version = link.software().0.to_owned();
+        self.add(
+            ConnLink::Zt(link),
+            claim.tunnel_id,
+            claim.connector_id,
+            claim.conn_index,
+            remote,
+            version,
+        )
+    }
+
+    /// Adds a registered cloudflared connection.
+    pub(crate) fn insert_cloudflared(
+        &self,
+        link: CloudflaredLink,
+        tunnel_id: Uuid,
+        connector_id: Uuid,
+        conn_index: u8,
+        version: String,
+    ) -> Arc<ConnEntry> {
+        let remote = link.conn.remote_address();
+        self.add(
+            ConnLink::Cloudflared(link),
+            tunnel_id,
+            connector_id,
+            conn_index,
+            remote,
+            version,
+        )
+    }
+
+    fn add(
+        &self,
+        link: ConnLink,
+        tunnel_id: Uuid,
+        connector_id: Uuid,
+        conn_index: u8,
+        remote: SocketAddr,
+        version: String,
+    ) -> Arc<ConnEntry> {
         let entry = Arc::new(ConnEntry {
-            tunnel_id: claim.tunnel_id,
-            connector_id: claim.connector_id,
-            conn_index: claim.conn_index,
-            remote: link.remote_address(),
-            version: link.software().0.to_owned(),
+            tunnel_id,
+            connector_id,
+            conn_index,
+            remote,
+            version,
             registered_at: Timestamp::now(),
             seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             in_flight: AtomicU64::new(0),
@@ -143,7 +220,7 @@ impl Registry {
         self.tunnels
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(claim.tunnel_id)
+            .entry(tunnel_id)
             .or_default()
             .push(entry.clone());
         self.registered.notify_waiters();

@@ -14,7 +14,7 @@ use zt_creds::AuthKey;
 use zt_policy::{CompiledPolicy, PolicyConfig};
 use zt_routes::RouteSnapshot;
 
-use crate::store::{Db, Device, List, Route, Rule, StoreError, Tunnel, User};
+use crate::store::{Db, Device, List, Route, Rule, SecretSha256, StoreError, Tunnel, User};
 use crate::store::{Revision, VirtualNetwork};
 
 /// A tunnel as registration needs it.
@@ -22,6 +22,8 @@ use crate::store::{Revision, VirtualNetwork};
 pub(crate) struct TunnelEntry {
     pub(crate) account_tag: String,
     pub(crate) key: AuthKey,
+    /// Set when the tunnel accepts cloudflared connectors (their protocol sends the secret).
+    pub(crate) cloudflared: Option<SecretSha256>,
 }
 
 /// A device and its user as registration and policy need them.
@@ -107,6 +109,7 @@ pub(crate) fn load(
                 TunnelEntry {
                     account_tag: t.account_tag,
                     key: t.auth_key,
+                    cloudflared: t.cloudflared_secret_sha256,
                 },
             )
         })

@@ -1,0 +1,549 @@
+//! Unmodified cloudflared connectors: their control stream (Cap'n Proto RPC, driven with the
+//! I/O-free codec of [`crate::cloudflared`]) and their flow streams.
+//!
+//! A connection that negotiated ALPN `argotunnel` must register within the registration
+//! timeout: `Bootstrap`, then `registerConnection` with the tunnel's account tag and secret.
+//! The tunnel must exist, have opted in (a stored SHA-256 of its secret) and the secret must
+//! hash to it, compared in constant time; every failure gets the same answer
+//! (`ConnectionError`, `shouldRetry = false`) and one audit line with the true reason, and
+//! counts against the source's failure budget like a failed zt proof. A registered
+//! connection joins the registry beside zt connectors. `updateLocalConfiguration` is
+//! acknowledged (its size is logged, never its contents: the JSON may hold origin
+//! credentials); `unregisterConnection` drains the connection: no new flows, the ones in
+//! flight finish.
+//!
+//! Flows: the edge opens one stream per TCP flow, sends the preamble and a `ConnectRequest`,
+//! and reads cloudflared's `ConnectResponse` (it answers once it has dialled the origin).
+//! cloudflared ends the whole flow at the first FIN from either side; the edge relays that as
+//! it happens and notes it in the flow's audit line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+use zt_proto::{
+    Admission, ArgotunnelConnection, Authenticator, CloseCode, FlowHeader, FlowRecvStream,
+    FlowSendStream, FlowStatus, FlowStatusCode, FlowStream, OpenError, Protocol, RelayEnd,
+    RelayOutcome, ResetCode,
+};
+
+use super::auth::EdgeAuthenticator;
+use super::registry::ConnEntry;
+use super::Inner;
+use crate::cloudflared::{
+    decode_connect_response, decode_control, encode_bootstrap_return, encode_connect_request,
+    encode_empty_return, encode_exception_return, encode_register_return, ConnectRequest,
+    ConnectionType, ControlMessage, RegisterConnection, RegistrationCall, RegistrationReply,
+    MAX_FLOW_HEADER_BYTES, MAX_RPC_MESSAGE_BYTES,
+};
+
+/// The cause every refused registration is told: the same for an unknown tunnel, a tunnel
+/// that has not opted in and a wrong secret, so a prober learns nothing.
+pub(crate) const REFUSED_CAUSE: &str = "unauthorized: tunnel credentials refused by this edge";
+
+/// How long a refusing edge waits for cloudflared to read its answer before closing.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+
+/// What cloudflared is told to wait before retrying when the edge is draining or the
+/// source is rate-limited; long enough not to hammer, short enough to come back soon.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// A registered cloudflared connection, as the registry holds it.
+pub(crate) struct CloudflaredLink {
+    pub(crate) conn: ArgotunnelConnection,
+    pub(crate) connection_id: Uuid,
+}
+
+/// Why a registration was refused (for the audit line; cloudflared is told
+/// [`REFUSED_CAUSE`]).
+fn refusal_reason(inner: &Inner, reg: &RegisterConnection) -> Result<(), (&'static str, bool)> {
+    let snapshot = inner.snapshot.load();
+    let Some(tunnel) = snapshot.tunnels.get(&reg.tunnel_id) else {
+        return Err(("cloudflared: no such tunnel, or deleted", true));
+    };
+    // Account tags are not secret; a plain comparison is fine.
+    if tunnel.account_tag != reg.account_tag {
+        return Err(("cloudflared: wrong account tag", true));
+    }
+    let Some(verifier) = &tunnel.cloudflared else {
+        return Err((
+            "cloudflared: the tunnel does not accept cloudflared connectors (not opted in)",
+            true,
+        ));
+    };
+    if !verifier.matches(reg.tunnel_secret.expose_bytes()) {
+        return Err(("cloudflared: tunnel secret does not match", true));
+    }
+    Ok(())
+}
+
+/// Serves one `argotunnel` connection until it closes: registration, then control calls,
+/// while flows use it through the registry.
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    auth: Arc<EdgeAuthenticator>,
+    conn: ArgotunnelConnection,
+) {
+    let remote = conn.remote_address();
+    let deadline = tokio::time::Instant::now() + inner.config.transport.register_timeout;
+    let mut control = match tokio::time::timeout_at(deadline, conn.accept_stream()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(remote = %remote, error = %e, "cloudflared connection lost before its control stream");
+            return;
+        }
+        Err(_) => {
+            auth.refused_cloudflared(remote, None, "cloudflared: did not register in time", false);
+            conn.close(CloseCode::REGISTRATION_REFUSED, "no control stream in time");
+            return;
+        }
+    };
+    let mut driver = Driver {
+        inner: &inner,
+        auth: &auth,
+        conn: &conn,
+        remote,
+        buf: BytesMut::new(),
+        entry: None,
+    };
+    let outcome = driver.run(&mut control, deadline).await;
+    if let Some(entry) = driver.entry.take() {
+        inner.registry.remove(&entry);
+        info!(tunnel = %entry.tunnel_id, connection = %entry.connection_id(), remote = %remote, "cloudflared connection gone");
+    }
+    if let Err(why) = outcome {
+        debug!(remote = %remote, reason = why, "cloudflared connection ended");
+    }
+}
+
+struct Driver<'a> {
+    inner: &'a Arc<Inner>,
+    auth: &'a EdgeAuthenticator,
+    conn: &'a ArgotunnelConnection,
+    remote: SocketAddr,
+    buf: BytesMut,
+    entry: Option<Arc<ConnEntry>>,
+}
+
+impl Driver<'_> {
+    async fn run(
+        &mut self,
+        control: &mut FlowStream,
+        register_deadline: tokio::time::Instant,
+    ) -> Result<(), &'static str> {
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            // Everything already buffered first: one read may carry several messages.
+            while let Some((msg, used)) = match decode_control(&self.buf) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(remote = %self.remote, error = %e, "invalid message on a cloudflared control stream");
+                    if self.entry.is_none() {
+                        self.auth.refused_cloudflared(
+                            self.remote,
+                            None,
+                            "cloudflared: malformed control stream",
+                            true,
+                        );
+                    }
+                    self.conn
+                        .close(CloseCode::PROTOCOL_VIOLATION, "bad control stream");
+                    return Err("bad control stream");
+                }
+            } {
+                let _ = self.buf.split_to(used);
+                self.handle(control, msg).await?;
+            }
+            let registered = self.entry.is_some();
+            let deadline = if registered {
+                // Registered: the control stream may stay quiet for the connection's life.
+                tokio::time::Instant::now() + Duration::from_secs(24 * 3600)
+            } else {
+                register_deadline
+            };
+            tokio::select! {
+                read = tokio::time::timeout_at(deadline, control.recv_half().read_chunk()) => match read {
+                    Ok(Ok(Some(chunk))) => {
+                        if self.buf.len() + chunk.len() > MAX_RPC_MESSAGE_BYTES + 64 {
+                            self.conn.close(CloseCode::PROTOCOL_VIOLATION, "control message too large");
+                            return Err("control message too large");
+                        }
+                        self.buf.extend_from_slice(&chunk);
+                    }
+                    // The control stream ended: cloudflared is going away. Keep serving
+                    // the flows in flight until it closes the connection.
+                    Ok(Ok(None)) | Ok(Err(_)) => {
+                        if let Some(entry) = &self.entry {
+                            entry.mark_draining();
+                        }
+                        self.wait_closed(&mut stop).await;
+                        return Ok(());
+                    }
+                    Err(_) if registered => {}
+                    Err(_) => {
+                        self.auth.refused_cloudflared(self.remote, None, "cloudflared: did not register in time", false);
+                        self.conn.close(CloseCode::REGISTRATION_REFUSED, "registration timed out");
+                        return Err("registration timed out");
+                    }
+                },
+                // Nothing else comes from cloudflared on its own streams: refuse extras.
+                extra = self.conn.accept_stream() => match extra {
+                    Ok(mut s) => s.reset(ResetCode::REFUSED),
+                    Err(_) => return Ok(()),
+                },
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+
+    async fn wait_closed(&self, stop: &mut tokio::sync::watch::Receiver<bool>) {
+        tokio::select! {
+            _ = self.conn.closed() => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    async fn send(&self, control: &mut FlowStream, bytes: Vec<u8>) -> Result<(), &'static str> {
+        control
+            .send_half()
+            .write_chunk(Bytes::from(bytes))
+            .await
+            .map_err(|_| "control stream closed while answering")
+    }
+
+    async fn handle(
+        &mut self,
+        control: &mut FlowStream,
+        msg: ControlMessage,
+    ) -> Result<(), &'static str> {
+        match msg {
+            ControlMessage::Bootstrap { question_id } => {
+                self.send(control, encode_bootstrap_return(question_id))
+                    .await
+            }
+            ControlMessage::Call { question_id, call } => match call {
+                RegistrationCall::Register(reg) => self.register(control, question_id, &reg).await,
+                RegistrationCall::UpdateLocalConfiguration { config } => {
+                    // The JSON may hold origin credentials (ingress rules, access keys): its
+                    // size only.
+                    info!(remote = %self.remote, bytes = config.len(), registered = self.entry.is_some(), "cloudflared sent its local configuration");
+                    self.send(control, encode_empty_return(question_id)).await
+                }
+                RegistrationCall::Unregister => {
+                    if let Some(entry) = &self.entry {
+                        info!(tunnel = %entry.tunnel_id, connection = %entry.connection_id(), "cloudflared connection draining (unregistered)");
+                        entry.mark_draining();
+                    }
+                    self.send(control, encode_empty_return(question_id)).await
+                }
+                RegistrationCall::Unknown {
+                    interface_id,
+                    method_id,
+                } => {
+                    debug!(remote = %self.remote, interface_id, method_id, "unserved cloudflared call");
+                    self.send(
+                        control,
+                        encode_exception_return(question_id, "method not served by this edge"),
+                    )
+                    .await
+                }
+            },
+            ControlMessage::Other { kind: "abort" } => {
+                self.conn.close(CloseCode::NO_ERROR, "aborted by peer");
+                Err("peer aborted the RPC session")
+            }
+            // Finish, Release and answers to nothing: no state kept for them.
+            _ => Ok(()),
+        }
+    }
+
+    async fn register(
+        &mut self,
+        control: &mut FlowStream,
+        question_id: u32,
+        reg: &RegisterConnection,
+    ) -> Result<(), &'static str> {
+        if self.entry.is_some() {
+            let reply = RegistrationReply::Error {
+                cause: "this connection is registered already".into(),
+                retry_after: Duration::ZERO,
+                should_retry: false,
+            };
+            return self
+                .send(control, encode_register_return(question_id, &reply))
+                .await;
+        }
+        let refusal = match self.auth.admit(self.remote) {
+            Admission::Admit => match refusal_reason(self.inner, reg) {
+                Ok(()) => None,
+                Err((why, counts)) => {
+                    self.auth
+                        .refused_cloudflared(self.remote, Some(reg.tunnel_id), why, counts);
+                    Some(RegistrationReply::Error {
+                        cause: REFUSED_CAUSE.into(),
+                        retry_after: Duration::ZERO,
+                        should_retry: false,
+                    })
+                }
+            },
+            Admission::RateLimited => {
+                self.auth.refused_cloudflared(
+                    self.remote,
+                    Some(reg.tunnel_id),
+                    "cloudflared: rate-limited after repeated failures",
+                    false,
+                );
+                Some(RegistrationReply::Error {
+                    cause: "too many failed registrations from this address; retry later".into(),
+                    retry_after: RETRY_AFTER,
+                    should_retry: true,
+                })
+            }
+            _ => Some(RegistrationReply::Error {
+                cause: "edge is draining; connect to another edge".into(),
+                retry_after: RETRY_AFTER,
+                should_retry: true,
+            }),
+        };
+        if let Some(reply) = refusal {
+            self.send(control, encode_register_return(question_id, &reply))
+                .await?;
+            let _ = control.send_half().finish();
+            // Give the answer a moment to arrive; cloudflared closes on reading it.
+            let _ = tokio::time::timeout(REFUSAL_LINGER, self.conn.closed()).await;
+            self.conn
+                .close(CloseCode::REGISTRATION_REFUSED, "registration refused");
+            return Err("registration refused");
+        }
+        let connection_id = Uuid::new_v4();
+        let reply = RegistrationReply::Connected {
+            uuid: connection_id,
+            location_name: self.inner.config.edge_name.clone(),
+            tunnel_is_remotely_managed: false,
+        };
+        self.send(control, encode_register_return(question_id, &reply))
+            .await?;
+        // The version string is the peer's; keep the audit and table columns short.
+        let version: String = format!("cloudflared {}", reg.version)
+            .chars()
+            .take(64)
+            .collect();
+        let entry = self.inner.registry.insert_cloudflared(
+            CloudflaredLink {
+                conn: self.conn.clone(),
+                connection_id,
+            },
+            reg.tunnel_id,
+            reg.client_id,
+            reg.conn_index,
+            version,
+        );
+        info!(tunnel = %reg.tunnel_id, connector = %reg.client_id, conn_index = reg.conn_index, connection = %connection_id, remote = %self.remote, version = %entry.version, arch = %reg.arch, "cloudflared connector registered");
+        self.entry = Some(entry);
+        Ok(())
+    }
+}
+
+/// Maps cloudflared's dial error text to the client's status code.
+fn status_of(error: &str) -> FlowStatusCode {
+    let e = error.to_ascii_lowercase();
+    if e.contains("refused") {
+        FlowStatusCode::ConnectRefused
+    } else if e.contains("timeout") || e.contains("timed out") {
+        FlowStatusCode::Timeout
+    } else {
+        FlowStatusCode::Unreachable
+    }
+}
+
+/// Longest part of cloudflared's error text passed to the client.
+const MAX_ERROR_DETAIL: usize = 200;
+
+/// Opens a TCP flow on a cloudflared connection. Returns the stream and any payload bytes
+/// that arrived with cloudflared's answer (they go to the client first).
+pub(crate) async fn open_flow(
+    link: &CloudflaredLink,
+    header: &FlowHeader,
+    answer_timeout: Duration,
+) -> Result<(FlowStream, Option<Bytes>), OpenError> {
+    if header.protocol == Protocol::Udp {
+        return Err(OpenError::Refused(FlowStatus::new(
+            FlowStatusCode::Unreachable,
+            "UDP flows are not served through cloudflared connectors; use zt-connector",
+        )));
+    }
+    let mut stream = link.conn.open_stream().await?;
+    let mut metadata = vec![("FlowID".to_owned(), Uuid::new_v4().to_string())];
+    metadata.extend(header.metadata.iter().cloned());
+    let request = encode_connect_request(&ConnectRequest {
+        dest: header.dest.to_string(),
+        connection_type: ConnectionType::Tcp,
+        metadata,
+    });
+    stream.send_half().write_all(&request).await?;
+    let read = async {
+        let mut buf = BytesMut::new();
+        loop {
+            match decode_connect_response(&buf) {
+                Ok(Some((resp, used))) => {
+                    let rest = buf.split_off(used).freeze();
+                    return Ok((resp, (!rest.is_empty()).then_some(rest)));
+                }
+                Ok(None) if buf.len() > MAX_FLOW_HEADER_BYTES + 8 => {
+                    return Err(OpenError::Refused(FlowStatus::new(
+                        FlowStatusCode::Internal,
+                        "the cloudflared connector's flow answer is too large",
+                    )))
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, "invalid flow answer from a cloudflared connector");
+                    return Err(OpenError::Refused(FlowStatus::new(
+                        FlowStatusCode::Internal,
+                        "the cloudflared connector sent an invalid flow answer",
+                    )));
+                }
+            }
+            match stream.recv_half().read_chunk().await? {
+                Some(chunk) => buf.extend_from_slice(&chunk),
+                None => {
+                    return Err(OpenError::Refused(FlowStatus::new(
+                        FlowStatusCode::Internal,
+                        "the cloudflared connector closed the flow without answering",
+                    )))
+                }
+            }
+        }
+    };
+    let (resp, rest) = match tokio::time::timeout(answer_timeout, read).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            stream.reset(ResetCode::CANCELLED);
+            return Err(e);
+        }
+        Err(_) => {
+            stream.reset(ResetCode::CANCELLED);
+            return Err(OpenError::Unanswered(answer_timeout));
+        }
+    };
+    if !resp.error.is_empty() {
+        stream.reset(ResetCode::CANCELLED);
+        let detail: String = resp.error.chars().take(MAX_ERROR_DETAIL).collect();
+        return Err(OpenError::Refused(FlowStatus::new(
+            status_of(&resp.error),
+            format!("cloudflared: {detail}"),
+        )));
+    }
+    Ok((stream, rest))
+}
+
+/// Relays a flow to a cloudflared connector as cloudflared behaves: the client's FIN is
+/// passed on (cloudflared then closes the origin connection and its side of the stream), and
+/// once cloudflared has ended its direction (origin closed) it reads nothing more, so the
+/// client's direction is stopped too ([`ResetCode::STOPPED`]) instead of waiting for a
+/// half-close that will never be served. Returns (client → origin, origin → client).
+pub(crate) async fn splice(
+    client_recv: &mut FlowRecvStream,
+    client_send: &mut FlowSendStream,
+    origin_recv: &mut FlowRecvStream,
+    origin_send: &mut FlowSendStream,
+) -> (RelayOutcome, RelayOutcome) {
+    let mut up = RelayOutcome {
+        bytes: 0,
+        end: RelayEnd::Finished,
+    };
+    let mut down = up.clone();
+    let (mut up_open, mut down_open) = (true, true);
+    while up_open || down_open {
+        tokio::select! {
+            chunk = client_recv.read_chunk(), if up_open => {
+                if let Some(end) = forward(chunk, origin_send, client_recv, &mut up.bytes).await {
+                    up.end = end;
+                    up_open = false;
+                }
+            }
+            chunk = origin_recv.read_chunk(), if down_open => {
+                if let Some(end) = forward(chunk, client_send, origin_recv, &mut down.bytes).await {
+                    down.end = end;
+                    down_open = false;
+                    if up_open {
+                        client_recv.stop(ResetCode::STOPPED);
+                        up.end = RelayEnd::Finished;
+                        up_open = false;
+                    }
+                }
+            }
+        }
+    }
+    (up, down)
+}
+
+/// Forwards one read's outcome; `Some(end)` when that direction is over.
+async fn forward(
+    chunk: Result<Option<Bytes>, zt_proto::FlowError>,
+    to: &mut FlowSendStream,
+    from: &mut FlowRecvStream,
+    bytes: &mut u64,
+) -> Option<RelayEnd> {
+    match chunk {
+        Ok(Some(chunk)) => {
+            let n = chunk.len() as u64;
+            match to.write_chunk(chunk).await {
+                Ok(()) => {
+                    *bytes += n;
+                    None
+                }
+                Err(zt_proto::FlowError::Stopped(c)) => {
+                    from.stop(c);
+                    Some(RelayEnd::Stopped(c))
+                }
+                Err(_) => {
+                    from.stop(ResetCode::ABORTED);
+                    Some(RelayEnd::ConnectionLost)
+                }
+            }
+        }
+        Ok(None) => {
+            let _ = to.finish();
+            Some(RelayEnd::Finished)
+        }
+        Err(zt_proto::FlowError::Reset(c)) => {
+            to.reset(c);
+            Some(RelayEnd::Reset(c))
+        }
+        Err(_) => {
+            to.reset(ResetCode::ABORTED);
+            Some(RelayEnd::ConnectionLost)
+        }
+    }
+}
+
+/// Drains a cloudflared connection at shutdown: the protocol has no go-away message, so the
+/// edge only stops opening flows on it until it closes it.
+pub(crate) fn go_away(entry: &ConnEntry) {
+    entry.mark_draining();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_errors_map_to_statuses() {
+        assert_eq!(
+            status_of("dial tcp 127.0.0.1:9: connect: connection refused"),
+            FlowStatusCode::ConnectRefused
+        );
+        assert_eq!(
+            status_of("dial tcp 10.0.0.1:80: i/o timeout"),
+            FlowStatusCode::Timeout
+        );
+        assert_eq!(
+            status_of("dial tcp: no route to host"),
+            FlowStatusCode::Unreachable
+        );
+    }
+}

@@ -1,0 +1,506 @@
+//! The edge serving cloudflared-protocol connectors over real QUIC on loopback, beside zt
+//! connectors: registration (accepted, refused alike for every bad credential), a TCP flow
+//! from a zt client through the edge and the test connector to a real TCP origin, draining
+//! on `unregisterConnection`, and a tunnel served by both kinds at once.
+#![allow(clippy::unwrap_used)]
+
+mod support_cfd;
+
+/// The generated code of the edge's own schema, compiled into this test crate at the path
+/// the generator writes into it (`crate::cloudflared::generated`), so the test connector
+/// speaks from the same schema through capnp-rpc rather than through the edge's codec.
+#[path = "../src/cloudflared"]
+mod cloudflared {
+    pub(crate) mod generated {
+        #[rustfmt::skip]
+        #[allow(missing_docs, unreachable_pub, unused, clippy::all, clippy::pedantic, clippy::unwrap_used, rust_2018_idioms)]
+        pub(crate) mod quic_metadata_capnp;
+        #[rustfmt::skip]
+        #[allow(missing_docs, unreachable_pub, unused, clippy::all, clippy::pedantic, clippy::unwrap_used, rust_2018_idioms)]
+        pub(crate) mod tunnelrpc_capnp;
+    }
+}
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ring::digest;
+use support_cfd::{CfdConnection, Creds, Registration};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+use zt_creds::TunnelSecret;
+use zt_edge::{
+    ConnectorKind, Device, Edge, EdgeConfig, EdgeHandle, Route, Rule, SecretSha256, Tunnel, User,
+};
+use zt_proto::{
+    ClientClaim, ClientConnection, ClientRegistration, ConnectorClaim, ConnectorConnection,
+    ConnectorRegistration, EdgeTrust, FlowStatusCode, OpenError, PeerEndpoint, Protocol,
+    TransportSettings,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(dir: &Path) -> EdgeConfig {
+    let mut c = EdgeConfig::new(dir);
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.admin = None;
+    c.edge_name = "cfd-test-edge".into();
+    c.shutdown_grace = Duration::from_secs(2);
+    c
+}
+
+fn endpoint(edge: &EdgeHandle) -> PeerEndpoint {
+    PeerEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &EdgeTrust::ca_der(edge.state().ca_cert_der().to_vec()),
+        TransportSettings::default(),
+    )
+    .unwrap()
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not reached in {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Setup {
+    tunnel: Tunnel,
+    secret: TunnelSecret,
+    device: Device,
+    device_secret: TunnelSecret,
+}
+
+/// A tunnel (opted in to cloudflared when `cloudflared`), a device, a route for loopback
+/// through the tunnel and a rule allowing it.
+async fn setup(edge: &EdgeHandle, name: &str, cloudflared: bool) -> Setup {
+    let secret = TunnelSecret::generate();
+    let mut tunnel = Tunnel::new(name, edge.state().account_tag(), &secret);
+    if cloudflared {
+        tunnel.cloudflared_secret_sha256 = Some(SecretSha256::of(&secret));
+    }
+    let device_secret = TunnelSecret::generate();
+    let user = User::new(format!("{name}@example.com"), vec![]);
+    let device = Device::new(user.id, "laptop", &device_secret);
+    let mut rule = Rule::new(
+        format!("allow loopback for {name}"),
+        100,
+        "allow",
+        vec!["l4".into()],
+    );
+    rule.traffic = Some("net.dst.port > 0".into());
+    let (t, d) = (tunnel.clone(), device.clone());
+    let ((), rev) = edge
+        .state()
+        .db()
+        .update(|txn| {
+            let vnet = txn.default_vnet().unwrap().unwrap().id;
+            txn.put(&t).unwrap();
+            txn.put(&user).unwrap();
+            txn.put(&d).unwrap();
+            if cloudflared {
+                txn.put(&Route::new("127.0.0.0/8".parse().unwrap(), vnet, t.id))
+                    .unwrap();
+            }
+            txn.put(&rule).unwrap();
+            Ok::<_, zt_edge::StoreError>(())
+        })
+        .unwrap();
+    tokio::time::timeout(WAIT, edge.wait_applied(rev))
+        .await
+        .unwrap();
+    Setup {
+        tunnel,
+        secret,
+        device,
+        device_secret,
+    }
+}
+
+fn creds(edge: &EdgeHandle, s: &Setup) -> Creds {
+    Creds {
+        account_tag: edge.state().account_tag().to_owned(),
+        tunnel_id: s.tunnel.id,
+        secret: s.secret.expose_bytes().to_vec(),
+    }
+}
+
+async fn cfd_connect(edge: &EdgeHandle, creds: &Creds, index: u8) -> CfdConnection {
+    support_cfd::connect(edge.local_addr(), edge.state().ca_cert_der(), creds, index).await
+}
+
+async fn client(edge: &EdgeHandle, ep: &PeerEndpoint, s: &Setup) -> ClientConnection {
+    let reg = ClientRegistration {
+        claim: ClientClaim {
+            device_id: s.device.id,
+            vnet: String::new(),
+        },
+        software_version: "test-client 1".into(),
+        features: vec![],
+    };
+    ep.connect_client(
+        edge.local_addr(),
+        "localhost",
+        reg,
+        &s.device_secret.derive_auth_key(),
+    )
+    .await
+    .unwrap()
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// An origin that needs no half-close (cloudflared has none): it reads an 8-byte length and
+/// that many bytes, answers with their SHA-256 and `reply_len` bytes, and closes.
+async fn framed_origin(reply_len: usize) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let n = s.read_u64().await.unwrap() as usize;
+                let mut got = vec![0u8; n];
+                s.read_exact(&mut got).await.unwrap();
+                s.write_all(digest::digest(&digest::SHA256, &got).as_ref())
+                    .await
+                    .unwrap();
+                s.write_all(&pattern(reply_len)).await.unwrap();
+                s.shutdown().await.unwrap();
+            });
+        }
+    });
+    addr
+}
+
+/// Sends the framed payload (in two parts, `pause` running between them), then checks the
+/// origin's hash, reply and end of flow.
+async fn framed_round_trip<F: std::future::Future<Output = ()>>(
+    mut flow: zt_proto::FlowStream,
+    payload: &[u8],
+    reply_len: usize,
+    pause: F,
+) {
+    flow.write_u64(payload.len() as u64).await.unwrap();
+    let half = payload.len() / 2;
+    flow.write_all(&payload[..half]).await.unwrap();
+    pause.await;
+    flow.write_all(&payload[half..]).await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(WAIT, flow.read_to_end(&mut back))
+        .await
+        .expect("flow did not end")
+        .unwrap();
+    assert_eq!(back.len(), 32 + reply_len);
+    assert_eq!(
+        &back[..32],
+        digest::digest(&digest::SHA256, payload).as_ref()
+    );
+    assert_eq!(&back[32..], &pattern(reply_len)[..]);
+}
+
+fn audit_lines(edge: &EdgeHandle, kind: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(edge.state().audit_log_path()).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == kind)
+        .collect()
+}
+
+async fn open(client: &ClientConnection, dest: SocketAddr) -> zt_proto::FlowStream {
+    client.open_flow(dest, Protocol::Tcp, vec![]).await.unwrap()
+}
+
+fn refused(r: Result<zt_proto::FlowStream, OpenError>) -> zt_proto::FlowStatus {
+    match r {
+        Err(OpenError::Refused(status)) => status,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Runs a test body on a current-thread runtime inside a `LocalSet` (capnp-rpc is
+/// single-threaded).
+fn run<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, body());
+}
+
+#[test]
+fn a_cloudflared_connector_registers_and_serves_a_tcp_flow_end_to_end() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = Edge::start(config(dir.path())).await.unwrap();
+        let s = setup(&edge, "cfd", true).await;
+        let t = Instant::now();
+        let cfd = cfd_connect(&edge, &creds(&edge, &s), 0).await;
+        println!("MEASURED cloudflared registration: {:?}", t.elapsed());
+        let Registration::Connected { uuid, location } = &cfd.registration else {
+            panic!("refused: {:?}", cfd.registration)
+        };
+        assert_eq!(location, "cfd-test-edge");
+        cfd.update_configuration(br#"{"warp-routing":{"enabled":true}}"#)
+            .await;
+
+        let live = edge.live_view().tunnel_connections(s.tunnel.id);
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].connection_id, *uuid);
+        assert_eq!(live[0].kind, ConnectorKind::Cloudflared);
+        assert_eq!(live[0].version, "cloudflared DEV");
+        assert_eq!(live[0].conn_index, 0);
+
+        let origin = framed_origin(100_000).await;
+        let ep = endpoint(&edge);
+        let client = client(&edge, &ep, &s).await;
+        let payload = pattern(300_000);
+        let t = Instant::now();
+        framed_round_trip(open(&client, origin).await, &payload, 100_000, async {}).await;
+        println!(
+            "MEASURED flow through a cloudflared-protocol connector (300 kB up, 100 kB down): {:?}",
+            t.elapsed()
+        );
+        assert_eq!(cfd.served.load(Ordering::SeqCst), 1);
+
+        // cloudflared's dial error comes back to the client as a typed refusal.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let status = refused(client.open_flow(closed_addr, Protocol::Tcp, vec![]).await);
+        assert_eq!(status.code, FlowStatusCode::ConnectRefused, "{status}");
+        assert!(status.detail.starts_with("cloudflared: "), "{status}");
+
+        wait_for("two flow audit lines", || {
+            audit_lines(&edge, "flow").len() >= 2
+        })
+        .await;
+        let flows = audit_lines(&edge, "flow");
+        assert_eq!(flows[0]["connector_kind"], "cloudflared");
+        assert_eq!(flows[0]["connector_version"], "cloudflared DEV");
+        assert_eq!(flows[0]["half_close"], "not_supported_by_cloudflared");
+        assert_eq!(flows[0]["bytes_up"], 8 + 300_000);
+        assert_eq!(flows[0]["bytes_down"], 32 + 100_000);
+        assert_eq!(flows[0]["close_reason"], "completed");
+        assert_eq!(flows[1]["close_reason"], "connect_failed");
+        edge.shutdown().await;
+    });
+}
+
+#[test]
+fn wrong_secret_unknown_tunnel_and_no_opt_in_are_refused_alike() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = Edge::start(config(dir.path())).await.unwrap();
+        let opted = setup(&edge, "cfd", true).await;
+        let not_opted = setup(&edge, "zt-only", false).await;
+
+        let mut wrong_secret = creds(&edge, &opted);
+        wrong_secret.secret[0] ^= 1;
+        let mut unknown = creds(&edge, &opted);
+        unknown.tunnel_id = Uuid::new_v4();
+        let mut wrong_account = creds(&edge, &opted);
+        wrong_account.account_tag = "0123456789abcdef0123456789abcdef".into();
+        let cases = [
+            ("wrong secret", wrong_secret, "secret does not match"),
+            ("unknown tunnel", unknown, "no such tunnel"),
+            ("not opted in", creds(&edge, &not_opted), "not opted in"),
+            ("wrong account", wrong_account, "wrong account tag"),
+        ];
+        let mut answers = Vec::new();
+        for (what, creds, _) in &cases {
+            let cfd = cfd_connect(&edge, creds, 0).await;
+            println!("{what}: {:?}", cfd.registration);
+            let Registration::Error {
+                cause,
+                should_retry,
+            } = &cfd.registration
+            else {
+                panic!("{what}: accepted")
+            };
+            assert!(!should_retry, "{what}: cloudflared must not retry");
+            answers.push(cause.clone());
+            // The edge closes a refused connection.
+            let closed = tokio::time::timeout(WAIT, cfd.conn.closed()).await;
+            assert!(closed.is_ok(), "{what}: connection left open");
+        }
+        assert!(
+            answers.iter().all(|a| a == &answers[0]),
+            "answers differ: {answers:?}"
+        );
+        assert!(edge
+            .live_view()
+            .tunnel_connections(opted.tunnel.id)
+            .is_empty());
+
+        // One audit line per refusal, with the true reason.
+        let refusals = audit_lines(&edge, "auth_refusal");
+        assert_eq!(refusals.len(), cases.len(), "{refusals:?}");
+        for ((what, creds, reason), line) in cases.iter().zip(&refusals) {
+            assert_eq!(line["role"], "connector", "{what}");
+            assert_eq!(line["claimed_id"], creds.tunnel_id.to_string(), "{what}");
+            let got = line["reason"].as_str().unwrap();
+            assert!(got.contains(reason), "{what}: {got}");
+            assert!(
+                !got.contains(&hex(&creds.secret)),
+                "{what}: secret in audit"
+            );
+        }
+        // The right secret still gets in.
+        let ok = cfd_connect(&edge, &creds(&edge, &opted), 0).await;
+        assert!(matches!(ok.registration, Registration::Connected { .. }));
+        edge.shutdown().await;
+    });
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn unregister_drains_the_connection_and_in_flight_flows_finish() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = Edge::start(config(dir.path())).await.unwrap();
+        let s = setup(&edge, "cfd", true).await;
+        let c = creds(&edge, &s);
+        let a = cfd_connect(&edge, &c, 0).await;
+        assert!(matches!(a.registration, Registration::Connected { .. }));
+        let origin = framed_origin(10_000).await;
+        let ep = endpoint(&edge);
+        let client = client(&edge, &ep, &s).await;
+        let payload = pattern(50_000);
+
+        // A flow in flight on A while A unregisters; a second connection B registers.
+        let flow = open(&client, origin).await;
+        assert_eq!(a.served.load(Ordering::SeqCst), 1);
+        let mut b = None;
+        framed_round_trip(flow, &payload, 10_000, async {
+            a.unregister().await;
+            let live = edge.live_view();
+            wait_for("A draining", || {
+                live.tunnel_connections(s.tunnel.id)
+                    .iter()
+                    .any(|c| c.draining)
+            })
+            .await;
+            // With A draining and no other connection, new flows are refused.
+            let status = refused(client.open_flow(origin, Protocol::Tcp, vec![]).await);
+            assert_eq!(status.code, FlowStatusCode::NoConnector, "{status}");
+            let conn_b = cfd_connect(&edge, &c, 1).await;
+            assert!(matches!(
+                conn_b.registration,
+                Registration::Connected { .. }
+            ));
+            b = Some(conn_b);
+        })
+        .await;
+        let b = b.unwrap();
+
+        // New flows go to B only.
+        framed_round_trip(open(&client, origin).await, &payload, 10_000, async {}).await;
+        assert_eq!(b.served.load(Ordering::SeqCst), 1);
+        assert_eq!(a.served.load(Ordering::SeqCst), 1);
+        wait_for("two completed flows", || {
+            audit_lines(&edge, "flow")
+                .iter()
+                .filter(|f| f["close_reason"] == "completed")
+                .count()
+                >= 2
+        })
+        .await;
+        edge.shutdown().await;
+    });
+}
+
+/// Serves zt flows by dialing the destination and copying both ways.
+fn serve_zt_flows(conn: Arc<ConnectorConnection>) {
+    tokio::spawn(async move {
+        while let Some((header, responder)) = conn.accept_flow().await {
+            tokio::spawn(async move {
+                let tcp = TcpStream::connect(header.dest).await.unwrap();
+                let flow = responder.accept().await.unwrap();
+                let (mut fr, mut fw) = tokio::io::split(flow);
+                let (mut tr, mut tw) = tcp.into_split();
+                let up = async {
+                    let _ = tokio::io::copy(&mut fr, &mut tw).await;
+                    let _ = tw.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut tr, &mut fw).await;
+                    let _ = fw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+}
+
+#[test]
+fn a_zt_and_a_cloudflared_connector_on_one_tunnel_both_get_flows() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = Edge::start(config(dir.path())).await.unwrap();
+        let s = setup(&edge, "mixed", true).await;
+        let cfd = cfd_connect(&edge, &creds(&edge, &s), 0).await;
+        assert!(matches!(cfd.registration, Registration::Connected { .. }));
+        let ep = endpoint(&edge);
+        let zt = ep
+            .connect_connector(
+                edge.local_addr(),
+                "localhost",
+                ConnectorRegistration {
+                    claim: ConnectorClaim {
+                        tunnel_id: s.tunnel.id,
+                        account_tag: edge.state().account_tag().into(),
+                        connector_id: Uuid::new_v4(),
+                        conn_index: 0,
+                    },
+                    software_version: "test-connector 1".into(),
+                    features: vec![],
+                },
+                &s.secret.derive_auth_key(),
+            )
+            .await
+            .unwrap();
+        serve_zt_flows(Arc::new(zt));
+        let live = edge.live_view();
+        wait_for("both connections live", || {
+            live.tunnel_connections(s.tunnel.id).len() == 2
+        })
+        .await;
+        let kinds: Vec<ConnectorKind> = live
+            .tunnel_connections(s.tunnel.id)
+            .iter()
+            .map(|c| c.kind)
+            .collect();
+        assert!(kinds.contains(&ConnectorKind::Zt) && kinds.contains(&ConnectorKind::Cloudflared));
+
+        // Two flows held open at once: fewest-in-flight puts one on each connection.
+        let origin = framed_origin(1_000).await;
+        let client = client(&edge, &ep, &s).await;
+        let payload = pattern(20_000);
+        let first = open(&client, origin).await;
+        let second = open(&client, origin).await;
+        assert_eq!(cfd.served.load(Ordering::SeqCst), 1, "cloudflared got one");
+        framed_round_trip(first, &payload, 1_000, async {}).await;
+        framed_round_trip(second, &payload, 1_000, async {}).await;
+        wait_for("two flow lines", || audit_lines(&edge, "flow").len() >= 2).await;
+        let mut served_by: Vec<String> = audit_lines(&edge, "flow")
+            .iter()
+            .map(|f| f["connector_kind"].as_str().unwrap().to_owned())
+            .collect();
+        served_by.sort();
+        assert_eq!(served_by, ["cloudflared", "zt"]);
+        edge.shutdown().await;
+    });
+}
