@@ -50,6 +50,9 @@ fn config(dir: &Path) -> EdgeConfig {
     c.admin = None;
     c.edge_name = "cfd-test-edge".into();
     c.shutdown_grace = Duration::from_secs(2);
+    // Refuse a flow with no connector at once (within the client's open timeout), so the
+    // drain test sees the refusal.
+    c.connector_wait = Duration::from_millis(100);
     c
 }
 
