@@ -9,11 +9,16 @@
 //!   `ZT_BENCH_SETUP_SAMPLES` (default 2,000) timed flows prints p50/p99.
 //! - `path/rr64`: 64 concurrent callers, each flow fresh, 1 KiB request → 1 KiB response;
 //!   criterion's elements/s is flows/s.
+//! - `path/hol`: head-of-line isolation, printed (criterion has no percentiles): p50/p99 of a
+//!   64-byte echo on an open flow and of a fresh flow's connect + 1-byte echo, first on an
+//!   idle path, then while one bulk flow saturates the same path; `ZT_BENCH_HOL_SAMPLES`
+//!   (default 2,000) samples each. The plain relay is measured the same way, as baseline.
 //!
 //! The set-up (edge, connector, client, origins, relays) lives in `zt_benches::path`.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -198,7 +203,7 @@ fn setup(c: &mut Criterion, rt: &Runtime, rig: &Shared) {
 /// Whether the filter given on the command line (its first argument that is not an
 /// option) lets `name` run; used for the printed percentiles, which criterion does not
 /// filter. Criterion's filters are regular expressions: this covers the usual ones (a
-/// prefix such as `path/` or an alternation naming `setup`) without a regex engine.
+/// prefix such as `path/` or an alternation naming `setup` or `hol`) without a regex engine.
 fn selected(name: &str) -> bool {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -226,7 +231,8 @@ fn selected(name: &str) -> bool {
             }
             continue;
         }
-        return name.contains(a.as_str()) || a.contains("setup");
+        let last = name.rsplit('/').next().unwrap_or(name);
+        return name.contains(a.as_str()) || a.contains(last);
     }
     true
 }
@@ -275,6 +281,115 @@ fn rr64(c: &mut Criterion, rt: &Runtime, rig: &Shared) {
     g.finish();
 }
 
+/// Size of the echo on an open flow in the head-of-line workload.
+const HOL_ECHO: usize = 64;
+
+/// p50 and p99 of `times` (sorted in place).
+fn p50_p99(times: &mut [Duration]) -> (Duration, Duration) {
+    times.sort_unstable();
+    (percentile(times, 0.50), percentile(times, 0.99))
+}
+
+/// Round trips of a 64-byte echo on the open flow `s`, and fresh flows (connect + 1-byte
+/// echo), `samples` of each, timed one by one.
+async fn hol_samples(
+    rig: &Shared,
+    via: Via,
+    s: &mut Box<dyn Flow>,
+    samples: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let msg = [0x42u8; HOL_ECHO];
+    let mut back = [0u8; HOL_ECHO];
+    let mut echo = Vec::with_capacity(samples);
+    let mut fresh = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        s.write_all(&msg).await.unwrap();
+        s.read_exact(&mut back).await.unwrap();
+        echo.push(t.elapsed());
+        let t = Instant::now();
+        setup_once(rig, via).await;
+        fresh.push(t.elapsed());
+    }
+    (echo, fresh)
+}
+
+/// Writes to the sink until `stop` is set (or a bound of 1 TiB), then FIN and the
+/// sink's answer; returns the bytes written.
+async fn saturate(rig: Shared, via: Via, stop: Arc<AtomicBool>) -> u64 {
+    let mut s = open(&rig, via, false).await;
+    let buf = vec![0x5au8; CHUNK];
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) && sent < 1 << 40 {
+        s.write_all(&buf).await.unwrap();
+        sent += CHUNK as u64;
+    }
+    s.shutdown().await.unwrap();
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).await.unwrap();
+    sent
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Suite 4: small flows' latency while one bulk flow saturates the path, against idle.
+fn hol(rt: &Runtime, rig: &Shared) {
+    let samples: usize = std::env::var("ZT_BENCH_HOL_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    if samples == 0 {
+        return;
+    }
+    for via in [Via::Relay, Via::Zt] {
+        rt.block_on(async {
+            let mut s = open(rig, via, true).await;
+            // Warm-up, unmeasured.
+            hol_samples(rig, via, &mut s, 100).await;
+            let (mut idle_echo, mut idle_fresh) = hol_samples(rig, via, &mut s, samples).await;
+            let stop = Arc::new(AtomicBool::new(false));
+            let bulk = tokio::spawn(saturate(rig.clone(), via, Arc::clone(&stop)));
+            // Let the bulk flow fill the windows before the first sample.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let started = Instant::now();
+            let (mut busy_echo, mut busy_fresh) = hol_samples(rig, via, &mut s, samples).await;
+            let busy_for = started.elapsed();
+            stop.store(true, Ordering::Relaxed);
+            let sent = bulk.await.unwrap();
+            s.shutdown().await.unwrap();
+            let (ie50, ie99) = p50_p99(&mut idle_echo);
+            let (if50, if99) = p50_p99(&mut idle_fresh);
+            let (be50, be99) = p50_p99(&mut busy_echo);
+            let (bf50, bf99) = p50_p99(&mut busy_fresh);
+            println!(
+                "path/hol/{}: {HOL_ECHO}-byte echo on an open flow, {samples} samples: idle p50 {:.1} µs p99 {:.1} µs; under bulk p50 {:.1} µs p99 {:.1} µs; p99 ratio {:.2}",
+                via.name(),
+                micros(ie50),
+                micros(ie99),
+                micros(be50),
+                micros(be99),
+                be99.as_secs_f64() / ie99.as_secs_f64(),
+            );
+            println!(
+                "path/hol/{}: fresh flow connect + 1-byte echo, {samples} samples: idle p50 {:.1} µs p99 {:.1} µs; under bulk p50 {:.1} µs p99 {:.1} µs; p99 ratio {:.2}",
+                via.name(),
+                micros(if50),
+                micros(if99),
+                micros(bf50),
+                micros(bf99),
+                bf99.as_secs_f64() / if99.as_secs_f64(),
+            );
+            println!(
+                "path/hol/{}: the bulk flow moved {:.1} MiB/s during the loaded samples",
+                via.name(),
+                (sent as f64 / (1024.0 * 1024.0)) / (busy_for.as_secs_f64() + 0.3),
+            );
+        });
+    }
+}
+
 fn path(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -292,6 +407,9 @@ fn path(c: &mut Criterion) {
     bulk(c, &rt, &shared, 8);
     setup(c, &rt, &shared);
     rr64(c, &rt, &shared);
+    if selected("path/hol") {
+        hol(&rt, &shared);
+    }
     rt.block_on(rig.stop());
 }
 

@@ -5,6 +5,9 @@
 //! repository root records the figures and the commands that produced them.
 //!
 //! [`path`] holds the set-up shared by the full-path benchmarks (`benches/benches/path.rs`):
-//! an edge, a connector, a client and origin servers on loopback in one process.
+//! an edge, a connector, a client and origin servers on loopback in one process;
+//! [`procs`] runs the edge and the connector in processes of their own, for memory figures
+//! (`benches/benches/path_scale.rs`).
 
 pub mod path;
+pub mod procs;

@@ -13,6 +13,7 @@
 
 use std::error::Error;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,134 @@ pub struct PathRig {
     _dir: tempfile::TempDir,
 }
 
+/// An edge on `dir` with the benchmark's records written, and what the connector and the
+/// client need to reach it.
+#[derive(Debug)]
+pub struct ProvisionedEdge {
+    /// The running edge.
+    pub edge: EdgeHandle,
+    /// The connector's `config.yaml` (next to its credentials file), pointing at the edge.
+    pub connector_config: PathBuf,
+    /// The client's device credentials.
+    pub device: DeviceCredentials,
+}
+
+/// Starts an edge whose state lives under `dir`, writes the tunnel, route, list, rules,
+/// user and device, waits until the edge applied them, and writes the connector's
+/// configuration and credentials files under `dir/connector`.
+pub async fn start_edge(dir: &Path) -> Result<ProvisionedEdge, SetupError> {
+    let mut config = EdgeConfig::new(dir.join("edge"));
+    config.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    config.admin = None;
+    config.edge_name = "zt-bench-edge".to_owned();
+    config.shutdown_grace = Duration::from_millis(200);
+    let edge = Edge::start(config).await?;
+    let state = Arc::clone(edge.state());
+
+    let secret = TunnelSecret::generate();
+    let tunnel = Tunnel::new("bench", state.account_tag(), &secret);
+    let list = List::new("origins", ListKind::Ip, vec!["127.0.0.1/32".to_owned()]);
+    let list_ref = format!("${}", list.id.simple());
+    let mut l4 = Rule::new("allow origins", 100, "allow", vec!["l4".to_owned()]);
+    l4.traffic = Some(format!("net.dst.ip in {list_ref}"));
+    let mut off = Rule::new(
+        "do not inspect origins",
+        10000,
+        "off",
+        vec!["http".to_owned()],
+    );
+    off.traffic = Some(format!("any(http.conn.dst_ip[*] in {list_ref})"));
+    let user = User::new("bench@example.com", vec!["bench".to_owned()]);
+    let device_secret = TunnelSecret::generate();
+    let device = Device::new(user.id, "bench", &device_secret);
+    let db = state.db();
+    let vnet = db
+        .read()?
+        .default_vnet()?
+        .ok_or("the edge has no default virtual network")?
+        .id;
+    let route = Route::new("127.0.0.1/32".parse()?, vnet, tunnel.id);
+    let ((), revision) = db.update(|txn| {
+        txn.put(&tunnel)?;
+        txn.put(&route)?;
+        txn.put(&list)?;
+        txn.put(&l4)?;
+        txn.put(&off)?;
+        txn.put(&user)?;
+        txn.put(&device)?;
+        Ok::<_, zt_edge::StoreError>(())
+    })?;
+    tokio::time::timeout(WAIT, edge.wait_applied(revision)).await?;
+
+    // The connector reads its configuration as the seed's Deployment gives it: a
+    // config.yaml and a credentials file.
+    let conf_dir = dir.join("connector");
+    std::fs::create_dir(&conf_dir)?;
+    let creds_path = conf_dir.join("creds.json");
+    TunnelCredentials {
+        account_tag: tunnel.account_tag.clone(),
+        tunnel_id: tunnel.id,
+        tunnel_name: Some(tunnel.name.clone()),
+        secret,
+        endpoint: None,
+    }
+    .write(&creds_path, ExistingFile::Refuse)?;
+    let connector_config = conf_dir.join("config.yaml");
+    std::fs::write(
+        &connector_config,
+        format!(
+            "tunnel: {}\ncredentials-file: {}\nwarp-routing:\n    enabled: true\nedge: {}\ncacert: {}\n",
+            tunnel.id,
+            serde_json::to_string(&creds_path)?,
+            edge.local_addr(),
+            serde_json::to_string(&state.ca_pem_path())?,
+        ),
+    )?;
+    let device = DeviceCredentials {
+        device_id: device.id,
+        user_email: user.email.clone(),
+        secret: device_secret,
+        edge: vec![edge.local_addr().to_string()],
+        ca_fingerprint: state.ca_fingerprint().parse()?,
+        default_vnet: Some(vnet),
+    };
+    Ok(ProvisionedEdge {
+        edge,
+        connector_config,
+        device,
+    })
+}
+
+/// Starts a connector from `config_path` and waits until all its HA connections are
+/// registered.
+pub async fn start_connector(config_path: &Path) -> Result<ConnectorHandle, SetupError> {
+    let mut config = ConnectorConfig::load(config_path)?;
+    let credentials = config.load_credentials()?;
+    let ha = u64::from(config.ha_connections);
+    let connector = Connector::start(config, credentials).await?;
+    let deadline = Instant::now() + WAIT;
+    while connector.ready_connections() < ha {
+        if Instant::now() > deadline {
+            return Err("the connector did not register its HA connections".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(connector)
+}
+
+/// One flow end to end through `client` to the echo origin `echo`: proves the route,
+/// the policy and the connector before any timing starts.
+pub async fn check_path(client: &Client, echo: SocketAddr) -> Result<(), SetupError> {
+    let mut s = client.dial(echo).await?;
+    s.write_all(b"x").await?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await?;
+    if b != *b"x" {
+        return Err("the echo origin answered another byte through the path".into());
+    }
+    Ok(())
+}
+
 impl PathRig {
     /// Starts everything and returns once the connector's HA connections and the client
     /// are registered at the edge and the policy is applied.
@@ -68,97 +197,13 @@ impl PathRig {
         let (relay_sink, t) = tcp_relay(sink).await?;
         tasks.push(t);
 
-        let mut config = EdgeConfig::new(dir.path().join("edge"));
-        config.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        config.admin = None;
-        config.edge_name = "zt-bench-edge".to_owned();
-        config.shutdown_grace = Duration::from_millis(200);
-        let edge = Edge::start(config).await?;
-        let state = Arc::clone(edge.state());
-
-        let secret = TunnelSecret::generate();
-        let tunnel = Tunnel::new("bench", state.account_tag(), &secret);
-        let list = List::new("origins", ListKind::Ip, vec!["127.0.0.1/32".to_owned()]);
-        let list_ref = format!("${}", list.id.simple());
-        let mut l4 = Rule::new("allow origins", 100, "allow", vec!["l4".to_owned()]);
-        l4.traffic = Some(format!("net.dst.ip in {list_ref}"));
-        let mut off = Rule::new(
-            "do not inspect origins",
-            10000,
-            "off",
-            vec!["http".to_owned()],
-        );
-        off.traffic = Some(format!("any(http.conn.dst_ip[*] in {list_ref})"));
-        let user = User::new("bench@example.com", vec!["bench".to_owned()]);
-        let device_secret = TunnelSecret::generate();
-        let device = Device::new(user.id, "bench", &device_secret);
-        let db = state.db();
-        let vnet = db
-            .read()?
-            .default_vnet()?
-            .ok_or("the edge has no default virtual network")?
-            .id;
-        let route = Route::new("127.0.0.1/32".parse()?, vnet, tunnel.id);
-        let ((), revision) = db.update(|txn| {
-            txn.put(&tunnel)?;
-            txn.put(&route)?;
-            txn.put(&list)?;
-            txn.put(&l4)?;
-            txn.put(&off)?;
-            txn.put(&user)?;
-            txn.put(&device)?;
-            Ok::<_, zt_edge::StoreError>(())
-        })?;
-        tokio::time::timeout(WAIT, edge.wait_applied(revision)).await?;
-
-        // The connector reads its configuration as the seed's Deployment gives it: a
-        // config.yaml and a credentials file.
-        let conf_dir = dir.path().join("connector");
-        std::fs::create_dir(&conf_dir)?;
-        let creds_path = conf_dir.join("creds.json");
-        TunnelCredentials {
-            account_tag: tunnel.account_tag.clone(),
-            tunnel_id: tunnel.id,
-            tunnel_name: Some(tunnel.name.clone()),
-            secret,
-            endpoint: None,
-        }
-        .write(&creds_path, ExistingFile::Refuse)?;
-        let config_path = conf_dir.join("config.yaml");
-        std::fs::write(
-            &config_path,
-            format!(
-                "tunnel: {}\ncredentials-file: {}\nwarp-routing:\n    enabled: true\nedge: {}\ncacert: {}\n",
-                tunnel.id,
-                serde_json::to_string(&creds_path)?,
-                edge.local_addr(),
-                serde_json::to_string(&state.ca_pem_path())?,
-            ),
-        )?;
-        let mut config = ConnectorConfig::load(&config_path)?;
-        let credentials = config.load_credentials()?;
-        let ha = u64::from(config.ha_connections);
-        let connector = Connector::start(config, credentials).await?;
-        let deadline = Instant::now() + WAIT;
-        while connector.ready_connections() < ha {
-            if Instant::now() > deadline {
-                return Err("the connector did not register its HA connections".into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-
-        let creds = DeviceCredentials {
-            device_id: device.id,
-            user_email: user.email.clone(),
-            secret: device_secret,
-            edge: vec![edge.local_addr().to_string()],
-            ca_fingerprint: state.ca_fingerprint().parse()?,
-            default_vnet: Some(vnet),
-        };
-        let client = Arc::new(Client::connect(&creds, ClientOptions::default()).await?);
-
-        let rig = Self {
-            edge: Some(edge),
+        let provisioned = start_edge(dir.path()).await?;
+        let connector = start_connector(&provisioned.connector_config).await?;
+        let client =
+            Arc::new(Client::connect(&provisioned.device, ClientOptions::default()).await?);
+        check_path(&client, echo).await?;
+        Ok(Self {
+            edge: Some(provisioned.edge),
             connector: Some(connector),
             client,
             echo,
@@ -167,14 +212,7 @@ impl PathRig {
             relay_sink,
             tasks,
             _dir: dir,
-        };
-        // One flow end to end proves the route, the policy and the connector before any
-        // timing starts.
-        let mut s = rig.client.dial(rig.echo).await?;
-        s.write_all(b"x").await?;
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await?;
-        Ok(rig)
+        })
     }
 
     /// Stops the client, the connector and the edge, and the origin tasks.
