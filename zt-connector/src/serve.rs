@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use socket2::SockRef;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 use zt_proto::{
@@ -28,9 +28,10 @@ use crate::dial::{DialError, OriginDialer, RelayError, UdpRelay, DEFAULT_MAX_UDP
 use crate::flows::{FlowGuard, FlowLimiter};
 use crate::metrics::{ConnectorMetrics, DialErrorKind};
 
-/// Read buffer for the origin → edge direction. 32 KiB keeps a gigabit flow's syscalls
-/// few while a thousand concurrent flows stay at 32 MiB, inside the 100 MiB container.
-const RELAY_BUF: usize = 32 * 1024;
+/// Read buffer for the origin → edge direction, taken only once the origin has bytes to
+/// read and handed to the transport with them (no copy), so an idle flow holds none. 64 KiB
+/// is loopback's TCP segment: one read per segment keeps a fast flow's syscalls few.
+const RELAY_BUF: usize = 64 * 1024;
 
 /// How long a UDP flow may pass no datagram either way before it is closed. UDP has no
 /// end of its own; DNS answers come within seconds, so a minute of silence means the
@@ -143,7 +144,7 @@ async fn splice_tcp(
     let mut up = 0u64;
     let mut down = 0u64;
     let aborted = {
-        let (mut rd, mut wr) = tcp.split();
+        let (rd, mut wr) = tcp.split();
         // Each direction returns true when it ended in a reset.
         let to_origin = async {
             loop {
@@ -173,25 +174,36 @@ async fn splice_tcp(
             }
         };
         let to_edge = async {
-            let mut buf = vec![0u8; RELAY_BUF];
             loop {
-                match rd.read(&mut buf).await {
+                // Wait for bytes before taking a buffer, so an idle flow holds none.
+                if let Err(e) = rd.readable().await {
+                    debug!(cause = %e, "origin connection failed");
+                    return true;
+                }
+                let mut buf = BytesMut::with_capacity(RELAY_BUF);
+                match rd.try_read_buf(&mut buf) {
                     Ok(0) => {
                         // The origin's FIN: finish the stream, keep relaying the other way.
                         let _ = send.finish();
                         return false;
                     }
                     Ok(n) => {
-                        let Some(bytes) = buf.get(..n) else {
-                            return true;
+                        // The chunk goes to the transport without a copy; a short read is
+                        // copied out instead so it does not pin the whole buffer until the
+                        // edge acknowledges it.
+                        let chunk = if n < RELAY_BUF / 4 {
+                            Bytes::copy_from_slice(&buf)
+                        } else {
+                            buf.freeze()
                         };
-                        if let Err(e) = send.write_all(bytes).await {
+                        if let Err(e) = send.write_chunk(chunk).await {
                             debug!(cause = %e, "the edge stopped taking bytes");
                             return true;
                         }
                         down += n as u64;
                         metrics.add_bytes_to_edge(n as u64);
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => {
                         debug!(cause = %e, "origin connection failed");
                         return true;
