@@ -33,6 +33,12 @@ use crate::transport::tls::{EdgeTrust, ServerIdentity, ALPN_ARGOTUNNEL};
 /// How long a refusing edge waits for the peer to receive its `register_error` before
 /// closing the connection.
 const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// Bidirectional streams a peer may open before it has registered: its control stream (a
+/// cloudflared connector's too) with room to spare. quinn allocates the state of every
+/// stream a peer may open when the connection starts, about 60 bytes each, so the full
+/// limit (10,000 by default) would cost the edge some 0.6 MiB per handshake from anyone at
+/// all; a registered client gets the full limit.
+const UNREGISTERED_BIDI_STREAMS: u32 = 16;
 
 /// The UDP socket buffer sizes an endpoint asked for and what the OS reports it granted
 /// (Linux reports twice the usable size; `None` when the OS would not say).
@@ -231,7 +237,11 @@ impl EdgeListener {
         }
         let crypto = identity.quic_server_config_with(argotunnel)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(settings.quinn_config()?);
+        let mut unregistered = settings.clone();
+        unregistered.max_concurrent_bidi_streams = settings
+            .max_concurrent_bidi_streams
+            .min(UNREGISTERED_BIDI_STREAMS);
+        server.transport_config(unregistered.quinn_config()?);
         let (socket, buffers) = bind_socket(addr, &settings)?;
         let endpoint = quinn::Endpoint::new(
             settings.endpoint_config(),
@@ -408,6 +418,11 @@ impl IncomingPeer {
                                 })
                             }
                             Claim::Client(claim) => {
+                                // A client opens one stream per flow: now that it is
+                                // known, it gets the full limit.
+                                conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(
+                                    settings.max_concurrent_bidi_streams,
+                                ));
                                 let control = spawn_driver(machine, send, recv, conn, on_event);
                                 let flows = spawn_acceptor(shared.clone());
                                 EdgePeer::Client(ClientLink {
