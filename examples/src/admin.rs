@@ -113,6 +113,36 @@ pub(crate) enum TunnelCommand {
         /// Tunnel id or name.
         tunnel: String,
     },
+    /// Serve a tunnel with unmodified cloudflared: write the edge's CA file and print the
+    /// exact cloudflared command line; `--enable`/`--disable` turn acceptance on or off.
+    Cloudflared(CloudflaredArgs),
+}
+
+/// `zt tunnel cloudflared TUNNEL …`
+#[derive(Debug, Args)]
+pub(crate) struct CloudflaredArgs {
+    /// Tunnel id or name.
+    tunnel: String,
+    /// Where to write the edge's CA certificate (PEM), passed to cloudflared as `--cacert`.
+    #[arg(long, value_name = "PATH", default_value = "zt-edge-ca.pem")]
+    ca_file: PathBuf,
+    /// The tunnel's credentials file: printed in the command line (default
+    /// ./TUNNEL-ID.json), and read by `--enable`.
+    #[arg(long, value_name = "PATH")]
+    credentials_file: Option<PathBuf>,
+    /// Edge address (HOST:PORT) for cloudflared's `--edge` (default: the edge's advertised
+    /// address).
+    #[arg(long, value_name = "HOST:PORT")]
+    edge: Option<String>,
+    /// Accept cloudflared connectors for this tunnel. Their protocol sends the secret
+    /// itself, so the edge then keeps a SHA-256 of it (see docs/CLOUDFLARED.md); needs
+    /// `--credentials-file`.
+    #[arg(long, conflicts_with = "disable")]
+    enable: bool,
+    /// Stop accepting cloudflared connectors for this tunnel (connections already
+    /// registered stay until they reconnect).
+    #[arg(long)]
+    disable: bool,
 }
 
 /// `zt route …`
@@ -856,6 +886,7 @@ pub(crate) fn tunnel(args: TunnelArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(())
         })()),
+        TunnelCommand::Cloudflared(cf) => finish(tunnel_cloudflared(&admin, cf)),
         TunnelCommand::Delete { tunnel } => finish((|| {
             let c = AdminClient::new(&admin)?;
             let v = c.call("DELETE", &format!("/v1/tunnels/{}", enc(&tunnel)), None)?;
@@ -933,6 +964,114 @@ fn tunnel_create(
     } else {
         println!("Tunnel credentials written to {}", path.display());
         println!("Created tunnel {name} with id {id}");
+    }
+    Ok(())
+}
+
+/// Quotes a command-line word for a POSIX shell when it needs it.
+fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+[]".contains(&b));
+    if plain {
+        w.to_owned()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+fn tunnel_cloudflared(admin: &AdminOpts, args: CloudflaredArgs) -> CliResult<()> {
+    let c = AdminClient::new(admin)?;
+    let path = format!("/v1/tunnels/{}/cloudflared", enc(&args.tunnel));
+    if args.disable {
+        let v = c.call("PUT", &path, Some(&json!({ "enabled": false })))?;
+        if c.json() {
+            print_json(&v);
+        } else {
+            println!(
+                "Tunnel {} ({}) no longer accepts cloudflared connectors",
+                s(&v["name"]),
+                s(&v["id"])
+            );
+        }
+        return Ok(());
+    }
+    if args.enable {
+        let Some(file) = &args.credentials_file else {
+            return Err(CliError::Local(
+                "--enable needs the tunnel's --credentials-file: the edge keeps only a key                  derived from the secret, and needs the secret once to accept cloudflared"
+                    .to_owned(),
+            ));
+        };
+        let creds = std::fs::read(file)
+            .map_err(|e| CliError::Local(format!("cannot read {}: {e}", file.display())))?;
+        let creds: Value = serde_json::from_slice(&creds).map_err(|e| {
+            CliError::Local(format!("{} is not a credentials file: {e}", file.display()))
+        })?;
+        c.call(
+            "PUT",
+            &path,
+            Some(&json!({ "enabled": true, "credentials": creds })),
+        )?;
+    }
+    let tunnel = c.get(&format!("/v1/tunnels/{}", enc(&args.tunnel)))?;
+    let id = s(&tunnel["id"]);
+    if tunnel["accepts_cloudflared"] != true {
+        return Err(CliError::Local(format!(
+            "tunnel {} ({id}) does not accept cloudflared connectors; opt in with `zt tunnel              cloudflared {} --enable --credentials-file FILE` (see docs/CLOUDFLARED.md for the              risk)",
+            s(&tunnel["name"]),
+            args.tunnel
+        )));
+    }
+    let account = c.get("/v1/account")?;
+    let edge = match args.edge.or_else(|| arr(&account["edge"]).first().map(s)) {
+        Some(e) => e,
+        None => {
+            return Err(CliError::Local(
+                "the edge advertises no address; give --edge HOST:PORT".to_owned(),
+            ))
+        }
+    };
+    let ca = account["ca_pem"].as_str().ok_or_else(|| {
+        CliError::Local("the edge did not send its CA certificate (older edge?)".to_owned())
+    })?;
+    std::fs::write(&args.ca_file, ca)
+        .map_err(|e| CliError::Local(format!("cannot write {}: {e}", args.ca_file.display())))?;
+    let creds = args
+        .credentials_file
+        .unwrap_or_else(|| PathBuf::from(format!("{id}.json")));
+    // Tunnel-level flags (--edge is a hidden one) before `run`, run's own after it.
+    let command: Vec<String> = vec![
+        "cloudflared".into(),
+        "tunnel".into(),
+        "--no-autoupdate".into(),
+        "--edge".into(),
+        edge,
+        "--cacert".into(),
+        args.ca_file.display().to_string(),
+        "--protocol".into(),
+        "quic".into(),
+        "run".into(),
+        "--credentials-file".into(),
+        creds.display().to_string(),
+        id.clone(),
+    ];
+    if c.json() {
+        print_json(&json!({
+            "tunnel": id,
+            "ca_file": args.ca_file,
+            "command": command,
+        }));
+    } else {
+        eprintln!("CA certificate written to {}", args.ca_file.display());
+        println!(
+            "{}",
+            command
+                .iter()
+                .map(|w| shell_word(w))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
     Ok(())
 }

@@ -52,6 +52,10 @@ struct RunArgs {
     /// go away and its client authenticates again. Default: no limit.
     #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
     max_session_lifetime: Option<std::time::Duration>,
+    /// Do not offer ALPN `argotunnel`: unmodified cloudflared connectors cannot connect
+    /// even for tunnels that opted in (see docs/CLOUDFLARED.md).
+    #[arg(long)]
+    no_cloudflared: bool,
 }
 
 fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
@@ -103,6 +107,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.server_names = server_names(&args.server_names);
     config.advertise = args.advertise;
     config.max_session_lifetime = args.max_session_lifetime;
+    config.cloudflared = !args.no_cloudflared;
     let state_dir = config.state_dir.clone();
     let edge = Edge::start(config).await.with_context(|| {
         format!(

@@ -521,3 +521,78 @@ fn tunnel_list_counts_connections_per_edge() {
         "{info}"
     );
 }
+
+#[test]
+fn tunnel_cloudflared_opts_in_writes_the_ca_and_prints_the_command_line() {
+    let edge = Edge::start();
+    let creds = edge.dir.path().join("legacy.json");
+    let creds_arg = creds.to_str().unwrap();
+    edge.ok(&[
+        "tunnel",
+        "create",
+        "legacy",
+        "--credentials-file",
+        creds_arg,
+    ]);
+    let id = TunnelCredentials::load(&creds, PermissionMode::Strict)
+        .unwrap()
+        .tunnel_id
+        .to_string();
+
+    // Not opted in: the command says how.
+    let stderr = edge.fails(
+        &[
+            "tunnel",
+            "cloudflared",
+            "legacy",
+            "--edge",
+            "127.0.0.1:7844",
+        ],
+        1,
+    );
+    assert!(stderr.contains("--enable --credentials-file"), "{stderr}");
+    // --enable needs the credentials.
+    let stderr = edge.fails(&["tunnel", "cloudflared", "legacy", "--enable"], 1);
+    assert!(stderr.contains("--credentials-file"), "{stderr}");
+
+    let out = edge.ok(&[
+        "tunnel",
+        "cloudflared",
+        "legacy",
+        "--enable",
+        "--credentials-file",
+        creds_arg,
+        "--ca-file",
+        "edge-ca.pem",
+        "--edge",
+        "127.0.0.1:7844",
+    ]);
+    let line = out.trim();
+    assert_eq!(
+        line,
+        format!(
+            "cloudflared tunnel --no-autoupdate --edge 127.0.0.1:7844 --cacert edge-ca.pem \
+             --protocol quic run --credentials-file {creds_arg} {id}"
+        )
+    );
+    let ca = std::fs::read_to_string(edge.dir.path().join("edge-ca.pem")).unwrap();
+    assert_eq!(ca, edge.state.ca_pem());
+    let info = edge.json(&["tunnel", "info", "legacy"]);
+    assert_eq!(info["accepts_cloudflared"], true);
+
+    // JSON output for scripts: the argument vector.
+    let v = edge.json(&[
+        "tunnel",
+        "cloudflared",
+        "legacy",
+        "--edge",
+        "edge.example:7844",
+    ]);
+    assert_eq!(v["command"][0], "cloudflared");
+    assert_eq!(v["command"][4], "edge.example:7844");
+    assert_eq!(v["command"][12], id);
+
+    edge.ok(&["tunnel", "cloudflared", "legacy", "--disable"]);
+    let info = edge.json(&["tunnel", "info", "legacy"]);
+    assert_eq!(info["accepts_cloudflared"], false);
+}

@@ -755,3 +755,89 @@ async fn a_stored_list_the_policy_cannot_use_blocks_rule_changes_as_it_blocks_re
     assert_eq!(code(&body), "invalid_list");
     assert!(message(&body).contains("urls"), "{body}");
 }
+
+#[tokio::test]
+async fn a_tunnel_opts_in_to_cloudflared_only_with_its_own_credentials() {
+    let api = Api::start(Arc::new(NoLiveView)).await;
+    let (status, created) = api
+        .call("POST", "/v1/tunnels", Some(json!({ "name": "legacy" })))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["tunnel"]["accepts_cloudflared"], false);
+    let creds = created["credentials"].clone();
+    let (_, other) = api
+        .call("POST", "/v1/tunnels", Some(json!({ "name": "other" })))
+        .await;
+
+    // Without credentials, or with another tunnel's, the opt-in is refused.
+    let (status, v) = api
+        .call(
+            "PUT",
+            "/v1/tunnels/legacy/cloudflared",
+            Some(json!({ "enabled": true })),
+        )
+        .await;
+    assert_eq!((status, code(&v)), (400, "credentials_required"), "{v}");
+    let (status, v) = api
+        .call(
+            "PUT",
+            "/v1/tunnels/legacy/cloudflared",
+            Some(json!({ "enabled": true, "credentials": other["credentials"] })),
+        )
+        .await;
+    assert_eq!((status, code(&v)), (400, "credentials_mismatch"), "{v}");
+    let mut forged = creds.clone();
+    forged["TunnelSecret"] = other["credentials"]["TunnelSecret"].clone();
+    let (status, v) = api
+        .call(
+            "PUT",
+            "/v1/tunnels/legacy/cloudflared",
+            Some(json!({ "enabled": true, "credentials": forged })),
+        )
+        .await;
+    assert_eq!((status, code(&v)), (400, "credentials_mismatch"), "{v}");
+    // Nothing of the secret comes back in the refusal.
+    assert!(!v
+        .to_string()
+        .contains(creds["TunnelSecret"].as_str().unwrap()));
+
+    let (status, v) = api
+        .call(
+            "PUT",
+            "/v1/tunnels/legacy/cloudflared",
+            Some(json!({ "enabled": true, "credentials": creds })),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["accepts_cloudflared"], true);
+    let id: Uuid = creds["TunnelID"].as_str().unwrap().parse().unwrap();
+    let stored = api
+        .state
+        .db()
+        .read()
+        .unwrap()
+        .get::<Tunnel>(id)
+        .unwrap()
+        .unwrap();
+    let secret = TunnelCredentials::from_json(creds.to_string().as_bytes())
+        .unwrap()
+        .secret;
+    assert!(stored
+        .cloudflared_secret_sha256
+        .unwrap()
+        .matches(secret.expose_bytes()));
+
+    let (status, v) = api
+        .call(
+            "PUT",
+            "/v1/tunnels/legacy/cloudflared",
+            Some(json!({ "enabled": false })),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["accepts_cloudflared"], false);
+
+    // The CA certificate is published for --cacert.
+    let (_, account) = api.call("GET", "/v1/account", None).await;
+    assert_eq!(account["ca_pem"], api.state.ca_pem());
+}

@@ -8,9 +8,10 @@
 //!
 //! | method | path | does |
 //! |---|---|---|
-//! | GET | `/v1/account` | account tag, CA fingerprint and PEM path, default vnet |
+//! | GET | `/v1/account` | account tag, CA fingerprint, PEM and its path, default vnet |
 //! | GET, POST | `/v1/tunnels` | list (with live connections); create (returns credentials once) |
 //! | GET, DELETE | `/v1/tunnels/{id or name}` | info; soft delete |
+//! | PUT | `/v1/tunnels/{id or name}/cloudflared` | accept cloudflared connectors (with the credentials) or stop |
 //! | GET, POST, DELETE | `/v1/routes` | show (`?vnet=&tunnel=`); add; delete (`?route=ID or CIDR&vnet=`) |
 //! | GET | `/v1/routes/ip/{ip}` | the matching route and the shorter ones covering it (`?vnet=`) |
 //! | GET, POST | `/v1/vnets` | list; add |
@@ -102,6 +103,9 @@ pub(crate) fn handle(ctx: &Ctx, req: &ApiRequest) -> Reply {
         ["v1", "tunnels"] if m == Method::POST => tunnel_create(ctx, req),
         ["v1", "tunnels", key] if m == Method::GET => tunnel_info(ctx, key),
         ["v1", "tunnels", key] if m == Method::DELETE => tunnel_delete(ctx, key),
+        ["v1", "tunnels", key, "cloudflared"] if m == Method::PUT => {
+            tunnel_cloudflared(ctx, req, key)
+        }
         ["v1", "routes"] if m == Method::GET => route_show(ctx, req),
         ["v1", "routes"] if m == Method::POST => route_add(ctx, req),
         ["v1", "routes"] if m == Method::DELETE => route_delete(ctx, req),
@@ -385,6 +389,8 @@ fn account(ctx: &Ctx) -> Reply {
         "account_tag": ctx.state.account_tag(),
         "ca_fingerprint": ctx.state.ca_fingerprint(),
         "ca_pem_path": ctx.state.ca_pem_path(),
+        // Public: what cloudflared's --cacert and zt-connector's --cacert point at.
+        "ca_pem": ctx.state.ca_pem(),
         "default_vnet": { "id": vnet.id, "name": vnet.name },
         "edge": ctx.edge_addresses,
     }))
@@ -473,6 +479,63 @@ fn tunnel_create(ctx: &Ctx, req: &ApiRequest) -> Reply {
     let credentials: Value = serde_json::from_str(&credentials.to_json())
         .map_err(|e| ApiError::internal(format!("cannot encode the credentials: {e}")))?;
     created(json!({ "tunnel": tunnel.info(), "credentials": credentials }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloudflaredOptIn {
+    enabled: bool,
+    /// The tunnel's credentials (cloudflared's JSON), required to opt in: the edge keeps only
+    /// a key derived from the secret, so it needs the secret once to store its SHA-256.
+    #[serde(default)]
+    credentials: Option<Value>,
+}
+
+/// Turns acceptance of cloudflared connectors on (with the tunnel's credentials, checked
+/// against the stored key) or off for one tunnel. Connections already registered stay until
+/// they reconnect.
+fn tunnel_cloudflared(ctx: &Ctx, req: &ApiRequest, key: &str) -> Reply {
+    let body: CloudflaredOptIn = req.json()?;
+    let digest = match (body.enabled, &body.credentials) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(ApiError::bad_request(
+                "credentials_required",
+                "opting in to cloudflared needs the tunnel's credentials (the edge keeps only a                  key derived from the secret); give --credentials-file",
+            ))
+        }
+        (true, Some(creds)) => {
+            let creds = TunnelCredentials::from_json(creds.to_string().as_bytes()).map_err(
+                |e| ApiError::bad_request("invalid_credentials", format!("credentials: {e}")),
+            )?;
+            Some(creds)
+        }
+    };
+    let (tunnel, _) = ctx.state.db().update(|txn| {
+        let mut tunnel = find_tunnel(txn, key)?;
+        tunnel.cloudflared_secret_sha256 = match &digest {
+            None => None,
+            Some(creds) => {
+                // AuthKey's comparison is constant-time.
+                if creds.tunnel_id != tunnel.id
+                    || creds.secret.derive_auth_key() != tunnel.auth_key
+                {
+                    return Err(ApiError::bad_request(
+                        "credentials_mismatch",
+                        format!(
+                            "the credentials are not those of tunnel `{}` ({}): wrong tunnel id or secret",
+                            tunnel.name, tunnel.id
+                        ),
+                    ));
+                }
+                Some(SecretSha256::of(&creds.secret))
+            }
+        };
+        txn.put(&tunnel)?;
+        Ok::<_, ApiError>(tunnel)
+    })?;
+    tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, accepts_cloudflared = body.enabled, "tunnel cloudflared setting changed");
+    ok(tunnel_view(ctx, &tunnel))
 }
 
 fn tunnel_delete(ctx: &Ctx, key: &str) -> Reply {
