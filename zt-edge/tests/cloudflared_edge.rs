@@ -507,3 +507,104 @@ fn a_zt_and_a_cloudflared_connector_on_one_tunnel_both_get_flows() {
         edge.shutdown().await;
     });
 }
+
+/// An origin that reads until EOF, then answers; with cloudflared the answer never comes,
+/// because the client's FIN ends the whole flow.
+async fn read_to_eof_origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got).await;
+                let _ = s.write_all(b"answer after the client's FIN").await;
+            });
+        }
+    });
+    addr
+}
+
+/// An origin that greets and closes at once.
+async fn greeting_origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let _ = s.write_all(b"hello and goodbye").await;
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_first_fin_ends_a_cloudflared_flow_and_udp_is_not_sent_to_cloudflared() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = Edge::start(config(dir.path())).await.unwrap();
+        let s = setup(&edge, "cfd", true).await;
+        let cfd = cfd_connect(&edge, &creds(&edge, &s), 0).await;
+        assert!(matches!(cfd.registration, Registration::Connected { .. }));
+        let ep = endpoint(&edge);
+        let client = client(&edge, &ep, &s).await;
+
+        // The client's FIN: the origin's answer to it never arrives (zt-connector would
+        // deliver it), and the flow still ends.
+        let mut flow = open(&client, read_to_eof_origin().await).await;
+        flow.write_all(b"request").await.unwrap();
+        flow.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        tokio::time::timeout(WAIT, flow.read_to_end(&mut back))
+            .await
+            .expect("flow did not end")
+            .unwrap();
+        assert!(back.is_empty(), "got {:?}", String::from_utf8_lossy(&back));
+
+        // The origin's FIN: the edge stops the client's direction, so the client's writes
+        // fail instead of going nowhere.
+        let mut flow = open(&client, greeting_origin().await).await;
+        let mut greeting = [0u8; 17];
+        flow.read_exact(&mut greeting).await.unwrap();
+        assert_eq!(&greeting, b"hello and goodbye");
+        let mut eof = Vec::new();
+        flow.read_to_end(&mut eof).await.unwrap();
+        let deadline = Instant::now() + WAIT;
+        let err = loop {
+            match flow.write_all(&[0u8; 1024]).await {
+                Err(e) => break e,
+                Ok(()) => assert!(Instant::now() < deadline, "writes never failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(
+            zt_proto::FlowError::reset_code(&err),
+            Some(zt_proto::ResetCode::STOPPED),
+            "{err}"
+        );
+        drop(flow);
+
+        wait_for("two flow audit lines", || {
+            audit_lines(&edge, "flow").len() >= 2
+        })
+        .await;
+        for line in audit_lines(&edge, "flow") {
+            assert_eq!(line["half_close"], "not_supported_by_cloudflared", "{line}");
+        }
+
+        // UDP is never opened on a cloudflared connection: with no zt connector, the
+        // tunnel has no connector for it.
+        let udp = client
+            .open_udp_flow("127.0.0.1:53".parse().unwrap(), vec![])
+            .await;
+        match udp {
+            Err(OpenError::Refused(status)) => {
+                assert_eq!(status.code, FlowStatusCode::NoConnector, "{status}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(cfd.served.load(Ordering::SeqCst), 2);
+        edge.shutdown().await;
+    });
+}

@@ -157,15 +157,19 @@ impl Driver<'_> {
                 let _ = self.buf.split_to(used);
                 self.handle(control, msg).await?;
             }
+            // Registered, the control stream may stay quiet for the connection's life;
+            // before that, registration is bounded.
             let registered = self.entry.is_some();
-            let deadline = if registered {
-                // Registered: the control stream may stay quiet for the connection's life.
-                tokio::time::Instant::now() + Duration::from_secs(24 * 3600)
-            } else {
-                register_deadline
+            let read = async {
+                let read = control.recv_half().read_chunk();
+                if registered {
+                    Ok(read.await)
+                } else {
+                    tokio::time::timeout_at(register_deadline, read).await
+                }
             };
             tokio::select! {
-                read = tokio::time::timeout_at(deadline, control.recv_half().read_chunk()) => match read {
+                read = read => match read {
                     Ok(Ok(Some(chunk))) => {
                         if self.buf.len() + chunk.len() > MAX_RPC_MESSAGE_BYTES + 64 {
                             self.conn.close(CloseCode::PROTOCOL_VIOLATION, "control message too large");
@@ -176,13 +180,15 @@ impl Driver<'_> {
                     // The control stream ended: cloudflared is going away. Keep serving
                     // the flows in flight until it closes the connection.
                     Ok(Ok(None)) | Ok(Err(_)) => {
-                        if let Some(entry) = &self.entry {
-                            entry.mark_draining();
-                        }
+                        let Some(entry) = &self.entry else {
+                            self.conn.close(CloseCode::PROTOCOL_VIOLATION, "control stream ended before registration");
+                            return Err("control stream ended before registration");
+                        };
+                        entry.mark_draining();
                         self.wait_closed(&mut stop).await;
                         return Ok(());
                     }
-                    Err(_) if registered => {}
+                    // Only before registration: afterwards reads are not timed.
                     Err(_) => {
                         self.auth.refused_cloudflared(self.remote, None, "cloudflared: did not register in time", false);
                         self.conn.close(CloseCode::REGISTRATION_REFUSED, "registration timed out");

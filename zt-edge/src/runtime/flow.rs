@@ -267,7 +267,11 @@ async fn decide_and_open(
 
     let Some(first) = inner
         .registry
-        .pick_or_wait(tunnel, inner.config.connector_wait)
+        .pick_or_wait(
+            tunnel,
+            header.protocol == Protocol::Udp,
+            inner.config.connector_wait,
+        )
         .await
     else {
         return Err(refuse(
@@ -292,7 +296,10 @@ async fn decide_and_open(
         }
     }
     // The first connection did not answer or is draining: once more, on another one.
-    let Some(second) = inner.registry.pick(tunnel, Some(&first)) else {
+    let Some(second) = inner
+        .registry
+        .pick(tunnel, Some(&first), header.protocol == Protocol::Udp)
+    else {
         return Err(refuse(
             FlowStatusCode::Timeout,
             format!("tunnel {tunnel}'s connector did not answer in time"),

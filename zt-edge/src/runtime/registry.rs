@@ -238,13 +238,20 @@ impl Registry {
         }
     }
 
-    /// The connection to open a flow of `tunnel` on, skipping `exclude`.
-    pub(crate) fn pick(&self, tunnel: Uuid, exclude: Option<&ConnEntry>) -> Option<Arc<ConnEntry>> {
+    /// The connection to open a flow of `tunnel` on, skipping `exclude`; for a UDP flow
+    /// (`udp`), only connections that serve UDP (cloudflared's do not here).
+    pub(crate) fn pick(
+        &self,
+        tunnel: Uuid,
+        exclude: Option<&ConnEntry>,
+        udp: bool,
+    ) -> Option<Arc<ConnEntry>> {
         let tunnels = self.tunnels.read().unwrap_or_else(PoisonError::into_inner);
         let conns = tunnels.get(&tunnel)?;
         conns
             .iter()
             .filter(|c| !c.is_draining())
+            .filter(|c| !udp || matches!(c.link, ConnLink::Zt(_)))
             .filter(|c| exclude.is_none_or(|x| x.seq != c.seq))
             .min_by_key(|c| {
                 (
@@ -262,6 +269,7 @@ impl Registry {
     pub(crate) async fn pick_or_wait(
         &self,
         tunnel: Uuid,
+        udp: bool,
         bound: Duration,
     ) -> Option<Arc<ConnEntry>> {
         let deadline = tokio::time::Instant::now() + bound;
@@ -271,7 +279,7 @@ impl Registry {
             let notified = self.registered.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(conn) = self.pick(tunnel, None) {
+            if let Some(conn) = self.pick(tunnel, None, udp) {
                 return Some(conn);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
