@@ -69,6 +69,19 @@ enum Mode {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
         listen: SocketAddr,
     },
+    /// Capture the pushed private routes with a TUN device (Linux; needs CAP_NET_ADMIN):
+    /// plain kubectl, curl and the like reach private addresses with no proxy set-up.
+    Tun {
+        /// The TUN device's name.
+        #[arg(long, value_name = "NAME", default_value = "zt0")]
+        name: String,
+        /// The device MTU; the TCP MSS follows from it.
+        #[arg(long, value_name = "N", default_value_t = 1500)]
+        mtu: u16,
+        /// A resolver whose UDP traffic is carried (it gets a host route). Repeat for several.
+        #[arg(long = "dns", value_name = "IP")]
+        dns: Vec<std::net::IpAddr>,
+    },
 }
 
 fn credentials_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -119,6 +132,9 @@ async fn serve(
     options: ClientOptions,
     mode: Mode,
 ) -> anyhow::Result<ExitCode> {
+    // TUN mode waits for the signal itself, to remove its routes before exiting.
+    let handles_signals = matches!(mode, Mode::Tun { .. });
+    let edges = options.edges.clone().unwrap_or_else(|| creds.edge.clone());
     let client = Arc::new(
         Client::connect(&creds, options)
             .await
@@ -180,13 +196,18 @@ async fn serve(
                     .await
                     .context("the SOCKS5 proxy stopped")
             }
+            Mode::Tun { name, mtu, dns } => tun(client.clone(), &edges, name, mtu, dns).await,
         }
     };
-    let result = tokio::select! {
+    let result = if handles_signals {
+        work.await.map(|()| ExitCode::SUCCESS)
+    } else {
+        tokio::select! {
         r = work => r.map(|()| ExitCode::SUCCESS),
         signal = stop_signal() => {
             info!("{signal} received; closing the forwarded connections and the edge connection");
             Ok(ExitCode::SUCCESS)
+        }
         }
     };
     client.shutdown();
@@ -215,4 +236,68 @@ async fn stop_signal() -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
     }
+}
+
+/// `zt client tun`: runs the capture until a signal, then removes routes and device.
+#[cfg(target_os = "linux")]
+async fn tun(
+    client: Arc<Client>,
+    edges: &[String],
+    name: String,
+    mtu: u16,
+    dns: Vec<std::net::IpAddr>,
+) -> anyhow::Result<()> {
+    use zt_client::tun::{TunCapture, TunOptions};
+    // Every configured edge stays outside the routes, not only the one in use now.
+    let mut exclude = Vec::new();
+    for edge in edges {
+        if let Ok(addrs) = tokio::net::lookup_host(edge.as_str()).await {
+            exclude.extend(addrs.map(|a| a.ip()));
+        }
+    }
+    let mut options = TunOptions::default();
+    options.name = name;
+    options.mtu = mtu;
+    options.dns = dns;
+    options.exclude = exclude;
+    let mut capture = TunCapture::start(client, options)
+        .await
+        .context("cannot start TUN mode")?;
+    let mut routes = capture.routes();
+    info!(
+        "TUN device {} up; routes follow the edge's push; press Ctrl-C to stop",
+        capture.name()
+    );
+    let watch_routes = async {
+        loop {
+            if routes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            let now: Vec<String> = routes.borrow().iter().map(|r| r.to_string()).collect();
+            info!("TUN routes now: {}", now.join(" "));
+        }
+    };
+    let signal = tokio::select! {
+        r = capture.closed() => return r.context("TUN mode stopped"),
+        s = stop_signal() => s,
+        () = watch_routes => return Ok(()),
+    };
+    info!("{signal} received; removing the TUN routes and device");
+    capture
+        .shutdown()
+        .await
+        .context("cannot remove the TUN routes cleanly")?;
+    info!("TUN routes and device removed");
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn tun(
+    _client: Arc<Client>,
+    _edges: &[String],
+    _name: String,
+    _mtu: u16,
+    _dns: Vec<std::net::IpAddr>,
+) -> anyhow::Result<()> {
+    anyhow::bail!("TUN mode is available on Linux only; use forward or socks here")
 }

@@ -13,9 +13,12 @@
 //!   address; [`serve_socks`] is a SOCKS5 proxy (CONNECT to IPv4, IPv6 and names).
 //! - [`PostureSpec`] describes local checks (`file:`, `command:`, `env:`).
 //!
-//! What this crate is *not*: it makes no routing or policy decision (the edge does), and
-//! it does not capture traffic with a TUN device yet; [`Client::routes`] is what such a
-//! mode will follow. It never installs a tracing subscriber.
+//! - [`tun`] (Linux, cargo feature `tun`): a TUN device that captures the edge's pushed
+//!   routes, so plain programs reach private addresses with no proxy set-up; each TCP
+//!   connection is one flow, UDP to configured resolvers is carried too.
+//!
+//! What this crate is *not*: it makes no routing or policy decision (the edge does). It
+//! never installs a tracing subscriber.
 //!
 //! The SOCKS5 wire format ([`socks`]) and the posture spec parser are free of I/O and
 //! build without the default `runtime` feature.
@@ -77,3 +80,5 @@ pub use stream::ClientStream;
 pub use zt_proto::{
     EdgeTrust, FlowStatus, FlowStatusCode, ResetCode, RoutePush, TransportSettings, UdpFlow,
 };
+#[cfg(all(feature = "tun", target_os = "linux"))]
+pub mod tun;

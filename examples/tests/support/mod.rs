@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod abuse;
+pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -56,13 +57,18 @@ impl Proc {
     /// Starts `zt` with `args` and extra environment variables.
     pub fn spawn(name: &str, args: &[&str], env: &[(&str, &Path)]) -> Proc {
         let mut cmd = zt();
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Proc::from_command(name, cmd)
+    }
+
+    /// Starts any prepared command (say, `zt` inside `ip netns exec`).
+    pub fn from_command(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
