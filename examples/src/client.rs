@@ -255,11 +255,13 @@ async fn tun(
             exclude.extend(addrs.map(|a| a.ip()));
         }
     }
-    let mut options = TunOptions::default();
-    options.name = name;
-    options.mtu = mtu;
-    options.dns = dns;
-    options.exclude = exclude;
+    let options = TunOptions {
+        name,
+        mtu,
+        dns,
+        exclude,
+        ..TunOptions::default()
+    };
     let mut capture = TunCapture::start(client, options)
         .await
         .context("cannot start TUN mode")?;

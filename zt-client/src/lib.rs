@@ -13,7 +13,7 @@
 //!   address; [`serve_socks`] is a SOCKS5 proxy (CONNECT to IPv4, IPv6 and names).
 //! - [`PostureSpec`] describes local checks (`file:`, `command:`, `env:`).
 //!
-//! - [`tun`] (Linux, cargo feature `tun`): a TUN device that captures the edge's pushed
+//! - `tun` (Linux, cargo feature `tun`): a TUN device that captures the edge's pushed
 //!   routes, so plain programs reach private addresses with no proxy set-up; each TCP
 //!   connection is one flow, UDP to configured resolvers is carried too.
 //!
