@@ -7,8 +7,9 @@
 //! read). They suit cloudflared: the idle timeout is negotiated down to cloudflared's 5 s
 //! and the edge keeps the connection alive every `keep_alive_interval` (1 s by default);
 //! datagrams are enabled; cloudflared opens one bidirectional stream (its control stream),
-//! well inside `max_concurrent_bidi_streams`, and the edge opens one per flow, bounded by
-//! cloudflared's own stream limit.
+//! well inside the few streams an unregistered connection may open (it keeps that limit:
+//! zt-proto never registers it), and the edge opens one per flow, bounded by cloudflared's
+//! own stream limit.
 
 use std::net::SocketAddr;
 
