@@ -624,3 +624,50 @@ fn the_first_fin_ends_a_cloudflared_flow_and_udp_is_not_sent_to_cloudflared() {
         edge.shutdown().await;
     });
 }
+
+#[test]
+fn failed_cloudflared_registrations_are_rate_limited_like_zt_proofs() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.auth_rate_limit.burst = 2;
+        c.auth_rate_limit.per_minute = 0.0;
+        let edge = Edge::start(c).await.unwrap();
+        let s = setup(&edge, "cfd", true).await;
+        let mut wrong = creds(&edge, &s);
+        wrong.secret[31] ^= 0x80;
+        let (a, b) = tokio::join!(cfd_connect(&edge, &wrong, 0), cfd_connect(&edge, &wrong, 1));
+        for r in [&a.registration, &b.registration] {
+            assert!(
+                matches!(
+                    r,
+                    Registration::Error {
+                        should_retry: false,
+                        ..
+                    }
+                ),
+                "{r:?}"
+            );
+        }
+        // The budget of this address is spent: even the right secret is turned away, and
+        // cloudflared is told to come back later rather than to give up.
+        let limited = cfd_connect(&edge, &creds(&edge, &s), 0).await;
+        match &limited.registration {
+            Registration::Error {
+                cause,
+                should_retry,
+            } => {
+                assert!(should_retry, "{cause}");
+                assert!(cause.contains("too many failed"), "{cause}");
+            }
+            other => panic!("expected rate limiting, got {other:?}"),
+        }
+        let refusals = audit_lines(&edge, "auth_refusal");
+        assert_eq!(refusals.len(), 3, "{refusals:?}");
+        assert!(refusals[2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rate-limited"));
+        edge.shutdown().await;
+    });
+}
