@@ -39,10 +39,11 @@ use crate::cloudflared::{
     ConnectionType, ControlMessage, RegisterConnection, RegistrationCall, RegistrationReply,
     MAX_FLOW_HEADER_BYTES, MAX_RPC_MESSAGE_BYTES,
 };
+use crate::store::SecretSha256;
 
 /// The cause every refused registration is told: the same for an unknown tunnel, a tunnel
 /// that has not opted in and a wrong secret, so a prober learns nothing.
-pub(crate) const REFUSED_CAUSE: &str = "unauthorized: tunnel credentials refused by this edge";
+const REFUSED_CAUSE: &str = "unauthorized: tunnel credentials refused by this edge";
 
 /// How long a refusing edge waits for cloudflared to read its answer before closing.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
@@ -57,25 +58,27 @@ pub(crate) struct CloudflaredLink {
     pub(crate) connection_id: Uuid,
 }
 
-/// Why a registration was refused (for the audit line; cloudflared is told
-/// [`REFUSED_CAUSE`]).
-fn refusal_reason(inner: &Inner, reg: &RegisterConnection) -> Result<(), (&'static str, bool)> {
+/// Why a registration is refused, for the audit line (cloudflared is told
+/// [`REFUSED_CAUSE`] whatever the reason). The secret is hashed before anything is looked
+/// up, so an unknown tunnel costs the same time as a wrong secret.
+fn refusal_reason(inner: &Inner, reg: &RegisterConnection) -> Result<(), &'static str> {
+    let presented = SecretSha256::of(&reg.tunnel_secret);
     let snapshot = inner.snapshot.load();
     let Some(tunnel) = snapshot.tunnels.get(&reg.tunnel_id) else {
-        return Err(("cloudflared: no such tunnel, or deleted", true));
+        return Err("cloudflared: no such tunnel, or deleted");
     };
     // Account tags are not secret; a plain comparison is fine.
     if tunnel.account_tag != reg.account_tag {
-        return Err(("cloudflared: wrong account tag", true));
+        return Err("cloudflared: wrong account tag");
     }
     let Some(verifier) = &tunnel.cloudflared else {
-        return Err((
+        return Err(
             "cloudflared: the tunnel does not accept cloudflared connectors (not opted in)",
-            true,
-        ));
+        );
     };
-    if !verifier.matches(reg.tunnel_secret.expose_bytes()) {
-        return Err(("cloudflared: tunnel secret does not match", true));
+    // Constant-time comparison of the digests.
+    if *verifier != presented {
+        return Err("cloudflared: tunnel secret does not match");
     }
     Ok(())
 }
@@ -285,9 +288,9 @@ impl Driver<'_> {
         let refusal = match self.auth.admit(self.remote) {
             Admission::Admit => match refusal_reason(self.inner, reg) {
                 Ok(()) => None,
-                Err((why, counts)) => {
+                Err(why) => {
                     self.auth
-                        .refused_cloudflared(self.remote, Some(reg.tunnel_id), why, counts);
+                        .refused_cloudflared(self.remote, Some(reg.tunnel_id), why, true);
                     Some(RegistrationReply::Error {
                         cause: REFUSED_CAUSE.into(),
                         retry_after: Duration::ZERO,
