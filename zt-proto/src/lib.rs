@@ -178,7 +178,7 @@ pub use transport::{
         AcceptError, ConnectError, ControlSendError, DatagramError, EndpointError, OpenError,
         RespondError,
     },
-    settings::{SettingsError, StatelessResetKey, TransportSettings},
+    settings::{Congestion, SettingsError, StatelessResetKey, TransportSettings},
     stream::{
         relay, splice, FlowError, FlowRecvStream, FlowSendStream, FlowStream, RelayEnd,
         RelayOutcome,

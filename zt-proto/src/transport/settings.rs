@@ -47,11 +47,30 @@ pub struct TransportSettings {
     pub socket_send_buffer: usize,
     /// Protocol limits (header size, metadata, datagrams, pending opens).
     pub limits: Limits,
+    /// The congestion controller (default [`Congestion::Bbr`]); see docs/PROTOCOL.md,
+    /// section 7, for the measurements behind the choice.
+    pub congestion: Congestion,
     /// The key stateless resets are made with (default `None`: a random key per endpoint).
     /// An edge that keeps one across restarts lets its peers recognise a restarted
     /// process's reset at their first packet; with a random key they only notice the loss
     /// after the idle timeout. Only the edge's listener uses it.
     pub stateless_reset_key: Option<StatelessResetKey>,
+}
+
+/// The congestion controllers quinn offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Congestion {
+    /// CUBIC (RFC 9438), quinn's default: halves its window on every loss quinn detects,
+    /// and quinn counts a packet overtaken by three later ones as lost.
+    Cubic,
+    /// NewReno (RFC 9002's reference controller).
+    NewReno,
+    /// BBR (quinn marks its implementation experimental): paces to the measured
+    /// bottleneck bandwidth and does not halve its rate on every loss, so random loss and
+    /// reordering on a path cost retransmissions, not most of the throughput. zt's default.
+    #[default]
+    Bbr,
 }
 
 /// The secret behind QUIC stateless resets (RFC 9000, section 10.3): the reset token of a
@@ -156,6 +175,7 @@ impl Default for TransportSettings {
             socket_send_buffer: 2 * MIB as usize,
             limits: Limits::default(),
             stateless_reset_key: None,
+            congestion: Congestion::default(),
         }
     }
 }
@@ -213,6 +233,17 @@ impl TransportSettings {
                     value: self.idle_timeout.as_millis() as u64,
                 },
             )?));
+        match self.congestion {
+            Congestion::Cubic => {
+                t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+            }
+            Congestion::NewReno => t.congestion_controller_factory(Arc::new(
+                quinn::congestion::NewRenoConfig::default(),
+            )),
+            Congestion::Bbr => {
+                t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+            }
+        };
         Ok(Arc::new(t))
     }
 }
