@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod faults;
+pub mod impair;
+
 /// How long any awaited event may take before the test gives up. Generous: the tests
 /// fail only when the event never comes, and print the times they measured instead.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -333,6 +336,18 @@ pub struct Connector {
 impl Connector {
     /// Writes a config next to the credentials and starts the connector; does not wait.
     pub fn start(edge: &Edge, tunnel: &str, creds: &Path, name: &str, ha: u32) -> Connector {
+        Connector::start_via(edge, edge.listen, tunnel, creds, name, ha)
+    }
+
+    /// Like [`Connector::start`], but dialling the edge at `via` (an impairment relay).
+    pub fn start_via(
+        edge: &Edge,
+        via: SocketAddr,
+        tunnel: &str,
+        creds: &Path,
+        name: &str,
+        ha: u32,
+    ) -> Connector {
         let metrics = free_tcp("127.0.0.1");
         let config = edge.path(&format!("{name}.yaml"));
         std::fs::write(
@@ -342,7 +357,7 @@ impl Connector {
                  cacert: {}\nha-connections: {ha}\ngrace-period: 30s\n\
                  warp-routing:\n  enabled: true\n",
                 creds.display(),
-                edge.listen,
+                via,
                 edge.path("ca.pem").display()
             ),
         )

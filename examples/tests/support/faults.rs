@@ -1,0 +1,267 @@
+//! Pieces shared by the network-fault tests: an edge with one routed and allowed tunnel,
+//! a hashing origin and checked transfers through `zt client forward`, a request loop that
+//! records every failure with its time, and process resource readings from /proc.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{hello_through, Edge, Origin};
+
+/// An edge with tunnel `api-zt` routing and allowing `127.0.0.2/32`, and a user's device.
+pub struct Setup {
+    pub edge: Edge,
+    pub creds: PathBuf,
+    pub device: PathBuf,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        let edge = Edge::start();
+        let creds = edge.tunnel("api-zt");
+        edge.admin(&["route", "ip", "add", "127.0.0.2/32", "api-zt"]);
+        edge.rule("Allow", 100, "allow", "l4", "net.dst.ip == 127.0.0.2");
+        let device = edge.user("alice@example.com", "sre");
+        Setup {
+            edge,
+            creds,
+            device,
+        }
+    }
+}
+
+/// `len` deterministic bytes for `seed` (splitmix64), different for every seed and offset.
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256(b: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, b);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// An origin that reads a flow to EOF, then answers with the SHA-256 of what it read
+/// followed by `payload(seed, len)`, where the first 8 bytes it read are the seed and the
+/// next 8 the length (little-endian), and closes.
+pub fn hashing_origin(addr: &str) -> Origin {
+    Origin::spawn(addr, |mut s| {
+        let mut got = Vec::new();
+        if s.read_to_end(&mut got).is_err() || got.len() < 16 {
+            return;
+        }
+        let seed = u64::from_le_bytes(got[..8].try_into().unwrap());
+        let len = u64::from_le_bytes(got[8..16].try_into().unwrap()) as usize;
+        let _ = s.write_all(&sha256(&got));
+        let _ = s.write_all(&payload(seed ^ 0xd0_d0, len));
+    })
+}
+
+/// One checked transfer through `forward` to a [`hashing_origin`]: `len` bytes up (seeded
+/// by `seed`), half-close, then the origin's hash of them and `len` bytes down. A read
+/// that makes no progress for `stall` is a stall. Returns the time it took.
+pub fn transfer(
+    forward: SocketAddr,
+    seed: u64,
+    len: usize,
+    stall: Duration,
+) -> Result<Duration, String> {
+    let t = Instant::now();
+    let mut up = payload(seed, len);
+    up[..8].copy_from_slice(&seed.to_le_bytes());
+    up[8..16].copy_from_slice(&(len as u64).to_le_bytes());
+    let mut s = TcpStream::connect(forward).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(stall)).unwrap();
+    s.set_write_timeout(Some(stall)).unwrap();
+    s.write_all(&up)
+        .map_err(|e| format!("sending after {:?}: {e}", t.elapsed()))?;
+    s.shutdown(Shutdown::Write)
+        .map_err(|e| format!("half-close: {e}"))?;
+    let mut back = Vec::with_capacity(len + 32);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => back.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return Err(format!(
+                    "stalled: no byte for {stall:?} after {} of {} bytes back ({:?} in)",
+                    back.len(),
+                    len + 32,
+                    t.elapsed()
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{e} after {} of {} bytes back ({:?} in)",
+                    back.len(),
+                    len + 32,
+                    t.elapsed()
+                ))
+            }
+        }
+    }
+    if back.len() != len + 32 {
+        return Err(format!("{} bytes back, expected {}", back.len(), len + 32));
+    }
+    if back[..32] != sha256(&up) {
+        return Err("the origin's hash of the upload differs: bytes changed on the way up".into());
+    }
+    if sha256(&back[32..]) != sha256(&payload(seed ^ 0xd0_d0, len)) {
+        return Err("the download's hash differs: bytes changed on the way down".into());
+    }
+    Ok(t.elapsed())
+}
+
+/// Requests (`hello_through`) from `threads` threads, each pausing `pause` between
+/// requests, until stopped; every failure is kept with when it started.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    pub ok: Arc<AtomicU64>,
+    pub failures: Arc<Mutex<Vec<(Instant, String)>>>,
+    /// (started, took) of every successful request.
+    pub latencies: Arc<Mutex<Vec<(Instant, Duration)>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(forward: SocketAddr, threads: usize, pause: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let latencies = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..threads)
+            .map(|i| {
+                let (stop, ok, failures, latencies) = (
+                    stop.clone(),
+                    ok.clone(),
+                    failures.clone(),
+                    latencies.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        match hello_through(forward, &format!("req {i}-{n}")) {
+                            Ok(()) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                latencies.lock().unwrap().push((t, t.elapsed()));
+                            }
+                            Err(e) => failures.lock().unwrap().push((t, e)),
+                        }
+                        n += 1;
+                        std::thread::sleep(pause);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            latencies,
+            threads,
+        }
+    }
+
+    /// Stops the loops and waits for the requests in flight.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    pub fn failures(&self) -> Vec<(Instant, String)> {
+        self.failures.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Open file descriptors, resident memory and threads of a process, from /proc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    pub fds: usize,
+    pub rss_kib: u64,
+    pub threads: u64,
+}
+
+impl Resources {
+    pub fn of(pid: u32) -> Resources {
+        Resources {
+            fds: fd_count(pid),
+            rss_kib: rss_kib(pid),
+            threads: thread_count(pid),
+        }
+    }
+}
+
+/// Waits until `f` holds, checking every 20 ms, up to `limit`; returns how long it took
+/// or `None` if it never held.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// /proc/PID/fd entries: the open file descriptors of a process (sockets included).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident memory of a process in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Threads of a process (`Threads:` of /proc/PID/status): tokio's workers and blocking
+/// threads, a coarse check that no task pinned a thread.
+pub fn thread_count(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Threads:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
