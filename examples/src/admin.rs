@@ -134,6 +134,11 @@ pub(crate) struct CloudflaredArgs {
     /// address).
     #[arg(long, value_name = "HOST:PORT")]
     edge: Option<String>,
+    /// Also write a minimal cloudflared config file here (tunnel, credentials file, and
+    /// `warp-routing: enabled: true`, which cloudflared versions that have the switch need
+    /// to serve private-network flows) and pass it with `--config`; never overwritten.
+    #[arg(long, value_name = "PATH")]
+    config_file: Option<PathBuf>,
     /// Accept cloudflared connectors for this tunnel. Their protocol sends the secret
     /// itself, so the edge then keeps a SHA-256 of it (see docs/CLOUDFLARED.md); needs
     /// `--credentials-file`.
@@ -1040,11 +1045,34 @@ fn tunnel_cloudflared(admin: &AdminOpts, args: CloudflaredArgs) -> CliResult<()>
     let creds = args
         .credentials_file
         .unwrap_or_else(|| PathBuf::from(format!("{id}.json")));
-    // Tunnel-level flags (--edge is a hidden one) before `run`, run's own after it.
-    let command: Vec<String> = vec![
+    let mut command: Vec<String> = vec![
         "cloudflared".into(),
         "tunnel".into(),
         "--no-autoupdate".into(),
+    ];
+    if let Some(config) = &args.config_file {
+        let yaml = format!(
+            "# cloudflared configuration for zt tunnel {id}, written by `zt tunnel cloudflared`.\n\
+             tunnel: {id}\n\
+             credentials-file: {}\n\
+             warp-routing:\n  enabled: true\n",
+            serde_json::to_string(&creds.display().to_string()).unwrap_or_default()
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(config)
+            .and_then(|mut f| f.write_all(yaml.as_bytes()))
+            .map_err(|e| {
+                CliError::Local(format!(
+                    "cannot write {} (it is never overwritten): {e}",
+                    config.display()
+                ))
+            })?;
+        command.extend(["--config".into(), config.display().to_string()]);
+    }
+    // Tunnel-level flags (--edge is a hidden one) before `run`, run's own after it.
+    command.extend([
         "--edge".into(),
         edge,
         "--cacert".into(),
@@ -1055,7 +1083,7 @@ fn tunnel_cloudflared(admin: &AdminOpts, args: CloudflaredArgs) -> CliResult<()>
         "--credentials-file".into(),
         creds.display().to_string(),
         id.clone(),
-    ];
+    ]);
     if c.json() {
         print_json(&json!({
             "tunnel": id,

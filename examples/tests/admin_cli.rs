@@ -592,6 +592,33 @@ fn tunnel_cloudflared_opts_in_writes_the_ca_and_prints_the_command_line() {
     assert_eq!(v["command"][4], "edge.example:7844");
     assert_eq!(v["command"][12], id);
 
+    // A minimal config file with warp-routing on, passed with --config; never overwritten.
+    let args = [
+        "tunnel",
+        "cloudflared",
+        "legacy",
+        "--edge",
+        "127.0.0.1:7844",
+        "--ca-file",
+        "edge-ca.pem",
+        "--config-file",
+        "cfd.yaml",
+    ];
+    let out = edge.ok(&args);
+    assert!(
+        out.starts_with("cloudflared tunnel --no-autoupdate --config cfd.yaml --edge "),
+        "{out}"
+    );
+    let yaml = std::fs::read_to_string(edge.dir.path().join("cfd.yaml")).unwrap();
+    assert!(yaml.contains(&format!("tunnel: {id}\n")), "{yaml}");
+    assert!(yaml.contains("warp-routing:\n  enabled: true\n"), "{yaml}");
+    assert!(
+        yaml.contains(&format!("credentials-file: \"{id}.json\"")),
+        "{yaml}"
+    );
+    let stderr = edge.fails(&args, 1);
+    assert!(stderr.contains("never overwritten"), "{stderr}");
+
     edge.ok(&["tunnel", "cloudflared", "legacy", "--disable"]);
     let info = edge.json(&["tunnel", "info", "legacy"]);
     assert_eq!(info["accepts_cloudflared"], false);
