@@ -56,6 +56,22 @@ struct RunArgs {
     /// even for tunnels that opted in (see docs/CLOUDFLARED.md).
     #[arg(long)]
     no_cloudflared: bool,
+    /// Concurrent flows one client session may have open; more are refused with `too many
+    /// flows`. Default: 4096.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_flows_per_session: Option<u32>,
+    /// How long a client's flow header may take to arrive before its stream is reset (e.g.
+    /// `5s`). Default: 5s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_header_timeout)]
+    header_timeout: Option<std::time::Duration>,
+}
+
+fn parse_header_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match zt_connector::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("a header timeout must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
@@ -108,6 +124,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.advertise = args.advertise;
     config.max_session_lifetime = args.max_session_lifetime;
     config.cloudflared = !args.no_cloudflared;
+    if let Some(n) = args.max_flows_per_session {
+        config.max_flows_per_session = n as usize;
+    }
+    if let Some(t) = args.header_timeout {
+        config.header_timeout = t;
+    }
     let state_dir = config.state_dir.clone();
     let edge = Edge::start(config).await.with_context(|| {
         format!(

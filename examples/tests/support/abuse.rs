@@ -117,8 +117,21 @@ impl WireAnswer {
 }
 
 /// Sends `register` on a new control stream of `conn` and reads the edge's whole answer:
-/// for a refusal, the stream to its end and the connection close that follows.
+/// for a refusal, the stream to its end and the connection close that follows. The control
+/// stream ends when this returns (which ends a registered session).
 pub async fn send_register(conn: &quinn::Connection, register: Register) -> WireAnswer {
+    register_session(conn, register).await.0
+}
+
+/// The control stream of a registered session, kept open by whoever holds it.
+pub type ControlStream = (quinn::SendStream, quinn::RecvStream);
+
+/// Like [`send_register`], and hands back the control stream so that a registered session
+/// lives as long as the caller keeps it.
+pub async fn register_session(
+    conn: &quinn::Connection,
+    register: Register,
+) -> (WireAnswer, ControlStream) {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let mut wire = BytesMut::new();
     ControlFrame::Register(register).encode(&mut wire).unwrap();
@@ -137,11 +150,12 @@ pub async fn send_register(conn: &quinn::Connection, register: Register) -> Wire
         raw.extend_from_slice(&chunk.bytes);
     };
     if matches!(frame, ControlFrame::Registered(_)) {
-        return WireAnswer {
+        let answer = WireAnswer {
             control_bytes: raw,
             frame,
             close: None,
         };
+        return (answer, (send, recv));
     }
     // A refusal: read what follows up to the FIN (there should be nothing), then wait for
     // the edge to close the connection.
@@ -157,11 +171,12 @@ pub async fn send_register(conn: &quinn::Connection, register: Register) -> Wire
         Ok(other) => panic!("the edge ended a refused connection with {other:?}"),
         Err(_) => panic!("the edge did not close a refused connection within {DEADLINE:?}"),
     };
-    WireAnswer {
+    let answer = WireAnswer {
         control_bytes: raw,
         frame,
         close,
-    }
+    };
+    (answer, (send, recv))
 }
 
 /// VmRSS of a process, in KiB.
@@ -269,4 +284,66 @@ pub fn find_secret(haystack: &[u8], secret: &[u8]) -> Option<String> {
     haystack
         .windows(WINDOW)
         .find_map(|w| needles.get(w).cloned())
+}
+
+/// `zt edge run` like [`Edge::start`], with `extra` arguments (limits, timeouts, log level).
+pub fn edge_with(extra: &[&str]) -> Edge {
+    let mut edge = Edge {
+        dir: tempfile::tempdir().unwrap(),
+        listen: super::free_udp("127.0.0.1"),
+        admin: super::free_tcp("127.0.0.1"),
+        metrics: super::free_tcp("127.0.0.1"),
+        proc: None,
+    };
+    let (listen, admin, metrics) = (
+        edge.listen.to_string(),
+        edge.admin.to_string(),
+        edge.metrics.to_string(),
+    );
+    let mut args = vec![
+        "edge",
+        "run",
+        "--listen",
+        &listen,
+        "--admin",
+        &admin,
+        "--metrics",
+        &metrics,
+    ];
+    args.extend_from_slice(extra);
+    let p = super::Proc::spawn("edge", &args, &[("ZT_EDGE_STATE_DIR", edge.dir.path())]);
+    p.wait_for("zt edge is running");
+    p.wait_for("Account tag");
+    edge.proc = Some(p);
+    edge
+}
+
+/// A connector like [`super::Connector::start`] whose config ends with `extra_yaml` (e.g.
+/// `maxActiveFlows` under `warp-routing`).
+pub fn connector_with(
+    edge: &Edge,
+    creds: &Path,
+    name: &str,
+    ha: u32,
+    warp_routing_extra: &str,
+) -> super::Connector {
+    let metrics = super::free_tcp("127.0.0.1");
+    let config = edge.path(&format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "credentials-file: {}\nmetrics: {metrics}\nedge: {}\ncacert: {}\n\
+             ha-connections: {ha}\ngrace-period: 5s\nwarp-routing:\n  enabled: true\n{warp_routing_extra}",
+            creds.display(),
+            edge.listen,
+            edge.path("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let proc = super::Proc::spawn(
+        name,
+        &["tunnel", "--config", config.to_str().unwrap(), "run"],
+        &[],
+    );
+    super::Connector { metrics, proc }
 }

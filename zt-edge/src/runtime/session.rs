@@ -139,7 +139,13 @@ async fn run(inner: Arc<Inner>, session: Arc<Session>, connection: Uuid) {
                     *session.posture.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(checks);
                 }
                 Some(_) => {}
-                None => break,
+                None => {
+                    // The client ended its control stream: the session is over. Close the
+                    // connection as well, or it would stay open (refusing every flow, with
+                    // its stream tables allocated) for as long as the client keeps it alive.
+                    session.link.close(CloseCode::NO_ERROR, "control stream ended");
+                    break;
+                }
             },
             changed = revisions.changed() => {
                 if changed.is_ok() {
