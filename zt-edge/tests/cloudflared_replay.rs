@@ -1,0 +1,491 @@
+//! The live edge against the bytes cloudflared 2023.7.3 actually sent
+//! (tests/data/cloudflared/README.md says how they were recorded): over real QUIC with ALPN
+//! `argotunnel` and server name `quic.cftunnel.com`, the recorded control stream is written
+//! verbatim, message by message in the order cloudflared waits for answers, and the edge's
+//! answers must decode to the reference edge's recorded ones; a flow from a zt client then
+//! reaches this connection, its `ConnectRequest` must match the recorded one, and the recorded
+//! `ConnectResponse` and payload written back must reach the client exactly.
+//!
+//! No capnp-rpc here: what goes on the wire is the recording, not an implementation of it.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+use zt_creds::TunnelSecret;
+use zt_edge::cloudflared::{
+    decode_connect_request, decode_connect_response, decode_control, ConnectResponse,
+    ConnectionType, ControlMessage, RegistrationReply, ReturnBody,
+};
+use zt_edge::{
+    ConnectorKind, Device, Edge, EdgeConfig, EdgeHandle, Route, Rule, SecretSha256, Tunnel, User,
+};
+use zt_proto::{
+    ClientClaim, ClientConnection, ClientRegistration, EdgeTrust, FlowStatusCode, OpenError,
+    PeerEndpoint, Protocol, TransportSettings,
+};
+
+const CONTROL_FROM_CLOUDFLARED: &[u8] =
+    include_bytes!("data/cloudflared/cloudflared-2023.7.3-control.from-cloudflared.bin");
+const CONTROL_FROM_EDGE: &[u8] =
+    include_bytes!("data/cloudflared/cloudflared-2023.7.3-control.from-edge.bin");
+const REGISTER: &[u8] =
+    include_bytes!("data/cloudflared/cloudflared-2023.7.3-register-stream0.bin");
+const DATA_FROM_EDGE: &[u8] =
+    include_bytes!("data/cloudflared/cloudflared-2023.7.3-data.from-edge.bin");
+const DATA_FROM_CLOUDFLARED: &[u8] =
+    include_bytes!("data/cloudflared/cloudflared-2023.7.3-data.from-cloudflared.bin");
+
+/// The credentials the recording was made with (dummy values, README.md).
+const ACCOUNT_TAG: &str = "0123456789abcdef0123456789abcdef";
+const TUNNEL_ID: &str = "8e343b13-a087-48ea-825f-9783931ff2a5";
+/// The reference edge's location name; this edge is given the same name.
+const LOCATION: &str = "zt-test";
+const SERVER_NAME: &str = "quic.cftunnel.com";
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn recorded_secret() -> TunnelSecret {
+    TunnelSecret::from_bytes(&(0u8..32).collect::<Vec<u8>>()).unwrap()
+}
+
+fn config(dir: &Path) -> EdgeConfig {
+    let mut c = EdgeConfig::new(dir);
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.admin = None;
+    c.edge_name = LOCATION.into();
+    c.shutdown_grace = Duration::from_secs(1);
+    // Refuse a flow with no connector at once, so the drain check sees the refusal.
+    c.connector_wait = Duration::from_millis(100);
+    c
+}
+
+struct Setup {
+    tunnel_id: Uuid,
+    device: Device,
+    device_secret: TunnelSecret,
+}
+
+/// The recorded tunnel (its id, account tag and secret, opted in to cloudflared), a device,
+/// a route for loopback through the tunnel and a rule allowing it.
+async fn setup(edge: &EdgeHandle) -> Setup {
+    let secret = recorded_secret();
+    let mut tunnel = Tunnel::new("k8s_zero_trust_tunnel", ACCOUNT_TAG, &secret);
+    tunnel.id = TUNNEL_ID.parse().unwrap();
+    tunnel.cloudflared_secret_sha256 = Some(SecretSha256::of(&secret));
+    let device_secret = TunnelSecret::generate();
+    let user = User::new("replay@example.com", vec![]);
+    let device = Device::new(user.id, "laptop", &device_secret);
+    let mut rule = Rule::new("allow loopback", 100, "allow", vec!["l4".into()]);
+    rule.traffic = Some("net.dst.port > 0".into());
+    let (t, d) = (tunnel.clone(), device.clone());
+    let ((), rev) = edge
+        .state()
+        .db()
+        .update(|txn| {
+            let vnet = txn.default_vnet().unwrap().unwrap().id;
+            txn.put(&t).unwrap();
+            txn.put(&user).unwrap();
+            txn.put(&d).unwrap();
+            txn.put(&Route::new("127.0.0.0/8".parse().unwrap(), vnet, t.id))
+                .unwrap();
+            txn.put(&rule).unwrap();
+            Ok::<_, zt_edge::StoreError>(())
+        })
+        .unwrap();
+    tokio::time::timeout(WAIT, edge.wait_applied(rev))
+        .await
+        .unwrap();
+    Setup {
+        tunnel_id: tunnel.id,
+        device,
+        device_secret,
+    }
+}
+
+/// A QUIC client as cloudflared sets one up: ALPN `argotunnel`, server name
+/// `quic.cftunnel.com`, the edge CA trusted as `--cacert` does, no client certificate,
+/// 5 s idle timeout with 1 s keep-alives.
+async fn cloudflared_quic(edge: &EdgeHandle) -> (quinn::Endpoint, quinn::Connection) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(edge.state().ca_cert_der().to_vec().into())
+        .unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"argotunnel".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(Duration::from_secs(5).try_into().unwrap()))
+        .keep_alive_interval(Some(Duration::from_secs(1)));
+    config.transport_config(Arc::new(transport));
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(config);
+    let conn = tokio::time::timeout(WAIT, ep.connect(edge.local_addr(), SERVER_NAME).unwrap())
+        .await
+        .expect("QUIC handshake with ALPN argotunnel timed out")
+        .unwrap();
+    assert_eq!(
+        conn.handshake_data()
+            .unwrap()
+            .downcast::<quinn::crypto::rustls::HandshakeData>()
+            .unwrap()
+            .protocol
+            .as_deref(),
+        Some(&b"argotunnel"[..])
+    );
+    (ep, conn)
+}
+
+/// A recorded control stream cut at its Cap'n Proto frame boundaries.
+fn frames(mut bytes: &[u8]) -> Vec<(&[u8], ControlMessage)> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (msg, used) = decode_control(bytes)
+            .unwrap()
+            .expect("recording ends inside a frame");
+        out.push((&bytes[..used], msg));
+        bytes = &bytes[used..];
+    }
+    out
+}
+
+/// The recorded messages in the batches cloudflared writes them: everything up to and
+/// including a call, then (after that call's answer) the next batch. The bootstrap is not
+/// awaited (the first call is pipelined on its promised answer, as the registration-only
+/// recording shows: bootstrap and call were written before any reply). Each batch is its
+/// bytes and the question id of its call, if it has one.
+fn batches(recording: &[u8]) -> Vec<(Vec<u8>, Option<u32>)> {
+    let mut out = Vec::new();
+    let mut bytes = Vec::new();
+    for (raw, msg) in frames(recording) {
+        bytes.extend_from_slice(raw);
+        if let ControlMessage::Call { question_id, .. } = msg {
+            out.push((std::mem::take(&mut bytes), Some(question_id)));
+        }
+    }
+    if !bytes.is_empty() {
+        out.push((bytes, None));
+    }
+    out
+}
+
+/// Reads the edge's side of the control stream until it has answered `question`.
+async fn read_until_answer(
+    recv: &mut quinn::RecvStream,
+    buf: &mut Vec<u8>,
+    got: &mut Vec<ControlMessage>,
+    question: u32,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        while let Some((msg, used)) = decode_control(buf).unwrap() {
+            buf.drain(..used);
+            let done =
+                matches!(msg, ControlMessage::Return { answer_id, .. } if answer_id == question);
+            got.push(msg);
+            if done {
+                return;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, recv.read_chunk(64 * 1024, true))
+            .await
+            .unwrap_or_else(|_| panic!("no answer to question {question} within {WAIT:?}"))
+            .unwrap_or_else(|e| panic!("control stream failed before answer {question}: {e}"))
+            .unwrap_or_else(|| panic!("control stream ended before answer {question}"));
+        buf.extend_from_slice(&chunk.bytes);
+    }
+}
+
+/// The (answer id, body) of every `Return`, in order.
+fn returns(msgs: &[ControlMessage]) -> Vec<(u32, ReturnBody)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ControlMessage::Return { answer_id, body } => Some((*answer_id, body.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn client(edge: &EdgeHandle, ep: &PeerEndpoint, s: &Setup) -> ClientConnection {
+    let reg = ClientRegistration {
+        claim: ClientClaim {
+            device_id: s.device.id,
+            vnet: String::new(),
+        },
+        software_version: "replay-client 1".into(),
+        features: vec![],
+    };
+    ep.connect_client(
+        edge.local_addr(),
+        "localhost",
+        reg,
+        &s.device_secret.derive_auth_key(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Reads a whole stream the edge opened, with a deadline.
+async fn read_all(recv: &mut quinn::RecvStream, what: &str) -> Vec<u8> {
+    tokio::time::timeout(WAIT, recv.read_to_end(64 * 1024))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no end within {WAIT:?}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+#[tokio::test]
+async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(config(dir.path())).await.unwrap();
+    let s = setup(&edge).await;
+
+    let t = Instant::now();
+    let (_qep, conn) = cloudflared_quic(&edge).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let batches = batches(CONTROL_FROM_CLOUDFLARED);
+    // [Bootstrap, registerConnection], [Finish, Finish, updateLocalConfiguration],
+    // [Finish, unregisterConnection]; cloudflared wrote nothing after the last call.
+    assert_eq!(
+        batches.iter().filter(|(_, q)| q.is_some()).count(),
+        3,
+        "three calls in the recording"
+    );
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+
+    // 1. Bootstrap + registerConnection.
+    let (bytes, question) = &batches[0];
+    send.write_all(bytes).await.unwrap();
+    read_until_answer(&mut recv, &mut buf, &mut got, question.unwrap()).await;
+    println!(
+        "MEASURED replayed registration (handshake + answer): {:?}",
+        t.elapsed()
+    );
+    let uuid = match returns(&got).last().unwrap() {
+        (_, ReturnBody::Registration(RegistrationReply::Connected { uuid, .. })) => *uuid,
+        other => panic!("registration refused: {other:?}"),
+    };
+    let live = edge.live_view().tunnel_connections(s.tunnel_id);
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].connection_id, uuid);
+    assert_eq!(live[0].kind, ConnectorKind::Cloudflared);
+    assert_eq!(live[0].version, "cloudflared DEV");
+    assert_eq!(live[0].conn_index, 0);
+    assert!(!live[0].draining);
+
+    // 2. updateLocalConfiguration (cloudflared sends it once registered on index 0).
+    let (bytes, question) = &batches[1];
+    send.write_all(bytes).await.unwrap();
+    read_until_answer(&mut recv, &mut buf, &mut got, question.unwrap()).await;
+
+    // 3. A flow from a zt client reaches this connection: the edge opens a stream on it.
+    let ep = PeerEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &EdgeTrust::ca_der(edge.state().ca_cert_der().to_vec()),
+        TransportSettings::default(),
+    )
+    .unwrap();
+    let client = client(&edge, &ep, &s).await;
+    // Nothing listens there: the only way bytes come back is through the stream below.
+    let dest: SocketAddr = "127.0.0.1:19000".parse().unwrap();
+    let opening = tokio::spawn(async move {
+        let mut flow = client.open_flow(dest, Protocol::Tcp, vec![]).await.unwrap();
+        let t = Instant::now();
+        flow.write_all(b"hello through the tunnel\n").await.unwrap();
+        let mut echo = [0u8; 25];
+        tokio::time::timeout(WAIT, flow.read_exact(&mut echo))
+            .await
+            .expect("no echo through the replayed stream")
+            .unwrap();
+        // The edge's write side ends here, as in the recording.
+        flow.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, flow.read_to_end(&mut rest))
+            .await
+            .expect("flow did not end after the connector's FIN")
+            .unwrap();
+        println!("MEASURED replayed flow round trip: {:?}", t.elapsed());
+        (echo, rest, client)
+    });
+    let (mut fsend, mut frecv) = tokio::time::timeout(WAIT, conn.accept_bi())
+        .await
+        .expect("the edge opened no flow stream")
+        .unwrap();
+    // The preamble and ConnectRequest, read until they decode.
+    let mut head = Vec::new();
+    let (request, used) = loop {
+        if let Some(done) = decode_connect_request(&head).unwrap() {
+            break done;
+        }
+        let chunk = tokio::time::timeout(WAIT, frecv.read_chunk(4096, true))
+            .await
+            .expect("no ConnectRequest")
+            .unwrap()
+            .expect("flow stream ended before its ConnectRequest");
+        head.extend_from_slice(&chunk.bytes);
+    };
+    let (recorded, recorded_used) = decode_connect_request(DATA_FROM_EDGE).unwrap().unwrap();
+    assert_eq!(head[..8], DATA_FROM_EDGE[..8], "preamble");
+    assert_eq!(request.dest, dest.to_string());
+    assert_eq!(request.connection_type, recorded.connection_type);
+    assert_eq!(request.connection_type, ConnectionType::Tcp);
+    let keys = |r: &zt_edge::cloudflared::ConnectRequest| -> BTreeSet<String> {
+        r.metadata.iter().map(|(k, _)| k.clone()).collect()
+    };
+    assert_eq!(keys(&request), keys(&recorded));
+    for (k, v) in &request.metadata {
+        if k == "FlowID" {
+            v.parse::<Uuid>()
+                .unwrap_or_else(|_| panic!("FlowID {v:?} is not a UUID, as the recorded one is"));
+        }
+    }
+    // The recorded answer: preamble + empty ConnectResponse, then the origin's bytes.
+    let (response, response_len) = decode_connect_response(DATA_FROM_CLOUDFLARED)
+        .unwrap()
+        .unwrap();
+    assert_eq!(response, ConnectResponse::default());
+    fsend
+        .write_all(&DATA_FROM_CLOUDFLARED[..response_len])
+        .await
+        .unwrap();
+    // What the edge relays after its request: exactly the recorded bytes.
+    let want = &DATA_FROM_EDGE[recorded_used..];
+    let mut payload = head[used..].to_vec();
+    while payload.len() < want.len() {
+        let chunk = tokio::time::timeout(WAIT, frecv.read_chunk(4096, true))
+            .await
+            .expect("the client's bytes were not relayed")
+            .unwrap()
+            .expect("flow stream ended before the client's bytes");
+        payload.extend_from_slice(&chunk.bytes);
+    }
+    assert_eq!(payload, want);
+    // The echo, as recorded; then the edge's FIN (the client finished) and nothing after
+    // it, as in the recording; then cloudflared ends the flow.
+    fsend
+        .write_all(&DATA_FROM_CLOUDFLARED[response_len..])
+        .await
+        .unwrap();
+    let after = read_all(&mut frecv, "the edge's side of the flow stream").await;
+    assert!(
+        after.is_empty(),
+        "bytes after the recorded payload: {after:?}"
+    );
+    fsend.finish().unwrap();
+    let (echo, rest, client) = opening.await.unwrap();
+    assert_eq!(&echo[..], &DATA_FROM_CLOUDFLARED[response_len..]);
+    assert!(
+        rest.is_empty(),
+        "bytes after the recorded payload: {rest:?}"
+    );
+
+    // 4. unregisterConnection drains the connection.
+    let (bytes, question) = &batches[2];
+    send.write_all(bytes).await.unwrap();
+    read_until_answer(&mut recv, &mut buf, &mut got, question.unwrap()).await;
+    let live = edge.live_view().tunnel_connections(s.tunnel_id);
+    assert_eq!(live.len(), 1);
+    assert!(live[0].draining, "unregisterConnection did not drain");
+    match client.open_flow(dest, Protocol::Tcp, vec![]).await {
+        Err(OpenError::Refused(st)) => assert_eq!(st.code, FlowStatusCode::NoConnector, "{st}"),
+        other => panic!("a draining cloudflared connection got a new flow: {other:?}"),
+    }
+    // The rest of the recording, if any, then cloudflared exits.
+    for (bytes, question) in &batches[3..] {
+        assert!(question.is_none());
+        send.write_all(bytes).await.unwrap();
+    }
+    send.finish().unwrap();
+    conn.close(0u32.into(), b"");
+
+    // The edge's answers decode to the reference edge's, but for the connection uuid; like
+    // the reference edge, it sends nothing but answers.
+    assert!(
+        got.iter()
+            .all(|m| matches!(m, ControlMessage::Return { .. })),
+        "{got:?}"
+    );
+    let ours = returns(&got);
+    let mut reference = returns(
+        &frames(CONTROL_FROM_EDGE)
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect::<Vec<_>>(),
+    );
+    for (_, body) in &mut reference {
+        if let ReturnBody::Registration(RegistrationReply::Connected { uuid: u, .. }) = body {
+            assert_eq!(
+                *u,
+                "11111111-2222-3333-4444-555555555555"
+                    .parse::<Uuid>()
+                    .unwrap()
+            );
+            *u = uuid;
+        }
+    }
+    assert_eq!(ours, reference);
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_recorded_registration_with_a_wrong_secret_is_refused_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = Edge::start(config(dir.path())).await.unwrap();
+    let s = setup(&edge).await;
+
+    // The recorded registration with the same framing, only the 32 secret bytes changed.
+    let secret: Vec<u8> = (0u8..32).collect();
+    let at = REGISTER
+        .windows(32)
+        .position(|w| w == &secret[..])
+        .expect("the recorded secret bytes");
+    let mut bytes = REGISTER.to_vec();
+    for b in &mut bytes[at..at + 32] {
+        *b ^= 0xa5;
+    }
+    let batches = batches(&bytes);
+    assert_eq!(batches.len(), 1, "bootstrap + registerConnection");
+    let (bytes, question) = &batches[0];
+
+    let (_qep, conn) = cloudflared_quic(&edge).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    let (mut buf, mut got) = (Vec::new(), Vec::new());
+    read_until_answer(&mut recv, &mut buf, &mut got, question.unwrap()).await;
+    match returns(&got).last().unwrap() {
+        (
+            _,
+            ReturnBody::Registration(RegistrationReply::Error {
+                cause,
+                should_retry,
+                ..
+            }),
+        ) => {
+            assert!(!should_retry, "cloudflared would retry a wrong secret");
+            assert!(cause.contains("unauthorized"), "{cause}");
+        }
+        other => panic!("a wrong secret was not refused: {other:?}"),
+    }
+    // The bootstrap was answered as the reference edge answers it.
+    assert_eq!(returns(&got)[0].1, ReturnBody::Capability);
+    assert!(edge.live_view().tunnel_connections(s.tunnel_id).is_empty());
+    // The edge closes the connection after its answer.
+    tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("the edge kept a refused connection open");
+    edge.shutdown().await;
+}
