@@ -331,3 +331,108 @@ fn a_thousand_rule_changes_never_let_a_denied_flow_through() {
     );
     assert!(allowed_hits.load(Ordering::SeqCst) > 0);
 }
+
+#[test]
+fn a_host_header_split_across_writes_is_still_matched() {
+    // An origin that keeps every byte it receives.
+    let received = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let r = received.clone();
+    let origin = Origin::spawn("127.0.0.2:0", move |mut s| {
+        let mut buf = [0u8; 1024];
+        let mut got = Vec::new();
+        while let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.ends_with(b"\r\n\r\n") {
+                let _ = std::io::Write::write_all(&mut s, b"HTTP/1.1 204 No Content\r\n\r\n");
+                break;
+            }
+        }
+        r.lock().unwrap().extend_from_slice(&got);
+    });
+    let edge = Edge::start();
+    let creds = edge.tunnel("private");
+    edge.admin(&["route", "ip", "add", "127.0.0.0/29", "private"]);
+    edge.rule("Allow", 100, "allow", "l4", "net.dst.ip in {127.0.0.0/29}");
+    edge.rule(
+        "Block by host",
+        10,
+        "block",
+        "http",
+        "http.request.host == \"blocked.example\"",
+    );
+    let connector = Connector::start(&edge, "private", &creds, "connector", 1);
+    connector.wait_ready(1);
+    let rt = runtime(2);
+    let outcomes = rt.block_on(async {
+        let client = client_for(&edge, "splitter@example.com").await;
+        let mut outcomes = Vec::new();
+        for (host, pieces) in [
+            ("blocked.example", 1),
+            ("blocked.example", 2),
+            ("blocked.example", 3),
+            ("good.example", 2),
+        ] {
+            let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            // Cut inside the host name (and, for three pieces, inside "Host:" as well).
+            let cuts: Vec<usize> = match pieces {
+                1 => vec![],
+                2 => vec![request.find(host).unwrap() + 7],
+                _ => vec![18, request.find(host).unwrap() + 3],
+            };
+            let mut s = client.dial(origin.addr).await.unwrap();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([request.len()]) {
+                s.write_all(&request.as_bytes()[start..cut]).await.unwrap();
+                s.flush().await.unwrap();
+                start = cut;
+                // Long enough that the piece travels on its own, well inside the edge's
+                // first-bytes wait (300 ms).
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+            let mut answer = Vec::new();
+            let result = tokio::time::timeout(DEADLINE, s.read_to_end(&mut answer))
+                .await
+                .unwrap();
+            outcomes.push((
+                host,
+                pieces,
+                result.map(|_| answer).map_err(|e| e.to_string()),
+            ));
+        }
+        client.shutdown();
+        outcomes
+    });
+    for (host, pieces, outcome) in &outcomes {
+        eprintln!("MEASURED host {host} in {pieces} piece(s): {outcome:?}");
+        if *host == "blocked.example" {
+            assert!(
+                outcome.is_err(),
+                "{host} in {pieces} piece(s) got through: {outcome:?}"
+            );
+        } else {
+            assert_eq!(
+                outcome.as_deref().unwrap(),
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+                "{host} in {pieces} piece(s)"
+            );
+        }
+    }
+    let seen = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    assert!(
+        !seen.contains("blocked"),
+        "a blocked request reached the origin: {seen:?}"
+    );
+    assert!(seen.contains("Host: good.example"), "{seen:?}");
+    let denied = || {
+        audit_lines(&edge, "flow")
+            .into_iter()
+            .filter(|l| l["rule_name"] == "Block by host")
+            .count()
+    };
+    eventually("three audited denials", || (denied() >= 3).then_some(()));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(denied(), 3, "one audited denial per blocked request");
+}

@@ -113,6 +113,23 @@ pub use timestamp::Timestamp;
 // would be ambiguous at the crate root.
 pub mod cloudflared;
 
+/// Entry points for the fuzz targets alone (`cargo fuzz` builds with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// What a flow's first bytes reveal to the http phase: `None` while more bytes are
+    /// needed, else the protocol (`"tls"`, `"http"` or `"other"`) and the host, if any.
+    pub fn sniff(buf: &[u8]) -> Option<(&'static str, Option<String>)> {
+        use crate::runtime::sniff::Sniffed;
+        match crate::runtime::sniff::sniff(buf) {
+            Sniffed::NeedMore => None,
+            Sniffed::Tls(host) => Some(("tls", host)),
+            Sniffed::Http(host) => Some(("http", host)),
+            Sniffed::Other => Some(("other", None)),
+        }
+    }
+}
+
 // The running edge.
 pub use runtime::{
     default_state_dir, AuthRateLimit, Edge, EdgeConfig, EdgeHandle, FirstBytes, ReloadError,

@@ -14,7 +14,7 @@ mod metrics;
 mod registry;
 mod session;
 mod snapshot;
-mod sniff;
+pub(crate) mod sniff;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

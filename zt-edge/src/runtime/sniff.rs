@@ -19,6 +19,8 @@ pub(crate) enum Sniffed {
 
 /// Longest host name kept (DNS's limit).
 const MAX_HOST: usize = 253;
+/// An HTTP method is a short upper-case token; 16 letters or more is something else.
+const MAX_METHOD: usize = 16;
 
 /// Looks at the bytes received so far.
 pub(crate) fn sniff(buf: &[u8]) -> Sniffed {
@@ -134,15 +136,21 @@ fn http(buf: &[u8]) -> Sniffed {
     // A request line starts with a method token and a space.
     let method_end = buf.iter().position(|&b| !b.is_ascii_uppercase());
     match method_end {
-        None if buf.len() < 16 => return Sniffed::NeedMore,
+        None if buf.len() < MAX_METHOD => return Sniffed::NeedMore,
         None => return Sniffed::Other,
-        Some(i) if i == 0 || buf[i] != b' ' => return Sniffed::Other,
+        Some(i) if i == 0 || i >= MAX_METHOD || buf[i] != b' ' => return Sniffed::Other,
         Some(_) => {}
     }
-    let mut lines = buf.split(|&b| b == b'\n');
+    // Only complete lines count. A line still arriving may be a Host header cut short
+    // ("Host: blocked.ex" of "blocked.example"): deciding on it would let a client choose
+    // the host policy sees by how it splits its writes.
+    let mut lines = buf
+        .split_inclusive(|&b| b == b'\n')
+        .take_while(|line| line.ends_with(b"\n"));
     let _request_line = lines.next();
     let mut seen_end = false;
     for line in lines {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             seen_end = true;
@@ -214,6 +222,21 @@ mod tests {
         assert_eq!(sniff(&hello), Sniffed::Tls(Some("api.example.com".into())));
         for cut in 0..hello.len() {
             assert_eq!(sniff(&hello[..cut]), Sniffed::NeedMore, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_host_line_still_arriving_is_not_taken_for_the_host() {
+        let req = b"GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n";
+        let whole = sniff(req);
+        assert_eq!(whole, Sniffed::Http(Some("blocked.example".into())));
+        // Whatever prefix decides, decides what the whole request does.
+        for cut in 0..req.len() {
+            let part = sniff(&req[..cut]);
+            assert!(
+                part == Sniffed::NeedMore || part == whole,
+                "cut at {cut}: {part:?}"
+            );
         }
     }
 
