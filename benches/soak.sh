@@ -10,5 +10,5 @@
 # The log goes to stderr; keep it with `benches/soak.sh 1800 2>&1 | tee soak.log`.
 set -eu
 cd "$(dirname "$0")/.."
-ZT_SOAK_SECS="${1:-1800}" ZT_SOAK_RESTART_SECS="${2:-300}" RUST_LOG="${RUST_LOG:-warn,zt=info}" \
+ZT_SOAK_SECS="${1:-1800}" ZT_SOAK_RESTART_SECS="${2:-300}" RUST_LOG="${RUST_LOG:-warn,zt::client=info}" \
     exec nice -n 10 cargo test -p zt-examples --test soak -- --ignored --nocapture

@@ -52,6 +52,11 @@ struct RunArgs {
     /// go away and its client authenticates again. Default: no limit.
     #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
     max_session_lifetime: Option<std::time::Duration>,
+    /// How long a connection may stay silent before it counts as dead (e.g. `10s`).
+    /// Keep-alives go every second, so this is how long a total outage connections ride
+    /// out; connectors and clients use the shorter of theirs and this one.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_idle_timeout)]
+    idle_timeout: std::time::Duration,
     /// Do not offer ALPN `argotunnel`: unmodified cloudflared connectors cannot connect
     /// even for tunnels that opted in (see docs/CLOUDFLARED.md).
     #[arg(long)]
@@ -77,6 +82,17 @@ fn parse_header_timeout(s: &str) -> Result<std::time::Duration, String> {
 fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
     match zt_connector::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("a session lifetime must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_idle_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let keep_alive = zt_proto::TransportSettings::default().keep_alive_interval;
+    match zt_connector::parse_duration(s) {
+        Ok(d) if d <= keep_alive => Err(format!(
+            "the idle timeout must be longer than the keep-alive interval ({keep_alive:?})"
+        )),
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
     }
@@ -123,6 +139,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.server_names = server_names(&args.server_names);
     config.advertise = args.advertise;
     config.max_session_lifetime = args.max_session_lifetime;
+    config.transport.idle_timeout = args.idle_timeout;
     config.cloudflared = !args.no_cloudflared;
     if let Some(n) = args.max_flows_per_session {
         config.max_flows_per_session = n as usize;

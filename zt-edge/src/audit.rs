@@ -110,6 +110,9 @@ pub enum CloseReason {
     SessionExpired,
     /// The edge is shutting down.
     EdgeShutdown,
+    /// The client's or the connector's connection was lost mid-flow (its idle timeout
+    /// ran out, or it was reset).
+    ConnectionLost,
     /// A protocol or internal error.
     Error,
 }

@@ -74,25 +74,51 @@ pub fn hashing_origin(addr: &str) -> Origin {
 
 /// One checked transfer through `forward` to a [`hashing_origin`]: `len` bytes up (seeded
 /// by `seed`), half-close, then the origin's hash of them and `len` bytes down. A read
-/// that makes no progress for `stall` is a stall. Returns the time it took.
+/// or write that makes no progress for `stall` is a stall. Returns the time it took.
 pub fn transfer(
     forward: SocketAddr,
     seed: u64,
     len: usize,
     stall: Duration,
 ) -> Result<Duration, String> {
+    transfer_paced(forward, seed, len, len, len, Duration::ZERO, stall)
+}
+
+/// Like [`transfer`], with `up_len` bytes sent up in chunks of `chunk` with `pause`
+/// between them (so the flow lasts), and `down_len` bytes asked for back.
+pub fn transfer_paced(
+    forward: SocketAddr,
+    seed: u64,
+    up_len: usize,
+    down_len: usize,
+    chunk: usize,
+    pause: Duration,
+    stall: Duration,
+) -> Result<Duration, String> {
     let t = Instant::now();
-    let mut up = payload(seed, len);
+    let mut up = payload(seed, up_len.max(16));
     up[..8].copy_from_slice(&seed.to_le_bytes());
-    up[8..16].copy_from_slice(&(len as u64).to_le_bytes());
+    up[8..16].copy_from_slice(&(down_len as u64).to_le_bytes());
     let mut s = TcpStream::connect(forward).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(stall)).unwrap();
     s.set_write_timeout(Some(stall)).unwrap();
-    s.write_all(&up)
-        .map_err(|e| format!("sending after {:?}: {e}", t.elapsed()))?;
+    for (i, part) in up.chunks(chunk.max(1)).enumerate() {
+        if i > 0 && !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+        s.write_all(part).map_err(|e| {
+            format!(
+                "sending, after {} of {} bytes ({:?} in): {e}",
+                i * chunk,
+                up.len(),
+                t.elapsed()
+            )
+        })?;
+    }
     s.shutdown(Shutdown::Write)
         .map_err(|e| format!("half-close: {e}"))?;
-    let mut back = Vec::with_capacity(len + 32);
+    let want = down_len + 32;
+    let mut back = Vec::with_capacity(want);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match s.read(&mut buf) {
@@ -103,32 +129,44 @@ pub fn transfer(
                     || e.kind() == std::io::ErrorKind::TimedOut =>
             {
                 return Err(format!(
-                    "stalled: no byte for {stall:?} after {} of {} bytes back ({:?} in)",
+                    "stalled: no byte for {stall:?} after {} of {want} bytes back ({:?} in)",
                     back.len(),
-                    len + 32,
                     t.elapsed()
                 ))
             }
             Err(e) => {
                 return Err(format!(
-                    "{e} after {} of {} bytes back ({:?} in)",
+                    "receiving, after {} of {want} bytes back ({:?} in): {e}",
                     back.len(),
-                    len + 32,
                     t.elapsed()
                 ))
             }
         }
     }
-    if back.len() != len + 32 {
-        return Err(format!("{} bytes back, expected {}", back.len(), len + 32));
+    if back.len() != want {
+        return Err(format!(
+            "{} bytes back, expected {want} ({:?} in)",
+            back.len(),
+            t.elapsed()
+        ));
     }
     if back[..32] != sha256(&up) {
         return Err("the origin's hash of the upload differs: bytes changed on the way up".into());
     }
-    if sha256(&back[32..]) != sha256(&payload(seed ^ 0xd0_d0, len)) {
+    if sha256(&back[32..]) != sha256(&payload(seed ^ 0xd0_d0, down_len)) {
         return Err("the download's hash differs: bytes changed on the way down".into());
     }
     Ok(t.elapsed())
+}
+
+/// The value of the first metric line starting with `name` (labels included in `name`
+/// when given) on a Prometheus text page.
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Requests (`hello_through`) from `threads` threads, each pausing `pause` between

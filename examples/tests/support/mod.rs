@@ -204,6 +204,11 @@ pub struct Edge {
 impl Edge {
     /// Starts a fresh edge and waits until it says it runs.
     pub fn start() -> Edge {
+        Edge::start_with(&[])
+    }
+
+    /// Like [`Edge::start`], with extra `zt edge run` arguments.
+    pub fn start_with(extra: &[&str]) -> Edge {
         let mut edge = Edge {
             dir: tempfile::tempdir().unwrap(),
             listen: free_udp("127.0.0.1"),
@@ -211,31 +216,34 @@ impl Edge {
             metrics: free_tcp("127.0.0.1"),
             proc: None,
         };
-        edge.run();
+        edge.run_with(extra);
         edge
     }
 
     /// (Re)starts the process on the same state directory and ports.
     pub fn run(&mut self) {
+        self.run_with(&[]);
+    }
+
+    /// Like [`Edge::run`], with extra `zt edge run` arguments.
+    pub fn run_with(&mut self, extra: &[&str]) {
         let (listen, admin, metrics) = (
             self.listen.to_string(),
             self.admin.to_string(),
             self.metrics.to_string(),
         );
-        let p = Proc::spawn(
+        let mut args = vec![
             "edge",
-            &[
-                "edge",
-                "run",
-                "--listen",
-                &listen,
-                "--admin",
-                &admin,
-                "--metrics",
-                &metrics,
-            ],
-            &[("ZT_EDGE_STATE_DIR", self.dir.path())],
-        );
+            "run",
+            "--listen",
+            &listen,
+            "--admin",
+            &admin,
+            "--metrics",
+            &metrics,
+        ];
+        args.extend_from_slice(extra);
+        let p = Proc::spawn("edge", &args, &[("ZT_EDGE_STATE_DIR", self.dir.path())]);
         p.wait_for("zt edge is running");
         p.wait_for("Account tag");
         self.proc = Some(p);

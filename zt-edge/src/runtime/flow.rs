@@ -554,6 +554,9 @@ fn close_reason(up: &RelayEnd, down: &RelayEnd) -> CloseReason {
         (RelayEnd::Finished, RelayEnd::Finished) => CloseReason::Completed,
         (RelayEnd::Reset(_), _) | (_, RelayEnd::Stopped(_)) => CloseReason::ClientReset,
         (_, RelayEnd::Reset(_)) | (RelayEnd::Stopped(_), _) => CloseReason::OriginReset,
+        (RelayEnd::ConnectionLost, _) | (_, RelayEnd::ConnectionLost) => {
+            CloseReason::ConnectionLost
+        }
         _ => CloseReason::Error,
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::registry::Registry;
 use crate::audit::CloseReason;
 
-const REASONS: [(CloseReason, &str); 11] = [
+const REASONS: [(CloseReason, &str); 12] = [
     (CloseReason::Completed, "completed"),
     (CloseReason::ClientReset, "client_reset"),
     (CloseReason::OriginReset, "origin_reset"),
@@ -31,6 +31,7 @@ const REASONS: [(CloseReason, &str); 11] = [
     (CloseReason::Timeout, "timeout"),
     (CloseReason::SessionExpired, "session_expired"),
     (CloseReason::EdgeShutdown, "edge_shutdown"),
+    (CloseReason::ConnectionLost, "connection_lost"),
     (CloseReason::Error, "error"),
 ];
 
