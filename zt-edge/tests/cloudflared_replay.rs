@@ -108,21 +108,22 @@ async fn setup(edge: &EdgeHandle) -> Setup {
     }
 }
 
-/// A QUIC client as cloudflared sets one up: ALPN `argotunnel`, server name
-/// `quic.cftunnel.com`, the edge CA trusted as `--cacert` does, no client certificate,
-/// 5 s idle timeout with 1 s keep-alives.
+/// A QUIC client as cloudflared 2023.7.3 sets one up: ALPN `argotunnel`, server name
+/// `quic.cftunnel.com`, the edge CA trusted as `--cacert` does, no client certificate, P-256
+/// as the only key-exchange group (its TLS settings pin it unless post-quantum is on), 5 s
+/// idle timeout with 1 s keep-alives.
 async fn cloudflared_quic(edge: &EdgeHandle) -> (quinn::Endpoint, quinn::Connection) {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(edge.state().ca_cert_der().to_vec().into())
         .unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![rustls::crypto::ring::kx_group::SECP256R1];
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     tls.alpn_protocols = vec![b"argotunnel".to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));

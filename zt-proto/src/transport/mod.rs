@@ -4,6 +4,7 @@ pub(crate) mod argotunnel;
 pub(crate) mod conn;
 pub(crate) mod endpoint;
 pub(crate) mod error;
+pub(crate) mod hybrid_kx;
 pub(crate) mod settings;
 pub(crate) mod stream;
 pub(crate) mod tls;

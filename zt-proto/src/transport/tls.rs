@@ -1,7 +1,8 @@
 //! TLS for the transport: the edge's certificate and key, and how connectors and clients
 //! decide to trust the edge (its CA certificate, or the SHA-256 fingerprint of it).
 //!
-//! TLS 1.3 only, ALPN `zt/1`, no 0-RTT, ring as the crypto provider. An edge may also offer
+//! TLS 1.3 only, ALPN `zt/1`, no 0-RTT, ring as the crypto provider (the edge also accepts
+//! the X25519MLKEM768 hybrid group, see `hybrid_kx`). An edge may also offer
 //! ALPN `argotunnel` (cloudflared's protocol) on the same port: the certificate is then
 //! chosen per handshake from the ALPN the client offers (see [`AlpnCertResolver`]).
 
@@ -65,6 +66,16 @@ fn is_pem(data: &[u8]) -> bool {
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The edge's provider: ring's, plus the X25519MLKEM768 hybrid group. Current cloudflared
+/// releases offer that group first (and only it with `--post-quantum`); zt's own peers do
+/// not offer it, so for them nothing changes. The client's order decides the group, so its
+/// place in this list does not matter.
+fn server_provider() -> Arc<CryptoProvider> {
+    let mut p = rustls::crypto::ring::default_provider();
+    p.kx_groups.insert(0, super::hybrid_kx::X25519_MLKEM768);
+    Arc::new(p)
 }
 
 /// The edge's TLS identity: its certificate chain (server certificate first, then the CA
@@ -149,7 +160,7 @@ impl ServerIdentity {
         &self,
         argotunnel: Option<&ServerIdentity>,
     ) -> Result<QuicServerConfig, TlsConfigError> {
-        let provider = provider();
+        let provider = server_provider();
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|source| TlsConfigError::Rustls {
