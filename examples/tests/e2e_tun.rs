@@ -730,6 +730,35 @@ fn tun_mode_end_to_end() {
         !routes.contains("198.51.100") && !routes.contains("2001:db8"),
         "routes left behind: {routes}"
     );
+    // kill -9: nothing runs to clean up, yet the kernel removes the non-persistent device
+    // and every route through it when the process's descriptor closes.
+    let mut killed = Netns::spawn_zt(
+        &laptop,
+        "client-tun-killed",
+        &[
+            "client",
+            "--credentials",
+            device.to_str().unwrap(),
+            "--edge",
+            &edge_addr,
+            "--edge-ca",
+            ca.to_str().unwrap(),
+            "tun",
+            "--name",
+            &dev,
+        ],
+    );
+    killed.wait_for("TUN routes now");
+    assert!(ip(&["-n", &laptop, "route"]).contains(&dev));
+    killed.signal("KILL");
+    let _ = killed.wait_exit();
+    let links = ip(&["-n", &laptop, "link"]);
+    let routes = ip(&["-n", &laptop, "route"]) + &ip(&["-n", &laptop, "-6", "route"]);
+    assert!(
+        !links.contains(&dev) && !routes.contains(&dev),
+        "left behind after kill -9: {links}{routes}"
+    );
+    println!("after kill -9: no device, no route");
     origin.signal("KILL");
     let _ = origin.wait_exit();
     drop(connector);

@@ -343,6 +343,7 @@ async fn run(
     let mut exclude = options.exclude.clone();
     let mut result = Ok(());
     let mut client_gone = false;
+    let stopping = stop.clone();
     loop {
         let push = pushes.borrow_and_update().clone();
         if let Some(push) = push {
@@ -367,14 +368,20 @@ async fn run(
             }
             _ = stop.wait_for(|s| *s) => break,
             r = &mut stack_task => {
-                result = Err(TunError::Device {
-                    name: name.clone(),
-                    what: "writing packets",
-                    source: match r {
-                        Ok(Err(e)) => e,
-                        _ => std::io::Error::other("the TCP stack stopped"),
-                    },
-                });
+                // The stack also ends at the stop; only an error or an unasked end counts.
+                match r {
+                    Ok(Err(source)) => {
+                        result = Err(TunError::Device { name: name.clone(), what: "writing packets", source });
+                    }
+                    _ if *stopping.borrow() => {}
+                    _ => {
+                        result = Err(TunError::Device {
+                            name: name.clone(),
+                            what: "carrying TCP",
+                            source: std::io::Error::other("the TCP stack stopped"),
+                        });
+                    }
+                }
                 break;
             }
             r = &mut reader => {
