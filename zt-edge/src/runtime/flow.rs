@@ -552,11 +552,13 @@ async fn tcp(
 fn close_reason(up: &RelayEnd, down: &RelayEnd) -> CloseReason {
     match (up, down) {
         (RelayEnd::Finished, RelayEnd::Finished) => CloseReason::Completed,
-        (RelayEnd::Reset(_), _) | (_, RelayEnd::Stopped(_)) => CloseReason::ClientReset,
-        (_, RelayEnd::Reset(_)) | (RelayEnd::Stopped(_), _) => CloseReason::OriginReset,
+        // First: a lost connection makes the edge reset the other side, whose answering
+        // reset must not be taken for the cause.
         (RelayEnd::ConnectionLost, _) | (_, RelayEnd::ConnectionLost) => {
             CloseReason::ConnectionLost
         }
+        (RelayEnd::Reset(_), _) | (_, RelayEnd::Stopped(_)) => CloseReason::ClientReset,
+        (_, RelayEnd::Reset(_)) | (RelayEnd::Stopped(_), _) => CloseReason::OriginReset,
         _ => CloseReason::Error,
     }
 }

@@ -6,7 +6,8 @@
 //! ask that one when this one has nothing.
 //!
 //! Choice: among the tunnel's connections that are not draining, the healthy one with the
-//! fewest flows in flight (ties go to the earliest registered). A connection whose open
+//! fewest flows in flight (ties go to the earliest registered); a retry prefers a
+//! replica other than the one that did not answer. A connection whose open
 //! went unanswered is unhealthy until an open on it succeeds; unhealthy ones are chosen only
 //! when no healthy one is left, so a connection that recovered gets traffic again.
 //!
@@ -255,6 +256,9 @@ impl Registry {
             .filter(|c| exclude.is_none_or(|x| x.seq != c.seq))
             .min_by_key(|c| {
                 (
+                    // A retry goes to another replica when there is one: the connector
+                    // that did not answer may be dead, and with it all its connections.
+                    exclude.is_some_and(|x| x.connector_id == c.connector_id),
                     !c.healthy.load(Ordering::Acquire),
                     c.in_flight.load(Ordering::Acquire),
                     c.seq,
