@@ -7,7 +7,8 @@
 //! 1. on a fresh edge and connector (4 HA connections), one bulk flow and then 8 parallel
 //!    flows of `ZT_BENCH_BULK_MIB` MiB (default 256) in all: throughput and the
 //!    connector's largest resident size, sampled every 10 ms, against the seed's 100 MiB
-//!    container limit;
+//!    container limit, and the CPU time (user + system) the edge and the connector spent
+//!    per GiB, which a loaded machine disturbs far less than throughput;
 //! 2. on another fresh edge and connector, their resident memory once started, and the
 //!    set-up rate (64 callers, connect + 1-byte echo + close, `ZT_BENCH_SCALE_PROBE`
 //!    flows, default 2,000) on the idle path;
@@ -148,6 +149,10 @@ fn main() {
         let clients = [Arc::clone(&client)];
         for n in [1u64, 8] {
             let sampler = Sampler::start(rig.connector.pid(), Duration::from_millis(10));
+            let (edge_cpu, conn_cpu) = (
+                rig.edge.cpu_time().unwrap(),
+                rig.connector.cpu_time().unwrap(),
+            );
             let start = Instant::now();
             let tasks: Vec<_> = (0..n)
                 .map(|_| tokio::spawn(bulk_flow(Arc::clone(&clients[0]), sink, bulk_bytes / n)))
@@ -157,6 +162,12 @@ fn main() {
             }
             let took = start.elapsed();
             let max = sampler.finish();
+            let gib = bulk_bytes as f64 / (1024.0 * MIB);
+            println!(
+                "MEASURED path_scale bulk {n} flow(s): CPU time per GiB: edge {:.0} ms, connector {:.0} ms",
+                (rig.edge.cpu_time().unwrap() - edge_cpu).as_secs_f64() * 1e3 / gib,
+                (rig.connector.cpu_time().unwrap() - conn_cpu).as_secs_f64() * 1e3 / gib,
+            );
             println!(
                 "MEASURED path_scale bulk {n} flow(s), {} MiB: {:.2} Gbit/s; connector VmRSS at most {:.1} MiB ({:.0} % of the seed's 100 MiB limit)",
                 bulk_bytes / (1024 * 1024),

@@ -122,6 +122,11 @@ impl RoleProcess {
         self.child.id()
     }
 
+    /// CPU time (user + system) the child has used so far, from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Result<Duration, SetupError> {
+        cpu_time(self.pid())
+    }
+
     /// The child's memory now, from `/proc/<pid>/status`.
     pub fn memory(&self) -> Result<Memory, SetupError> {
         Memory::of(self.pid())
@@ -133,6 +138,26 @@ impl Drop for RoleProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time (user + system) process `pid` has used, from `/proc/<pid>/stat` (fields 14
+/// and 15, in clock ticks of 1/100 s, the value Linux reports for `_SC_CLK_TCK`).
+pub fn cpu_time(pid: u32) -> Result<Duration, SetupError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are plain.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("/proc/{pid}/stat has no command name"))?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let mut tick = || -> Result<u64, SetupError> {
+        Ok(fields
+            .next()
+            .ok_or_else(|| format!("/proc/{pid}/stat is too short"))?
+            .parse()?)
+    };
+    let ticks = tick()? + tick()?;
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 /// Resident memory of one process.

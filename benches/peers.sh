@@ -1,0 +1,361 @@
+#!/usr/bin/env bash
+# zt next to its peers on loopback, one run, the same workloads through every path.
+#
+#   benches/peers.sh            full comparison (installs iperf3, socat, openssh and rathole
+#                               when missing; builds the zt binary in release)
+#   benches/peers.sh --smoke    CI check, no installs, no timing: a hash-checked echo of
+#                               random bytes through the zt path and through a plain relay
+#
+# Paths, each in front of the same origins on 127.0.0.1:
+#   direct      no hop
+#   socat       plain single-hop TCP relay (socat fork)
+#   rathole     rathole server + client, plain TCP transport
+#   rathole-noise  the same with the Noise transport (Noise_NK_25519_ChaChaPoly_BLAKE2s)
+#   ssh -L      OpenSSH local forward through sshd on loopback (default cipher)
+#   zt          the real binaries: zt edge run, zt tunnel run (4 HA connections),
+#               zt client forward (client -> edge -> connector -> origin)
+# Workloads: iperf3 -t $ZT_PEERS_SECONDS (default 5) with 1 stream and with 8 (-P 8),
+# client to server; set-up latency: connect + 1-byte echo + close, $ZT_PEERS_PROBES (default
+# 1000) times, p50 and p99 (benches/peers_tool.py against a threaded Python echo origin).
+#
+# Environment: CARGO_TARGET_DIR (where zt is built), ZT_PEERS_TOOLS (where rathole is
+# installed; default /var/tmp/zt-peers-tools), ZT_BIN (use this zt binary instead of
+# building one).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+tool="$here/peers_tool.py"
+mode=full
+case "${1:-}" in
+--smoke) mode=smoke ;;
+"") ;;
+*)
+    sed -n '2,25p' "$0"
+    exit 2
+    ;;
+esac
+seconds=${ZT_PEERS_SECONDS:-5}
+probes=${ZT_PEERS_PROBES:-1000}
+tools=${ZT_PEERS_TOOLS:-/var/tmp/zt-peers-tools}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/zt-peers.XXXXXX")
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+say() { echo "peers: $*" >&2; }
+die() {
+    say "error: $*"
+    exit 1
+}
+
+# A free port on 127.0.0.1 (tcp or udp), asked of the OS.
+free_port() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
+s = socket.socket(socket.AF_INET, kind)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+EOF
+}
+
+# Starts a background command, logging to $work/<name>.log; remembers its pid.
+start() {
+    local name=$1
+    shift
+    "$@" >"$work/$name.log" 2>&1 &
+    pids+=($!)
+}
+
+# Waits until a file exists or a log line matches; fails after 60 s.
+wait_file() {
+    local i
+    for i in $(seq 600); do
+        [ -s "$1" ] && return 0
+        sleep 0.1
+    done
+    die "$1 did not appear within 60 s"
+}
+wait_log() {
+    local i
+    for i in $(seq 600); do
+        grep -q "$2" "$work/$1.log" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    cat "$work/$1.log" >&2 || true
+    die "$1 did not print '$2' within 60 s"
+}
+wait_port() {
+    local i
+    for i in $(seq 600); do
+        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=1).close()" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "nothing listens on 127.0.0.1:$1 after 60 s"
+}
+
+command -v python3 >/dev/null || {
+    echo "!!! SKIPPED: python3 is not on PATH: benches/peers.sh needs it"
+    exit 0
+}
+
+# --- the zt binary -------------------------------------------------------------------------
+zt_binary() {
+    if [ -n "${ZT_BIN:-}" ]; then
+        echo "$ZT_BIN"
+        return
+    fi
+    local target=${CARGO_TARGET_DIR:-$repo/target}
+    if [ "$mode" = smoke ]; then
+        # CI's test step has built the debug binary already.
+        (cd "$repo" && cargo build --locked --bin zt -q) >&2
+        echo "$target/debug/zt"
+    else
+        (cd "$repo" && cargo build --locked --release --bin zt -q) >&2
+        echo "$target/release/zt"
+    fi
+}
+
+# --- origins -------------------------------------------------------------------------------
+start echo-origin python3 "$tool" echo-server "$work/echo.port"
+wait_file "$work/echo.port"
+echo_port=$(cat "$work/echo.port")
+
+# --- zt: edge, tunnel, route, policy, user, connector, client forwards ------------------------
+start_zt() {
+    local zt=$1 state="$work/edge-state"
+    local edge_port admin_port
+    edge_port=$(free_port udp)
+    admin_port=$(free_port tcp)
+    ZT_EDGE_STATE_DIR=$state start edge "$zt" edge run --listen "127.0.0.1:$edge_port" \
+        --admin "127.0.0.1:$admin_port"
+    wait_log edge "zt edge is running"
+    local a=(--state-dir "$state")
+    "$zt" tunnel create peers --credentials-file "$work/creds.json" "${a[@]}" >/dev/null
+    "$zt" route ip add 127.0.0.1/32 peers "${a[@]}" >/dev/null
+    local list
+    list=$("$zt" list create origins --type IP 127.0.0.1/32 --output json "${a[@]}" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["reference"])')
+    "$zt" rule create allow --precedence 100 --action allow --filter l4 \
+        --traffic "net.dst.ip in $list" "${a[@]}" >/dev/null
+    "$zt" rule create off --precedence 10000 --action off --filter http \
+        --traffic "any(http.conn.dst_ip[*] in $list)" "${a[@]}" >/dev/null
+    "$zt" user add peers@example.com --group peers --output-file "$work/device.json" "${a[@]}" >/dev/null
+    local tunnel_id
+    tunnel_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["TunnelID"])' "$work/creds.json")
+    local metrics
+    metrics=$(free_port tcp)
+    cat >"$work/connector.yaml" <<EOF
+tunnel: $tunnel_id
+credentials-file: $work/creds.json
+metrics: 127.0.0.1:$metrics
+edge: 127.0.0.1:$edge_port
+cacert: $state/ca.pem
+warp-routing:
+  enabled: true
+EOF
+    start connector "$zt" tunnel --config "$work/connector.yaml" run
+    local i
+    for i in $(seq 600); do
+        python3 - "$metrics" <<'EOF' && break
+import json, sys, urllib.request
+try:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/ready", timeout=1).read()
+    sys.exit(0 if json.loads(body).get("readyConnections") == 4 else 1)
+except Exception:
+    sys.exit(1)
+EOF
+        sleep 0.1
+    done
+    [ "$i" -lt 600 ] || die "the connector did not report 4 ready connections within 60 s"
+}
+
+# zt client forward to 127.0.0.1:$2; prints the local port.
+zt_forward() {
+    local zt=$1 to=$2 name=$3 port
+    port=$(free_port tcp)
+    start "$name" "$zt" client --credentials "$work/device.json" forward \
+        --listen "127.0.0.1:$port" --to "127.0.0.1:$to"
+    wait_log "$name" "forwarding TCP"
+    echo "$port"
+}
+
+if [ "$mode" = smoke ]; then
+    zt=$(zt_binary)
+    [ -x "$zt" ] || die "no zt binary at $zt"
+    start relay python3 "$tool" relay "$work/relay.port" "$echo_port"
+    wait_file "$work/relay.port"
+    start_zt "$zt"
+    zt_echo=$(zt_forward "$zt" "$echo_port" zt-echo)
+    say "plain relay:"
+    python3 "$tool" transfer "$(cat "$work/relay.port")" 16
+    say "zt (client forward -> edge -> connector -> origin):"
+    python3 "$tool" transfer "$zt_echo" 16
+    python3 "$tool" probe "$zt_echo" 20 >/dev/null
+    echo "peers smoke: 2 passed, 0 failed"
+    exit 0
+fi
+
+# --- full comparison: install what is missing ---------------------------------------------
+need_apt=()
+command -v iperf3 >/dev/null || need_apt+=(iperf3)
+command -v socat >/dev/null || need_apt+=(socat)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null || need_apt+=(openssh-client)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    say "installing ${need_apt[*]}"
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}" >&2
+fi
+rathole=$(command -v rathole || true)
+if [ -z "$rathole" ]; then
+    rathole="$tools/bin/rathole"
+    if [ ! -x "$rathole" ]; then
+        say "installing rathole from crates.io into $tools"
+        CARGO_TARGET_DIR="$tools/target" cargo install rathole --root "$tools" >&2
+    fi
+fi
+zt=$(zt_binary)
+
+# direct: the origins themselves.
+start iperf-origin iperf3 -s -B 127.0.0.1 -p "$(free_port tcp | tee "$work/iperf.port")"
+iperf_port=$(cat "$work/iperf.port")
+wait_port "$iperf_port"
+
+declare -A bulk_port echo_fwd
+bulk_port[direct]=$iperf_port
+echo_fwd[direct]=$echo_port
+
+# socat
+p1=$(free_port tcp)
+p2=$(free_port tcp)
+start socat-bulk socat "TCP-LISTEN:$p1,bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$iperf_port"
+start socat-echo socat "TCP-LISTEN:$p2,bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$echo_port"
+bulk_port[socat]=$p1
+echo_fwd[socat]=$p2
+
+# rathole, plain TCP and Noise transports
+keys=$("$rathole" --genkey)
+priv=$(echo "$keys" | sed -n '/Private Key/{n;p}')
+pub=$(echo "$keys" | sed -n '/Public Key/{n;p}')
+for kind in tcp noise; do
+    ctrl=$(free_port tcp)
+    b=$(free_port tcp)
+    e=$(free_port tcp)
+    server_t="" client_t=""
+    if [ $kind = noise ]; then
+        server_t=$'[server.transport]\ntype = "noise"\n[server.transport.noise]\nlocal_private_key = "'"$priv"'"'
+        client_t=$'[client.transport]\ntype = "noise"\n[client.transport.noise]\nremote_public_key = "'"$pub"'"'
+    fi
+    cat >"$work/rathole-$kind-server.toml" <<EOF
+[server]
+bind_addr = "127.0.0.1:$ctrl"
+$server_t
+[server.services.bulk]
+token = "zt-peers"
+bind_addr = "127.0.0.1:$b"
+[server.services.echo]
+token = "zt-peers"
+bind_addr = "127.0.0.1:$e"
+EOF
+    cat >"$work/rathole-$kind-client.toml" <<EOF
+[client]
+remote_addr = "127.0.0.1:$ctrl"
+$client_t
+[client.services.bulk]
+token = "zt-peers"
+local_addr = "127.0.0.1:$iperf_port"
+[client.services.echo]
+token = "zt-peers"
+local_addr = "127.0.0.1:$echo_port"
+EOF
+    start "rathole-$kind-server" "$rathole" --server "$work/rathole-$kind-server.toml"
+    wait_port "$ctrl"
+    start "rathole-$kind-client" "$rathole" --client "$work/rathole-$kind-client.toml"
+    name=rathole
+    [ $kind = noise ] && name=rathole-noise
+    bulk_port[$name]=$b
+    echo_fwd[$name]=$e
+done
+
+# ssh -L through sshd on loopback, key authentication, the default cipher.
+sshd_port=$(free_port tcp)
+ssh-keygen -q -t ed25519 -N "" -f "$work/host_key"
+ssh-keygen -q -t ed25519 -N "" -f "$work/user_key"
+cp "$work/user_key.pub" "$work/authorized_keys"
+mkdir -p /run/sshd
+cat >"$work/sshd_config" <<EOF
+ListenAddress 127.0.0.1
+Port $sshd_port
+HostKey $work/host_key
+AuthorizedKeysFile $work/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+StrictModes no
+UsePAM no
+PidFile $work/sshd.pid
+EOF
+start sshd /usr/sbin/sshd -D -e -f "$work/sshd_config"
+wait_port "$sshd_port"
+b=$(free_port tcp)
+e=$(free_port tcp)
+start ssh ssh -N -i "$work/user_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    -o ExitOnForwardFailure=yes -p "$sshd_port" \
+    -L "127.0.0.1:$b:127.0.0.1:$iperf_port" -L "127.0.0.1:$e:127.0.0.1:$echo_port" \
+    "$(id -un)@127.0.0.1"
+bulk_port[ssh]=$b
+echo_fwd[ssh]=$e
+
+# zt
+start_zt "$zt"
+bulk_port[zt]=$(zt_forward "$zt" "$iperf_port" zt-bulk)
+echo_fwd[zt]=$(zt_forward "$zt" "$echo_port" zt-echo)
+
+paths=(direct socat rathole rathole-noise ssh zt)
+for p in "${paths[@]}"; do
+    wait_port "${bulk_port[$p]}"
+    wait_port "${echo_fwd[$p]}"
+    python3 "$tool" transfer "${echo_fwd[$p]}" 4 >/dev/null || die "$p does not carry data intact"
+done
+
+# iperf3 Gbit/s received, from its JSON.
+iperf() {
+    local port=$1 streams=$2
+    iperf3 -c 127.0.0.1 -p "$port" -t "$seconds" -P "$streams" -J >"$work/iperf.json" ||
+        die "iperf3 through port $port failed: $(head -c 600 "$work/iperf.json")"
+    python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e9))' "$work/iperf.json"
+}
+
+declare -A one eight p50 p99
+for p in "${paths[@]}"; do
+    say "$p: 1 flow"
+    one[$p]=$(iperf "${bulk_port[$p]}" 1)
+    say "$p: 8 flows"
+    eight[$p]=$(iperf "${bulk_port[$p]}" 8)
+    say "$p: set-up probe"
+    read -r p50[$p] p99[$p] < <(python3 "$tool" probe "${echo_fwd[$p]}" "$probes")
+done
+
+ratio() { python3 -c 'import sys; a,b=map(float,sys.argv[1:]); print("%.2f" % (a/b) if b else "-")' "$1" "$2"; }
+echo
+echo "zt peers comparison, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "iperf3 -t $seconds; set-up = connect + 1-byte echo + close, $probes samples"
+echo
+printf '| %-13s | %13s | %14s | %14s | %10s | %10s | %12s | %12s |\n' path "1 flow Gbit/s" "8 flows Gbit/s" "zt/this 1 flow" "zt/this 8" "set-up p50" "set-up p99" "p99 this/zt"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' --------------- --------------- ---------------- ---------------- ------------ ------------ -------------- --------------
+for p in "${paths[@]}"; do
+    printf '| %-13s | %13s | %14s | %14s | %10s | %7s µs | %7s µs | %12s |\n' "$p" "${one[$p]}" "${eight[$p]}" \
+        "$(ratio "${one[zt]}" "${one[$p]}")" "$(ratio "${eight[zt]}" "${eight[$p]}")" \
+        "${p50[$p]}" "${p99[$p]}" "$(ratio "${p99[$p]}" "${p99[zt]}")"
+done

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Helpers of benches/peers.sh, standard library only.
+
+  echo-server PORTFILE          echo origin on 127.0.0.1 (port written to PORTFILE)
+  relay PORTFILE TARGET_PORT    plain single-hop TCP relay to 127.0.0.1:TARGET_PORT
+  transfer PORT MIB             send MIB MiB of random bytes to an echo origin through
+                                127.0.0.1:PORT, half-close, read the echo; check sizes and
+                                SHA-256 of both directions
+  probe PORT N                  N x (connect + 1-byte echo + close), after N/10 unmeasured;
+                                prints "p50_us p99_us"
+
+Every socket operation has a timeout, so a broken path fails instead of hanging.
+"""
+
+import hashlib
+import os
+import socket
+import sys
+import threading
+import time
+
+TIMEOUT = 60.0
+
+
+def listen(portfile):
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1024)
+    tmp = portfile + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(srv.getsockname()[1]))
+    os.rename(tmp, portfile)
+    return srv
+
+
+def serve(srv, handle):
+    while True:
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def echo(conn):
+    try:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def pump(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                dst.shutdown(socket.SHUT_WR)
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+
+
+def relay_to(target_port):
+    def handle(conn):
+        try:
+            out = socket.create_connection(("127.0.0.1", target_port), timeout=TIMEOUT)
+        except OSError:
+            conn.close()
+            return
+        out.settimeout(None)
+        out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t = threading.Thread(target=pump, args=(out, conn), daemon=True)
+        t.start()
+        pump(conn, out)
+        t.join()
+        conn.close()
+        out.close()
+
+    return handle
+
+
+def transfer(port, mib):
+    size = mib * 1024 * 1024
+    payload = os.urandom(size)
+    want = hashlib.sha256(payload).hexdigest()
+    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    got = hashlib.sha256()
+    received = [0]
+    error = []
+
+    def reader():
+        try:
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                got.update(data)
+                received[0] += len(data)
+        except OSError as e:
+            error.append(e)
+
+    t = threading.Thread(target=reader, daemon=True)
+    start = time.monotonic()
+    t.start()
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    t.join(TIMEOUT)
+    took = time.monotonic() - start
+    s.close()
+    if error or t.is_alive():
+        sys.exit(f"transfer through port {port}: the echo did not end: {error or 'timed out'}")
+    if received[0] != size or got.hexdigest() != want:
+        sys.exit(
+            f"transfer through port {port}: sent {size} bytes (sha256 {want}), "
+            f"got back {received[0]} bytes (sha256 {got.hexdigest()})"
+        )
+    print(f"{mib} MiB echoed intact through port {port} in {took:.2f} s (sha256 {want[:16]}...)")
+
+
+def probe(port, n):
+    def once():
+        s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(b"p")
+        if s.recv(1) != b"p":
+            sys.exit(f"probe through port {port}: no echo")
+        s.close()
+
+    for _ in range(max(n // 10, 1)):
+        once()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t)
+    times.sort()
+
+    def pct(p):
+        return times[round((len(times) - 1) * p)] * 1e6
+
+    print(f"{pct(0.50):.0f} {pct(0.99):.0f}")
+
+
+def main(argv):
+    if len(argv) < 2:
+        sys.exit(__doc__)
+    cmd = argv[1]
+    if cmd == "echo-server" and len(argv) == 3:
+        serve(listen(argv[2]), echo)
+    elif cmd == "relay" and len(argv) == 4:
+        serve(listen(argv[2]), relay_to(int(argv[3])))
+    elif cmd == "transfer" and len(argv) == 4:
+        transfer(int(argv[2]), int(argv[3]))
+    elif cmd == "probe" and len(argv) == 4:
+        probe(int(argv[2]), int(argv[3]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
