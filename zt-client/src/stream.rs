@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::debug;
-use zt_proto::{FlowError, FlowRecvStream, FlowSendStream, FlowStream, ResetCode};
+use zt_proto::{FlowError, FlowRecvStream, FlowSendStream, FlowStream, ResetCode, RELAY_BATCH};
 
 /// A TCP flow opened by [`crate::Client::dial`].
 ///
@@ -132,14 +132,15 @@ async fn up(
     }
 }
 
-/// Flow → local: reads the flow without copying, writes the TCP side, then FIN or reset.
+/// Flow → local: reads the flow in batches, writes the TCP side, then FIN or reset.
 async fn down(
     flow: &mut FlowRecvStream,
     tcp: &mut (impl AsyncWrite + Unpin),
     bytes: &AtomicU64,
 ) -> End {
     loop {
-        match flow.read_chunk().await {
+        // What has arrived, gathered: one write per batch rather than one per packet.
+        match flow.read_batch(RELAY_BATCH).await {
             Ok(Some(chunk)) => {
                 if tcp.write_all(&chunk).await.is_err() {
                     flow.stop(ResetCode::CONNECTION_RESET);

@@ -181,7 +181,7 @@ pub use transport::{
     settings::{Congestion, SettingsError, StatelessResetKey, TransportSettings},
     stream::{
         relay, splice, FlowError, FlowRecvStream, FlowSendStream, FlowStream, RelayEnd,
-        RelayOutcome,
+        RelayOutcome, RELAY_BATCH,
     },
     tls::{EdgeTrust, ServerIdentity, TlsConfigError, ALPN_ARGOTUNNEL},
 };

@@ -657,3 +657,51 @@ async fn a_udp_flow_routes_its_datagrams_and_ends_with_its_stream() {
     );
     drop(other);
 }
+
+#[tokio::test]
+async fn read_batch_gathers_what_arrived_into_large_chunks_and_keeps_the_fin() {
+    let mut edge = edge();
+    let (_ep, conn, link) = client_pair(&mut edge).await;
+    let data = random_bytes(1024 * 1024);
+    let expected = data.clone();
+    let (all_acked, acked) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (_, responder) = link.accept_flow().await.unwrap();
+        let flow = responder.accept().await.unwrap();
+        let (_send, mut recv) = flow.into_split();
+        // Everything the opener sent is in this side's buffers before the first read.
+        acked.await.unwrap();
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        while let Some(batch) = recv.read_batch(RELAY_BATCH).await.unwrap() {
+            sizes.push(batch.len());
+            got.extend_from_slice(&batch);
+        }
+        // The FIN met inside the last batch is reported once more, not lost.
+        assert!(recv.read_chunk().await.unwrap().is_none());
+        (got, sizes)
+    });
+    let mut flow = conn
+        .open_flow("127.0.0.1:9".parse().unwrap(), Protocol::Tcp, vec![])
+        .await
+        .unwrap();
+    // Small writes: the receiver holds them as one chunk per packet.
+    for piece in data.chunks(1000) {
+        flow.write_all(piece).await.unwrap();
+    }
+    flow.shutdown().await.unwrap();
+    flow.send_half().stopped().await.unwrap();
+    all_acked.send(()).unwrap();
+    let (got, sizes) = server.await.unwrap();
+    assert_eq!(sha256(&got), sha256(&expected));
+    println!(
+        "MEASURED read_batch sizes: {} batches, first {:?}",
+        sizes.len(),
+        sizes.first()
+    );
+    // All of it had arrived, so every batch but the last is full.
+    assert!(
+        sizes[..sizes.len() - 1].iter().all(|&n| n == RELAY_BATCH),
+        "{sizes:?}"
+    );
+}

@@ -6,7 +6,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use std::future::Future as _;
+
+use bytes::{Bytes, BytesMut};
 use quinn::VarInt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -81,17 +83,68 @@ impl From<FlowError> for io::Error {
 #[derive(Debug)]
 pub struct FlowRecvStream {
     inner: quinn::RecvStream,
+    /// The end (FIN or error) a [`FlowRecvStream::read_batch`] met after it already had
+    /// bytes to return: the next read reports it.
+    held_end: Option<Result<(), FlowError>>,
 }
 
 impl FlowRecvStream {
     /// Next chunk of bytes as the transport received it, without copying; `None` at the
     /// peer's FIN.
     pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, FlowError> {
+        if let Some(end) = self.held_end.take() {
+            return end.map(|()| None);
+        }
         Ok(self
             .inner
             .read_chunk(usize::MAX, true)
             .await?
             .map(|c| c.bytes))
+    }
+
+    /// The bytes received so far as one chunk, for relays: waits for the first chunk, then
+    /// takes every further chunk the transport already holds, up to `max` bytes in all.
+    /// A lone chunk is returned as it is (no copy); several are copied into one buffer, so
+    /// that the next hop sees a few large chunks rather than one per ~1,400-byte packet
+    /// (a QUIC send buffer of many small chunks costs a linear search per packet sent,
+    /// and a TCP socket a system call per chunk). `None` at the peer's FIN.
+    pub async fn read_batch(&mut self, max: usize) -> Result<Option<Bytes>, FlowError> {
+        let Some(first) = self.read_chunk().await? else {
+            return Ok(None);
+        };
+        let mut batch: Option<BytesMut> = None;
+        let mut len = first.len();
+        while len < max {
+            // Poll once: take what has arrived, never wait for more.
+            let next = {
+                let mut read = std::pin::pin!(self.inner.read_chunk(max - len, true));
+                std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+            };
+            match next {
+                Poll::Pending => break,
+                Poll::Ready(Ok(Some(chunk))) => {
+                    let b = batch.get_or_insert_with(|| {
+                        let mut b = BytesMut::with_capacity(max);
+                        b.extend_from_slice(&first);
+                        b
+                    });
+                    b.extend_from_slice(&chunk.bytes);
+                    len += chunk.bytes.len();
+                }
+                Poll::Ready(Ok(None)) => {
+                    self.held_end = Some(Ok(()));
+                    break;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.held_end = Some(Err(e.into()));
+                    break;
+                }
+            }
+        }
+        Ok(Some(match batch {
+            None => first,
+            Some(b) => b.freeze(),
+        }))
     }
 
     /// Asks the peer to stop sending, with a code.
@@ -107,8 +160,12 @@ impl AsyncRead for FlowRecvStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut()
-            .inner
+        let this = self.get_mut();
+        if let Some(end) = this.held_end.take() {
+            // A FIN reads as no bytes; an error as itself.
+            return Poll::Ready(end.map_err(io::Error::from));
+        }
+        this.inner
             .poll_read_buf(cx, buf)
             .map_err(|e| FlowError::from(e).into())
     }
@@ -197,7 +254,10 @@ impl FlowStream {
         Self {
             flow_id,
             send: FlowSendStream { inner: send },
-            recv: FlowRecvStream { inner: recv },
+            recv: FlowRecvStream {
+                inner: recv,
+                held_end: None,
+            },
         }
     }
 
@@ -279,12 +339,16 @@ pub struct RelayOutcome {
     pub end: RelayEnd,
 }
 
-/// Forwards one direction: chunks from `from` to `to` without copying them, then the FIN,
-/// the reset code, or (backwards) the stop code.
+/// Largest chunk a relay gathers from what one side has received before passing it on.
+pub const RELAY_BATCH: usize = 64 * 1024;
+
+/// Forwards one direction: what `from` received, gathered into chunks of up to
+/// [`RELAY_BATCH`] bytes ([`FlowRecvStream::read_batch`]; a lone chunk is passed on without
+/// a copy), then the FIN, the reset code, or (backwards) the stop code.
 pub async fn relay(from: &mut FlowRecvStream, to: &mut FlowSendStream) -> RelayOutcome {
     let mut bytes = 0u64;
     let end = loop {
-        match from.read_chunk().await {
+        match from.read_batch(RELAY_BATCH).await {
             Ok(Some(chunk)) => {
                 let n = chunk.len() as u64;
                 match to.write_chunk(chunk).await {
