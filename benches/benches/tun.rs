@@ -13,7 +13,8 @@
 //! ```
 //!
 //! `ZT_BENCH_TUN_BYTES` sets the bulk size (default 16 MiB); `ZT_BENCH_SETUP_SAMPLES`
-//! the flows timed alone for p50/p99 (default 500).
+//! the flows timed alone for p50/p99 (default 500); `ZT_BENCH_TUN_MTU` the device MTU
+//! (default 1500).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -357,6 +358,7 @@ fn main() {
             client.clone(),
             TunOptions {
                 name: format!("ztb{}", pid % 100_000),
+                mtu: env_num("ZT_BENCH_TUN_MTU", 1500) as u16,
                 ..TunOptions::default()
             },
         )
