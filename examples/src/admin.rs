@@ -96,6 +96,11 @@ pub(crate) enum TunnelCommand {
         /// the secret, as their protocol sends the secret itself).
         #[arg(long)]
         allow_cloudflared: bool,
+        /// Import an existing tunnel from its credentials file (cloudflared's, for
+        /// instance one made by Cloudflare): the tunnel keeps that id, account tag and
+        /// secret, so connectors holding the file keep working. No file is written.
+        #[arg(long, value_name = "FILE", conflicts_with = "credentials_file")]
+        from_credentials: Option<PathBuf>,
     },
     /// List tunnels with their live connections.
     List {
@@ -802,6 +807,7 @@ pub(crate) fn tunnel(args: TunnelArgs) -> anyhow::Result<ExitCode> {
             token,
             edge,
             allow_cloudflared,
+            from_credentials,
         } => finish(tunnel_create(
             &admin,
             &name,
@@ -809,6 +815,7 @@ pub(crate) fn tunnel(args: TunnelArgs) -> anyhow::Result<ExitCode> {
             token,
             edge,
             allow_cloudflared,
+            from_credentials,
         )),
         TunnelCommand::List { include_deleted } => finish((|| {
             let c = AdminClient::new(&admin)?;
@@ -912,6 +919,7 @@ fn tunnel_create(
     token: bool,
     edge: Vec<String>,
     allow_cloudflared: bool,
+    from_credentials: Option<PathBuf>,
 ) -> CliResult<()> {
     if token && credentials_file.is_some() {
         return Err(CliError::Local(
@@ -935,11 +943,20 @@ fn tunnel_create(
     } else {
         None
     };
-    let v = c.call(
-        "POST",
-        "/v1/tunnels",
-        Some(&json!({ "name": name, "allow_cloudflared": allow_cloudflared })),
-    )?;
+    let mut body = json!({ "name": name, "allow_cloudflared": allow_cloudflared });
+    if let Some(file) = &from_credentials {
+        let text = std::fs::read(file)
+            .map_err(|e| CliError::Local(format!("cannot read {}: {e}", file.display())))?;
+        // Checked here first, so a bad file is named before anything reaches the edge.
+        TunnelCredentials::from_json(&text).map_err(|e| {
+            CliError::Local(format!("{} is not a credentials file: {e}", file.display()))
+        })?;
+        let creds: Value = serde_json::from_slice(&text).map_err(|e| {
+            CliError::Local(format!("{} is not a credentials file: {e}", file.display()))
+        })?;
+        body["credentials"] = creds;
+    }
+    let v = c.call("POST", "/v1/tunnels", Some(&body))?;
     let creds = TunnelCredentials::from_json(v["credentials"].to_string().as_bytes())
         .map_err(|e| CliError::Local(format!("the edge sent unusable credentials: {e}")))?;
     let id = creds.tunnel_id;
@@ -958,6 +975,17 @@ fn tunnel_create(
         // The token is the credential the user asked for; it goes to stdout only.
         println!("{}", token.encode().as_str());
         eprintln!("Created tunnel {name} with id {id}");
+        return Ok(());
+    }
+    if let Some(file) = from_credentials {
+        if c.json() {
+            print_json(&json!({ "tunnel": v["tunnel"], "credentials_file": file }));
+        } else {
+            println!(
+                "Imported tunnel {name} with id {id}; its connectors keep using {}",
+                file.display()
+            );
+        }
         return Ok(());
     }
     let path = credentials_file.unwrap_or_else(|| PathBuf::from(format!("{id}.json")));

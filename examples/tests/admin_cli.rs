@@ -623,3 +623,68 @@ fn tunnel_cloudflared_opts_in_writes_the_ca_and_prints_the_command_line() {
     let info = edge.json(&["tunnel", "info", "legacy"]);
     assert_eq!(info["accepts_cloudflared"], false);
 }
+
+#[test]
+fn tunnel_create_from_credentials_imports_a_cloudflare_made_tunnel() {
+    let edge = Edge::start();
+    // A credentials file as Cloudflare's `cloudflared tunnel create` writes it.
+    let file = edge.dir.path().join("cf-tunnel.json");
+    std::fs::write(
+        &file,
+        r#"{"AccountTag":"0123456789abcdef0123456789abcdef","TunnelSecret":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","TunnelID":"8e343b13-a087-48ea-825f-9783931ff2a5"}"#,
+    )
+    .unwrap();
+    let before = std::fs::read(&file).unwrap();
+    let out = edge.ok(&[
+        "tunnel",
+        "create",
+        "k8s",
+        "--from-credentials",
+        file.to_str().unwrap(),
+        "--allow-cloudflared",
+    ]);
+    assert!(
+        out.contains("Imported tunnel k8s with id 8e343b13-a087-48ea-825f-9783931ff2a5"),
+        "{out}"
+    );
+    // The file the connectors hold is left as it is, and no other file is written.
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    assert!(!edge
+        .dir
+        .path()
+        .join("8e343b13-a087-48ea-825f-9783931ff2a5.json")
+        .exists());
+    let info = edge.json(&["tunnel", "info", "k8s"]);
+    assert_eq!(info["id"], "8e343b13-a087-48ea-825f-9783931ff2a5");
+    assert_eq!(info["account_tag"], "0123456789abcdef0123456789abcdef");
+    assert_eq!(info["accepts_cloudflared"], true);
+
+    // Importing it again is refused by the edge; a file that is not credentials is named.
+    let stderr = edge.fails(
+        &[
+            "tunnel",
+            "create",
+            "k8s-2",
+            "--from-credentials",
+            file.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(stderr.contains("already exists"), "{stderr}");
+    let junk = edge.dir.path().join("junk.json");
+    std::fs::write(&junk, "{}").unwrap();
+    let stderr = edge.fails(
+        &[
+            "tunnel",
+            "create",
+            "k8s-3",
+            "--from-credentials",
+            junk.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        stderr.contains("junk.json is not a credentials file"),
+        "{stderr}"
+    );
+}

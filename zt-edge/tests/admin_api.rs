@@ -841,3 +841,90 @@ async fn a_tunnel_opts_in_to_cloudflared_only_with_its_own_credentials() {
     let (_, account) = api.call("GET", "/v1/account", None).await;
     assert_eq!(account["ca_pem"], api.state.ca_pem());
 }
+
+#[tokio::test]
+async fn an_existing_tunnel_is_imported_from_its_credentials_with_its_id_account_and_secret() {
+    let api = Api::start(Arc::new(NoLiveView)).await;
+    // A credentials file made elsewhere (by Cloudflare, say): another account tag.
+    let creds = json!({
+        "AccountTag": "0123456789abcdef0123456789abcdef",
+        "TunnelSecret": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        "TunnelID": "8e343b13-a087-48ea-825f-9783931ff2a5",
+        "TunnelName": "k8s_zero_trust_tunnel",
+    });
+    let (status, created) = api
+        .call(
+            "POST",
+            "/v1/tunnels",
+            Some(json!({ "name": "imported", "credentials": creds })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["tunnel"]["id"], creds["TunnelID"]);
+    assert_eq!(created["tunnel"]["account_tag"], creds["AccountTag"]);
+    assert_eq!(created["tunnel"]["accepts_cloudflared"], false);
+    let id: Uuid = creds["TunnelID"].as_str().unwrap().parse().unwrap();
+    let stored = api
+        .state
+        .db()
+        .read()
+        .unwrap()
+        .get::<Tunnel>(id)
+        .unwrap()
+        .unwrap();
+    let secret = TunnelCredentials::from_json(creds.to_string().as_bytes())
+        .unwrap()
+        .secret;
+    assert_eq!(stored.auth_key, secret.derive_auth_key());
+    assert_ne!(stored.account_tag, api.state.account_tag());
+
+    // The same id cannot be imported twice, even under another name, nor after deletion.
+    let (status, v) = api
+        .call(
+            "POST",
+            "/v1/tunnels",
+            Some(json!({ "name": "again", "credentials": creds })),
+        )
+        .await;
+    assert_eq!((status, code(&v)), (409, "conflict"), "{v}");
+    assert!(
+        message(&v).contains("8e343b13-a087-48ea-825f-9783931ff2a5"),
+        "{v}"
+    );
+    let (status, v) = api.call("DELETE", "/v1/tunnels/imported", None).await;
+    assert!(status < 300, "{status} {v}");
+    let (status, v) = api
+        .call(
+            "POST",
+            "/v1/tunnels",
+            Some(json!({ "name": "imported", "credentials": creds })),
+        )
+        .await;
+    assert_eq!((status, code(&v)), (409, "conflict"), "{v}");
+    assert!(message(&v).contains("deleted"), "{v}");
+
+    // Files that are not credentials, or carry an account tag the edge cannot store, are
+    // refused by name, and nothing of the secret comes back.
+    let mut bad_tag = creds.clone();
+    bad_tag["AccountTag"] = json!("NOT-HEX");
+    bad_tag["TunnelID"] = json!(Uuid::new_v4().to_string());
+    let (status, v) = api
+        .call(
+            "POST",
+            "/v1/tunnels",
+            Some(json!({ "name": "bad-tag", "credentials": bad_tag })),
+        )
+        .await;
+    assert_eq!((status, code(&v)), (400, "invalid_credentials"), "{v}");
+    assert!(message(&v).contains("AccountTag"), "{v}");
+    assert!(!v.to_string().contains("AAECAwQF"), "{v}");
+    let (status, v) = api
+        .call(
+            "POST",
+            "/v1/tunnels",
+            Some(json!({ "name": "no-secret", "credentials": { "AccountTag": "0123456789abcdef0123456789abcdef", "TunnelID": Uuid::new_v4().to_string() } })),
+        )
+        .await;
+    assert_eq!((status, code(&v)), (400, "invalid_credentials"), "{v}");
+    assert!(message(&v).contains("TunnelSecret"), "{v}");
+}

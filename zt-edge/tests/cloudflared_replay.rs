@@ -22,9 +22,7 @@ use zt_edge::cloudflared::{
     decode_connect_request, decode_connect_response, decode_control, ConnectResponse,
     ConnectionType, ControlMessage, RegistrationReply, ReturnBody,
 };
-use zt_edge::{
-    ConnectorKind, Device, Edge, EdgeConfig, EdgeHandle, Route, Rule, SecretSha256, Tunnel, User,
-};
+use zt_edge::{ConnectorKind, Device, Edge, EdgeConfig, EdgeHandle, Route, Rule, Tunnel, User};
 use zt_proto::{
     ClientClaim, ClientConnection, ClientRegistration, EdgeTrust, FlowStatusCode, OpenError,
     PeerEndpoint, Protocol, TransportSettings,
@@ -57,7 +55,8 @@ fn recorded_secret() -> TunnelSecret {
 fn config(dir: &Path) -> EdgeConfig {
     let mut c = EdgeConfig::new(dir);
     c.listen = "127.0.0.1:0".parse().unwrap();
-    c.admin = None;
+    // The recorded tunnel is imported through the admin API, as an operator would.
+    c.admin = Some("127.0.0.1:0".parse().unwrap());
     c.edge_name = LOCATION.into();
     c.shutdown_grace = Duration::from_secs(1);
     // Refuse a flow with no connector at once, so the drain check sees the refusal.
@@ -71,13 +70,79 @@ struct Setup {
     device_secret: TunnelSecret,
 }
 
-/// The recorded tunnel (its id, account tag and secret, opted in to cloudflared), a device,
-/// a route for loopback through the tunnel and a rule allowing it.
+/// The credentials file the recording was made with (README.md), as cloudflared writes it.
+fn recorded_credentials() -> serde_json::Value {
+    serde_json::json!({
+        "AccountTag": ACCOUNT_TAG,
+        "TunnelSecret": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        "TunnelID": TUNNEL_ID,
+        "TunnelName": "k8s_zero_trust_tunnel",
+    })
+}
+
+/// One admin API call over loopback HTTP/1.1 with the edge's admin token.
+async fn admin(
+    edge: &EdgeHandle,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let addr = edge.admin_addr().expect("admin API enabled");
+    let body = body.to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        body.len(),
+        edge.state().admin_token().expose()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+        .await
+        .expect("admin API did not answer")
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The recorded tunnel, imported from its credentials file and opted in to cloudflared (so it
+/// keeps the recording's id, account tag and secret), a device, a route for loopback
+/// through the tunnel and a rule allowing it.
 async fn setup(edge: &EdgeHandle) -> Setup {
-    let secret = recorded_secret();
-    let mut tunnel = Tunnel::new("k8s_zero_trust_tunnel", ACCOUNT_TAG, &secret);
-    tunnel.id = TUNNEL_ID.parse().unwrap();
-    tunnel.cloudflared_secret_sha256 = Some(SecretSha256::of(&secret));
+    let (status, created) = admin(
+        edge,
+        "POST",
+        "/v1/tunnels",
+        serde_json::json!({
+            "name": "k8s_zero_trust_tunnel",
+            "allow_cloudflared": true,
+            "credentials": recorded_credentials(),
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["tunnel"]["id"], TUNNEL_ID);
+    assert_eq!(created["tunnel"]["account_tag"], ACCOUNT_TAG);
+    assert_eq!(created["tunnel"]["accepts_cloudflared"], true);
+    let tunnel: Tunnel = edge
+        .state()
+        .db()
+        .read()
+        .unwrap()
+        .get::<Tunnel>(TUNNEL_ID.parse().unwrap())
+        .unwrap()
+        .expect("the imported tunnel is stored");
+    assert!(tunnel
+        .cloudflared_secret_sha256
+        .as_ref()
+        .unwrap()
+        .matches(recorded_secret().expose_bytes()));
     let device_secret = TunnelSecret::generate();
     let user = User::new("replay@example.com", vec![]);
     let device = Device::new(user.id, "laptop", &device_secret);
@@ -89,7 +154,6 @@ async fn setup(edge: &EdgeHandle) -> Setup {
         .db()
         .update(|txn| {
             let vnet = txn.default_vnet().unwrap().unwrap().id;
-            txn.put(&t).unwrap();
             txn.put(&user).unwrap();
             txn.put(&d).unwrap();
             txn.put(&Route::new("127.0.0.0/8".parse().unwrap(), vnet, t.id))

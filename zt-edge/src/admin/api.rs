@@ -441,19 +441,60 @@ struct CreateTunnel {
     name: String,
     #[serde(default)]
     allow_cloudflared: bool,
+    /// An existing tunnel's credentials (cloudflared's JSON) to import: the tunnel keeps
+    /// their id, account tag and secret, so connectors already holding the file (a team
+    /// moving from Cloudflare) keep working unchanged. Without them a new tunnel is made.
+    #[serde(default)]
+    credentials: Option<Value>,
 }
 
 fn tunnel_create(ctx: &Ctx, req: &ApiRequest) -> Reply {
     let body: CreateTunnel = req.json()?;
     let name = body.name.trim().to_owned();
-    let secret = TunnelSecret::generate();
-    let mut tunnel = Tunnel::new(&name, ctx.state.account_tag(), &secret);
+    let (secret, imported_id, account_tag) = match &body.credentials {
+        None => (
+            TunnelSecret::generate(),
+            None,
+            ctx.state.account_tag().to_owned(),
+        ),
+        Some(creds) => {
+            let creds =
+                TunnelCredentials::from_json(creds.to_string().as_bytes()).map_err(|e| {
+                    ApiError::bad_request("invalid_credentials", format!("credentials: {e}"))
+                })?;
+            if !crate::hex::is_lower_hex(&creds.account_tag, 32) {
+                return Err(ApiError::bad_request(
+                    "invalid_credentials",
+                    "credentials: field `AccountTag` is not 32 lowercase hex digits",
+                ));
+            }
+            (creds.secret, Some(creds.tunnel_id), creds.account_tag)
+        }
+    };
+    let mut tunnel = Tunnel::new(&name, account_tag, &secret);
+    if let Some(id) = imported_id {
+        tunnel.id = id;
+    }
     if body.allow_cloudflared {
         tunnel.cloudflared_secret_sha256 = Some(SecretSha256::of(&secret));
     }
     ctx.state
         .db()
         .update(|txn| {
+            // An imported id may already be taken (imported twice, or a deleted tunnel
+            // whose record is kept for the audit trail).
+            if let Some(existing) = txn.get::<Tunnel>(tunnel.id)? {
+                return Err(ApiError::conflict(
+                    "conflict",
+                    format!(
+                        "a tunnel with id {} already exists (`{}`{}); it cannot be imported again",
+                        existing.id,
+                        existing.name,
+                        if existing.is_active() { "" } else { ", deleted" }
+                    ),
+                )
+                .with_detail(json!({ "kind": "tunnel", "existing": existing.id })));
+            }
             if let Some(existing) = txn.tunnel_by_name(&name)? {
                 return Err(ApiError::conflict(
                     "conflict",
@@ -467,7 +508,7 @@ fn tunnel_create(ctx: &Ctx, req: &ApiRequest) -> Reply {
             txn.put(&tunnel)?;
             Ok(())
         })?;
-    tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, "tunnel created");
+    tracing::info!(tunnel = %tunnel.id, name = %tunnel.name, imported = imported_id.is_some(), "tunnel created");
     let credentials = TunnelCredentials {
         account_tag: tunnel.account_tag.clone(),
         tunnel_id: tunnel.id,
