@@ -247,17 +247,21 @@ fn batches(recording: &[u8]) -> Vec<(Vec<u8>, Option<u32>)> {
     out
 }
 
+/// What the edge wrote on the control stream: the messages, and their bytes.
+#[derive(Default)]
+struct Answers {
+    buf: Vec<u8>,
+    raw: Vec<u8>,
+    got: Vec<ControlMessage>,
+}
+
 /// Reads the edge's side of the control stream until it has answered `question`.
-async fn read_until_answer(
-    recv: &mut quinn::RecvStream,
-    buf: &mut Vec<u8>,
-    got: &mut Vec<ControlMessage>,
-    question: u32,
-) {
+async fn read_until_answer(recv: &mut quinn::RecvStream, answers: &mut Answers, question: u32) {
+    let Answers { buf, raw, got } = answers;
     let deadline = Instant::now() + WAIT;
     loop {
         while let Some((msg, used)) = decode_control(buf).unwrap() {
-            buf.drain(..used);
+            raw.extend(buf.drain(..used));
             let done =
                 matches!(msg, ControlMessage::Return { answer_id, .. } if answer_id == question);
             got.push(msg);
@@ -329,18 +333,17 @@ async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edg
         3,
         "three calls in the recording"
     );
-    let mut buf = Vec::new();
-    let mut got = Vec::new();
+    let mut answers = Answers::default();
 
     // 1. Bootstrap + registerConnection.
     let (bytes, question) = &batches[0];
     send.write_all(bytes).await.unwrap();
-    read_until_answer(&mut recv, &mut buf, &mut got, question.unwrap()).await;
+    read_until_answer(&mut recv, &mut answers, question.unwrap()).await;
     println!(
         "MEASURED replayed registration (handshake + answer): {:?}",
         t.elapsed()
     );
-    let uuid = match returns(&got).last().unwrap() {
+    let uuid = match returns(&answers.got).last().unwrap() {
         (_, ReturnBody::Registration(RegistrationReply::Connected { uuid, .. })) => *uuid,
         other => panic!("registration refused: {other:?}"),
     };
@@ -355,7 +358,7 @@ async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edg
     // 2. updateLocalConfiguration (cloudflared sends it once registered on index 0).
     let (bytes, question) = &batches[1];
     send.write_all(bytes).await.unwrap();
-    read_until_answer(&mut recv, &mut buf, &mut got, question.unwrap()).await;
+    read_until_answer(&mut recv, &mut answers, question.unwrap()).await;
 
     // 3. A flow from a zt client reaches this connection: the edge opens a stream on it.
     let ep = PeerEndpoint::bind(
@@ -461,7 +464,7 @@ async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edg
     // 4. unregisterConnection drains the connection.
     let (bytes, question) = &batches[2];
     send.write_all(bytes).await.unwrap();
-    read_until_answer(&mut recv, &mut buf, &mut got, question.unwrap()).await;
+    read_until_answer(&mut recv, &mut answers, question.unwrap()).await;
     let live = edge.live_view().tunnel_connections(s.tunnel_id);
     assert_eq!(live.len(), 1);
     assert!(live[0].draining, "unregisterConnection did not drain");
@@ -480,11 +483,14 @@ async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edg
     // The edge's answers decode to the reference edge's, but for the connection uuid; like
     // the reference edge, it sends nothing but answers.
     assert!(
-        got.iter()
+        answers
+            .got
+            .iter()
             .all(|m| matches!(m, ControlMessage::Return { .. })),
-        "{got:?}"
+        "{:?}",
+        answers.got
     );
-    let ours = returns(&got);
+    let ours = returns(&answers.got);
     let mut reference = returns(
         &frames(CONTROL_FROM_EDGE)
             .into_iter()
@@ -503,6 +509,19 @@ async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edg
         }
     }
     assert_eq!(ours, reference);
+    // Byte for byte, too: the reference edge's answers with this connection's uuid in place
+    // of the recorded one.
+    let recorded_uuid = Uuid::parse_str("11111111-2222-3333-4444-555555555555").unwrap();
+    let at = CONTROL_FROM_EDGE
+        .windows(16)
+        .position(|w| w == recorded_uuid.as_bytes())
+        .expect("the recorded connection uuid");
+    let mut expected = CONTROL_FROM_EDGE.to_vec();
+    expected[at..at + 16].copy_from_slice(uuid.as_bytes());
+    assert_eq!(
+        answers.raw, expected,
+        "the edge's answers differ from the reference edge's"
+    );
     edge.shutdown().await;
 }
 
@@ -529,9 +548,9 @@ async fn the_recorded_registration_with_a_wrong_secret_is_refused_for_good() {
     let (_qep, conn) = cloudflared_quic(&edge).await;
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(bytes).await.unwrap();
-    let (mut buf, mut got) = (Vec::new(), Vec::new());
-    read_until_answer(&mut recv, &mut buf, &mut got, question.unwrap()).await;
-    match returns(&got).last().unwrap() {
+    let mut answers = Answers::default();
+    read_until_answer(&mut recv, &mut answers, question.unwrap()).await;
+    match returns(&answers.got).last().unwrap() {
         (
             _,
             ReturnBody::Registration(RegistrationReply::Error {
@@ -546,7 +565,7 @@ async fn the_recorded_registration_with_a_wrong_secret_is_refused_for_good() {
         other => panic!("a wrong secret was not refused: {other:?}"),
     }
     // The bootstrap was answered as the reference edge answers it.
-    assert_eq!(returns(&got)[0].1, ReturnBody::Capability);
+    assert_eq!(returns(&answers.got)[0].1, ReturnBody::Capability);
     assert!(edge.live_view().tunnel_connections(s.tunnel_id).is_empty());
     // The edge closes the connection after its answer.
     tokio::time::timeout(WAIT, conn.closed())

@@ -192,6 +192,9 @@ fn recorded_edge_replies_decode_and_ours_match_them() {
         }
     }
     assert_eq!(returns(decode_all(&ours)), recorded);
+    // And byte for byte: the same flags and the same (empty) capability tables as the
+    // reference edge's go-capnp writes.
+    assert_eq!(ours, CONTROL_FROM_EDGE);
 }
 
 #[test]

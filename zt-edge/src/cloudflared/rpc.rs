@@ -346,8 +346,10 @@ fn return_message(answer_id: u32) -> Builder<HeapAllocator> {
     let mut msg = Builder::new_default();
     let mut ret = msg.init_root::<message::Builder<'_>>().init_return();
     ret.set_answer_id(answer_id);
-    // The edge holds no capabilities from the connector's parameters.
-    ret.set_release_param_caps(true);
+    // cloudflared's parameters carry no capabilities, so this flag means nothing here; it
+    // is false as in the answers cloudflared's own RPC server code writes (go-capnp), so
+    // that the edge's answers are byte for byte the reference edge's.
+    ret.set_release_param_caps(false);
     msg
 }
 
@@ -441,7 +443,10 @@ fn set_results(
 ) {
     if let Ok(root) = msg.get_root::<message::Builder<'_>>() {
         if let Ok(message::Which::Return(Ok(ret))) = root.which() {
-            fill(ret.init_results().init_content());
+            let mut payload = ret.init_results();
+            fill(payload.reborrow().init_content());
+            // An empty capability table rather than none, as go-capnp writes it.
+            payload.init_cap_table(0);
         }
     }
 }
