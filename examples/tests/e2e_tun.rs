@@ -8,9 +8,11 @@
 //! - the edge runs in the root namespace between them, over two veth pairs.
 //!
 //! From the laptop, plain `curl` (and `kubectl` when installed) reach the origin with no
-//! proxy setting, 20 MiB hash-check both ways, half-close and resets cross the tunnel, a
-//! route added at the edge becomes reachable without a restart, an address outside the
-//! routes never enters the tunnel, and SIGTERM leaves no route or device behind.
+//! proxy setting, 20 MiB hash-check both ways, half-close, resets and refusals cross the
+//! tunnel, UDP reaches the configured resolver, a route added at the edge becomes
+//! reachable without a restart (and a deleted one goes), the edge's own address stays
+//! outside the routes, an address outside the routes never enters the tunnel, and neither
+//! SIGTERM nor kill -9 leaves a route or the device behind.
 //!
 //! The origin and the probes are this test binary itself, started inside a namespace
 //! with `ip netns exec` (the ignored `helper` test, told what to be by environment).
@@ -705,6 +707,11 @@ fn tun_mode_end_to_end() {
         "the late route's service: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // And a route deleted at the edge leaves the laptop's table.
+    edge.admin(&["route", "ip", "delete", "198.51.100.102/32"]);
+    eventually("the deleted route gone from the laptop", || {
+        (!ip(&["-n", &laptop, "route"]).contains("198.51.100.102")).then_some(())
+    });
     let flows = edge.flow_audit_lines();
     let outside: Vec<_> = flows
         .iter()
