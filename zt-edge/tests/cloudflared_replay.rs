@@ -415,12 +415,30 @@ async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edg
         r.metadata.iter().map(|(k, _)| k.clone()).collect()
     };
     assert_eq!(keys(&request), keys(&recorded));
-    for (k, v) in &request.metadata {
-        if k == "FlowID" {
-            v.parse::<Uuid>()
-                .unwrap_or_else(|_| panic!("FlowID {v:?} is not a UUID, as the recorded one is"));
-        }
-    }
+    let flow_id = |r: &zt_edge::cloudflared::ConnectRequest| -> String {
+        r.metadata
+            .iter()
+            .find(|(k, _)| k == "FlowID")
+            .map(|(_, v)| v.clone())
+            .expect("a FlowID")
+    };
+    let (ours_id, recorded_id) = (flow_id(&request), flow_id(&recorded));
+    ours_id
+        .parse::<Uuid>()
+        .unwrap_or_else(|_| panic!("FlowID {ours_id:?} is not a UUID, as the recorded one is"));
+    // The destination is the recorded one, so the header is byte for byte the recorded
+    // header but for the FlowID's text (a UUID, the same length).
+    let mut expected = DATA_FROM_EDGE[..recorded_used].to_vec();
+    let at = expected
+        .windows(recorded_id.len())
+        .position(|w| w == recorded_id.as_bytes())
+        .expect("the recorded FlowID");
+    expected[at..at + recorded_id.len()].copy_from_slice(ours_id.as_bytes());
+    assert_eq!(
+        head[..used],
+        expected[..],
+        "the edge's flow header differs from the recorded one"
+    );
     // The recorded answer: preamble + empty ConnectResponse, then the origin's bytes.
     let (response, response_len) = decode_connect_response(DATA_FROM_CLOUDFLARED)
         .unwrap()
@@ -460,6 +478,25 @@ async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edg
         rest.is_empty(),
         "bytes after the recorded payload: {rest:?}"
     );
+    // The flow's audit line: the recorded payload each way, ended as cloudflared ends flows.
+    let deadline = Instant::now() + WAIT;
+    let flow = loop {
+        let text = std::fs::read_to_string(edge.state().audit_log_path()).unwrap_or_default();
+        let line = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["type"] == "flow");
+        if let Some(line) = line {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no flow audit line in {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(flow["connector_kind"], "cloudflared", "{flow}");
+    assert_eq!(flow["connector_version"], "cloudflared DEV", "{flow}");
+    assert_eq!(flow["half_close"], "not_supported_by_cloudflared", "{flow}");
+    assert_eq!(flow["bytes_up"], 25, "{flow}");
+    assert_eq!(flow["bytes_down"], 25, "{flow}");
 
     // 4. unregisterConnection drains the connection.
     let (bytes, question) = &batches[2];
