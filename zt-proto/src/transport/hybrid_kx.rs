@@ -167,6 +167,19 @@ mod tests {
         assert!(client.complete(&[0u8; 100]).is_err());
     }
 
+    #[test]
+    fn the_encapsulation_key_modulus_check_is_exact() {
+        // FIPS 203 section 7.2: every 12-bit coefficient of the key must be below q = 3329.
+        // The first coefficient is the low 12 bits of the first two bytes (little-endian).
+        let client = X25519_MLKEM768.start().unwrap();
+        let mut share = client.pub_key().to_vec();
+        share[0] = 0x00; // 0xd00 = 3328 = q - 1: still a valid key
+        share[1] = (share[1] & 0xf0) | 0x0d;
+        assert!(X25519_MLKEM768.start_and_complete(&share).is_ok());
+        share[0] = 0x01; // 0xd01 = 3329 = q: refused
+        assert!(X25519_MLKEM768.start_and_complete(&share).is_err());
+    }
+
     /// The edge's TLS configuration for `argotunnel`, over real QUIC on loopback, against
     /// clients offering the key-exchange groups each cloudflared generation offers (its
     /// tls.Config: P-256 only by default; since post-quantum became the default,

@@ -5,6 +5,8 @@ pub(crate) mod conn;
 pub(crate) mod endpoint;
 pub(crate) mod error;
 pub(crate) mod hybrid_kx;
+#[cfg(test)]
+mod hybrid_kx_openssl;
 pub(crate) mod settings;
 pub(crate) mod stream;
 pub(crate) mod tls;

@@ -72,7 +72,7 @@ fn provider() -> Arc<CryptoProvider> {
 /// releases offer that group first (and only it with `--post-quantum`); zt's own peers do
 /// not offer it, so for them nothing changes. The client's order decides the group, so its
 /// place in this list does not matter.
-fn server_provider() -> Arc<CryptoProvider> {
+pub(super) fn server_provider() -> Arc<CryptoProvider> {
     let mut p = rustls::crypto::ring::default_provider();
     p.kx_groups.insert(0, super::hybrid_kx::X25519_MLKEM768);
     Arc::new(p)
