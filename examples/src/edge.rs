@@ -69,6 +69,14 @@ struct RunArgs {
     /// `5s`). Default: 5s.
     #[arg(long, value_name = "DURATION", value_parser = parse_header_timeout)]
     header_timeout: Option<std::time::Duration>,
+    /// Size at which the audit log is rotated (`audit.jsonl` becomes `audit.jsonl.1`); 0
+    /// leaves rotation to an external tool. Default: 104857600 (100 MiB).
+    #[arg(long, value_name = "BYTES")]
+    audit_max_bytes: Option<u64>,
+    /// Rotated audit log files kept (`audit.jsonl.1` … `audit.jsonl.N`); the oldest is
+    /// deleted at the next rotation. Default: 5.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    audit_keep: Option<u32>,
 }
 
 fn parse_header_timeout(s: &str) -> Result<std::time::Duration, String> {
@@ -146,6 +154,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(t) = args.header_timeout {
         config.header_timeout = t;
+    }
+    if let Some(n) = args.audit_max_bytes {
+        config.audit_limits.max_bytes = n;
+    }
+    if let Some(n) = args.audit_keep {
+        config.audit_limits.keep = n;
     }
     let state_dir = config.state_dir.clone();
     let edge = Edge::start(config).await.with_context(|| {

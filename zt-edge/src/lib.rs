@@ -96,9 +96,9 @@ pub use store::{
 
 // Audit log.
 pub use audit::{
-    AuditError, AuditEvent, AuditLog, AuthRefusal, CloseReason, ConnectorKind, FlowAction,
-    FlowProtocol, FlowRecord, HalfClose, PeerRole, PolicyPhase, AUDIT_BUFFER_BYTES,
-    AUDIT_FLUSH_INTERVAL, MAX_CLAIMED_ID_LEN,
+    AuditError, AuditEvent, AuditLimits, AuditLog, AuthRefusal, CloseReason, ConnectorKind,
+    FlowAction, FlowProtocol, FlowRecord, HalfClose, PeerRole, PolicyPhase, RefusalLogged,
+    AUDIT_BUFFER_BYTES, AUDIT_FLUSH_INTERVAL, MAX_CLAIMED_ID_LEN,
 };
 
 // The admin API.

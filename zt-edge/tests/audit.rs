@@ -187,7 +187,16 @@ fn no_secret_reaches_the_log() {
     assert!(!text.contains(&hex(secret.expose_bytes())));
     assert!(!text.contains(&hex(key.expose_bytes())));
     assert!(text.contains("[redacted]"));
-    let allowed = ["type", "time", "source", "role", "claimed_id", "reason"];
+    let allowed = [
+        "type",
+        "time",
+        "source",
+        "role",
+        "claimed_id",
+        "reason",
+        "count",
+        "since",
+    ];
     let v: Value = serde_json::from_str(text.trim_end()).unwrap();
     for k in v.as_object().unwrap().keys() {
         assert!(allowed.contains(&k.as_str()), "unexpected field {k}");

@@ -18,22 +18,7 @@ use zt_proto::{Admission, Authenticator, Claim, RefusalReason};
 use super::config::AuthRateLimit;
 use super::metrics::Metrics;
 use super::snapshot::Snapshot;
-use crate::audit::{AuditLog, AuthRefusal, PeerRole};
-
-/// The address block failures are counted against: a host for IPv4, a /64 for IPv6 (one
-/// IPv6 host usually owns a whole /64, so counting single addresses would be no limit).
-fn block_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
-            }
-        },
-    }
-}
+use crate::audit::{block_of, AuditLog, AuthRefusal, PeerRole, RefusalLogged};
 
 struct Bucket {
     tokens: f64,
@@ -74,8 +59,9 @@ impl FailureLimiter {
         }
     }
 
-    /// Spends one failure of the block of `ip`.
-    pub(crate) fn record_failure(&self, ip: IpAddr) {
+    /// Spends one failure of the block of `ip`; true when the block still had one to spend
+    /// (the failure was within its budget).
+    pub(crate) fn record_failure(&self, ip: IpAddr) -> bool {
         let now = Instant::now();
         let block = block_of(ip);
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
@@ -96,7 +82,9 @@ impl FailureLimiter {
             updated: now,
         });
         self.refill(bucket, now);
+        let within = bucket.tokens >= 1.0;
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+        within
     }
 }
 
@@ -120,15 +108,37 @@ impl EdgeAuthenticator {
         why: &str,
         counts: bool,
     ) {
-        if counts {
-            self.limiter.record_failure(source.ip());
-        }
+        let within_budget = counts && self.limiter.record_failure(source.ip());
         let claimed = tunnel.map(|t| t.to_string());
-        tracing::info!(remote = %source, claimed = ?claimed, reason = %why, "cloudflared authentication refused");
         self.metrics.auth_refused();
         let record = AuthRefusal::new(source.ip(), PeerRole::Connector, claimed.as_deref(), why);
-        if let Err(e) = self.audit.record_auth_refusal(&record) {
-            tracing::warn!(error = %e, "cannot write the audit log");
+        if self.audit_refusal(&record, within_budget) {
+            tracing::info!(remote = %source, claimed = ?claimed, reason = %why, "cloudflared authentication refused");
+        } else {
+            tracing::debug!(remote = %source, claimed = ?claimed, reason = %why, "cloudflared authentication refused again");
+        }
+    }
+
+    /// Audits a refusal: its own line when it was within the source's failure budget
+    /// (so bounded by the budget), else coalesced with the source's other refusals of the
+    /// same reason (see the audit log's module docs). True when it got its own line, which
+    /// is when it deserves an info line too: repeats go to debug, and the audit log's
+    /// periodic flush reports their count.
+    fn audit_refusal(&self, record: &AuthRefusal, within_budget: bool) -> bool {
+        let logged = if within_budget {
+            self.audit
+                .record_auth_refusal_at_once(record)
+                .map(|()| RefusalLogged::Written)
+        } else {
+            self.audit.record_auth_refusal(record)
+        };
+        match logged {
+            Ok(RefusalLogged::Coalesced) => false,
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the audit log");
+                true
+            }
         }
     }
 }
@@ -172,9 +182,7 @@ impl Authenticator for EdgeAuthenticator {
             reason,
             RefusalReason::UnknownIdentity | RefusalReason::BadProof | RefusalReason::Malformed
         );
-        if counts {
-            self.limiter.record_failure(source.ip());
-        }
+        let within_budget = counts && self.limiter.record_failure(source.ip());
         let why = match reason {
             RefusalReason::UnknownIdentity => {
                 "unknown identity: no such tunnel or device, deleted or revoked, or wrong account tag".to_owned()
@@ -188,11 +196,12 @@ impl Authenticator for EdgeAuthenticator {
             RefusalReason::Internal => "internal error".to_owned(),
             other => format!("{other:?}"),
         };
-        tracing::info!(remote = %source, ?role, claimed = ?claimed, reason = %why, "authentication refused");
         self.metrics.auth_refused();
-        let record = AuthRefusal::new(source.ip(), role, claimed.as_deref(), why);
-        if let Err(e) = self.audit.record_auth_refusal(&record) {
-            tracing::warn!(error = %e, "cannot write the audit log");
+        let record = AuthRefusal::new(source.ip(), role, claimed.as_deref(), &why);
+        if self.audit_refusal(&record, within_budget) {
+            tracing::info!(remote = %source, ?role, claimed = ?claimed, reason = %why, "authentication refused");
+        } else {
+            tracing::debug!(remote = %source, ?role, claimed = ?claimed, reason = %why, "authentication refused again");
         }
     }
 }
@@ -212,9 +221,10 @@ mod tests {
         let same_64: IpAddr = "2001:db8:1:2::99".parse().unwrap();
         for _ in 0..3 {
             assert!(limiter.admits(a));
-            limiter.record_failure(a);
+            assert!(limiter.record_failure(a), "within the budget");
         }
         assert!(!limiter.admits(a));
+        assert!(!limiter.record_failure(a), "beyond the budget");
         assert!(!limiter.admits(same_64), "a /64 shares one bucket");
         assert!(limiter.admits("2001:db8:1:3::5".parse().unwrap()));
         for i in 0..10u8 {

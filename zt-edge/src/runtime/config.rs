@@ -7,7 +7,7 @@ use std::time::Duration;
 use zt_policy::DefaultAction;
 use zt_proto::TransportSettings;
 
-use crate::ServerNames;
+use crate::{AuditLimits, ServerNames};
 
 /// The UDP port connectors and clients reach the edge on (cloudflared's QUIC port).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7844";
@@ -136,6 +136,9 @@ pub struct EdgeConfig {
     pub shutdown_grace: Duration,
     /// The audit log file (default `audit.jsonl` in the state directory).
     pub audit_path: Option<PathBuf>,
+    /// The audit log's rotation size, rotated files kept and refusal coalescing (defaults:
+    /// 100 MiB, 5 files, one line per source and reason per 10 s).
+    pub audit_limits: AuditLimits,
     /// Offer ALPN `argotunnel` on the QUIC port so unmodified cloudflared connectors can
     /// connect (default true). Only tunnels that opted in accept them; see
     /// docs/CLOUDFLARED.md.
@@ -165,6 +168,7 @@ impl EdgeConfig {
             max_flows_per_session: 4096,
             shutdown_grace: Duration::from_secs(10),
             audit_path: None,
+            audit_limits: AuditLimits::default(),
             cloudflared: true,
         }
     }

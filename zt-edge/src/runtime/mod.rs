@@ -135,7 +135,10 @@ impl Edge {
             .audit_path
             .clone()
             .unwrap_or_else(|| state.audit_log_path());
-        let audit = Arc::new(AuditLog::open(&audit_path)?);
+        let audit = Arc::new(AuditLog::open_with_limits(
+            &audit_path,
+            config.audit_limits,
+        )?);
 
         let policy_config = PolicyConfig {
             l4_default: config.l4_default,
@@ -493,8 +496,12 @@ async fn flush_loop(inner: Arc<Inner>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = inner.audit.flush() {
-                    warn!(error = %e, "cannot flush the audit log");
+                match inner.audit.flush() {
+                    Ok(0) => {}
+                    Ok(refusals) => {
+                        info!(refusals, "authentication refusals repeated by the same sources, written as summing-up audit lines")
+                    }
+                    Err(e) => warn!(error = %e, "cannot flush the audit log"),
                 }
             }
             _ = stop.changed() => return,

@@ -376,7 +376,9 @@ impl IncomingPeer {
                     },
                     EdgeEvent::Refused { reason, claim } => {
                         auth.refused(addr, claim.as_ref(), reason);
-                        info!(remote = %addr, ?reason, "registration refused");
+                        // The authenticator logs (and rate-limits) refusals for operators;
+                        // a flood would make one info line here per attempt.
+                        debug!(remote = %addr, ?reason, "registration refused");
                         while let Some(b) = machine.poll_transmit() {
                             let _ = send.write_chunk(b).await;
                         }
