@@ -181,14 +181,14 @@ EOF
     [ "$i" -lt 600 ] || die "the connector did not report 4 ready connections within 60 s"
 }
 
-# zt client forward to 127.0.0.1:$2; prints the local port.
+# zt client forward to 127.0.0.1:$2; sets $forward_port. (Not a command substitution:
+# that would run `start` in a subshell, and the process would escape the cleanup.)
 zt_forward() {
-    local zt=$1 to=$2 name=$3 port
-    port=$(free_port tcp)
+    local zt=$1 to=$2 name=$3
+    forward_port=$(free_port tcp)
     start "$name" "$zt" client --credentials "$work/device.json" forward \
-        --listen "127.0.0.1:$port" --to "127.0.0.1:$to"
+        --listen "127.0.0.1:$forward_port" --to "127.0.0.1:$to"
     wait_log "$name" "forwarding TCP"
-    echo "$port"
 }
 
 if [ "$mode" = smoke ]; then
@@ -197,7 +197,8 @@ if [ "$mode" = smoke ]; then
     start relay python3 "$tool" relay "$work/relay.port" "$echo_port"
     wait_file "$work/relay.port"
     start_zt "$zt"
-    zt_echo=$(zt_forward "$zt" "$echo_port" zt-echo)
+    zt_forward "$zt" "$echo_port" zt-echo
+    zt_echo=$forward_port
     say "plain relay:"
     python3 "$tool" transfer "$(cat "$work/relay.port")" 16
     say "zt (client forward -> edge -> connector -> origin):"
@@ -319,8 +320,10 @@ echo_fwd[ssh]=$e
 
 # zt
 start_zt "$zt"
-bulk_port[zt]=$(zt_forward "$zt" "$iperf_port" zt-bulk)
-echo_fwd[zt]=$(zt_forward "$zt" "$echo_port" zt-echo)
+zt_forward "$zt" "$iperf_port" zt-bulk
+bulk_port[zt]=$forward_port
+zt_forward "$zt" "$echo_port" zt-echo
+echo_fwd[zt]=$forward_port
 
 paths=(direct socat rathole rathole-noise ssh zt)
 for p in "${paths[@]}"; do
