@@ -3,8 +3,11 @@
 //! `ZT_AUTH_FLOOD_SECS` seconds (default 30, the issue's figure). It proves that failed
 //! proofs are limited per source address (each source gets at most its burst plus the
 //! refill, then "rate limited"), that a real connector from another address still
-//! registers during the flood, and that the edge's memory stays bounded. It prints the
-//! rate, the connector's registration time and the edge's memory before, during and after.
+//! registers during the flood, that the edge's memory stays bounded, and that its audit log
+//! stays small while every refusal is still counted in it (refusals beyond a source's
+//! budget share one line per source and reason per 10 s, with a `count`). It prints the
+//! rate, the connector's registration time, the edge's memory before, during and after,
+//! and the audit log's size.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -31,6 +34,23 @@ const PER_MINUTE: f64 = 6.0;
 /// 85-135 MiB, level after the first 25 s; before zt-proto limited the streams of
 /// unregistered peers, the edge reached 1.6 GiB within 25 s.
 const RSS_BOUND_KIB: u64 = 256 * 1024;
+
+/// The longest refusal line the flood can cause: a 36-character tunnel id, a reason of at
+/// most 60 characters, an IPv4 source, the count and the `since` time, with room to spare.
+const MAX_REFUSAL_LINE: u64 = 320;
+
+/// The audit log's size bound after a flood of `secs` seconds from `sources` addresses.
+/// Each source writes its budget's worth of lines one by one (burst + refill + the one in
+/// flight), then one line per reason per 10 s interval (two reasons: rate-limited and, for
+/// abandoned attempts, timed out), plus the first of each at once. With 256 sources for
+/// 30 s: 256 × (14 + 2 × 5) lines, at most 1.9 MiB; the flood writes about half of that
+/// (RELIABILITY.md, "Hostile input and abuse"). Before refusals were coalesced the same
+/// flood wrote one line per attempt, about 5 MB.
+fn audit_bound_bytes(secs: u64, sources: u32) -> u64 {
+    let budget = BURST + 1.0 + PER_MINUTE * secs as f64 / 60.0;
+    let coalesced = 2 * (secs / 10 + 2);
+    u64::from(sources) * (budget.ceil() as u64 + coalesced) * MAX_REFUSAL_LINE
+}
 
 /// A bad attempt that takes longer than this (the edge, busy, answers late or not at all)
 /// counts as failed; the flood moves on.
@@ -231,4 +251,73 @@ fn a_flood_of_bad_proofs_is_limited_per_source_and_a_real_connector_still_gets_i
     assert!(audited
         .iter()
         .all(|l| l["source"].as_str().unwrap().starts_with("127.1.")));
+
+    // Every refusal the edge counted is in the audit log: the lines' counts add up to the
+    // metric once the last summing-up lines are written (within the 10 s interval plus the
+    // one-second flush). Read the log before the metric: a refusal bumps the metric first.
+    let counted = |lines: &[serde_json::Value]| {
+        lines
+            .iter()
+            .map(|l| l["count"].as_u64().unwrap_or(1))
+            .sum::<u64>()
+    };
+    let waited = Instant::now();
+    let (in_audit, refused) = eventually("the audit log's counts to reach the edge's", || {
+        let in_audit = counted(&audit_lines(&edge, "auth_refusal"));
+        let page = http_get(edge.metrics, "/metrics")?.1;
+        let refused = metric(&page, "zt_edge_auth_refusals_total")? as u64;
+        (in_audit == refused).then_some((in_audit, refused))
+    });
+    let audited = audit_lines(&edge, "auth_refusal");
+    let audit_bytes: u64 = std::fs::read_dir(edge.path("."))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("audit.jsonl"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let summing_up = audited
+        .iter()
+        .filter(|l| l["count"].as_u64() > Some(1))
+        .count();
+    eprintln!(
+        "MEASURED auth flood: audit log {audit_bytes} bytes ({} KiB), {} refusal lines ({summing_up} \
+         summing up repeats) standing for {in_audit} refusals; the edge counted {refused}, the \
+         flood got {} refusal answers; the counts caught up {:.1?} after the flood",
+        audit_bytes / 1024,
+        audited.len(),
+        unauthorized + rate_limited,
+        waited.elapsed(),
+    );
+    let bound = audit_bound_bytes(secs, sources);
+    let one_per_attempt: u64 = in_audit * audit_bytes / (audited.len() as u64).max(1);
+    eprintln!(
+        "MEASURED auth flood: audit bound {bound} bytes; one line per refusal would have \
+         written about {one_per_attempt} bytes"
+    );
+    assert!(
+        audit_bytes <= bound,
+        "the audit log grew to {audit_bytes} bytes, over {bound}"
+    );
+    assert!(
+        in_audit >= unauthorized + rate_limited,
+        "the audit log counts {in_audit} refusals, fewer than the {} the flood was answered",
+        unauthorized + rate_limited
+    );
+    assert!(summing_up > 0, "no line sums up repeated refusals");
+    // The edge's log: an INFO line only for a refusal that got its own audit line; the
+    // repeats go to debug (before: two INFO lines per attempt).
+    let log = edge.proc.as_ref().unwrap().output();
+    let info_lines = log
+        .lines()
+        .filter(|l| l.contains("INFO") && l.contains("refused"))
+        .count();
+    eprintln!(
+        "MEASURED auth flood: the edge logged {info_lines} INFO lines about refusals for \
+         {in_audit} refusals"
+    );
+    assert!(
+        info_lines <= audited.len(),
+        "{info_lines} INFO lines about refusals, more than the {} audit lines",
+        audited.len()
+    );
 }
