@@ -17,7 +17,8 @@
 //!   [`Route`], [`List`], [`Rule`], [`User`], [`Device`]) and keeps uniqueness and references
 //!   consistent inside each transaction, for every backend alike.
 //! - **Audit log** ([`AuditLog`]): one JSON line per flow ([`FlowRecord`]) and per refused
-//!   authentication ([`AuthRefusal`]).
+//!   authentication ([`AuthRefusal`]; repeats from one source beyond its failure budget
+//!   share a line with a `count`), rotated by size within [`AuditLimits`].
 //!
 //! - **Runtime** ([`Edge::start`] → [`EdgeHandle`]): the QUIC listener for connectors and
 //!   clients, registration against the stored keys (failures audited and rate-limited per
