@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ring::digest;
+use support_cfd::common::{audit_lines, wait_for, zt_client, zt_endpoint, WAIT};
 use support_cfd::{CfdConnection, Creds, Registration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,12 +38,9 @@ use zt_edge::{
     ConnectorKind, Device, Edge, EdgeConfig, EdgeHandle, Route, Rule, SecretSha256, Tunnel, User,
 };
 use zt_proto::{
-    ClientClaim, ClientConnection, ClientRegistration, ConnectorClaim, ConnectorConnection,
-    ConnectorRegistration, EdgeTrust, FlowStatusCode, OpenError, PeerEndpoint, Protocol,
-    TransportSettings,
+    ClientConnection, ConnectorClaim, ConnectorConnection, ConnectorRegistration, FlowStatusCode,
+    OpenError, PeerEndpoint, Protocol,
 };
-
-const WAIT: Duration = Duration::from_secs(20);
 
 fn config(dir: &Path) -> EdgeConfig {
     let mut c = EdgeConfig::new(dir);
@@ -54,23 +52,6 @@ fn config(dir: &Path) -> EdgeConfig {
     // drain test sees the refusal.
     c.connector_wait = Duration::from_millis(100);
     c
-}
-
-fn endpoint(edge: &EdgeHandle) -> PeerEndpoint {
-    PeerEndpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &EdgeTrust::ca_der(edge.state().ca_cert_der().to_vec()),
-        TransportSettings::default(),
-    )
-    .unwrap()
-}
-
-async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not reached in {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 struct Setup {
@@ -139,22 +120,7 @@ async fn cfd_connect(edge: &EdgeHandle, creds: &Creds, index: u8) -> CfdConnecti
 }
 
 async fn client(edge: &EdgeHandle, ep: &PeerEndpoint, s: &Setup) -> ClientConnection {
-    let reg = ClientRegistration {
-        claim: ClientClaim {
-            device_id: s.device.id,
-            vnet: String::new(),
-        },
-        software_version: "test-client 1".into(),
-        features: vec![],
-    };
-    ep.connect_client(
-        edge.local_addr(),
-        "localhost",
-        reg,
-        &s.device_secret.derive_auth_key(),
-    )
-    .await
-    .unwrap()
+    zt_client(edge, ep, s.device.id, &s.device_secret, "test-client 1").await
 }
 
 fn pattern(n: usize) -> Vec<u8> {
@@ -210,14 +176,6 @@ async fn framed_round_trip<F: std::future::Future<Output = ()>>(
     assert_eq!(&back[32..], &pattern(reply_len)[..]);
 }
 
-fn audit_lines(edge: &EdgeHandle, kind: &str) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(edge.state().audit_log_path()).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == kind)
-        .collect()
-}
-
 async fn open(client: &ClientConnection, dest: SocketAddr) -> zt_proto::FlowStream {
     client.open_flow(dest, Protocol::Tcp, vec![]).await.unwrap()
 }
@@ -264,7 +222,7 @@ fn a_cloudflared_connector_registers_and_serves_a_tcp_flow_end_to_end() {
         assert_eq!(live[0].conn_index, 0);
 
         let origin = framed_origin(100_000).await;
-        let ep = endpoint(&edge);
+        let ep = zt_endpoint(&edge);
         let client = client(&edge, &ep, &s).await;
         let payload = pattern(300_000);
         let t = Instant::now();
@@ -395,7 +353,7 @@ fn unregister_drains_the_connection_and_in_flight_flows_finish() {
         let a = cfd_connect(&edge, &c, 0).await;
         assert!(matches!(a.registration, Registration::Connected { .. }));
         let origin = framed_origin(10_000).await;
-        let ep = endpoint(&edge);
+        let ep = zt_endpoint(&edge);
         let client = client(&edge, &ep, &s).await;
         let payload = pattern(50_000);
 
@@ -472,7 +430,7 @@ fn a_zt_and_a_cloudflared_connector_on_one_tunnel_both_get_flows() {
         let s = setup(&edge, "mixed", true).await;
         let cfd = cfd_connect(&edge, &creds(&edge, &s), 0).await;
         assert!(matches!(cfd.registration, Registration::Connected { .. }));
-        let ep = endpoint(&edge);
+        let ep = zt_endpoint(&edge);
         let zt = ep
             .connect_connector(
                 edge.local_addr(),
@@ -563,7 +521,7 @@ fn the_first_fin_ends_a_cloudflared_flow_and_udp_is_not_sent_to_cloudflared() {
         let s = setup(&edge, "cfd", true).await;
         let cfd = cfd_connect(&edge, &creds(&edge, &s), 0).await;
         assert!(matches!(cfd.registration, Registration::Connected { .. }));
-        let ep = endpoint(&edge);
+        let ep = zt_endpoint(&edge);
         let client = client(&edge, &ep, &s).await;
 
         // The client's FIN: the origin's answer to it never arrives (zt-connector would

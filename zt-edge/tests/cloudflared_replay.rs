@@ -9,12 +9,17 @@
 //! No capnp-rpc here: what goes on the wire is the recording, not an implementation of it.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support_cfd/common.rs"]
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{
+    argotunnel_endpoint, audit_lines, wait_for, zt_client, zt_endpoint, SERVER_NAME, WAIT,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 use zt_creds::TunnelSecret;
@@ -23,10 +28,7 @@ use zt_edge::cloudflared::{
     ConnectionType, ControlMessage, RegistrationReply, ReturnBody,
 };
 use zt_edge::{ConnectorKind, Device, Edge, EdgeConfig, EdgeHandle, Route, Rule, Tunnel, User};
-use zt_proto::{
-    ClientClaim, ClientConnection, ClientRegistration, EdgeTrust, FlowStatusCode, OpenError,
-    PeerEndpoint, Protocol, TransportSettings,
-};
+use zt_proto::{ClientConnection, FlowStatusCode, OpenError, PeerEndpoint, Protocol};
 
 const CONTROL_FROM_CLOUDFLARED: &[u8] =
     include_bytes!("data/cloudflared/cloudflared-2023.7.3-control.from-cloudflared.bin");
@@ -44,9 +46,6 @@ const ACCOUNT_TAG: &str = "0123456789abcdef0123456789abcdef";
 const TUNNEL_ID: &str = "8e343b13-a087-48ea-825f-9783931ff2a5";
 /// The reference edge's location name; this edge is given the same name.
 const LOCATION: &str = "zt-test";
-const SERVER_NAME: &str = "quic.cftunnel.com";
-
-const WAIT: Duration = Duration::from_secs(20);
 
 fn recorded_secret() -> TunnelSecret {
     TunnelSecret::from_bytes(&(0u8..32).collect::<Vec<u8>>()).unwrap()
@@ -177,27 +176,9 @@ async fn setup(edge: &EdgeHandle) -> Setup {
 /// as the only key-exchange group (its TLS settings pin it unless post-quantum is on), 5 s
 /// idle timeout with 1 s keep-alives.
 async fn cloudflared_quic(edge: &EdgeHandle) -> (quinn::Endpoint, quinn::Connection) {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(edge.state().ca_cert_der().to_vec().into())
-        .unwrap();
     let mut provider = rustls::crypto::ring::default_provider();
     provider.kx_groups = vec![rustls::crypto::ring::kx_group::SECP256R1];
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"argotunnel".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_idle_timeout(Some(Duration::from_secs(5).try_into().unwrap()))
-        .keep_alive_interval(Some(Duration::from_secs(1)));
-    config.transport_config(Arc::new(transport));
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(config);
+    let ep = argotunnel_endpoint(edge.state().ca_cert_der(), provider);
     let conn = tokio::time::timeout(WAIT, ep.connect(edge.local_addr(), SERVER_NAME).unwrap())
         .await
         .expect("QUIC handshake with ALPN argotunnel timed out")
@@ -290,22 +271,7 @@ fn returns(msgs: &[ControlMessage]) -> Vec<(u32, ReturnBody)> {
 }
 
 async fn client(edge: &EdgeHandle, ep: &PeerEndpoint, s: &Setup) -> ClientConnection {
-    let reg = ClientRegistration {
-        claim: ClientClaim {
-            device_id: s.device.id,
-            vnet: String::new(),
-        },
-        software_version: "replay-client 1".into(),
-        features: vec![],
-    };
-    ep.connect_client(
-        edge.local_addr(),
-        "localhost",
-        reg,
-        &s.device_secret.derive_auth_key(),
-    )
-    .await
-    .unwrap()
+    zt_client(edge, ep, s.device.id, &s.device_secret, "replay-client 1").await
 }
 
 /// Reads a whole stream the edge opened, with a deadline.
@@ -361,12 +327,7 @@ async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edg
     read_until_answer(&mut recv, &mut answers, question.unwrap()).await;
 
     // 3. A flow from a zt client reaches this connection: the edge opens a stream on it.
-    let ep = PeerEndpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &EdgeTrust::ca_der(edge.state().ca_cert_der().to_vec()),
-        TransportSettings::default(),
-    )
-    .unwrap();
+    let ep = zt_endpoint(&edge);
     let client = client(&edge, &ep, &s).await;
     // Nothing listens there: the only way bytes come back is through the stream below.
     let dest: SocketAddr = "127.0.0.1:19000".parse().unwrap();
@@ -479,19 +440,11 @@ async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edg
         "bytes after the recorded payload: {rest:?}"
     );
     // The flow's audit line: the recorded payload each way, ended as cloudflared ends flows.
-    let deadline = Instant::now() + WAIT;
-    let flow = loop {
-        let text = std::fs::read_to_string(edge.state().audit_log_path()).unwrap_or_default();
-        let line = text
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .find(|v| v["type"] == "flow");
-        if let Some(line) = line {
-            break line;
-        }
-        assert!(Instant::now() < deadline, "no flow audit line in {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    wait_for("a flow audit line", || {
+        !audit_lines(&edge, "flow").is_empty()
+    })
+    .await;
+    let flow = audit_lines(&edge, "flow").remove(0);
     assert_eq!(flow["connector_kind"], "cloudflared", "{flow}");
     assert_eq!(flow["connector_version"], "cloudflared DEV", "{flow}");
     assert_eq!(flow["half_close"], "not_supported_by_cloudflared", "{flow}");

@@ -21,7 +21,9 @@ use crate::cloudflared::generated::quic_metadata_capnp::{
 };
 use crate::cloudflared::generated::tunnelrpc_capnp::{connection_response, registration_server};
 
-pub const SERVER_NAME: &str = "quic.cftunnel.com";
+pub mod common;
+
+pub use common::SERVER_NAME;
 const SIGNATURE: [u8; 6] = [0x0A, 0x36, 0xCD, 0x12, 0xA1, 0x3E];
 const VERSION: [u8; 2] = *b"01";
 
@@ -50,30 +52,6 @@ pub struct CfdConnection {
     _endpoint: quinn::Endpoint,
 }
 
-fn endpoint(ca_der: &[u8]) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca_der.to_vec().into()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"argotunnel".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    // cloudflared's QUIC settings: 5 s idle timeout, 1 s keep-alives, datagrams on.
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_idle_timeout(Some(Duration::from_secs(5).try_into().unwrap()))
-        .keep_alive_interval(Some(Duration::from_secs(1)));
-    config.transport_config(Arc::new(transport));
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(config);
-    ep
-}
-
 /// Connects and calls `registerConnection`; must run inside a `LocalSet` (capnp-rpc is
 /// single-threaded). Flows are served from the moment the connection is up.
 pub async fn connect(
@@ -82,7 +60,8 @@ pub async fn connect(
     creds: &Creds,
     conn_index: u8,
 ) -> CfdConnection {
-    let ep = endpoint(ca_der);
+    // cloudflared's QUIC settings: 5 s idle timeout, 1 s keep-alives, datagrams on.
+    let ep = common::argotunnel_endpoint(ca_der, rustls::crypto::ring::default_provider());
     let conn = ep.connect(edge, SERVER_NAME).unwrap().await.unwrap();
     let (send, recv) = conn.open_bi().await.unwrap();
     let network = twoparty::VatNetwork::new(recv, send, Side::Client, Default::default());
