@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
+use zt_proto::UdpFlow;
 
 use crate::client::Client;
 use crate::stream::splice_tcp;
@@ -159,6 +160,44 @@ async fn udp_peer(
             return;
         }
     };
+    let deliver = |p: Bytes| {
+        let (socket, peer) = (&socket, peer);
+        async move {
+            if let Err(e) = socket.send_to(&p, peer).await {
+                debug!(error = %e, "UDP reply not delivered to the local peer");
+            }
+        }
+    };
+    match pump_udp(&mut flow, &mut rx, idle, deliver).await {
+        UdpEnd::Ended => debug!("UDP flow ended"),
+        UdpEnd::Idle => debug!(?idle, "UDP peer idle; closing its flow"),
+    }
+    lock(&peers).remove(&peer);
+    flow.close();
+}
+
+/// Why [`pump_udp`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UdpEnd {
+    /// The local side's queue closed or the flow ended.
+    Ended,
+    /// Nothing went either way for the idle time.
+    Idle,
+}
+
+/// Moves one UDP flow's packets until either side ends or `idle` passes with no packet
+/// either way: packets from `rx` go out on the flow, and each reply from the flow is handed
+/// to `deliver`.
+pub(crate) async fn pump_udp<F, Fut>(
+    flow: &mut UdpFlow,
+    rx: &mut mpsc::Receiver<Bytes>,
+    idle: Duration,
+    mut deliver: F,
+) -> UdpEnd
+where
+    F: FnMut(Bytes) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     loop {
         let activity = tokio::time::timeout(idle, async {
             tokio::select! {
@@ -173,9 +212,7 @@ async fn udp_peer(
                 },
                 reply = flow.recv() => match reply {
                     Some(p) => {
-                        if let Err(e) = socket.send_to(&p, peer).await {
-                            debug!(error = %e, "UDP reply not delivered to the local peer");
-                        }
+                        deliver(p).await;
                         true
                     }
                     None => false,
@@ -185,16 +222,8 @@ async fn udp_peer(
         .await;
         match activity {
             Ok(true) => {}
-            Ok(false) => {
-                debug!("UDP flow ended");
-                break;
-            }
-            Err(_) => {
-                debug!(?idle, "UDP peer idle; closing its flow");
-                break;
-            }
+            Ok(false) => return UdpEnd::Ended,
+            Err(_) => return UdpEnd::Idle,
         }
     }
-    lock(&peers).remove(&peer);
-    flow.close();
 }

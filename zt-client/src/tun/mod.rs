@@ -502,36 +502,17 @@ async fn udp_flow(
             return;
         }
     };
-    loop {
-        let step = tokio::time::timeout(idle, async {
-            tokio::select! {
-                p = rx.recv() => match p {
-                    Some(p) => {
-                        if let Err(e) = flow.send(p) {
-                            debug!(error = %e, "UDP packet not sent");
-                        }
-                        true
-                    }
-                    None => false,
-                },
-                reply = flow.recv() => match reply {
-                    Some(payload) => {
-                        if let Some(pkt) = packet::udp_packet(dst, src, &payload) {
-                            if let Err(e) = dev.send(&pkt).await {
-                                debug!(error = %e, "UDP answer not written to the device");
-                            }
-                        }
-                        true
-                    }
-                    None => false,
-                },
+    let deliver = |payload: Bytes| {
+        let dev = &dev;
+        async move {
+            if let Some(pkt) = packet::udp_packet(dst, src, &payload) {
+                if let Err(e) = dev.send(&pkt).await {
+                    debug!(error = %e, "UDP answer not written to the device");
+                }
             }
-        })
-        .await;
-        if !matches!(step, Ok(true)) {
-            break;
         }
-    }
+    };
+    crate::forward::pump_udp(&mut flow, &mut rx, idle, deliver).await;
     flow.close();
 }
 

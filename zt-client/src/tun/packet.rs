@@ -5,7 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket, UdpRepr,
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket,
+    UdpRepr,
 };
 
 /// What an IP packet read from the device is, as far as TUN mode cares.
@@ -121,15 +122,7 @@ pub(crate) fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Op
             let mut buf = vec![0u8; total];
             let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
             ip.emit(&mut p, &caps);
-            let mut u = UdpPacket::new_unchecked(p.payload_mut());
-            udp.emit(
-                &mut u,
-                &s.into(),
-                &d.into(),
-                payload.len(),
-                |b| b.copy_from_slice(payload),
-                &caps,
-            );
+            emit_udp(&udp, p.payload_mut(), s.into(), d.into(), payload, &caps);
             Some(buf)
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -146,25 +139,37 @@ pub(crate) fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Op
             let mut buf = vec![0u8; ip.buffer_len() + udp_len];
             let mut p = Ipv6Packet::new_unchecked(&mut buf[..]);
             ip.emit(&mut p);
-            let mut u = UdpPacket::new_unchecked(p.payload_mut());
-            udp.emit(
-                &mut u,
-                &s.into(),
-                &d.into(),
-                payload.len(),
-                |b| b.copy_from_slice(payload),
-                &caps,
-            );
+            emit_udp(&udp, p.payload_mut(), s.into(), d.into(), payload, &caps);
             Some(buf)
         }
         _ => None,
     }
 }
 
+/// Writes the UDP header and `payload` into `buf` (the IP packet's payload), with the
+/// checksum over the pseudo-header of `src` and `dst`.
+fn emit_udp(
+    udp: &UdpRepr,
+    buf: &mut [u8],
+    src: IpAddress,
+    dst: IpAddress,
+    payload: &[u8],
+    caps: &ChecksumCapabilities,
+) {
+    let mut u = UdpPacket::new_unchecked(buf);
+    udp.emit(
+        &mut u,
+        &src,
+        &dst,
+        payload.len(),
+        |b| b.copy_from_slice(payload),
+        caps,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smoltcp::wire::IpAddress;
 
     #[test]
     fn udp_v4_round_trips_with_a_valid_checksum() {
