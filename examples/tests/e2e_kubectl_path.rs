@@ -14,11 +14,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, SanType,
-};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use support::kube_pki::KubePki;
 use support::*;
 
 const VERSION_JSON: &str = r#"{"major":"1","minor":"24","gitVersion":"v1.24.1","gitCommit":"3ddd0f45aa91e2f30c70734b175631bec5b5825a","gitTreeState":"clean","buildDate":"2022-05-24T12:18:48Z","goVersion":"go1.18.2","compiler":"gc","platform":"linux/amd64"}"#;
@@ -32,38 +29,15 @@ struct Pki {
     client_pem: (String, String),
 }
 
-fn dn(cn: &str) -> DistinguishedName {
-    let mut d = DistinguishedName::new();
-    d.push(DnType::CommonName, cn);
-    d
-}
-
 impl Pki {
     fn new() -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::default();
-        ca.distinguished_name = dn("e2e kubernetes CA");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::from_ca_cert_der(ca_cert.der(), &ca_key).unwrap();
-
-        let server_key = KeyPair::generate().unwrap();
-        let mut server = CertificateParams::default();
-        server.distinguished_name = dn("kube-apiserver");
-        server.subject_alt_names = vec![
-            SanType::DnsName("kubernetes".try_into().unwrap()),
-            SanType::IpAddress("127.0.0.2".parse().unwrap()),
-            SanType::IpAddress("::1".parse().unwrap()),
-        ];
-        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let server_cert = server.signed_by(&server_key, &issuer).unwrap();
-
-        let client_key = KeyPair::generate().unwrap();
-        let mut client = CertificateParams::default();
-        client.distinguished_name = dn("alice@example.com");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let client_cert = client.signed_by(&client_key, &issuer).unwrap();
-
+        let KubePki {
+            ca: ca_cert,
+            server: server_cert,
+            server_key,
+            client: client_cert,
+            client_key,
+        } = KubePki::new("e2e kubernetes CA", &["127.0.0.2", "::1"]);
         Pki {
             ca_pem: ca_cert.pem(),
             ca_der: ca_cert.der().clone(),

@@ -27,10 +27,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, SanType,
-};
+use support::kube_pki::KubePki;
 use support::netns::{ip, Netns};
 use support::*;
 
@@ -58,41 +55,15 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-fn dn(cn: &str) -> DistinguishedName {
-    let mut d = DistinguishedName::new();
-    d.push(DnType::CommonName, cn);
-    d
-}
-
 /// Writes ca.pem, server.pem/key, client.pem/key into `dir`.
 fn write_pki(dir: &Path) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name = dn("e2e tun CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_ca_cert_der(ca_cert.der(), &ca_key).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let mut server = CertificateParams::default();
-    server.distinguished_name = dn("kube-apiserver");
-    server.subject_alt_names = vec![
-        SanType::DnsName("kubernetes".try_into().unwrap()),
-        SanType::IpAddress("198.51.100.101".parse().unwrap()),
-        SanType::IpAddress("2001:db8::101".parse().unwrap()),
-    ];
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut client = CertificateParams::default();
-    client.distinguished_name = dn("alice@example.com");
-    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+    let pki = KubePki::new("e2e tun CA", &["198.51.100.101", "2001:db8::101"]);
     for (name, body) in [
-        ("ca.pem", ca_cert.pem()),
-        ("server.pem", server_cert.pem()),
-        ("server.key", server_key.serialize_pem()),
-        ("client.pem", client_cert.pem()),
-        ("client.key", client_key.serialize_pem()),
+        ("ca.pem", pki.ca.pem()),
+        ("server.pem", pki.server.pem()),
+        ("server.key", pki.server_key.serialize_pem()),
+        ("client.pem", pki.client.pem()),
+        ("client.key", pki.client_key.serialize_pem()),
     ] {
         std::fs::write(dir.join(name), body).unwrap();
     }

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod abuse;
+pub mod kube_pki;
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
