@@ -372,33 +372,9 @@ fn tun_mode_end_to_end() {
         "via",
         "198.18.0.5",
     ]);
-    ip(&[
-        "-n",
-        &cluster,
-        "addr",
-        "add",
-        "198.51.100.101/32",
-        "dev",
-        "lo",
-    ]);
-    ip(&[
-        "-n",
-        &cluster,
-        "addr",
-        "add",
-        "198.51.100.102/32",
-        "dev",
-        "lo",
-    ]);
-    ip(&[
-        "-n",
-        &cluster,
-        "addr",
-        "add",
-        "198.51.100.53/32",
-        "dev",
-        "lo",
-    ]);
+    for addr in ["198.51.100.101/32", "198.51.100.102/32", "198.51.100.53/32"] {
+        ip(&["-n", &cluster, "addr", "add", addr, "dev", "lo"]);
+    }
     ip(&[
         "-n",
         &cluster,
@@ -426,33 +402,9 @@ fn tun_mode_end_to_end() {
         metrics: free_tcp("127.0.0.1"),
         proc: None,
     };
-    let (l, a, m) = (
-        edge.listen.to_string(),
-        edge.admin.to_string(),
-        edge.metrics.to_string(),
-    );
-    let p = Proc::spawn(
-        "edge",
-        &[
-            "edge",
-            "run",
-            "--listen",
-            &l,
-            "--admin",
-            &a,
-            "--metrics",
-            &m,
-            // Its certificate must name the address the laptop and the cluster dial.
-            "--server-name",
-            "198.18.0.1",
-            "--advertise",
-            &l,
-        ],
-        &[("ZT_EDGE_STATE_DIR", edge.dir.path())],
-    );
-    p.wait_for("zt edge is running");
-    p.wait_for("Account tag");
-    edge.proc = Some(p);
+    let l = edge.listen.to_string();
+    // Its certificate must name the address the laptop and the cluster dial.
+    edge.run_with(&["--server-name", "198.18.0.1", "--advertise", &l]);
     let tunnel_creds = edge.tunnel("cluster");
     for (net, comment) in [
         ("198.51.100.101/32", "API server (IPv4)"),
@@ -499,10 +451,9 @@ fn tun_mode_end_to_end() {
     let edge_addr = edge.listen.to_string();
     let ca = edge.path("ca.pem");
     let t_client = Instant::now();
-    let mut client = Netns::spawn_zt(
-        &laptop,
-        "client-tun",
-        &[
+    // `zt client tun` on the laptop with the device's credentials, plus `extra` arguments.
+    let tun_client = |name: &str, extra: &[&str]| {
+        let mut args = vec![
             "client",
             "--credentials",
             device.to_str().unwrap(),
@@ -513,10 +464,11 @@ fn tun_mode_end_to_end() {
             "tun",
             "--name",
             &dev,
-            "--dns",
-            "198.51.100.53",
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        Netns::spawn_zt(&laptop, name, &args)
+    };
+    let mut client = tun_client("client-tun", &["--dns", "198.51.100.53"]);
     client.wait_for("TUN routes now");
     let routes = eventually("the pushed routes on the laptop", || {
         let r = ip(&["-n", &laptop, "route"]);
@@ -710,22 +662,7 @@ fn tun_mode_end_to_end() {
     );
     // kill -9: nothing runs to clean up, yet the kernel removes the non-persistent device
     // and every route through it when the process's descriptor closes.
-    let mut killed = Netns::spawn_zt(
-        &laptop,
-        "client-tun-killed",
-        &[
-            "client",
-            "--credentials",
-            device.to_str().unwrap(),
-            "--edge",
-            &edge_addr,
-            "--edge-ca",
-            ca.to_str().unwrap(),
-            "tun",
-            "--name",
-            &dev,
-        ],
-    );
+    let mut killed = tun_client("client-tun-killed", &[]);
     killed.wait_for("TUN routes now");
     assert!(ip(&["-n", &laptop, "route"]).contains(&dev));
     killed.signal("KILL");
