@@ -188,21 +188,7 @@ fn a_refused_connector_and_client_binary_say_so_and_the_edge_audits_them() {
     let line = connector.proc.wait_for("the edge refused this connector");
     assert!(line.contains("retrying cannot help"), "{line}");
     // The removed user's client binary.
-    let out = zt()
-        .args([
-            "client",
-            "--credentials",
-            device.to_str().unwrap(),
-            "forward",
-        ])
-        .args([
-            "--listen",
-            &free_tcp("127.0.0.1").to_string(),
-            "--to",
-            "127.0.0.2:80",
-        ])
-        .output()
-        .unwrap();
+    let out = client_forward_output(&device);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -19,11 +19,10 @@ use bytes::BytesMut;
 use support::abuse::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zt_client::{Client, ClientOptions};
+use zt_client::Client;
 use zt_creds::{DeviceCredentials, PermissionMode};
 use zt_proto::{
-    Claim, ClientClaim, FlowHeader, FlowStatus, FlowStatusCode, Protocol, ResetCode,
-    DEFAULT_MAX_HEADER_LEN,
+    FlowHeader, FlowStatus, FlowStatusCode, Protocol, ResetCode, DEFAULT_MAX_HEADER_LEN,
 };
 
 /// The connector must fit the seed's Deployment, whose memory limit is 100 MiB.
@@ -49,14 +48,6 @@ fn echo_origin(addr: &str) -> Origin {
     })
 }
 
-async fn client_for(edge: &Edge, email: &str) -> Client {
-    let device = edge.user(email, "dev");
-    let creds = DeviceCredentials::load(&device, PermissionMode::Default).unwrap();
-    Client::connect(&creds, ClientOptions::default())
-        .await
-        .unwrap()
-}
-
 /// Opens a flow and proves it carries bytes; the stream stays open while held.
 async fn open_held(client: &Client, dest: SocketAddr) -> Result<zt_client::ClientStream, String> {
     let mut s = client.dial(dest).await.map_err(|e| e.to_string())?;
@@ -76,7 +67,7 @@ fn flows_beyond_the_session_and_connector_limits_are_refused_cleanly() {
     const SESSION_LIMIT: usize = 16;
     const CONNECTOR_LIMIT: usize = 24;
     let origin = echo_origin("127.0.0.2:0");
-    let edge = edge_with(&["--max-flows-per-session", &SESSION_LIMIT.to_string()]);
+    let edge = Edge::start_with(&["--max-flows-per-session", &SESSION_LIMIT.to_string()]);
     let creds = edge.tunnel("private");
     edge.admin(&["route", "ip", "add", "127.0.0.0/29", "private"]);
     edge.rule("Allow", 10, "allow", "l4", "net.dst.ip in {127.0.0.0/29}");
@@ -363,7 +354,7 @@ fn a_thousand_flows_that_never_finish_their_header_are_cut_at_the_header_timeout
     const FLOWS_EACH: usize = 10;
     let header_timeout = Duration::from_secs(2);
     let origin = Origin::hello("127.0.0.2:0");
-    let edge = edge_with(&["--header-timeout", "2s"]);
+    let edge = Edge::start_with(&["--header-timeout", "2s"]);
     let creds = edge.tunnel("private");
     edge.admin(&["route", "ip", "add", "127.0.0.0/29", "private"]);
     edge.rule("Allow", 10, "allow", "l4", "net.dst.ip in {127.0.0.0/29}");
@@ -371,7 +362,6 @@ fn a_thousand_flows_that_never_finish_their_header_are_cut_at_the_header_timeout
     connector.wait_ready(2);
     let device_path = edge.user("slow@example.com", "dev");
     let device = DeviceCredentials::load(&device_path, PermissionMode::Default).unwrap();
-    let key = device.secret.derive_auth_key();
     let edge_pid = edge.proc.as_ref().unwrap().pid();
     let rss_before = rss_kib(edge_pid);
 
@@ -381,15 +371,7 @@ fn a_thousand_flows_that_never_finish_their_header_are_cut_at_the_header_timeout
         let ep = raw_endpoint(&edge, "127.0.0.1:0".parse().unwrap());
         let mut sessions = Vec::new();
         for _ in 0..SESSIONS {
-            let conn = ep.connect(edge.listen, EDGE_NAME).unwrap().await.unwrap();
-            let claim = Claim::Client(ClientClaim {
-                device_id: device.device_id,
-                vnet: String::new(),
-            });
-            let (answer, control) =
-                register_session(&conn, signed_register(claim, &key, &exporter_of(&conn))).await;
-            assert!(answer.registered(), "{:?}", answer.frame);
-            sessions.push((conn, control));
+            sessions.push(client_session(&ep, &edge, &device).await);
         }
         // On each, 10 flows that send the header's length and a few bytes, then nothing.
         let mut header = BytesMut::new();
@@ -507,15 +489,7 @@ fn an_oversized_header_is_refused_and_the_session_lives_on() {
     let rt = runtime(2);
     rt.block_on(async {
         let ep = raw_endpoint(&edge, "127.0.0.1:0".parse().unwrap());
-        let conn = ep.connect(edge.listen, EDGE_NAME).unwrap().await.unwrap();
-        let claim = Claim::Client(ClientClaim {
-            device_id: device.device_id,
-            vnet: String::new(),
-        });
-        let key = device.secret.derive_auth_key();
-        let (answer, _control) =
-            register_session(&conn, signed_register(claim, &key, &exporter_of(&conn))).await;
-        assert!(answer.registered(), "{:?}", answer.frame);
+        let (conn, _control) = client_session(&ep, &edge, &device).await;
 
         // A length prefix one byte over the limit, then that many bytes: refused on the
         // prefix, with a status naming the limit.
@@ -584,15 +558,7 @@ fn a_client_that_ends_its_control_stream_is_disconnected() {
     let rt = runtime(2);
     rt.block_on(async {
         let ep = raw_endpoint(&edge, "127.0.0.1:0".parse().unwrap());
-        let conn = ep.connect(edge.listen, EDGE_NAME).unwrap().await.unwrap();
-        let claim = Claim::Client(ClientClaim {
-            device_id: device.device_id,
-            vnet: String::new(),
-        });
-        let key = device.secret.derive_auth_key();
-        let (answer, (mut send, recv)) =
-            register_session(&conn, signed_register(claim, &key, &exporter_of(&conn))).await;
-        assert!(answer.registered(), "{:?}", answer.frame);
+        let (conn, (mut send, recv)) = client_session(&ep, &edge, &device).await;
         let ended = Instant::now();
         send.finish().unwrap();
         drop(recv);

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use support::abuse::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zt_client::{Client, ClientOptions};
-use zt_creds::{DeviceCredentials, PermissionMode};
+use zt_client::Client;
 
 /// An origin that counts the connections it accepts and echoes `hello <request>`.
 fn counting_origin(addr: SocketAddr) -> (Origin, Arc<AtomicUsize>) {
@@ -42,15 +41,6 @@ fn common_free_ports(ips: &[&str], n: usize) -> Vec<u16> {
         }
     }
     ports
-}
-
-/// The client of one device of a fresh user.
-async fn client_for(edge: &Edge, email: &str) -> Client {
-    let device = edge.user(email, "dev");
-    let creds = DeviceCredentials::load(&device, PermissionMode::Default).unwrap();
-    Client::connect(&creds, ClientOptions::default())
-        .await
-        .unwrap()
 }
 
 /// One request through the tunnel: `Ok` with the echo, or the dial's error text.

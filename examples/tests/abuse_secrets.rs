@@ -43,29 +43,7 @@ fn no_secret_appears_in_any_log_audit_line_metric_or_error() {
     let mut edge = Edge::start();
     // Restart the edge at debug level on the same state.
     drop(edge.proc.take());
-    let (listen, admin, metrics) = (
-        edge.listen.to_string(),
-        edge.admin.to_string(),
-        edge.metrics.to_string(),
-    );
-    let edge_proc = Proc::spawn(
-        "edge-debug",
-        &[
-            "edge",
-            "run",
-            "--log",
-            DEBUG,
-            "--listen",
-            &listen,
-            "--admin",
-            &admin,
-            "--metrics",
-            &metrics,
-        ],
-        &[("ZT_EDGE_STATE_DIR", edge.dir.path())],
-    );
-    edge_proc.wait_for("zt edge is running");
-    edge_proc.wait_for("Account tag");
+    edge.run_with(&["--log", DEBUG]);
 
     // What the operator types, every command at debug level. (What goes to the
     // credentials file is exempt; what the command prints is not.)
@@ -132,7 +110,14 @@ fn no_secret_appears_in_any_log_audit_line_metric_or_error() {
     // The token is printed because it was asked for: its stdout is exempt, its logs not.
     let token_out = admin_debug(
         &edge,
-        &["tunnel", "create", "by-token", "--token", "--edge", &listen],
+        &[
+            "tunnel",
+            "create",
+            "by-token",
+            "--token",
+            "--edge",
+            &edge.listen.to_string(),
+        ],
     );
     assert!(token_out.status.success(), "{}", text(&token_out));
     let token_text = String::from_utf8_lossy(&token_out.stdout)
@@ -325,7 +310,7 @@ fn no_secret_appears_in_any_log_audit_line_metric_or_error() {
         ("token connector", token_connector),
         ("refused connector", refused.proc),
         ("connector", connector.proc),
-        ("edge", edge_proc),
+        ("edge", edge.proc.take().unwrap()),
     ] {
         proc.signal("TERM");
         let mut proc = proc;
@@ -476,21 +461,7 @@ fn a_credentials_file_others_can_read_is_refused() {
 
     // The client's device credentials: the same rule.
     chmod(&device, 0o604);
-    let out = zt()
-        .args([
-            "client",
-            "--credentials",
-            device.to_str().unwrap(),
-            "forward",
-        ])
-        .args([
-            "--listen",
-            &free_tcp("127.0.0.1").to_string(),
-            "--to",
-            "127.0.0.2:80",
-        ])
-        .output()
-        .unwrap();
+    let out = client_forward_output(&device);
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

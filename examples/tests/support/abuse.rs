@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::BytesMut;
-use zt_creds::AuthKey;
+use zt_creds::{AuthKey, DeviceCredentials};
 use zt_proto::{
-    sign_register, Claim, ControlFrame, Exporter, Register, EXPORTER_CONTEXT, EXPORTER_LABEL,
-    EXPORTER_LEN, PROOF_LEN, PROTOCOL_VERSION,
+    sign_register, Claim, ClientClaim, ControlFrame, Exporter, Register, EXPORTER_CONTEXT,
+    EXPORTER_LABEL, EXPORTER_LEN, PROOF_LEN, PROTOCOL_VERSION,
 };
 
 use super::{Edge, DEADLINE};
@@ -179,6 +179,54 @@ pub async fn register_session(
     (answer, (send, recv))
 }
 
+/// The device's registered session on a new raw connection from `ep`: the connection and
+/// its control stream (the session lives as long as the caller keeps both).
+pub async fn client_session(
+    ep: &quinn::Endpoint,
+    edge: &Edge,
+    device: &DeviceCredentials,
+) -> (quinn::Connection, ControlStream) {
+    let conn = ep.connect(edge.listen, EDGE_NAME).unwrap().await.unwrap();
+    let claim = Claim::Client(ClientClaim {
+        device_id: device.device_id,
+        vnet: String::new(),
+    });
+    let key = device.secret.derive_auth_key();
+    let (answer, control) =
+        register_session(&conn, signed_register(claim, &key, &exporter_of(&conn))).await;
+    assert!(answer.registered(), "{:?}", answer.frame);
+    (conn, control)
+}
+
+/// `zt client forward` with the device credentials at `device`, run to its end (for the
+/// cases where it is refused before it listens).
+pub fn client_forward_output(device: &Path) -> std::process::Output {
+    super::zt()
+        .args([
+            "client",
+            "--credentials",
+            device.to_str().unwrap(),
+            "forward",
+        ])
+        .args([
+            "--listen",
+            &super::free_tcp("127.0.0.1").to_string(),
+            "--to",
+            "127.0.0.2:80",
+        ])
+        .output()
+        .unwrap()
+}
+
+/// The client of one device of a fresh user `email` at `edge`.
+pub async fn client_for(edge: &Edge, email: &str) -> zt_client::Client {
+    let device = edge.user(email, "dev");
+    let creds = DeviceCredentials::load(&device, zt_creds::PermissionMode::Default).unwrap();
+    zt_client::Client::connect(&creds, zt_client::ClientOptions::default())
+        .await
+        .unwrap()
+}
+
 /// VmRSS of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -284,38 +332,6 @@ pub fn find_secret(haystack: &[u8], secret: &[u8]) -> Option<String> {
     haystack
         .windows(WINDOW)
         .find_map(|w| needles.get(w).cloned())
-}
-
-/// `zt edge run` like [`Edge::start`], with `extra` arguments (limits, timeouts, log level).
-pub fn edge_with(extra: &[&str]) -> Edge {
-    let mut edge = Edge {
-        dir: tempfile::tempdir().unwrap(),
-        listen: super::free_udp("127.0.0.1"),
-        admin: super::free_tcp("127.0.0.1"),
-        metrics: super::free_tcp("127.0.0.1"),
-        proc: None,
-    };
-    let (listen, admin, metrics) = (
-        edge.listen.to_string(),
-        edge.admin.to_string(),
-        edge.metrics.to_string(),
-    );
-    let mut args = vec![
-        "edge",
-        "run",
-        "--listen",
-        &listen,
-        "--admin",
-        &admin,
-        "--metrics",
-        &metrics,
-    ];
-    args.extend_from_slice(extra);
-    let p = super::Proc::spawn("edge", &args, &[("ZT_EDGE_STATE_DIR", edge.dir.path())]);
-    p.wait_for("zt edge is running");
-    p.wait_for("Account tag");
-    edge.proc = Some(p);
-    edge
 }
 
 /// A connector like [`super::Connector::start`] whose config ends with `extra_yaml` (e.g.
