@@ -264,12 +264,15 @@ pub async fn raw_connection_with_alpn(
     edge: &Edge,
     alpn: &[u8],
 ) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let ep = quic_client(&edge.pki.ca_der, alpn);
+    ep.connect(edge.addr, SERVER_NAME).unwrap().await
+}
+
+/// A bare quinn client endpoint on loopback offering only `alpn` over TLS 1.3, trusting
+/// only `ca_der`.
+pub fn quic_client(ca_der: &[u8], alpn: &[u8]) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(
-            edge.pki.ca_der.clone(),
-        ))
-        .unwrap();
+    roots.add(ca_der.to_vec().into()).unwrap();
     let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -283,7 +286,7 @@ pub async fn raw_connection_with_alpn(
     ));
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(cfg);
-    ep.connect(edge.addr, SERVER_NAME).unwrap().await
+    ep
 }
 
 pub fn exporter_of(conn: &quinn::Connection) -> Exporter {
