@@ -106,6 +106,20 @@ async fn request(
     (status, value)
 }
 
+/// The stored tunnel a credentials file (as JSON) names, and the secret the file holds.
+fn stored_tunnel(api: &Api, creds: &Value) -> (Tunnel, zt_creds::TunnelSecret) {
+    let creds = TunnelCredentials::from_json(creds.to_string().as_bytes()).unwrap();
+    let stored = api
+        .state
+        .db()
+        .read()
+        .unwrap()
+        .get::<Tunnel>(creds.tunnel_id)
+        .unwrap()
+        .unwrap_or_else(|| panic!("tunnel {} is not stored", creds.tunnel_id));
+    (stored, creds.secret)
+}
+
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
@@ -810,18 +824,7 @@ async fn a_tunnel_opts_in_to_cloudflared_only_with_its_own_credentials() {
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["accepts_cloudflared"], true);
-    let id: Uuid = creds["TunnelID"].as_str().unwrap().parse().unwrap();
-    let stored = api
-        .state
-        .db()
-        .read()
-        .unwrap()
-        .get::<Tunnel>(id)
-        .unwrap()
-        .unwrap();
-    let secret = TunnelCredentials::from_json(creds.to_string().as_bytes())
-        .unwrap()
-        .secret;
+    let (stored, secret) = stored_tunnel(&api, &creds);
     assert!(stored
         .cloudflared_secret_sha256
         .unwrap()
@@ -863,18 +866,7 @@ async fn an_existing_tunnel_is_imported_from_its_credentials_with_its_id_account
     assert_eq!(created["tunnel"]["id"], creds["TunnelID"]);
     assert_eq!(created["tunnel"]["account_tag"], creds["AccountTag"]);
     assert_eq!(created["tunnel"]["accepts_cloudflared"], false);
-    let id: Uuid = creds["TunnelID"].as_str().unwrap().parse().unwrap();
-    let stored = api
-        .state
-        .db()
-        .read()
-        .unwrap()
-        .get::<Tunnel>(id)
-        .unwrap()
-        .unwrap();
-    let secret = TunnelCredentials::from_json(creds.to_string().as_bytes())
-        .unwrap()
-        .secret;
+    let (stored, secret) = stored_tunnel(&api, &creds);
     assert_eq!(stored.auth_key, secret.derive_auth_key());
     assert_ne!(stored.account_tag, api.state.account_tag());
 
