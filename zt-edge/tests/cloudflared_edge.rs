@@ -119,6 +119,17 @@ async fn cfd_connect(edge: &EdgeHandle, creds: &Creds, index: u8) -> CfdConnecti
     support_cfd::connect(edge.local_addr(), edge.state().ca_cert_der(), creds, index).await
 }
 
+/// Connection 0 of `s`'s tunnel with its own credentials, which must be registered.
+async fn cfd_connected(edge: &EdgeHandle, s: &Setup) -> CfdConnection {
+    let cfd = cfd_connect(edge, &creds(edge, s), 0).await;
+    assert!(
+        matches!(cfd.registration, Registration::Connected { .. }),
+        "refused: {:?}",
+        cfd.registration
+    );
+    cfd
+}
+
 async fn client(edge: &EdgeHandle, ep: &PeerEndpoint, s: &Setup) -> ClientConnection {
     zt_client(edge, ep, s.device.id, &s.device_secret, "test-client 1").await
 }
@@ -428,8 +439,7 @@ fn a_zt_and_a_cloudflared_connector_on_one_tunnel_both_get_flows() {
         let dir = tempfile::tempdir().unwrap();
         let edge = Edge::start(config(dir.path())).await.unwrap();
         let s = setup(&edge, "mixed", true).await;
-        let cfd = cfd_connect(&edge, &creds(&edge, &s), 0).await;
-        assert!(matches!(cfd.registration, Registration::Connected { .. }));
+        let cfd = cfd_connected(&edge, &s).await;
         let ep = zt_endpoint(&edge);
         let zt = ep
             .connect_connector(
@@ -519,8 +529,7 @@ fn the_first_fin_ends_a_cloudflared_flow_and_udp_is_not_sent_to_cloudflared() {
         let dir = tempfile::tempdir().unwrap();
         let edge = Edge::start(config(dir.path())).await.unwrap();
         let s = setup(&edge, "cfd", true).await;
-        let cfd = cfd_connect(&edge, &creds(&edge, &s), 0).await;
-        assert!(matches!(cfd.registration, Registration::Connected { .. }));
+        let cfd = cfd_connected(&edge, &s).await;
         let ep = zt_endpoint(&edge);
         let client = client(&edge, &ep, &s).await;
 
