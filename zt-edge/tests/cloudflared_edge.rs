@@ -4,6 +4,7 @@
 //! on `unregisterConnection`, and a tunnel served by both kinds at once.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 mod support_cfd;
 
 /// The generated code of the edge's own schema, compiled into this test crate at the path
@@ -27,8 +28,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::live::{audit_lines, pattern, refused, splice};
 use ring::digest;
-use support_cfd::common::{audit_lines, wait_for, zt_client, zt_endpoint, WAIT};
+use support_cfd::common::{wait_for, zt_client, zt_endpoint, WAIT};
 use support_cfd::{CfdConnection, Creds, Registration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -134,10 +136,6 @@ async fn client(edge: &EdgeHandle, ep: &PeerEndpoint, s: &Setup) -> ClientConnec
     zt_client(edge, ep, s.device.id, &s.device_secret, "test-client 1").await
 }
 
-fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 31 % 251) as u8).collect()
-}
-
 /// An origin that needs no half-close (cloudflared has none): it reads an 8-byte length and
 /// that many bytes, answers with their SHA-256 and `reply_len` bytes, and closes.
 async fn framed_origin(reply_len: usize) -> SocketAddr {
@@ -189,13 +187,6 @@ async fn framed_round_trip<F: std::future::Future<Output = ()>>(
 
 async fn open(client: &ClientConnection, dest: SocketAddr) -> zt_proto::FlowStream {
     client.open_flow(dest, Protocol::Tcp, vec![]).await.unwrap()
-}
-
-fn refused(r: Result<zt_proto::FlowStream, OpenError>) -> zt_proto::FlowStatus {
-    match r {
-        Err(OpenError::Refused(status)) => status,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
 }
 
 /// Runs a test body on a current-thread runtime inside a `LocalSet` (capnp-rpc is
@@ -416,18 +407,7 @@ fn serve_zt_flows(conn: Arc<ConnectorConnection>) {
         while let Some((header, responder)) = conn.accept_flow().await {
             tokio::spawn(async move {
                 let tcp = TcpStream::connect(header.dest).await.unwrap();
-                let flow = responder.accept().await.unwrap();
-                let (mut fr, mut fw) = tokio::io::split(flow);
-                let (mut tr, mut tw) = tcp.into_split();
-                let up = async {
-                    let _ = tokio::io::copy(&mut fr, &mut tw).await;
-                    let _ = tw.shutdown().await;
-                };
-                let down = async {
-                    let _ = tokio::io::copy(&mut tr, &mut fw).await;
-                    let _ = fw.shutdown().await;
-                };
-                tokio::join!(up, down);
+                splice(responder.accept().await.unwrap(), tcp).await;
             });
         }
     });

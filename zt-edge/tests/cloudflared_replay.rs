@@ -9,16 +9,18 @@
 //! No capnp-rpc here: what goes on the wire is the recording, not an implementation of it.
 #![allow(clippy::unwrap_used)]
 
-#[path = "support_cfd/common.rs"]
 mod common;
+#[path = "support_cfd/common.rs"]
+mod support_cfd_common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{
-    argotunnel_endpoint, audit_lines, wait_for, zt_client, zt_endpoint, SERVER_NAME, WAIT,
+use common::live::audit_lines;
+use support_cfd_common::{
+    argotunnel_endpoint, wait_for, zt_client, zt_endpoint, SERVER_NAME, WAIT,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;

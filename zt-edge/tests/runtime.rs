@@ -3,11 +3,14 @@
 //! the statuses that came out.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::live::{audit_lines, pattern, refused, splice};
 use ring::digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -197,18 +200,7 @@ fn serve_flows(conn: Arc<ConnectorConnection>) {
                         return;
                     }
                 };
-                let flow = responder.accept().await.unwrap();
-                let (mut fr, mut fw) = tokio::io::split(flow);
-                let (mut tr, mut tw) = tcp.into_split();
-                let up = async {
-                    let _ = tokio::io::copy(&mut fr, &mut tw).await;
-                    let _ = tw.shutdown().await;
-                };
-                let down = async {
-                    let _ = tokio::io::copy(&mut tr, &mut fw).await;
-                    let _ = fw.shutdown().await;
-                };
-                tokio::join!(up, down);
+                splice(responder.accept().await.unwrap(), tcp).await;
             });
         }
     });
@@ -258,22 +250,11 @@ async fn hashing_origin(addr: &str, reply_len: usize) -> SocketAddr {
     local
 }
 
-fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 31 % 251) as u8).collect()
-}
-
 async fn open(
     client: &ClientConnection,
     dest: SocketAddr,
 ) -> Result<zt_proto::FlowStream, OpenError> {
     client.open_flow(dest, Protocol::Tcp, vec![]).await
-}
-
-fn refused_code(r: Result<zt_proto::FlowStream, OpenError>) -> zt_proto::FlowStatus {
-    match r {
-        Err(OpenError::Refused(status)) => status,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
 }
 
 /// Sends `payload`, half-closes, reads the origin's hash and reply, checks both.
@@ -291,14 +272,6 @@ async fn round_trip(mut flow: zt_proto::FlowStream, payload: &[u8], reply_len: u
         digest::digest(&digest::SHA256, payload).as_ref()
     );
     assert_eq!(&back[32..], &pattern(reply_len)[..]);
-}
-
-fn audit_lines(edge: &EdgeHandle, kind: &str) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(edge.state().audit_log_path()).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == kind)
-        .collect()
 }
 
 async fn wait_for(mut f: impl FnMut() -> bool) {
@@ -443,22 +416,22 @@ async fn typed_errors_for_no_route_denied_default_block_and_no_connector() {
         .unwrap();
 
     // Denied by a named rule.
-    let st = refused_code(open(&client, "127.0.0.1:22".parse().unwrap()).await);
+    let st = refused(open(&client, "127.0.0.1:22".parse().unwrap()).await);
     assert_eq!(st.code, FlowStatusCode::Denied);
     assert_eq!(st.to_string(), "denied by rule no ssh");
     // No rule matches: the l4 default blocks.
-    let st = refused_code(open(&client, "127.0.0.1:80".parse().unwrap()).await);
+    let st = refused(open(&client, "127.0.0.1:80".parse().unwrap()).await);
     assert_eq!(st.code, FlowStatusCode::Denied);
     // Allowed, but no route.
-    let st = refused_code(open(&client, "192.0.2.1:443".parse().unwrap()).await);
+    let st = refused(open(&client, "192.0.2.1:443".parse().unwrap()).await);
     assert_eq!(st.code, FlowStatusCode::NoRoute);
     // Allowed and routed, but the tunnel has no connector.
-    let st = refused_code(open(&client, "127.0.0.1:443".parse().unwrap()).await);
+    let st = refused(open(&client, "127.0.0.1:443".parse().unwrap()).await);
     assert_eq!(st.code, FlowStatusCode::NoConnector);
     // With a connector, the origin's refusal comes back typed.
     let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
     serve_flows(conn.clone());
-    let st = refused_code(open(&client, "127.0.0.1:8443".parse().unwrap()).await);
+    let st = refused(open(&client, "127.0.0.1:8443".parse().unwrap()).await);
     assert_eq!(st.code, FlowStatusCode::ConnectRefused);
 
     wait_for(|| audit_lines(&edge, "flow").len() >= 5).await;
@@ -634,10 +607,10 @@ async fn identity_and_posture_rules_decide() {
         .await
         .unwrap();
     // Alice is in "sre", not "admins": the identity rule blocks port 7000.
-    let st = refused_code(open(&client, "127.0.0.1:7000".parse().unwrap()).await);
+    let st = refused(open(&client, "127.0.0.1:7000".parse().unwrap()).await);
     assert_eq!(st.to_string(), "denied by rule sre only");
     // No posture reported: the posture rule does not match, the default blocks.
-    let st = refused_code(open(&client, origin).await);
+    let st = refused(open(&client, origin).await);
     assert_eq!(st.code, FlowStatusCode::Denied);
     client
         .report_posture(PostureReport {
@@ -689,7 +662,7 @@ async fn a_session_past_its_lifetime_is_sent_away_and_age_feeds_policy() {
         .unwrap();
     round_trip(open(&client, origin).await.unwrap(), b"young", 1).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let st = refused_code(open(&client, origin).await);
+    let st = refused(open(&client, origin).await);
     assert_eq!(st.to_string(), "denied by rule fresh sessions only");
     let t = Instant::now();
     let went_away = tokio::time::timeout(WAIT, async {
@@ -754,7 +727,7 @@ async fn a_route_added_live_is_pushed_and_usable_while_open_flows_keep_flowing()
     let mut buf = [0u8; 6];
     open_flow.read_exact(&mut buf).await.unwrap();
     assert_eq!(
-        refused_code(open(&client, v6).await).code,
+        refused(open(&client, v6).await).code,
         FlowStatusCode::NoRoute
     );
 
@@ -1013,7 +986,7 @@ async fn a_revoked_device_loses_access_at_its_next_flow() {
     let mut revoked = s.device.clone();
     revoked.revoked = true;
     update(&edge, move |txn| txn.put(&revoked).unwrap()).await;
-    let st = refused_code(open(&client, origin).await);
+    let st = refused(open(&client, origin).await);
     assert_eq!(st.code, FlowStatusCode::Denied);
     edge.shutdown().await;
 }

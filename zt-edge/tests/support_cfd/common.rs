@@ -1,6 +1,5 @@
 //! What the cloudflared tests share whether or not they speak through capnp-rpc: a QUIC
-//! client set up as cloudflared sets one up, a zt client on the same edge, and the edge's
-//! audit lines.
+//! client set up as cloudflared sets one up, and a zt client on the same edge.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -79,15 +78,6 @@ pub async fn zt_client(
     )
     .await
     .unwrap()
-}
-
-/// The edge's audit lines of type `kind`, in order.
-pub fn audit_lines(edge: &EdgeHandle, kind: &str) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(edge.state().audit_log_path()).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == kind)
-        .collect()
 }
 
 /// Waits until `f` holds, for at most [`WAIT`]; panics naming `what` otherwise.
