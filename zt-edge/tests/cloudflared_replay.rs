@@ -276,6 +276,17 @@ async fn client(edge: &EdgeHandle, ep: &PeerEndpoint, s: &Setup) -> ClientConnec
     zt_client(edge, ep, s.device.id, &s.device_secret, "replay-client 1").await
 }
 
+/// Reads the next chunk of a stream the edge opened into `buf`; panics naming `what` when
+/// none comes within [`WAIT`] or the stream ends first.
+async fn read_more(recv: &mut quinn::RecvStream, buf: &mut Vec<u8>, what: &str) {
+    let chunk = tokio::time::timeout(WAIT, recv.read_chunk(4096, true))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {WAIT:?}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .unwrap_or_else(|| panic!("{what}: the stream ended first"));
+    buf.extend_from_slice(&chunk.bytes);
+}
+
 /// Reads a whole stream the edge opened, with a deadline.
 async fn read_all(recv: &mut quinn::RecvStream, what: &str) -> Vec<u8> {
     tokio::time::timeout(WAIT, recv.read_to_end(64 * 1024))
@@ -362,12 +373,7 @@ async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edg
         if let Some(done) = decode_connect_request(&head).unwrap() {
             break done;
         }
-        let chunk = tokio::time::timeout(WAIT, frecv.read_chunk(4096, true))
-            .await
-            .expect("no ConnectRequest")
-            .unwrap()
-            .expect("flow stream ended before its ConnectRequest");
-        head.extend_from_slice(&chunk.bytes);
+        read_more(&mut frecv, &mut head, "the flow's ConnectRequest").await;
     };
     let (recorded, recorded_used) = decode_connect_request(DATA_FROM_EDGE).unwrap().unwrap();
     assert_eq!(head[..8], DATA_FROM_EDGE[..8], "preamble");
@@ -415,12 +421,7 @@ async fn the_recorded_control_stream_and_data_stream_replay_against_the_live_edg
     let want = &DATA_FROM_EDGE[recorded_used..];
     let mut payload = head[used..].to_vec();
     while payload.len() < want.len() {
-        let chunk = tokio::time::timeout(WAIT, frecv.read_chunk(4096, true))
-            .await
-            .expect("the client's bytes were not relayed")
-            .unwrap()
-            .expect("flow stream ended before the client's bytes");
-        payload.extend_from_slice(&chunk.bytes);
+        read_more(&mut frecv, &mut payload, "the client's bytes, relayed").await;
     }
     assert_eq!(payload, want);
     // The echo, as recorded; then the edge's FIN (the client finished) and nothing after
