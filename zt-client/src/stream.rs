@@ -11,7 +11,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
 use tracing::debug;
 use zt_proto::{FlowError, FlowRecvStream, FlowSendStream, FlowStream, ResetCode, RELAY_BATCH};
@@ -104,25 +106,36 @@ pub(crate) struct SpliceOutcome {
 /// of proxied connections cost little.
 const COPY_BUF: usize = 64 * 1024;
 
-/// Local → flow: reads the TCP side, writes the flow, then FIN or reset.
-async fn up(
-    tcp: &mut (impl AsyncRead + Unpin),
-    flow: &mut FlowSendStream,
-    bytes: &AtomicU64,
-) -> End {
-    let mut buf = vec![0u8; COPY_BUF];
+/// Local → flow: reads the TCP side, writes the flow, then FIN or reset. A buffer is taken
+/// only once the socket is readable and goes to the transport with its bytes (no copy), so
+/// an idle connection holds none; a short read is copied out so that it does not pin the
+/// whole buffer until the edge acknowledges it.
+async fn up(tcp: &mut ReadHalf<'_>, flow: &mut FlowSendStream, bytes: &AtomicU64) -> End {
     loop {
-        match tcp.read(&mut buf).await {
-            Ok(0) => {
+        let got = match tcp.readable().await {
+            Ok(()) => {
+                let mut buf = BytesMut::with_capacity(COPY_BUF);
+                tcp.try_read_buf(&mut buf).map(|n| (n, buf))
+            }
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok((0, _)) => {
                 let _ = flow.finish();
                 return End::Finished;
             }
-            Ok(n) => {
-                if flow.write_all(&buf[..n]).await.is_err() {
+            Ok((n, buf)) => {
+                let chunk = if n < COPY_BUF / 4 {
+                    Bytes::copy_from_slice(&buf)
+                } else {
+                    buf.freeze()
+                };
+                if flow.write_chunk(chunk).await.is_err() {
                     return End::WriteFailed;
                 }
                 bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 debug!(error = %e, "local connection failed; resetting the flow");
                 flow.reset(ResetCode::CONNECTION_RESET);
