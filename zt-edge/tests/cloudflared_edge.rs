@@ -28,8 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::live::{audit_lines, pattern, refused, splice};
-use ring::digest;
+use common::live::{answer_with_hash, assert_hash_answer, audit_lines, pattern, refused, splice};
 use support_cfd::common::{wait_for, zt_client, zt_endpoint, WAIT};
 use support_cfd::{CfdConnection, Creds, Registration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -148,11 +147,7 @@ async fn framed_origin(reply_len: usize) -> SocketAddr {
                 let n = s.read_u64().await.unwrap() as usize;
                 let mut got = vec![0u8; n];
                 s.read_exact(&mut got).await.unwrap();
-                s.write_all(digest::digest(&digest::SHA256, &got).as_ref())
-                    .await
-                    .unwrap();
-                s.write_all(&pattern(reply_len)).await.unwrap();
-                s.shutdown().await.unwrap();
+                answer_with_hash(&mut s, &got, reply_len).await;
             });
         }
     });
@@ -177,12 +172,7 @@ async fn framed_round_trip<F: std::future::Future<Output = ()>>(
         .await
         .expect("flow did not end")
         .unwrap();
-    assert_eq!(back.len(), 32 + reply_len);
-    assert_eq!(
-        &back[..32],
-        digest::digest(&digest::SHA256, payload).as_ref()
-    );
-    assert_eq!(&back[32..], &pattern(reply_len)[..]);
+    assert_hash_answer(&back, payload, reply_len);
 }
 
 async fn open(client: &ClientConnection, dest: SocketAddr) -> zt_proto::FlowStream {

@@ -10,8 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::live::{audit_lines, pattern, refused, splice};
-use ring::digest;
+use common::live::{answer_with_hash, assert_hash_answer, audit_lines, pattern, refused, splice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
@@ -239,11 +238,7 @@ async fn hashing_origin(addr: &str, reply_len: usize) -> SocketAddr {
             tokio::spawn(async move {
                 let mut got = Vec::new();
                 s.read_to_end(&mut got).await.unwrap();
-                s.write_all(digest::digest(&digest::SHA256, &got).as_ref())
-                    .await
-                    .unwrap();
-                s.write_all(&pattern(reply_len)).await.unwrap();
-                s.shutdown().await.unwrap();
+                answer_with_hash(&mut s, &got, reply_len).await;
             });
         }
     });
@@ -266,12 +261,7 @@ async fn round_trip(mut flow: zt_proto::FlowStream, payload: &[u8], reply_len: u
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(back.len(), 32 + reply_len);
-    assert_eq!(
-        &back[..32],
-        digest::digest(&digest::SHA256, payload).as_ref()
-    );
-    assert_eq!(&back[32..], &pattern(reply_len)[..]);
+    assert_hash_answer(&back, payload, reply_len);
 }
 
 async fn wait_for(mut f: impl FnMut() -> bool) {

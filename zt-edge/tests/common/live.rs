@@ -1,5 +1,6 @@
-//! Pieces of the tests that run a live edge on loopback: a payload pattern, the edge's
-//! audit lines, the status of a refused flow, and a connector's splice of a flow to TCP.
+//! Pieces of the tests that run a live edge on loopback: a payload pattern and a hashing
+//! origin's answer to it, the edge's audit lines, the status of a refused flow, and a
+//! connector's splice of a flow to TCP.
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -9,6 +10,26 @@ use zt_proto::{FlowStatus, FlowStream, OpenError};
 /// `n` bytes of a fixed pattern both ends can produce.
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// A hashing origin's answer to `got`: its SHA-256, then `reply_len` bytes of [`pattern`];
+/// then the origin's end of the connection.
+pub async fn answer_with_hash(s: &mut TcpStream, got: &[u8], reply_len: usize) {
+    s.write_all(ring::digest::digest(&ring::digest::SHA256, got).as_ref())
+        .await
+        .unwrap();
+    s.write_all(&pattern(reply_len)).await.unwrap();
+    s.shutdown().await.unwrap();
+}
+
+/// Checks that `back` is [`answer_with_hash`]'s answer to `payload`.
+pub fn assert_hash_answer(back: &[u8], payload: &[u8], reply_len: usize) {
+    assert_eq!(back.len(), 32 + reply_len);
+    assert_eq!(
+        &back[..32],
+        ring::digest::digest(&ring::digest::SHA256, payload).as_ref()
+    );
+    assert_eq!(&back[32..], &pattern(reply_len)[..]);
 }
 
 /// The edge's audit lines of type `kind`, in order.
