@@ -141,6 +141,15 @@ impl Connector {
         }
         let trust = edge_trust(&config)?;
         let endpoint = bind_endpoint(&trust, transport).map_err(StartError::Endpoint)?;
+        if !config.warp_routing.enabled {
+            // Same as cloudflared, which ignores the key since routing moved to the remote
+            // configuration; said once so an operator who meant "serve nothing" knows.
+            warn!(
+                "warp-routing.enabled is false, which zt's connector ignores: it serves the \
+                 routes the edge assigns to its tunnel; limit what it may dial with \
+                 zt-allowed-destinations"
+            );
+        }
 
         let connector_id = Uuid::new_v4();
         let metrics = Arc::new(ConnectorMetrics::new(connector_id));
