@@ -33,13 +33,14 @@ pub(crate) fn sniff(buf: &[u8]) -> Sniffed {
 }
 
 fn host_name(raw: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(raw).ok()?.trim();
+    // The trailing dot of an absolute name goes first, so a name of dots alone is empty.
+    let text = std::str::from_utf8(raw).ok()?.trim().trim_end_matches('.');
     let ok = !text.is_empty()
         && text.len() <= MAX_HOST
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-    ok.then(|| text.trim_end_matches('.').to_ascii_lowercase())
+    ok.then(|| text.to_ascii_lowercase())
 }
 
 /// A cursor over a byte slice whose reads fail past the end.
@@ -223,6 +224,21 @@ mod tests {
         for cut in 0..hello.len() {
             assert_eq!(sniff(&hello[..cut]), Sniffed::NeedMore, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_name_of_dots_alone_is_no_host() {
+        // Found by the edge_sniff fuzz target: "..." passed the character check and
+        // became "" once its trailing dots were trimmed.
+        assert_eq!(sniff(&client_hello("...")), Sniffed::Tls(None));
+        assert_eq!(
+            sniff(b"GET / HTTP/1.1\r\nHost: ..\r\n\r\n"),
+            Sniffed::Http(None)
+        );
+        assert_eq!(
+            sniff(&client_hello("Kube.Internal.")),
+            Sniffed::Tls(Some("kube.internal".into()))
+        );
     }
 
     #[test]
