@@ -143,6 +143,9 @@ impl FlowRecvStream {
         }
         Ok(Some(match batch {
             None => first,
+            // A batch that filled little of its buffer is copied out, so that a few small
+            // chunks do not hold `max` bytes each until the next hop's peer acknowledges them.
+            Some(b) if b.len() < b.capacity() / 4 => Bytes::copy_from_slice(&b),
             Some(b) => b.freeze(),
         }))
     }
