@@ -281,36 +281,50 @@ fn find_list(t: &impl Lookup, key: &str) -> Result<List, ApiError> {
 }
 
 fn find_rule(t: &impl Lookup, key: &str) -> Result<Rule, ApiError> {
-    let found = match as_id(key) {
-        Some(id) => t.get_rule(id)?,
-        None => None,
-    };
-    let found = match found {
-        Some(f) => Some(f),
-        None => t.rule_named(key)?,
-    };
-    found.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no rule with id or name `{key}`; `zt rule list` shows them"
-        ))
-        .with_detail(json!({ "kind": "rule", "key": key }))
-    })
+    find_by_id_or(
+        key,
+        |id| t.get_rule(id),
+        || t.rule_named(key),
+        "rule",
+        "name",
+        "zt rule list",
+    )
 }
 
 fn find_user(t: &impl Lookup, key: &str) -> Result<User, ApiError> {
+    find_by_id_or(
+        key,
+        |id| t.get_user(id),
+        || t.user_emailed(key),
+        "user",
+        "email",
+        "zt user list",
+    )
+}
+
+/// Looks a record up by id when `key` is one, else by its other key; the not-found error
+/// names what was tried and the command that lists them.
+fn find_by_id_or<T>(
+    key: &str,
+    by_id: impl FnOnce(Uuid) -> Result<Option<T>, StoreError>,
+    by_other: impl FnOnce() -> Result<Option<T>, StoreError>,
+    kind: &str,
+    other: &str,
+    list_command: &str,
+) -> Result<T, ApiError> {
     let found = match as_id(key) {
-        Some(id) => t.get_user(id)?,
+        Some(id) => by_id(id)?,
         None => None,
     };
     let found = match found {
         Some(f) => Some(f),
-        None => t.user_emailed(key)?,
+        None => by_other()?,
     };
     found.ok_or_else(|| {
         ApiError::not_found(format!(
-            "no user with id or email `{key}`; `zt user list` shows them"
+            "no {kind} with id or {other} `{key}`; `{list_command}` shows them"
         ))
-        .with_detail(json!({ "kind": "user", "key": key }))
+        .with_detail(json!({ "kind": kind, "key": key }))
     })
 }
 
