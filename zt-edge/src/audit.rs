@@ -175,6 +175,10 @@ pub enum CloseReason {
     /// The client's or the connector's connection was lost mid-flow (its idle timeout
     /// ran out, or it was reset).
     ConnectionLost,
+    /// The client's device or user was removed while the flow was being opened: a flow
+    /// sees one revision from its first decision to its audit line, and a device that is
+    /// no longer live when the flow would start carrying bytes is refused.
+    Revoked,
     /// A protocol or internal error.
     Error,
 }

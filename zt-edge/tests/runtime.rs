@@ -1027,3 +1027,91 @@ async fn shutdown_sends_go_away_to_connectors_and_clients() {
     tokio::time::timeout(WAIT, stop).await.unwrap().unwrap();
     tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
 }
+
+/// A flow sees one revision from its first decision to its audit line: a device removed
+/// while the connector has not yet answered the flow's open gets the flow refused, with
+/// close reason `revoked` and one audit line decided in the l4 phase, never carried into
+/// the http phase with no identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_removed_while_its_flow_opens_is_refused_not_inspected_without_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    // The connector's answer is held on purpose below: no retry on another connection.
+    cfg.open_timeout = Duration::from_secs(15);
+    let edge = Edge::start(cfg).await.unwrap();
+    // An http rule that inspects, keyed on identity: on a flow whose identity went missing
+    // it would block in the http phase.
+    let mut http = Rule::new("only alice", 10, "block", vec!["http".into()]);
+    http.traffic = Some("http.request.host != \"\"".into());
+    http.identity = Some("not identity.email == \"alice@example.com\"".into());
+    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all(), http]).await;
+    let mut settings = TransportSettings::default();
+    settings.open_timeout = Duration::from_secs(15);
+    let ep = PeerEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &EdgeTrust::ca_der(edge.state().ca_cert_der().to_vec()),
+        settings,
+    )
+    .unwrap();
+    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
+    let origin = hashing_origin("127.0.0.1:0", 2).await;
+
+    // The connector takes the flow's open, tells the test, and answers only when told.
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let connector = conn.clone();
+    tokio::spawn(async move {
+        let (header, responder) = connector.accept_flow().await.unwrap();
+        opened_tx.send(()).unwrap();
+        release_rx.await.unwrap();
+        let tcp = TcpStream::connect(header.dest).await.unwrap();
+        if let Ok(flow) = responder.accept().await {
+            splice(flow, tcp).await;
+        }
+    });
+    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap();
+    let before = audit_lines(&edge, "flow").len();
+    let started = Instant::now();
+    let flow = tokio::spawn(async move {
+        let r = client.open_flow(origin, Protocol::Tcp, vec![]).await;
+        (r, client)
+    });
+    tokio::time::timeout(WAIT, opened_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    let device = s.device.id;
+    update(&edge, move |txn| {
+        txn.delete::<Device>(device).unwrap();
+    })
+    .await;
+    release_tx.send(()).unwrap();
+    let (result, _client) = tokio::time::timeout(WAIT, flow).await.unwrap().unwrap();
+    let st = refused(result);
+    println!(
+        "MEASURED open held, device removed, refused after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(st.code, FlowStatusCode::Denied);
+    assert!(st.detail.contains("no longer authorized"), "{}", st.detail);
+
+    let mut lines = Vec::new();
+    wait_for(|| {
+        lines = audit_lines(&edge, "flow").split_off(before);
+        !lines.is_empty()
+    })
+    .await;
+    // The audit log is flushed about once a second: give a second line the time to show.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let lines = audit_lines(&edge, "flow").split_off(before);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert_eq!(line["close_reason"], "revoked", "{line}");
+    assert_eq!(line["phase"], "l4", "{line}");
+    assert_eq!(line["action"], "allow", "{line}");
+    assert_eq!(line["identity_email"], "alice@example.com", "{line}");
+    assert_eq!(line["destination"], origin.to_string(), "{line}");
+    edge.shutdown().await;
+}

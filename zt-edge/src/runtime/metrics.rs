@@ -17,10 +17,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::registry::Registry;
 use crate::audit::CloseReason;
+use uuid::Uuid;
 
-const REASONS: [(CloseReason, &str); 12] = [
+const REASONS: [(CloseReason, &str); 13] = [
     (CloseReason::Completed, "completed"),
     (CloseReason::ClientReset, "client_reset"),
     (CloseReason::OriginReset, "origin_reset"),
@@ -32,8 +32,16 @@ const REASONS: [(CloseReason, &str); 12] = [
     (CloseReason::SessionExpired, "session_expired"),
     (CloseReason::EdgeShutdown, "edge_shutdown"),
     (CloseReason::ConnectionLost, "connection_lost"),
+    (CloseReason::Revoked, "revoked"),
     (CloseReason::Error, "error"),
 ];
+
+/// Where the per-tunnel connection gauge is read from when scraped (the registry), so the
+/// counters need not know the registry.
+pub(crate) trait ConnectionCounts: Send + Sync {
+    /// Connections held per tunnel, sorted by tunnel.
+    fn counts(&self) -> Vec<(Uuid, usize)>;
+}
 
 /// The edge's counters.
 #[derive(Default)]
@@ -69,7 +77,7 @@ impl Metrics {
         self.client_sessions.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn render(&self, registry: &Registry) -> String {
+    pub(crate) fn render(&self, registry: &dyn ConnectionCounts) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP zt_edge_connector_connections Registered connector connections held by this edge, per tunnel.");
         let _ = writeln!(out, "# TYPE zt_edge_connector_connections gauge");
@@ -140,7 +148,7 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 pub(crate) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    registry: Arc<Registry>,
+    registry: Arc<dyn ConnectionCounts>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -159,7 +167,7 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let resp = match req.uri().path() {
-                    "/metrics" => text(StatusCode::OK, metrics.render(&registry)),
+                    "/metrics" => text(StatusCode::OK, metrics.render(&*registry)),
                     "/ready" if metrics.ready.load(Ordering::Acquire) => {
                         text(StatusCode::OK, "{\"status\":200}\n".to_owned())
                     }

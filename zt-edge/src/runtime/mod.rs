@@ -6,13 +6,24 @@
 //! lifetime); one per flow; one reloading the snapshot on each store revision; one flushing
 //! the audit log; and the metrics server. They all watch one shutdown signal.
 
+//! Modules, each depending only on those listed before it (no import cycle): `config`;
+//! `metrics` (counters); `snapshot` (one revision's routes, identities and policy); `auth`
+//! (proofs and the failure budget); `cloudflared::link` and `link` (the link to a connector
+//! connection); `registry` (the connections this edge holds); `session` (a client session's
+//! state); `shared` (what every task shares); `flow` (one flow's stages); `clients` and
+//! `cloudflared::register` (serving registered peers); this module (start, accept, reload,
+//! shutdown).
+
 mod auth;
+mod clients;
 mod cloudflared;
 mod config;
 mod flow;
+mod link;
 mod metrics;
 mod registry;
 mod session;
+mod shared;
 mod snapshot;
 pub(crate) mod sniff;
 
@@ -20,14 +31,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
-use uuid::Uuid;
-use zt_policy::{CompiledPolicy, PolicyConfig, SharedPolicy};
+use zt_policy::{CompiledPolicy, PolicyConfig};
 use zt_proto::{CloseCode, EdgeListener, EdgePeer};
 
 pub use config::{
@@ -36,10 +46,10 @@ pub use config::{
 pub use snapshot::ReloadError;
 
 use self::auth::{EdgeAuthenticator, FailureLimiter};
+use self::metrics::ConnectionCounts;
 use self::metrics::Metrics;
 use self::registry::Registry;
-use self::session::Session;
-use self::snapshot::Snapshot;
+use self::shared::Shared;
 use crate::admin::{AdminError, AdminOptions, AdminServer};
 use crate::audit::{AuditError, AuditLog, AUDIT_FLUSH_INTERVAL};
 use crate::live::LiveView;
@@ -89,35 +99,6 @@ pub enum StartError {
     },
 }
 
-/// State shared by every task of a running edge.
-pub(crate) struct Inner {
-    pub(crate) config: EdgeConfig,
-    pub(crate) state: Arc<EdgeState>,
-    pub(crate) snapshot: Arc<ArcSwap<Snapshot>>,
-    pub(crate) policy: SharedPolicy,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) audit: Arc<AuditLog>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) draining: Arc<AtomicBool>,
-    pub(crate) sessions: Mutex<HashMap<Uuid, Arc<Session>>>,
-    /// The revision of the snapshot in use; sessions push routes when it moves.
-    pub(crate) revision: watch::Sender<Revision>,
-    pub(crate) stop: watch::Sender<bool>,
-    /// Client flows being served.
-    pub(crate) client_flows: AtomicU64,
-}
-
-impl Inner {
-    fn sessions(&self) -> Vec<Arc<Session>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
-    }
-}
-
 /// The edge runtime; see [`Edge::start`].
 #[derive(Debug)]
 pub struct Edge;
@@ -145,14 +126,11 @@ impl Edge {
         };
         // Subscribe before the first load, so no commit falls between the two.
         let revisions = state.db().subscribe();
-        let (first, policy) = snapshot::load(state.db(), policy_config)?;
-        let policy = match policy {
-            Ok(p) => p,
-            Err(e) => {
-                error!(error = %e, "the stored policy does not compile; starting with no rules (the l4 default applies) until it is fixed");
-                CompiledPolicy::empty(policy_config)
-            }
-        };
+        let no_rules = Arc::new(CompiledPolicy::empty(policy_config));
+        let (first, policy_error) = snapshot::load(state.db(), policy_config, &no_rules)?;
+        if let Some(e) = policy_error {
+            error!(error = %e, "the stored policy does not compile; starting with no rules (the l4 default applies) until it is fixed");
+        }
         let first_revision = first.revision;
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
 
@@ -180,10 +158,9 @@ impl Edge {
         let registry = Arc::new(Registry::new(config.edge_name.clone()));
         let draining = Arc::new(AtomicBool::new(false));
         let (stop, _) = watch::channel(false);
-        let inner = Arc::new(Inner {
+        let shared = Arc::new(Shared {
             state: state.clone(),
             snapshot: snapshot.clone(),
-            policy: SharedPolicy::new(policy),
             registry: registry.clone(),
             audit: audit.clone(),
             metrics: metrics.clone(),
@@ -196,13 +173,13 @@ impl Edge {
         });
         let authenticator = Arc::new(EdgeAuthenticator {
             snapshot,
-            limiter: FailureLimiter::new(inner.config.auth_rate_limit),
+            limiter: FailureLimiter::new(shared.config.auth_rate_limit),
             audit,
             metrics: metrics.clone(),
             draining,
         });
 
-        let metrics_addr = match inner.config.metrics {
+        let metrics_addr = match shared.config.metrics {
             Some(addr) => {
                 let l = metrics::bind(addr)
                     .await
@@ -210,20 +187,21 @@ impl Edge {
                 let bound = l
                     .local_addr()
                     .map_err(|source| StartError::Metrics { addr, source })?;
+                let counts: Arc<dyn ConnectionCounts> = registry.clone();
                 tokio::spawn(metrics::serve(
                     l,
                     metrics.clone(),
-                    registry.clone(),
-                    inner.stop.subscribe(),
+                    counts,
+                    shared.stop.subscribe(),
                 ));
                 Some(bound)
             }
             None => None,
         };
 
-        let admin = match inner.config.admin {
+        let admin = match shared.config.admin {
             Some(addr) => {
-                let mut advertised = inner.config.advertise.clone();
+                let mut advertised = shared.config.advertise.clone();
                 if advertised.is_empty() && !local_addr.ip().is_unspecified() {
                     advertised.push(local_addr.to_string());
                 }
@@ -242,13 +220,13 @@ impl Edge {
         };
         let admin_addr = admin.as_ref().map(AdminServer::local_addr);
 
-        tokio::spawn(accept_loop(inner.clone(), listener.clone(), authenticator));
-        tokio::spawn(reload_loop(inner.clone(), revisions, policy_config));
-        tokio::spawn(flush_loop(inner.clone()));
+        tokio::spawn(accept_loop(shared.clone(), listener.clone(), authenticator));
+        tokio::spawn(reload_loop(shared.clone(), revisions, policy_config));
+        tokio::spawn(flush_loop(shared.clone()));
         metrics.ready.store(true, Ordering::Release);
-        info!(listen = %local_addr, edge = %inner.config.edge_name, ca_fingerprint = %state.ca_fingerprint(), "edge started");
+        info!(listen = %local_addr, edge = %shared.config.edge_name, ca_fingerprint = %state.ca_fingerprint(), "edge started");
         Ok(EdgeHandle {
-            inner,
+            shared,
             listener,
             local_addr,
             admin_addr,
@@ -260,7 +238,7 @@ impl Edge {
 
 /// A running edge.
 pub struct EdgeHandle {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
     listener: Arc<EdgeListener>,
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
@@ -296,22 +274,22 @@ impl EdgeHandle {
 
     /// The edge's persistent state.
     pub fn state(&self) -> &Arc<EdgeState> {
-        &self.inner.state
+        &self.shared.state
     }
 
     /// The live connector connections, as the admin API shows them.
     pub fn live_view(&self) -> Arc<dyn LiveView> {
-        self.inner.registry.clone()
+        self.shared.registry.clone()
     }
 
     /// The store revision whose routes and policy flows use now.
     pub fn applied_revision(&self) -> Revision {
-        *self.inner.revision.borrow()
+        *self.shared.revision.borrow()
     }
 
     /// Waits until the routes and policy of `revision` (or a later one) are in use.
     pub async fn wait_applied(&self, revision: Revision) {
-        let mut rx = self.inner.revision.subscribe();
+        let mut rx = self.shared.revision.subscribe();
         let _ = rx.wait_for(|r| *r >= revision).await;
     }
 
@@ -322,21 +300,18 @@ impl EdgeHandle {
         if let Some(admin) = self.admin.take() {
             admin.shutdown().await;
         }
-        let inner = &self.inner;
-        inner.draining.store(true, Ordering::Release);
-        inner.metrics.ready.store(false, Ordering::Release);
-        let grace = inner.config.shutdown_grace;
+        let shared = &self.shared;
+        shared.draining.store(true, Ordering::Release);
+        shared.metrics.ready.store(false, Ordering::Release);
+        let grace = shared.config.shutdown_grace;
         info!(grace_ms = grace.as_millis() as u64, "edge shutting down");
-        for conn in inner.registry.all() {
-            let Some(link) = conn.zt() else {
-                cloudflared::go_away(&conn);
-                continue;
-            };
-            if let Err(e) = link.go_away(grace, "edge shutting down").await {
-                warn!(connection = %conn.connection_id(), error = %e, "cannot send go-away");
+        for conn in shared.registry.all() {
+            if !conn.link.go_away(grace, "edge shutting down").await {
+                // No go-away in the connector's protocol: stop opening flows on it.
+                conn.mark_draining();
             }
         }
-        for session in inner.sessions() {
+        for session in shared.sessions() {
             session.go_away(grace, "edge shutting down").await;
         }
         let started = Instant::now();
@@ -346,26 +321,26 @@ impl EdgeHandle {
         let linger = started + GO_AWAY_LINGER.min(grace);
         while Instant::now() < deadline
             && (Instant::now() < linger
-                || inner.registry.in_flight() > 0
-                || inner.client_flows.load(Ordering::Acquire) > 0)
+                || shared.registry.in_flight() > 0
+                || shared.client_flows.load(Ordering::Acquire) > 0)
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = inner.stop.send(true);
+        let _ = shared.stop.send(true);
         self.listener.close(CloseCode::GOING_AWAY, "edge shut down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.listener.wait_idle()).await;
-        if let Err(e) = inner.audit.flush() {
+        if let Err(e) = shared.audit.flush() {
             warn!(error = %e, "cannot flush the audit log");
         }
         // Every task holds the shared state; once they have all seen the stop signal and
         // returned, the database is closed and the state directory may be opened again.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&self.inner) > 1 && Instant::now() < deadline {
+        while Arc::strong_count(&self.shared) > 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if Arc::strong_count(&self.inner) > 1 {
+        if Arc::strong_count(&self.shared) > 1 {
             warn!(
-                tasks = Arc::strong_count(&self.inner) - 1,
+                tasks = Arc::strong_count(&self.shared) - 1,
                 "tasks still running after shutdown"
             );
         }
@@ -373,8 +348,12 @@ impl EdgeHandle {
     }
 }
 
-async fn accept_loop(inner: Arc<Inner>, listener: Arc<EdgeListener>, auth: Arc<EdgeAuthenticator>) {
-    let mut stop = inner.stop.subscribe();
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: Arc<EdgeListener>,
+    auth: Arc<EdgeAuthenticator>,
+) {
+    let mut stop = shared.stop.subscribe();
     loop {
         let incoming = tokio::select! {
             i = listener.accept() => match i {
@@ -383,14 +362,16 @@ async fn accept_loop(inner: Arc<Inner>, listener: Arc<EdgeListener>, auth: Arc<E
             },
             _ = stop.changed() => return,
         };
-        let inner = inner.clone();
+        let shared = shared.clone();
         let auth = auth.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.register(&*auth).await {
-                Ok(EdgePeer::Connector(link)) => serve_connector(inner, link).await,
-                Ok(EdgePeer::Client(link)) => session::serve(inner, link).await,
-                Ok(EdgePeer::Argotunnel(conn)) => cloudflared::serve(inner, auth, conn).await,
+                Ok(EdgePeer::Connector(link)) => serve_connector(shared, link).await,
+                Ok(EdgePeer::Client(link)) => clients::serve(shared, link).await,
+                Ok(EdgePeer::Argotunnel(conn)) => {
+                    cloudflared::register::serve(shared, auth, conn).await
+                }
                 Ok(_) => warn!(remote = %remote, "peer of an unknown role"),
                 Err(e) => tracing::debug!(remote = %remote, error = %e, "registration failed"),
             }
@@ -398,12 +379,12 @@ async fn accept_loop(inner: Arc<Inner>, listener: Arc<EdgeListener>, auth: Arc<E
     }
 }
 
-async fn serve_connector(inner: Arc<Inner>, link: zt_proto::ConnectorLink) {
-    let entry = inner.registry.insert(link);
+async fn serve_connector(shared: Arc<Shared>, link: zt_proto::ConnectorLink) {
+    let entry = shared.registry.insert(link);
     let Some(link) = entry.zt() else { return };
     let span = tracing::info_span!("connector", tunnel = %entry.tunnel_id, connector = %entry.connector_id, conn_index = entry.conn_index, connection = %entry.connection_id());
     info!(parent: &span, remote = %entry.remote, version = %entry.version, "connector registered");
-    let mut stop = inner.stop.subscribe();
+    let mut stop = shared.stop.subscribe();
     loop {
         tokio::select! {
             ev = link.next_event() => match ev {
@@ -418,7 +399,7 @@ async fn serve_connector(inner: Arc<Inner>, link: zt_proto::ConnectorLink) {
             _ = stop.changed() => break,
         }
     }
-    inner.registry.remove(&entry);
+    shared.registry.remove(&entry);
     info!(parent: &span, "connector connection gone");
 }
 
@@ -457,30 +438,31 @@ fn bind_listener(
 }
 
 async fn reload_loop(
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
     mut revisions: watch::Receiver<Revision>,
     policy_config: PolicyConfig,
 ) {
-    let mut stop = inner.stop.subscribe();
+    let mut stop = shared.stop.subscribe();
     loop {
         tokio::select! {
             changed = revisions.changed() => if changed.is_err() { return },
             _ = stop.changed() => return,
         }
-        let db = inner.state.db().clone();
-        let loaded = tokio::task::spawn_blocking(move || snapshot::load(&db, policy_config)).await;
+        let db = shared.state.db().clone();
+        let last_good = shared.snapshot.load().policy.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || snapshot::load(&db, policy_config, &last_good))
+                .await;
         match loaded {
-            Ok(Ok((snap, policy))) => {
+            Ok(Ok((snap, policy_error))) => {
                 let revision = snap.revision;
-                inner.snapshot.store(Arc::new(snap));
-                match policy {
-                    Ok(p) => inner.policy.store(p),
-                    Err(e) => {
-                        error!(revision = revision.get(), error = %e, "new policy refused; keeping the last good policy")
-                    }
+                // Routes and policy change together, as one revision.
+                shared.snapshot.store(Arc::new(snap));
+                if let Some(e) = policy_error {
+                    error!(revision = revision.get(), error = %e, "new policy refused; keeping the last good policy");
                 }
                 info!(revision = revision.get(), "routes and policy reloaded");
-                inner.revision.send_replace(revision);
+                shared.revision.send_replace(revision);
             }
             Ok(Err(e)) => {
                 error!(error = %e, "cannot reload the edge state; keeping the current routes and policy")
@@ -490,13 +472,13 @@ async fn reload_loop(
     }
 }
 
-async fn flush_loop(inner: Arc<Inner>) {
-    let mut stop = inner.stop.subscribe();
+async fn flush_loop(shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
     let mut tick = tokio::time::interval(AUDIT_FLUSH_INTERVAL);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                match inner.audit.flush() {
+                match shared.audit.flush() {
                     Ok(0) => {}
                     Ok(refusals) => {
                         info!(refusals, "authentication refusals repeated by the same sources, written as summing-up audit lines")

@@ -26,34 +26,12 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 use zt_proto::ConnectorLink;
 
-use super::cloudflared::CloudflaredLink;
+use super::cloudflared::link::CloudflaredLink;
+use super::link::ConnLink;
+use super::metrics::ConnectionCounts;
 use crate::audit::ConnectorKind;
 use crate::live::{ConnectionSummary, LiveView};
 use crate::timestamp::Timestamp;
-
-/// A connector connection, by protocol.
-pub(crate) enum ConnLink {
-    /// zt's own connector.
-    Zt(ConnectorLink),
-    /// An unmodified cloudflared.
-    Cloudflared(CloudflaredLink),
-}
-
-impl ConnLink {
-    fn connection_id(&self) -> Uuid {
-        match self {
-            Self::Zt(l) => l.connection_id(),
-            Self::Cloudflared(l) => l.connection_id,
-        }
-    }
-
-    fn is_draining(&self) -> bool {
-        match self {
-            Self::Zt(l) => l.is_draining(),
-            Self::Cloudflared(_) => false,
-        }
-    }
-}
 
 /// One registered connector connection.
 pub(crate) struct ConnEntry {
@@ -76,10 +54,7 @@ impl ConnEntry {
     }
 
     pub(crate) fn kind(&self) -> ConnectorKind {
-        match self.link {
-            ConnLink::Zt(_) => ConnectorKind::Zt,
-            ConnLink::Cloudflared(_) => ConnectorKind::Cloudflared,
-        }
+        self.link.kind()
     }
 
     /// The zt link, for a zt connection.
@@ -252,7 +227,7 @@ impl Registry {
         conns
             .iter()
             .filter(|c| !c.is_draining())
-            .filter(|c| !udp || matches!(c.link, ConnLink::Zt(_)))
+            .filter(|c| !udp || c.link.serves_udp())
             .filter(|c| exclude.is_none_or(|x| x.seq != c.seq))
             .min_by_key(|c| {
                 (
@@ -303,8 +278,17 @@ impl Registry {
             .collect()
     }
 
-    /// Connections per tunnel, for metrics.
-    pub(crate) fn counts(&self) -> Vec<(Uuid, usize)> {
+    /// Flows in flight over every connection.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.all()
+            .iter()
+            .map(|c| c.in_flight.load(Ordering::Acquire))
+            .sum()
+    }
+}
+
+impl ConnectionCounts for Registry {
+    fn counts(&self) -> Vec<(Uuid, usize)> {
         let mut out: Vec<_> = self
             .tunnels
             .read()
@@ -314,14 +298,6 @@ impl Registry {
             .collect();
         out.sort();
         out
-    }
-
-    /// Flows in flight over every connection.
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.all()
-            .iter()
-            .map(|c| c.in_flight.load(Ordering::Acquire))
-            .sum()
     }
 }
 

@@ -1,9 +1,9 @@
-//! A client session: one registered client connection, from registration until it closes.
+//! A client session's state: one registered client connection, from registration until it
+//! closes. It records its start (for `session.age_seconds`), the latest posture report and
+//! the virtual network it asked for, caps its flows, and remembers the last route push so
+//! a reload that does not change its routes sends nothing.
 //!
-//! The session records its start (for `session.age_seconds`), the latest posture report and
-//! the virtual network it asked for; it pushes that network's routes on connect and after
-//! every reload that changes them, ends itself with go-away at the configured maximum
-//! lifetime, and hands each flow to its own task.
+//! The task that serves the session is in `clients`; flows read this state.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use tokio::sync::Semaphore;
-use tracing::{debug, info, Instrument};
+use tracing::debug;
 use uuid::Uuid;
-use zt_proto::{ClientLink, CloseCode, EdgeEvent, RoutePush};
+use zt_proto::{ClientLink, RoutePush};
 
-use super::Inner;
+use super::snapshot::Snapshot;
 
 /// One client session.
-pub(crate) struct Session {
+pub(crate) struct ClientSession {
     pub(crate) link: ClientLink,
     pub(crate) device_id: Uuid,
     pub(crate) remote: SocketAddr,
@@ -33,13 +33,34 @@ pub(crate) struct Session {
     pushed: Mutex<Option<(String, Vec<IpNet>)>>,
 }
 
-impl Session {
+impl ClientSession {
+    /// The session of a client that just registered on `link`.
+    pub(crate) fn new(link: ClientLink, max_flows: usize) -> Self {
+        let claim = link.claim().clone();
+        Self {
+            device_id: claim.device_id,
+            remote: link.remote_address(),
+            started: Instant::now(),
+            vnet_requested: claim.vnet,
+            posture: Mutex::new(Arc::new(HashMap::new())),
+            flows: Semaphore::new(max_flows),
+            closing: AtomicBool::new(false),
+            pushed: Mutex::new(None),
+            link,
+        }
+    }
+
     /// The checks of the latest posture report.
     pub(crate) fn posture(&self) -> Arc<HashMap<String, bool>> {
         self.posture
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Replaces the posture with the client's latest report.
+    pub(crate) fn set_posture(&self, checks: HashMap<String, bool>) {
+        *self.posture.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(checks);
     }
 
     /// Whether the session was told to go away (it takes no new flows).
@@ -54,9 +75,9 @@ impl Session {
         }
     }
 
-    /// Pushes the routes of the session's virtual network if they differ from the last push.
-    async fn push_routes(&self, inner: &Inner) {
-        let snapshot = inner.snapshot.load_full();
+    /// Pushes the routes of the session's virtual network in `snapshot` if they differ from
+    /// the last push.
+    pub(crate) async fn push_routes(&self, snapshot: &Snapshot) {
         let (vnet_name, routes) = match snapshot.resolve_vnet(&self.vnet_requested) {
             Some(v) => (
                 v.name.clone(),
@@ -82,96 +103,4 @@ impl Session {
             Err(e) => debug!(device = %self.device_id, error = %e, "cannot push routes"),
         }
     }
-}
-
-/// Serves a registered client until its connection ends.
-pub(crate) async fn serve(inner: Arc<Inner>, link: ClientLink) {
-    let claim = link.claim().clone();
-    let session = Arc::new(Session {
-        device_id: claim.device_id,
-        remote: link.remote_address(),
-        started: Instant::now(),
-        vnet_requested: claim.vnet.clone(),
-        posture: Mutex::new(Arc::new(HashMap::new())),
-        flows: Semaphore::new(inner.config.max_flows_per_session),
-        closing: AtomicBool::new(false),
-        pushed: Mutex::new(None),
-        link,
-    });
-    let connection = session.link.connection_id();
-    let span = tracing::info_span!("client", device = %session.device_id, connection = %connection);
-    run(inner, session, connection).instrument(span).await
-}
-
-async fn run(inner: Arc<Inner>, session: Arc<Session>, connection: Uuid) {
-    info!(remote = %session.remote, vnet = %session.vnet_requested, "client session started");
-    inner.metrics.session_started();
-    inner
-        .sessions
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(connection, session.clone());
-    session.push_routes(&inner).await;
-
-    let mut revisions = inner.revision.subscribe();
-    let mut stop = inner.stop.subscribe();
-    let lifetime = inner.config.max_session_lifetime;
-    let expiry = tokio::time::sleep(lifetime.unwrap_or(Duration::from_secs(86_400 * 365)));
-    tokio::pin!(expiry);
-    let mut expired = lifetime.is_none();
-    let drain = tokio::time::sleep(Duration::from_secs(86_400 * 365));
-    tokio::pin!(drain);
-    loop {
-        tokio::select! {
-            request = session.link.accept_flow() => match request {
-                Some((header, responder)) => {
-                    let inner = inner.clone();
-                    let session = session.clone();
-                    let span = tracing::info_span!("flow", id = header.flow_id, dest = %header.dest, protocol = %header.protocol);
-                    tokio::spawn(super::flow::serve(inner, session, header, responder).instrument(span));
-                }
-                None => break,
-            },
-            event = session.link.next_event() => match event {
-                Some(EdgeEvent::Posture(report)) => {
-                    let checks: HashMap<String, bool> = report.checks.into_iter().map(|c| (c.name, c.passed)).collect();
-                    debug!(checks = checks.len(), "posture reported");
-                    *session.posture.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(checks);
-                }
-                Some(_) => {}
-                None => {
-                    // The client ended its control stream: the session is over. Close the
-                    // connection as well, or it would stay open (refusing every flow, with
-                    // its stream tables allocated) for as long as the client keeps it alive.
-                    session.link.close(CloseCode::NO_ERROR, "control stream ended");
-                    break;
-                }
-            },
-            changed = revisions.changed() => {
-                if changed.is_ok() {
-                    session.push_routes(&inner).await;
-                }
-            }
-            _ = &mut expiry, if !expired => {
-                expired = true;
-                let grace = inner.config.session_drain;
-                info!(age_s = session.started.elapsed().as_secs(), "session reached its maximum lifetime; asking the client to re-authenticate");
-                session.go_away(grace, "session lifetime reached; reconnect to re-authenticate").await;
-                drain.as_mut().reset(tokio::time::Instant::now() + grace);
-            }
-            _ = &mut drain => {
-                session.link.close(CloseCode::GOING_AWAY, "session ended");
-                break;
-            }
-            _ = session.link.closed() => break,
-            _ = stop.changed() => break,
-        }
-    }
-    inner
-        .sessions
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&connection);
-    inner.metrics.session_ended();
-    info!("client session ended");
 }

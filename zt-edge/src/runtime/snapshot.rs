@@ -2,8 +2,9 @@
 //! one revision: identities and keys, the route table, virtual networks, and the policy.
 //!
 //! Each store revision builds a new [`Snapshot`] beside the old one and swaps it in
-//! atomically; a flow keeps the snapshot and policy it started with. A policy that does
-//! not compile never replaces the last good one: the edge keeps serving and logs why.
+//! atomically, routes and compiled policy together; a flow decides everything on the
+//! snapshot it started with. A policy that does not compile never replaces the last good
+//! one: the new snapshot carries the last good policy on, and the edge logs why.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,9 +42,12 @@ pub(crate) struct VnetEntry {
     pub(crate) is_default: bool,
 }
 
-/// Everything but the policy, at one revision.
+/// Everything the data path reads, at one revision.
 pub(crate) struct Snapshot {
     pub(crate) revision: Revision,
+    /// The revision's compiled policy, or the last good one when the revision's rules do
+    /// not compile.
+    pub(crate) policy: Arc<CompiledPolicy>,
     /// Live (not deleted) tunnels.
     pub(crate) tunnels: HashMap<Uuid, TunnelEntry>,
     /// Devices that are not revoked and whose user exists.
@@ -83,12 +87,14 @@ pub enum ReloadError {
     Policy(String),
 }
 
-/// Reads everything at one revision and compiles the snapshot and the policy. The policy
-/// is a separate result so a bad rule does not hold back a route change.
+/// Reads everything at one revision and compiles it into a snapshot. When the revision's
+/// policy does not compile, the snapshot carries `last_good` instead and the error is
+/// returned beside it, so a bad rule does not hold back a route change.
 pub(crate) fn load(
     db: &Db,
     config: PolicyConfig,
-) -> Result<(Snapshot, Result<CompiledPolicy, ReloadError>), ReloadError> {
+    last_good: &Arc<CompiledPolicy>,
+) -> Result<(Snapshot, Option<ReloadError>), ReloadError> {
     let txn = db.read()?;
     let revision = txn.revision();
     let tunnels: Vec<Tunnel> = txn.list()?;
@@ -142,8 +148,13 @@ pub(crate) fn load(
     for p in prefixes.values_mut() {
         p.sort();
     }
+    let (policy, policy_error) = match compile_policy(&lists, &rules, config) {
+        Ok(p) => (Arc::new(p), None),
+        Err(e) => (last_good.clone(), Some(e)),
+    };
     let snapshot = Snapshot {
         revision,
+        policy,
         tunnels,
         devices,
         vnets: vnets
@@ -157,7 +168,7 @@ pub(crate) fn load(
         routes: table.snapshot(),
         prefixes,
     };
-    Ok((snapshot, compile_policy(&lists, &rules, config)))
+    Ok((snapshot, policy_error))
 }
 
 /// Builds a zt-routes table with the database's own virtual network ids, through the

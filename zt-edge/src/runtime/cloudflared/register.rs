@@ -1,5 +1,5 @@
-//! Unmodified cloudflared connectors: their control stream (Cap'n Proto RPC, driven with the
-//! I/O-free codec of [`crate::cloudflared`]) and their flow streams.
+//! Unmodified cloudflared connectors: their registration and control stream (Cap'n Proto
+//! RPC, driven with the I/O-free codec of [`crate::cloudflared`]).
 //!
 //! A connection that negotiated ALPN `argotunnel` must register within the registration
 //! timeout: `Bootstrap`, then `registerConnection` with the tunnel's account tag and secret.
@@ -11,11 +11,6 @@
 //! acknowledged (its size is logged, never its contents: the JSON may hold origin
 //! credentials); `unregisterConnection` drains the connection: no new flows, the ones in
 //! flight finish.
-//!
-//! Flows: the edge opens one stream per TCP flow, sends the preamble and a `ConnectRequest`,
-//! and reads cloudflared's `ConnectResponse` (it answers once it has dialled the origin).
-//! cloudflared ends the whole flow at the first FIN from either side; the edge relays that as
-//! it happens and notes it in the flow's audit line.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,21 +19,18 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
-use zt_proto::{
-    Admission, ArgotunnelConnection, Authenticator, CloseCode, FlowHeader, FlowRecvStream,
-    FlowSendStream, FlowStatus, FlowStatusCode, FlowStream, OpenError, Protocol, RelayEnd,
-    RelayOutcome, ResetCode,
-};
+use zt_proto::{Admission, ArgotunnelConnection, Authenticator, CloseCode, FlowStream, ResetCode};
 
-use super::auth::EdgeAuthenticator;
-use super::registry::ConnEntry;
-use super::Inner;
+use super::link::CloudflaredLink;
 use crate::cloudflared::{
-    decode_connect_response, decode_control, encode_bootstrap_return, encode_connect_request,
-    encode_empty_return, encode_exception_return, encode_register_return, ConnectRequest,
-    ConnectionType, ControlMessage, RegisterConnection, RegistrationCall, RegistrationReply,
-    MAX_FLOW_HEADER_BYTES, MAX_RPC_MESSAGE_BYTES,
+    decode_control, encode_bootstrap_return, encode_empty_return, encode_exception_return,
+    encode_register_return, ControlMessage, RegisterConnection, RegistrationCall,
+    RegistrationReply, MAX_RPC_MESSAGE_BYTES,
 };
+use crate::runtime::auth::EdgeAuthenticator;
+use crate::runtime::registry::ConnEntry;
+use crate::runtime::shared::Shared;
+use crate::runtime::snapshot::Snapshot;
 use crate::store::SecretSha256;
 
 /// The cause every refused registration is told: the same for an unknown tunnel, a tunnel
@@ -52,18 +44,11 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// source is rate-limited; long enough not to hammer, short enough to come back soon.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// A registered cloudflared connection, as the registry holds it.
-pub(crate) struct CloudflaredLink {
-    pub(crate) conn: ArgotunnelConnection,
-    pub(crate) connection_id: Uuid,
-}
-
 /// Why a registration is refused, for the audit line (cloudflared is told
 /// [`REFUSED_CAUSE`] whatever the reason). The secret is hashed before anything is looked
 /// up, so an unknown tunnel costs the same time as a wrong secret.
-fn refusal_reason(inner: &Inner, reg: &RegisterConnection) -> Result<(), &'static str> {
+fn refusal_reason(snapshot: &Snapshot, reg: &RegisterConnection) -> Result<(), &'static str> {
     let presented = SecretSha256::of(&reg.tunnel_secret);
-    let snapshot = inner.snapshot.load();
     let Some(tunnel) = snapshot.tunnels.get(&reg.tunnel_id) else {
         return Err("cloudflared: no such tunnel, or deleted");
     };
@@ -86,12 +71,12 @@ fn refusal_reason(inner: &Inner, reg: &RegisterConnection) -> Result<(), &'stati
 /// Serves one `argotunnel` connection until it closes: registration, then control calls,
 /// while flows use it through the registry.
 pub(crate) async fn serve(
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
     auth: Arc<EdgeAuthenticator>,
     conn: ArgotunnelConnection,
 ) {
     let remote = conn.remote_address();
-    let deadline = tokio::time::Instant::now() + inner.config.transport.register_timeout;
+    let deadline = tokio::time::Instant::now() + shared.config.transport.register_timeout;
     let mut control = match tokio::time::timeout_at(deadline, conn.accept_stream()).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -105,7 +90,7 @@ pub(crate) async fn serve(
         }
     };
     let mut driver = Driver {
-        inner: &inner,
+        shared: &shared,
         auth: &auth,
         conn: &conn,
         remote,
@@ -114,7 +99,7 @@ pub(crate) async fn serve(
     };
     let outcome = driver.run(&mut control, deadline).await;
     if let Some(entry) = driver.entry.take() {
-        inner.registry.remove(&entry);
+        shared.registry.remove(&entry);
         info!(tunnel = %entry.tunnel_id, connection = %entry.connection_id(), remote = %remote, "cloudflared connection gone");
     }
     if let Err(why) = outcome {
@@ -123,7 +108,7 @@ pub(crate) async fn serve(
 }
 
 struct Driver<'a> {
-    inner: &'a Arc<Inner>,
+    shared: &'a Arc<Shared>,
     auth: &'a EdgeAuthenticator,
     conn: &'a ArgotunnelConnection,
     remote: SocketAddr,
@@ -137,7 +122,7 @@ impl Driver<'_> {
         control: &mut FlowStream,
         register_deadline: tokio::time::Instant,
     ) -> Result<(), &'static str> {
-        let mut stop = self.inner.stop.subscribe();
+        let mut stop = self.shared.stop.subscribe();
         loop {
             // Everything already buffered first: one read may carry several messages.
             while let Some((msg, used)) = match decode_control(&self.buf) {
@@ -286,7 +271,7 @@ impl Driver<'_> {
                 .await;
         }
         let refusal = match self.auth.admit(self.remote) {
-            Admission::Admit => match refusal_reason(self.inner, reg) {
+            Admission::Admit => match refusal_reason(&self.shared.snapshot.load(), reg) {
                 Ok(()) => None,
                 Err(why) => {
                     self.auth
@@ -330,7 +315,7 @@ impl Driver<'_> {
         let connection_id = Uuid::new_v4();
         let reply = RegistrationReply::Connected {
             uuid: connection_id,
-            location_name: self.inner.config.edge_name.clone(),
+            location_name: self.shared.config.edge_name.clone(),
             tunnel_is_remotely_managed: false,
         };
         self.send(control, encode_register_return(question_id, &reply))
@@ -340,7 +325,7 @@ impl Driver<'_> {
             .chars()
             .take(64)
             .collect();
-        let entry = self.inner.registry.insert_cloudflared(
+        let entry = self.shared.registry.insert_cloudflared(
             CloudflaredLink {
                 conn: self.conn.clone(),
                 connection_id,
@@ -353,206 +338,5 @@ impl Driver<'_> {
         info!(tunnel = %reg.tunnel_id, connector = %reg.client_id, conn_index = reg.conn_index, connection = %connection_id, remote = %self.remote, version = %entry.version, arch = %reg.arch, "cloudflared connector registered");
         self.entry = Some(entry);
         Ok(())
-    }
-}
-
-/// Maps cloudflared's dial error text to the client's status code.
-fn status_of(error: &str) -> FlowStatusCode {
-    let e = error.to_ascii_lowercase();
-    if e.contains("refused") {
-        FlowStatusCode::ConnectRefused
-    } else if e.contains("timeout") || e.contains("timed out") {
-        FlowStatusCode::Timeout
-    } else {
-        FlowStatusCode::Unreachable
-    }
-}
-
-/// Longest part of cloudflared's error text passed to the client.
-const MAX_ERROR_DETAIL: usize = 200;
-
-/// Opens a TCP flow on a cloudflared connection. Returns the stream and any payload bytes
-/// that arrived with cloudflared's answer (they go to the client first).
-pub(crate) async fn open_flow(
-    link: &CloudflaredLink,
-    header: &FlowHeader,
-    answer_timeout: Duration,
-) -> Result<(FlowStream, Option<Bytes>), OpenError> {
-    if header.protocol == Protocol::Udp {
-        return Err(OpenError::Refused(FlowStatus::new(
-            FlowStatusCode::Unreachable,
-            "UDP flows are not served through cloudflared connectors; use zt-connector",
-        )));
-    }
-    let mut stream = link.conn.open_stream().await?;
-    let mut metadata = vec![("FlowID".to_owned(), Uuid::new_v4().to_string())];
-    metadata.extend(header.metadata.iter().cloned());
-    let request = encode_connect_request(&ConnectRequest {
-        dest: header.dest.to_string(),
-        connection_type: ConnectionType::Tcp,
-        metadata,
-    });
-    stream.send_half().write_all(&request).await?;
-    let read = async {
-        let mut buf = BytesMut::new();
-        loop {
-            match decode_connect_response(&buf) {
-                Ok(Some((resp, used))) => {
-                    let rest = buf.split_off(used).freeze();
-                    return Ok((resp, (!rest.is_empty()).then_some(rest)));
-                }
-                Ok(None) if buf.len() > MAX_FLOW_HEADER_BYTES + 8 => {
-                    return Err(OpenError::Refused(FlowStatus::new(
-                        FlowStatusCode::Internal,
-                        "the cloudflared connector's flow answer is too large",
-                    )))
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(error = %e, "invalid flow answer from a cloudflared connector");
-                    return Err(OpenError::Refused(FlowStatus::new(
-                        FlowStatusCode::Internal,
-                        "the cloudflared connector sent an invalid flow answer",
-                    )));
-                }
-            }
-            match stream.recv_half().read_chunk().await? {
-                Some(chunk) => buf.extend_from_slice(&chunk),
-                None => {
-                    return Err(OpenError::Refused(FlowStatus::new(
-                        FlowStatusCode::Internal,
-                        "the cloudflared connector closed the flow without answering",
-                    )))
-                }
-            }
-        }
-    };
-    let (resp, rest) = match tokio::time::timeout(answer_timeout, read).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            stream.reset(ResetCode::CANCELLED);
-            return Err(e);
-        }
-        Err(_) => {
-            stream.reset(ResetCode::CANCELLED);
-            return Err(OpenError::Unanswered(answer_timeout));
-        }
-    };
-    if !resp.error.is_empty() {
-        stream.reset(ResetCode::CANCELLED);
-        let detail: String = resp.error.chars().take(MAX_ERROR_DETAIL).collect();
-        return Err(OpenError::Refused(FlowStatus::new(
-            status_of(&resp.error),
-            format!("cloudflared: {detail}"),
-        )));
-    }
-    Ok((stream, rest))
-}
-
-/// Relays a flow to a cloudflared connector as cloudflared behaves: the client's FIN is
-/// passed on (cloudflared then closes the origin connection and its side of the stream), and
-/// once cloudflared has ended its direction (origin closed) it reads nothing more, so the
-/// client's direction is stopped too ([`ResetCode::STOPPED`]) instead of waiting for a
-/// half-close that will never be served. Returns (client → origin, origin → client).
-pub(crate) async fn splice(
-    client_recv: &mut FlowRecvStream,
-    client_send: &mut FlowSendStream,
-    origin_recv: &mut FlowRecvStream,
-    origin_send: &mut FlowSendStream,
-) -> (RelayOutcome, RelayOutcome) {
-    let mut up = RelayOutcome {
-        bytes: 0,
-        end: RelayEnd::Finished,
-    };
-    let mut down = up.clone();
-    let (mut up_open, mut down_open) = (true, true);
-    while up_open || down_open {
-        tokio::select! {
-            chunk = client_recv.read_chunk(), if up_open => {
-                if let Some(end) = forward(chunk, origin_send, client_recv, &mut up.bytes).await {
-                    up.end = end;
-                    up_open = false;
-                }
-            }
-            chunk = origin_recv.read_chunk(), if down_open => {
-                if let Some(end) = forward(chunk, client_send, origin_recv, &mut down.bytes).await {
-                    down.end = end;
-                    down_open = false;
-                    if up_open {
-                        client_recv.stop(ResetCode::STOPPED);
-                        up.end = RelayEnd::Finished;
-                        up_open = false;
-                    }
-                }
-            }
-        }
-    }
-    (up, down)
-}
-
-/// Forwards one read's outcome; `Some(end)` when that direction is over.
-async fn forward(
-    chunk: Result<Option<Bytes>, zt_proto::FlowError>,
-    to: &mut FlowSendStream,
-    from: &mut FlowRecvStream,
-    bytes: &mut u64,
-) -> Option<RelayEnd> {
-    match chunk {
-        Ok(Some(chunk)) => {
-            let n = chunk.len() as u64;
-            match to.write_chunk(chunk).await {
-                Ok(()) => {
-                    *bytes += n;
-                    None
-                }
-                Err(zt_proto::FlowError::Stopped(c)) => {
-                    from.stop(c);
-                    Some(RelayEnd::Stopped(c))
-                }
-                Err(_) => {
-                    from.stop(ResetCode::ABORTED);
-                    Some(RelayEnd::ConnectionLost)
-                }
-            }
-        }
-        Ok(None) => {
-            let _ = to.finish();
-            Some(RelayEnd::Finished)
-        }
-        Err(zt_proto::FlowError::Reset(c)) => {
-            to.reset(c);
-            Some(RelayEnd::Reset(c))
-        }
-        Err(_) => {
-            to.reset(ResetCode::ABORTED);
-            Some(RelayEnd::ConnectionLost)
-        }
-    }
-}
-
-/// Drains a cloudflared connection at shutdown: the protocol has no go-away message, so the
-/// edge only stops opening flows on it until it closes it.
-pub(crate) fn go_away(entry: &ConnEntry) {
-    entry.mark_draining();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dial_errors_map_to_statuses() {
-        assert_eq!(
-            status_of("dial tcp 127.0.0.1:9: connect: connection refused"),
-            FlowStatusCode::ConnectRefused
-        );
-        assert_eq!(
-            status_of("dial tcp 10.0.0.1:80: i/o timeout"),
-            FlowStatusCode::Timeout
-        );
-        assert_eq!(
-            status_of("dial tcp: no route to host"),
-            FlowStatusCode::Unreachable
-        );
     }
 }

@@ -1,0 +1,101 @@
+//! Serves a registered client connection: its session's route pushes (on connect and after
+//! every reload that changes them), posture reports, lifetime (go-away at the configured
+//! maximum, then close after the drain period) and one task per flow.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tracing::{debug, info, Instrument};
+use uuid::Uuid;
+use zt_proto::{ClientLink, CloseCode, EdgeEvent};
+
+use super::flow;
+use super::session::ClientSession;
+use super::shared::Shared;
+
+/// Serves a registered client until its connection ends.
+pub(crate) async fn serve(shared: Arc<Shared>, link: ClientLink) {
+    let session = Arc::new(ClientSession::new(
+        link,
+        shared.config.max_flows_per_session,
+    ));
+    let connection = session.link.connection_id();
+    let span = tracing::info_span!("client", device = %session.device_id, connection = %connection);
+    serve_session(shared, session, connection)
+        .instrument(span)
+        .await
+}
+
+async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connection: Uuid) {
+    info!(remote = %session.remote, vnet = %session.vnet_requested, "client session started");
+    shared.metrics.session_started();
+    shared
+        .sessions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(connection, session.clone());
+    session.push_routes(&shared.snapshot.load_full()).await;
+
+    let mut revisions = shared.revision.subscribe();
+    let mut stop = shared.stop.subscribe();
+    let lifetime = shared.config.max_session_lifetime;
+    let expiry = tokio::time::sleep(lifetime.unwrap_or(Duration::from_secs(86_400 * 365)));
+    tokio::pin!(expiry);
+    let mut expired = lifetime.is_none();
+    let drain = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    tokio::pin!(drain);
+    loop {
+        tokio::select! {
+            request = session.link.accept_flow() => match request {
+                Some((header, responder)) => {
+                    let shared = shared.clone();
+                    let session = session.clone();
+                    let span = tracing::info_span!("flow", id = header.flow_id, dest = %header.dest, protocol = %header.protocol);
+                    tokio::spawn(flow::serve(shared, session, header, responder).instrument(span));
+                }
+                None => break,
+            },
+            event = session.link.next_event() => match event {
+                Some(EdgeEvent::Posture(report)) => {
+                    let checks: HashMap<String, bool> = report.checks.into_iter().map(|c| (c.name, c.passed)).collect();
+                    debug!(checks = checks.len(), "posture reported");
+                    session.set_posture(checks);
+                }
+                Some(_) => {}
+                None => {
+                    // The client ended its control stream: the session is over. Close the
+                    // connection as well, or it would stay open (refusing every flow, with
+                    // its stream tables allocated) for as long as the client keeps it alive.
+                    session.link.close(CloseCode::NO_ERROR, "control stream ended");
+                    break;
+                }
+            },
+            changed = revisions.changed() => {
+                if changed.is_ok() {
+                    session.push_routes(&shared.snapshot.load_full()).await;
+                }
+            }
+            _ = &mut expiry, if !expired => {
+                expired = true;
+                let grace = shared.config.session_drain;
+                info!(age_s = session.started.elapsed().as_secs(), "session reached its maximum lifetime; asking the client to re-authenticate");
+                session.go_away(grace, "session lifetime reached; reconnect to re-authenticate").await;
+                drain.as_mut().reset(tokio::time::Instant::now() + grace);
+            }
+            _ = &mut drain => {
+                session.link.close(CloseCode::GOING_AWAY, "session ended");
+                break;
+            }
+            _ = session.link.closed() => break,
+            _ = stop.changed() => break,
+        }
+    }
+    shared
+        .sessions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&connection);
+    shared.metrics.session_ended();
+    info!("client session ended");
+}

@@ -1,0 +1,54 @@
+//! What every task of a running edge shares: its configuration and state, the snapshot of
+//! the current revision, the registry, the audit log, the metrics, the client sessions and
+//! the shutdown signal.
+//!
+//! It holds data only; the tasks that use it live in the modules beside it, so it imports
+//! none of them (no module of the runtime depends on a module that depends on it back).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::config::EdgeConfig;
+use super::metrics::Metrics;
+use super::registry::Registry;
+use super::session::ClientSession;
+use super::snapshot::Snapshot;
+use crate::audit::AuditLog;
+use crate::state::EdgeState;
+use crate::store::Revision;
+
+/// State shared by every task of a running edge.
+pub(crate) struct Shared {
+    pub(crate) config: EdgeConfig,
+    pub(crate) state: Arc<EdgeState>,
+    /// Routes, identities and the compiled policy of one revision, swapped as one.
+    pub(crate) snapshot: Arc<ArcSwap<Snapshot>>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) audit: Arc<AuditLog>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) draining: Arc<AtomicBool>,
+    /// Client sessions by connection id.
+    pub(crate) sessions: Mutex<HashMap<Uuid, Arc<ClientSession>>>,
+    /// The revision of the snapshot in use; sessions push routes when it moves.
+    pub(crate) revision: watch::Sender<Revision>,
+    pub(crate) stop: watch::Sender<bool>,
+    /// Client flows being served.
+    pub(crate) client_flows: AtomicU64,
+}
+
+impl Shared {
+    /// The client sessions open now.
+    pub(crate) fn sessions(&self) -> Vec<Arc<ClientSession>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+}
