@@ -534,11 +534,11 @@ async fn one_request(r: &Running, request: &Request, audit: &mut AuditTail) -> a
     ));
     let config = r.pki.client_config(request.with_cert)?;
     let via = request.via;
-    let outcome =
+    let (outcome, carried) =
         tokio::task::spawn_blocking(move || https::get(via, config, ORIGIN_NAME, "/version"))
             .await
             .context("the request task failed")??;
-    let (flow, line) = audit.next_flow(request.target).await?;
+    let (flow, line) = audit.next_flow(request.target, carried).await?;
 
     let lower = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
     let decision = match (&flow.phase, &flow.rule_name, &flow.action) {
@@ -651,23 +651,37 @@ impl AuditTail {
             .collect())
     }
 
-    /// Waits for the next flow line to `destination` (the edge writes a flow's line when
-    /// it ends, and flushes the log about once a second).
-    async fn next_flow(&mut self, destination: SocketAddr) -> anyhow::Result<(FlowRecord, String)> {
+    /// Waits for this request's own flow line: to `destination`, with exactly the bytes
+    /// the caller moved (the edge writes a flow's line when it ends, and flushes the log
+    /// about once a second). Lines of other flows, even to the same destination, are
+    /// passed over and named if the request's own never comes.
+    async fn next_flow(
+        &mut self,
+        destination: SocketAddr,
+        carried: https::Carried,
+    ) -> anyhow::Result<(FlowRecord, String)> {
         let deadline = Instant::now() + WAIT;
+        let mut others = Vec::new();
         loop {
-            // The demo sends one request at a time, so other lines are not its own.
-            if let Some(found) = self
-                .read_new()?
-                .into_iter()
-                .find(|(flow, _)| flow.destination == destination)
-            {
-                return Ok(found);
+            for (flow, line) in self.read_new()? {
+                if flow.destination == destination
+                    && flow.bytes_up == carried.up
+                    && flow.bytes_down == carried.down
+                {
+                    return Ok((flow, line));
+                }
+                others.push(format!(
+                    "{} ({} bytes up, {} down)",
+                    flow.destination, flow.bytes_up, flow.bytes_down
+                ));
             }
             if Instant::now() > deadline {
                 bail!(
-                    "no audit line for the flow to {destination} in {} within {WAIT:?}",
-                    self.path.display()
+                    "no audit line in {} within {WAIT:?} for the flow to {destination} that carried {} bytes up and {} down; other flows seen: {}",
+                    self.path.display(),
+                    carried.up,
+                    carried.down,
+                    if others.is_empty() { "none".to_owned() } else { others.join(", ") }
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -27,6 +27,44 @@ pub(crate) enum Path {
     },
 }
 
+/// The bytes the caller moved through the tunnel on its connection (after any SOCKS5
+/// handshake, which the proxy consumes): what the edge's audit line for this flow must
+/// count, so the demo can tell its own flow's line from another flow's to the same
+/// destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Carried {
+    /// Bytes written towards the origin.
+    pub(crate) up: u64,
+    /// Bytes read from the origin.
+    pub(crate) down: u64,
+}
+
+/// A TCP stream that counts what passes through it.
+struct Counting {
+    tcp: TcpStream,
+    carried: Carried,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.tcp.read(buf)?;
+        self.carried.down += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.tcp.write(buf)?;
+        self.carried.up += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
 /// What came back.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -36,13 +74,13 @@ pub(crate) enum Outcome {
     TlsRefused(String),
 }
 
-/// Sends `GET path` and reads the whole answer.
+/// Sends `GET path`, reads the whole answer, and says how many bytes crossed the tunnel.
 pub(crate) fn get(
     via: Path,
     config: ClientConfig,
     server_name: &str,
     path: &str,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<(Outcome, Carried)> {
     let tcp = match via {
         Path::Forward(addr) => TcpStream::connect(addr)
             .with_context(|| format!("connecting to the forwarded port {addr}"))?,
@@ -52,8 +90,25 @@ pub(crate) fn get(
     tcp.set_write_timeout(Some(IO_TIMEOUT))?;
     let name = ServerName::try_from(server_name.to_owned()).context("origin name")?;
     let conn = ClientConnection::new(Arc::new(config), name)?;
-    let mut tls = StreamOwned::new(conn, tcp);
+    let mut tls = StreamOwned::new(
+        conn,
+        Counting {
+            tcp,
+            carried: Carried::default(),
+        },
+    );
+    let outcome = exchange(&mut tls, server_name, path);
+    // Closing ends the flow, so its audit line can be written.
+    let carried = tls.sock.carried;
+    drop(tls);
+    Ok((outcome?, carried))
+}
 
+fn exchange(
+    tls: &mut StreamOwned<ClientConnection, Counting>,
+    server_name: &str,
+    path: &str,
+) -> anyhow::Result<Outcome> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {server_name}\r\nUser-Agent: zt-demo\r\n\
          Accept: application/json\r\nConnection: close\r\n\r\n"
