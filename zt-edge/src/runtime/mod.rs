@@ -490,3 +490,6 @@ async fn flush_loop(shared: Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod layering;
