@@ -24,11 +24,15 @@
 //!   clients, registration against the stored keys (failures audited and rate-limited per
 //!   source address), the registry of live connector connections (health, draining,
 //!   in-flight counts; [`LiveView`] for the admin API), client sessions (posture, virtual
-//!   network, route pushes, maximum lifetime), and per flow: l4 policy, route lookup, a
-//!   healthy connector connection (an unanswered open is retried once on another), the
-//!   http phase on the first bytes, and a splice that keeps half-close and resets. Routes
-//!   and policy are recompiled on every store revision and swapped atomically; a policy
-//!   that does not compile keeps the last good one. `/metrics` and `/ready` when asked.
+//!   network, route pushes, maximum lifetime), and per flow a pipeline of named stages:
+//!   *decide* (one policy input, l4 policy, route lookup), *open* (a healthy connector
+//!   connection; an unanswered open is retried once on another), *inspect* (the http phase
+//!   on the first bytes), *splice* (half-close and resets kept) and *record* (one audit
+//!   line). Routes and policy are recompiled on every store revision and swapped together
+//!   as one snapshot; a flow decides on the snapshot it started with, and is refused with
+//!   close reason `revoked` if its device is gone from the current one before it carries
+//!   bytes. A policy that does not compile keeps the last good one. `/metrics` and `/ready`
+//!   when asked.
 //!
 //! The store keeps policy expressions and list items as text; zt-policy parses them, and
 //! zt-routes checks route prefixes. No secret is stored: tunnels and devices keep the key
