@@ -51,7 +51,10 @@ mod tests {
 
     #[test]
     fn the_closest_key_wins() {
-        assert_eq!(suggest("tunnels", &["tunnel", "tunnel-s"]), Some("tunnel-s"));
+        assert_eq!(
+            suggest("tunnels", &["tunnel", "tunnel-s"]),
+            Some("tunnel-s")
+        );
         // A tie goes to the key listed first.
         assert_eq!(suggest("tunnelx", &["tunnel", "tunnel-xy"]), Some("tunnel"));
     }

@@ -182,7 +182,10 @@ mod tests {
         assert_eq!((err.line, err.column), (Some(4), Some(5)));
         assert!(err.reason.starts_with("invalid type: sequence"), "{err:?}");
         assert!(!err.reason.contains("line"), "{err:?}");
-        assert!(err.to_string().starts_with("`hosts[1]`: invalid type"), "{err}");
+        assert!(
+            err.to_string().starts_with("`hosts[1]`: invalid type"),
+            "{err}"
+        );
         assert_eq!(err.location().to_string(), ":4:5");
     }
 

@@ -9,10 +9,10 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 use zt_policy::ListType;
 
-use crate::admin::error::ApiError;
-use crate::admin::policy::{check_policy, list_kind, list_type};
 use super::lookup::find_list;
 use super::{created, ok, ApiRequest, Ctx, Reply};
+use crate::admin::error::ApiError;
+use crate::admin::policy::{check_policy, list_kind, list_type};
 use crate::store::{List, Rule, WriteTxn};
 
 fn list_view(l: &List) -> Value {

@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::admin::error::ApiError;
-use crate::store::{List, ReadTxn, Route, Rule, StoreError, Tunnel, User, VirtualNetwork, WriteTxn};
+use crate::store::{
+    List, ReadTxn, Route, Rule, StoreError, Tunnel, User, VirtualNetwork, WriteTxn,
+};
 
 /// The read methods both transaction kinds have, so lookups are written once.
 pub(super) trait Lookup {

@@ -11,9 +11,9 @@ use serde_json::json;
 use uuid::Uuid;
 use zt_routes::{AddRouteError, RouteTable};
 
-use crate::admin::error::ApiError;
 use super::lookup::{as_id, find_tunnel, find_vnet, Names};
 use super::{created, ok, ApiRequest, Ctx, Reply};
+use crate::admin::error::ApiError;
 use crate::store::{Route, VirtualNetwork};
 use crate::timestamp::Timestamp;
 

@@ -7,10 +7,10 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::admin::error::ApiError;
-use crate::admin::policy::{check_policy, parse_action, parse_filter};
 use super::lookup::find_rule;
 use super::{created, ok, ApiRequest, Ctx, Reply};
+use crate::admin::error::ApiError;
+use crate::admin::policy::{check_policy, parse_action, parse_filter};
 use crate::store::{List, Rule, WriteTxn};
 
 fn rule_view(r: &Rule) -> Value {
@@ -104,7 +104,7 @@ impl RuleFields {
     }
 }
 
-/// Writes `rule` (or removes `deleted`) after compiling the rule set it would leave.
+/// Writes `rule` after compiling the rule set it would leave.
 fn write_rule(txn: &mut WriteTxn<'_>, rule: &Rule) -> Result<(), ApiError> {
     let lists = txn.list::<List>()?;
     let mut rules: Vec<Rule> = txn

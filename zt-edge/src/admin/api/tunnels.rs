@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zt_creds::{TunnelCredentials, TunnelSecret};
 
-use crate::admin::error::ApiError;
 use super::lookup::{find_tunnel, Names};
 use super::{created, ok, ApiRequest, Ctx, Reply};
+use crate::admin::error::ApiError;
 use crate::store::{Route, SecretSha256, Tunnel};
 use crate::timestamp::Timestamp;
 

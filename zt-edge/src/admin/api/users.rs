@@ -5,9 +5,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zt_creds::{CaFingerprint, DeviceCredentials, TunnelSecret};
 
-use crate::admin::error::ApiError;
 use super::lookup::find_user;
 use super::{created, ok, ApiRequest, Ctx, Reply};
+use crate::admin::error::ApiError;
 use crate::store::{Device, User};
 
 pub(super) fn list(ctx: &Ctx) -> Reply {

@@ -6,9 +6,9 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin::error::ApiError;
 use super::lookup::{find_vnet, Names};
 use super::{created, ok, ApiRequest, Ctx, Reply};
+use crate::admin::error::ApiError;
 use crate::store::{Route, VirtualNetwork};
 
 pub(super) fn list(ctx: &Ctx) -> Reply {
