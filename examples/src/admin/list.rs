@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use hyper::Method;
 use serde_json::{json, Value};
 
 use super::args::{ListArgs, ListCommand};
@@ -54,7 +55,7 @@ pub(crate) fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
                     items.extend(read_items(f)?);
                 }
                 let v = c.call(
-                    "POST",
+                    Method::POST,
                     "/v1/lists",
                     Some(&json!({ "name": name, "type": list_type, "slug": slug,
                                   "description": description, "items": items })),
@@ -113,7 +114,7 @@ pub(crate) fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
                 if let Some(d) = description {
                     body["description"] = json!(d);
                 }
-                let v = c.call("PATCH", &path(&list), Some(&body))?;
+                let v = c.call(Method::PATCH, &path(&list), Some(&body))?;
                 if !c.json() {
                     println!(
                         "Updated list {}: {} item(s)",
@@ -124,7 +125,7 @@ pub(crate) fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
                 v
             }
             ListCommand::Delete { list } => {
-                let v = c.call("DELETE", &path(&list), None)?;
+                let v = c.call(Method::DELETE, &path(&list), None)?;
                 if !c.json() {
                     println!("Deleted list {} ({})", s(&v["name"]), s(&v["id"]));
                 }

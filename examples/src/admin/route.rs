@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use hyper::Method;
 use serde_json::{json, Value};
 
 use super::args::{IpCommand, RouteArgs, RouteCommand};
@@ -22,7 +23,7 @@ pub(crate) fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
                 comment,
             } => {
                 let v = c.call(
-                    "POST",
+                    Method::POST,
                     "/v1/routes",
                     Some(&json!({ "network": cidr, "tunnel": tunnel, "vnet": vnet, "comment": comment })),
                 )?;
@@ -84,7 +85,7 @@ pub(crate) fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
             }
             IpCommand::Delete { route, vnet } => {
                 let v = c.call(
-                    "DELETE",
+                    Method::DELETE,
                     &format!(
                         "/v1/routes{}",
                         query(&[("route", Some(&route)), ("vnet", vnet.as_deref())])

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use hyper::Method;
 use serde_json::{json, Value};
 
 use super::args::{RuleArgs, RuleCommand, RuleFlags};
@@ -52,7 +53,7 @@ pub(crate) fn run(args: RuleArgs) -> anyhow::Result<ExitCode> {
                 let mut body = flags.body();
                 body["name"] = json!(name);
                 body["enabled"] = json!(!disabled);
-                let v = c.call("POST", "/v1/rules", Some(&body))?;
+                let v = c.call(Method::POST, "/v1/rules", Some(&body))?;
                 if !c.json() {
                     println!(
                         "Created rule {} ({}): {} at precedence {} in {}",
@@ -117,14 +118,14 @@ pub(crate) fn run(args: RuleArgs) -> anyhow::Result<ExitCode> {
                 if enable || disable {
                     body["enabled"] = json!(enable);
                 }
-                let v = c.call("PATCH", &path(&rule), Some(&body))?;
+                let v = c.call(Method::PATCH, &path(&rule), Some(&body))?;
                 if !c.json() {
                     println!("Updated rule {} ({})", s(&v["name"]), s(&v["id"]));
                 }
                 v
             }
             RuleCommand::Delete { rule } => {
-                let v = c.call("DELETE", &path(&rule), None)?;
+                let v = c.call(Method::DELETE, &path(&rule), None)?;
                 if !c.json() {
                     println!("Deleted rule {} ({})", s(&v["name"]), s(&v["id"]));
                 }

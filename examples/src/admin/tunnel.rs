@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use hyper::Method;
 use serde_json::{json, Value};
 use zt_creds::{CaFingerprint, ExistingFile, TunnelCredentials, TunnelToken};
 
@@ -121,7 +122,11 @@ pub(crate) fn run(args: TunnelArgs) -> anyhow::Result<ExitCode> {
         TunnelCommand::Cloudflared(cf) => finish(tunnel_cloudflared(&admin, cf)),
         TunnelCommand::Delete { tunnel } => finish((|| {
             let c = AdminClient::new(&admin)?;
-            let v = c.call("DELETE", &format!("/v1/tunnels/{}", enc(&tunnel)), None)?;
+            let v = c.call(
+                Method::DELETE,
+                &format!("/v1/tunnels/{}", enc(&tunnel)),
+                None,
+            )?;
             if c.json() {
                 print_json(&v);
             } else {
@@ -176,7 +181,7 @@ fn tunnel_create(
         })?;
         body["credentials"] = creds;
     }
-    let v = c.call("POST", "/v1/tunnels", Some(&body))?;
+    let v = c.call(Method::POST, "/v1/tunnels", Some(&body))?;
     let creds = TunnelCredentials::from_json(v["credentials"].to_string().as_bytes())
         .map_err(|e| CliError::Local(format!("the edge sent unusable credentials: {e}")))?;
     let id = creds.tunnel_id;
@@ -237,7 +242,7 @@ fn tunnel_cloudflared(admin: &AdminOpts, args: CloudflaredArgs) -> CliResult<()>
     let c = AdminClient::new(admin)?;
     let path = format!("/v1/tunnels/{}/cloudflared", enc(&args.tunnel));
     if args.disable {
-        let v = c.call("PUT", &path, Some(&json!({ "enabled": false })))?;
+        let v = c.call(Method::PUT, &path, Some(&json!({ "enabled": false })))?;
         if c.json() {
             print_json(&v);
         } else {
@@ -262,7 +267,7 @@ fn tunnel_cloudflared(admin: &AdminOpts, args: CloudflaredArgs) -> CliResult<()>
             CliError::Local(format!("{} is not a credentials file: {e}", file.display()))
         })?;
         c.call(
-            "PUT",
+            Method::PUT,
             &path,
             Some(&json!({ "enabled": true, "credentials": creds })),
         )?;

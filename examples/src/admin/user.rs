@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use hyper::Method;
 use serde_json::json;
 use zt_creds::{DeviceCredentials, ExistingFile};
 
@@ -32,7 +33,7 @@ pub(crate) fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 let v = c.call(
-                    "POST",
+                    Method::POST,
                     "/v1/users",
                     Some(&json!({ "email": email, "groups": groups, "edge": edge,
                                   "device_name": device_name })),
@@ -88,7 +89,7 @@ pub(crate) fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             UserCommand::Remove { user } => {
-                let v = c.call("DELETE", &format!("/v1/users/{}", enc(&user)), None)?;
+                let v = c.call(Method::DELETE, &format!("/v1/users/{}", enc(&user)), None)?;
                 if c.json() {
                     print_json(&v);
                 } else {

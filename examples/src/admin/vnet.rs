@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use hyper::Method;
 use serde_json::json;
 
 use super::args::{VnetArgs, VnetCommand};
@@ -20,7 +21,7 @@ pub(crate) fn run(args: VnetArgs) -> anyhow::Result<ExitCode> {
                 default,
             } => {
                 let v = c.call(
-                    "POST",
+                    Method::POST,
                     "/v1/vnets",
                     Some(&json!({ "name": name, "comment": comment, "default": default })),
                 )?;
@@ -48,12 +49,16 @@ pub(crate) fn run(args: VnetArgs) -> anyhow::Result<ExitCode> {
                 (v, String::new())
             }
             VnetCommand::Rename { vnet, new_name } => {
-                let v = c.call("PATCH", &path(&vnet), Some(&json!({ "name": new_name })))?;
+                let v = c.call(
+                    Method::PATCH,
+                    &path(&vnet),
+                    Some(&json!({ "name": new_name })),
+                )?;
                 let said = format!("Renamed virtual network {vnet} to {}", s(&v["name"]));
                 (v, said)
             }
             VnetCommand::Delete { vnet } => {
-                let v = c.call("DELETE", &path(&vnet), None)?;
+                let v = c.call(Method::DELETE, &path(&vnet), None)?;
                 let said = format!(
                     "Deleted virtual network {} ({})",
                     s(&v["name"]),
@@ -62,7 +67,11 @@ pub(crate) fn run(args: VnetArgs) -> anyhow::Result<ExitCode> {
                 (v, said)
             }
             VnetCommand::Default { vnet } => {
-                let v = c.call("PATCH", &path(&vnet), Some(&json!({ "default": true })))?;
+                let v = c.call(
+                    Method::PATCH,
+                    &path(&vnet),
+                    Some(&json!({ "default": true })),
+                )?;
                 let said = format!("{} is now the default virtual network", s(&v["name"]));
                 (v, said)
             }
