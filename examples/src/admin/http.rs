@@ -3,8 +3,8 @@
 //! runtime that lives as long as the client.
 //!
 //! Why hyper: the edge already serves the admin API with it, so both ends share one
-//! well-kept HTTP implementation; its client connection runs over any `AsyncRead +
-//! AsyncWrite`, so a Unix socket (should the admin API listen on one) is one more arm in
+//! well-kept HTTP implementation; its client connection runs over any tokio byte stream
+//! (through `TokioIo`), so a Unix socket (should the admin API listen on one) is one more arm in
 //! `connect`, and fetching an identity provider's documents over HTTPS puts a tokio-rustls
 //! stream under the same `exchange`. A pooling client (hyper-util's, reqwest) would buy
 //! nothing for one request per process.
