@@ -1,4 +1,6 @@
+use super::read::{TOP_KEYS, WARP_KEYS};
 use super::*;
+use zt_diag::suggest;
 
 const SEED: &str = "\
 tunnel: 8e343b13-a087-48ea-825f-9783931ff2a5

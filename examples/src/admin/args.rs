@@ -1,0 +1,415 @@
+//! The command line of the admin commands: clap types only. Their doc comments are the
+//! `--help` text, so they are written for the person at the terminal.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::EXIT_CODES;
+
+/// Where to find the admin API, and how to print.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct AdminOpts {
+    /// The edge's state directory, where `admin.addr` and `admin-token` are
+    /// (default: the edge's default state directory).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub(super) state_dir: Option<PathBuf>,
+    /// The admin API's URL, e.g. http://127.0.0.1:7800 (env ZT_ADMIN_URL).
+    #[arg(long, value_name = "URL", global = true)]
+    pub(super) admin_url: Option<String>,
+    /// A file holding the admin token (env ZT_ADMIN_TOKEN_FILE).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub(super) admin_token_file: Option<PathBuf>,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
+    pub(super) output: Output,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    /// Aligned columns.
+    Table,
+    /// The admin API's JSON.
+    Json,
+}
+
+/// `zt tunnel …`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct TunnelArgs {
+    #[command(flatten)]
+    pub(crate) connector: crate::connector::TunnelFlags,
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+    #[command(subcommand)]
+    pub(crate) command: TunnelCommand,
+}
+
+/// Subcommands of `zt tunnel`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TunnelCommand {
+    /// Run the connector for a tunnel (cloudflared's `tunnel run`).
+    Run(crate::connector::RunArgs),
+    /// Create a tunnel and write its credentials file (or print a token).
+    Create {
+        /// The tunnel's name.
+        name: String,
+        /// Where to write the credentials JSON (default: ./TUNNEL-ID.json); never
+        /// overwritten.
+        #[arg(long, value_name = "PATH")]
+        credentials_file: Option<PathBuf>,
+        /// Print a token (with the edge address and CA fingerprint) instead of writing a file.
+        #[arg(long)]
+        token: bool,
+        /// Edge address (HOST:PORT) to put in the token; repeat for several.
+        #[arg(long = "edge", value_name = "HOST:PORT")]
+        edge: Vec<String>,
+        /// Also accept unmodified cloudflared connectors (the edge then keeps a SHA-256 of
+        /// the secret, as their protocol sends the secret itself).
+        #[arg(long)]
+        allow_cloudflared: bool,
+        /// Import an existing tunnel from its credentials file (cloudflared's, for
+        /// instance one made by Cloudflare): the tunnel keeps that id, account tag and
+        /// secret, so connectors holding the file keep working. No file is written.
+        #[arg(long, value_name = "FILE", conflicts_with = "credentials_file")]
+        from_credentials: Option<PathBuf>,
+    },
+    /// List tunnels with their live connections.
+    List {
+        /// Include deleted tunnels.
+        #[arg(long)]
+        include_deleted: bool,
+    },
+    /// Show a tunnel, its connections and its routes.
+    Info {
+        /// Tunnel id or name.
+        tunnel: String,
+    },
+    /// Delete a tunnel (refused while routes use it).
+    Delete {
+        /// Tunnel id or name.
+        tunnel: String,
+    },
+    /// Serve a tunnel with unmodified cloudflared: write the edge's CA file and print the
+    /// exact cloudflared command line; `--enable`/`--disable` turn acceptance on or off.
+    Cloudflared(CloudflaredArgs),
+}
+
+/// `zt tunnel cloudflared TUNNEL …`
+#[derive(Debug, Args)]
+pub(crate) struct CloudflaredArgs {
+    /// Tunnel id or name.
+    pub(super) tunnel: String,
+    /// Where to write the edge's CA certificate (PEM), passed to cloudflared as `--cacert`.
+    #[arg(long, value_name = "PATH", default_value = "zt-edge-ca.pem")]
+    pub(super) ca_file: PathBuf,
+    /// The tunnel's credentials file: printed in the command line (default
+    /// ./TUNNEL-ID.json), and read by `--enable`.
+    #[arg(long, value_name = "PATH")]
+    pub(super) credentials_file: Option<PathBuf>,
+    /// Edge address (HOST:PORT) for cloudflared's `--edge` (default: the edge's advertised
+    /// address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(super) edge: Option<String>,
+    /// Also write a minimal cloudflared config file here (tunnel, credentials file, and
+    /// `warp-routing: enabled: true`, which cloudflared versions that have the switch need
+    /// to serve private-network flows) and pass it with `--config`; never overwritten.
+    #[arg(long, value_name = "PATH")]
+    pub(super) config_file: Option<PathBuf>,
+    /// Accept cloudflared connectors for this tunnel. Their protocol sends the secret
+    /// itself, so the edge then keeps a SHA-256 of it (see docs/CLOUDFLARED.md); needs
+    /// `--credentials-file`.
+    #[arg(long, conflicts_with = "disable")]
+    pub(super) enable: bool,
+    /// Stop accepting cloudflared connectors for this tunnel (connections already
+    /// registered stay until they reconnect).
+    #[arg(long)]
+    pub(super) disable: bool,
+}
+
+/// `zt route …`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct RouteArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+    #[command(subcommand)]
+    pub(super) command: RouteCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum RouteCommand {
+    /// Private-network IP routes.
+    Ip {
+        #[command(subcommand)]
+        command: IpCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum IpCommand {
+    /// Route a network to a tunnel.
+    Add {
+        /// The network, e.g. 198.51.100.0/24 or 2001:db8::101 (a host route).
+        cidr: String,
+        /// Tunnel id or name.
+        tunnel: String,
+        /// Virtual network (default: the default one).
+        #[arg(long)]
+        vnet: Option<String>,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Show routes.
+    Show {
+        /// Only this virtual network.
+        #[arg(long)]
+        vnet: Option<String>,
+        /// Only this tunnel (id or name).
+        #[arg(long)]
+        tunnel: Option<String>,
+    },
+    /// Which route serves an address, and which shorter routes also cover it.
+    Get {
+        /// The address.
+        ip: String,
+        /// Virtual network (default: the default one).
+        #[arg(long)]
+        vnet: Option<String>,
+    },
+    /// Delete a route by id, or by network (in --vnet or the default).
+    Delete {
+        /// Route id or network.
+        route: String,
+        /// Virtual network of the network (default: the default one).
+        #[arg(long)]
+        vnet: Option<String>,
+    },
+}
+
+/// `zt vnet …`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct VnetArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+    #[command(subcommand)]
+    pub(super) command: VnetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum VnetCommand {
+    /// Add a virtual network.
+    Add {
+        /// Its name.
+        name: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Make it the default.
+        #[arg(long)]
+        default: bool,
+    },
+    /// List virtual networks.
+    List,
+    /// Rename a virtual network.
+    Rename {
+        /// Id or name.
+        vnet: String,
+        /// The new name.
+        new_name: String,
+    },
+    /// Delete a virtual network (refused while routes use it, or while it is the default).
+    Delete {
+        /// Id or name.
+        vnet: String,
+    },
+    /// Make a virtual network the default.
+    Default {
+        /// Id or name.
+        vnet: String,
+    },
+}
+
+/// `zt list …`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+    #[command(subcommand)]
+    pub(super) command: ListCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum ListCommand {
+    /// Create a list.
+    Create {
+        /// Its name.
+        name: String,
+        /// IP, DOMAIN, EMAIL or DEVICE.
+        #[arg(long = "type", value_name = "TYPE")]
+        list_type: String,
+        /// Short name for rules (`$slug`): a-z, 0-9 and `_`.
+        #[arg(long)]
+        slug: Option<String>,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A file with one item per line (blank lines and `#` comments skipped).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Items.
+        items: Vec<String>,
+    },
+    /// Show one list with its items, or every list.
+    Show {
+        /// Id, name or slug; all lists when absent.
+        list: Option<String>,
+    },
+    /// Change a list's items.
+    Update {
+        /// Id, name or slug.
+        list: String,
+        /// Add an item; repeat for several.
+        #[arg(long, value_name = "ITEM")]
+        add: Vec<String>,
+        /// Remove an item; repeat for several.
+        #[arg(long, value_name = "ITEM")]
+        remove: Vec<String>,
+        /// Replace every item with those of this file (one per line).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// New description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a list (refused while a rule refers to it).
+    Delete {
+        /// Id, name or slug.
+        list: String,
+    },
+}
+
+/// `zt rule …`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct RuleArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+    #[command(subcommand)]
+    pub(super) command: RuleCommand,
+}
+
+/// The fields of a rule, as flags.
+#[derive(Debug, Args)]
+pub(super) struct RuleFlags {
+    /// Lower runs first; unique within a filter.
+    #[arg(long)]
+    pub(super) precedence: Option<u32>,
+    /// allow, block or off (off: http filter only).
+    #[arg(long)]
+    pub(super) action: Option<String>,
+    /// l4, http or dns; repeat for several (a new rule defaults to l4).
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub(super) filters: Vec<String>,
+    /// The traffic expression, e.g. `net.dst.ip in $k8s_api and net.dst.port == 443`.
+    #[arg(long)]
+    pub(super) traffic: Option<String>,
+    /// The identity expression.
+    #[arg(long)]
+    pub(super) identity: Option<String>,
+    /// The device posture expression.
+    #[arg(long)]
+    pub(super) device_posture: Option<String>,
+    /// Free text.
+    #[arg(long)]
+    pub(super) description: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum RuleCommand {
+    /// Create a rule (the expression is checked against the current lists).
+    Create {
+        /// Its name (shown in `denied by rule <name>`).
+        name: String,
+        #[command(flatten)]
+        flags: RuleFlags,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List rules by precedence.
+    List,
+    /// Change a rule; flags not given are kept (an empty expression clears it).
+    Update {
+        /// Id or name.
+        rule: String,
+        #[command(flatten)]
+        flags: RuleFlags,
+        /// Rename it.
+        #[arg(long)]
+        name: Option<String>,
+        /// Enable it.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Disable it.
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Delete a rule.
+    Delete {
+        /// Id or name.
+        rule: String,
+    },
+}
+
+/// `zt user …`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct UserArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+    #[command(subcommand)]
+    pub(super) command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum UserCommand {
+    /// Add a user with one device, and write the device credentials (0600).
+    Add {
+        /// The user's email.
+        email: String,
+        /// A group; repeat for several.
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// Where to write the device credentials (default: ./zt-device-DEVICE-ID.json);
+        /// never overwritten.
+        #[arg(long, value_name = "PATH")]
+        output_file: Option<PathBuf>,
+        /// Edge address (HOST:PORT) clients reach; repeat for several (default: the
+        /// edge's own, when it knows them).
+        #[arg(long = "edge", value_name = "HOST:PORT")]
+        edge: Vec<String>,
+        /// A name for the device, e.g. the laptop's host name.
+        #[arg(long)]
+        device_name: Option<String>,
+    },
+    /// List users and their devices.
+    List,
+    /// Remove a user and revoke every device of theirs.
+    Remove {
+        /// Id or email.
+        user: String,
+    },
+}
+
+/// `zt account`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct AccountArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+}
