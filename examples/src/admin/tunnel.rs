@@ -257,7 +257,7 @@ fn tunnel_cloudflared(admin: &AdminOpts, args: CloudflaredArgs) -> CliResult<()>
     if args.enable {
         let Some(file) = &args.credentials_file else {
             return Err(CliError::Local(
-                "--enable needs the tunnel's --credentials-file: the edge keeps only a key                  derived from the secret, and needs the secret once to accept cloudflared"
+                "--enable needs the tunnel's --credentials-file: the edge keeps only a key derived from the secret, and needs the secret once to accept cloudflared"
                     .to_owned(),
             ));
         };

@@ -157,7 +157,7 @@ pub(super) fn cloudflared(ctx: &Ctx, req: &ApiRequest, key: &str) -> Reply {
         (true, None) => {
             return Err(ApiError::bad_request(
                 "credentials_required",
-                "opting in to cloudflared needs the tunnel's credentials (the edge keeps only a                  key derived from the secret); give --credentials-file",
+                "opting in to cloudflared needs the tunnel's credentials (the edge keeps only a key derived from the secret); give --credentials-file",
             ))
         }
         (true, Some(creds)) => {
