@@ -1,6 +1,9 @@
-//! The quinn/rustls transport: drives the I/O-free core over QUIC.
+//! The quinn/rustls transport: drives the I/O-free core over QUIC, plus the transport
+//! plumbing every peer runtime needs, written once here so a fix lands everywhere at
+//! once: the reconnect backoff (`backoff`).
 
 pub(crate) mod argotunnel;
+pub(crate) mod backoff;
 pub(crate) mod conn;
 pub(crate) mod endpoint;
 pub(crate) mod error;
