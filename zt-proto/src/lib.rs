@@ -11,8 +11,9 @@
 //! - **The quinn/rustls transport** (cargo feature `transport`, on by default) that drives
 //!   the core over QUIC: endpoints ([`EdgeListener`], [`PeerEndpoint`]), registration,
 //!   flows as tokio streams ([`FlowStream`]), datagrams, [`splice`] for relays, the
-//!   tuned [`TransportSettings`], and the full-jitter reconnect [`Backoff`] every peer
-//!   runtime shares (shaped by a [`BackoffPolicy`]).
+//!   tuned [`TransportSettings`], and the plumbing every peer runtime shares: the TCP ↔
+//!   flow splice ([`TcpSplice`], half-close and resets kept) and the full-jitter
+//!   reconnect [`Backoff`] (shaped by a [`BackoffPolicy`]).
 //!
 //! The protocol itself is specified in `docs/PROTOCOL.md`, whose worked examples are this
 //! crate's test vectors.
@@ -185,5 +186,6 @@ pub use transport::{
         relay, splice, FlowError, FlowRecvStream, FlowSendStream, FlowStream, RelayEnd,
         RelayOutcome, RELAY_BATCH,
     },
+    tcp::{SpliceCounter, TcpSplice, TcpSpliceOutcome, WriteFailure},
     tls::{EdgeTrust, ServerIdentity, TlsConfigError, ALPN_ARGOTUNNEL},
 };

@@ -1,6 +1,6 @@
-//! The quinn/rustls transport: drives the I/O-free core over QUIC, plus the transport
-//! plumbing every peer runtime needs, written once here so a fix lands everywhere at
-//! once: the reconnect backoff (`backoff`).
+//! The quinn/rustls transport: drives the I/O-free core over QUIC, plus the two pieces of
+//! transport plumbing every peer runtime needs: the TCP ↔ flow splice (`tcp`) and the
+//! reconnect backoff (`backoff`), written once here so a fix lands everywhere at once.
 
 pub(crate) mod argotunnel;
 pub(crate) mod backoff;
@@ -12,4 +12,5 @@ pub(crate) mod hybrid_kx;
 mod hybrid_kx_openssl;
 pub(crate) mod settings;
 pub(crate) mod stream;
+pub(crate) mod tcp;
 pub(crate) mod tls;
