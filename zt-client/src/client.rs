@@ -17,12 +17,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 use zt_creds::{AuthKey, DeviceCredentials};
 use zt_proto::{
-    ClientClaim, ClientConnection, ClientRegistration, CloseCode, EdgeTrust, FlowError, OpenError,
-    PeerEndpoint, PeerEvent, PostureReport, Protocol, RetryAdvice, RoutePush, TransportSettings,
-    UdpFlow,
+    Backoff, ClientClaim, ClientConnection, ClientRegistration, CloseCode, EdgeTrust, FlowError,
+    OpenError, PeerEndpoint, PeerEvent, PostureReport, Protocol, RetryAdvice, RoutePush,
+    TransportSettings, UdpFlow,
 };
 
-use crate::backoff::Backoff;
+use crate::backoff::RECONNECT_BACKOFF;
 use crate::error::{ConnectError, DialError};
 use crate::posture::{evaluate, PostureSpec};
 use crate::stream::ClientStream;
@@ -520,7 +520,7 @@ async fn supervise(
     mut session: Arc<Session>,
     posture_interval: Duration,
 ) {
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(RECONNECT_BACKOFF);
     backoff.connected();
     let mut round = 0usize;
     loop {
@@ -543,6 +543,9 @@ async fn supervise(
             SessionEnd::Lost(why) => {
                 warn!(edge = %session.edge, reason = %why, "connection to the edge lost; reconnecting");
                 inner.mark_lost(&session, &format!("connection to the edge lost: {why}"));
+                // The uptime of the connection that ended decides whether the growth
+                // starts over (see the backoff module).
+                backoff.disconnected();
                 backoff.next_delay()
             }
         };
@@ -574,6 +577,7 @@ async fn supervise(
                     if !changed {
                         return;
                     }
+                    backoff.disconnected();
                     delay = backoff.next_delay();
                 }
             }

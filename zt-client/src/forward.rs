@@ -67,8 +67,8 @@ async fn forward_one(client: &Client, tcp: TcpStream, to: SocketAddr) {
         Ok(flow) => {
             let out = splice_tcp(tcp, flow.into_flow(), &[]).await;
             debug!(
-                up = out.up,
-                down = out.down,
+                up = out.to_flow,
+                down = out.to_tcp,
                 reset = out.reset,
                 "forwarded connection ended"
             );

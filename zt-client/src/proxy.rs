@@ -191,8 +191,8 @@ async fn socks_connection(client: &Client, mut tcp: TcpStream) -> io::Result<()>
     debug!(%target, %dest, "SOCKS connect established");
     let out = splice_tcp(tcp, flow.into_flow(), &early).await;
     debug!(
-        up = out.up,
-        down = out.down,
+        up = out.to_flow,
+        down = out.to_tcp,
         reset = out.reset,
         "SOCKS connection ended"
     );

@@ -11,8 +11,8 @@
 //!   [`ConnectorConfig::load_credentials`] reads the credentials file (with the
 //!   `credentials-permissions` check) or the token.
 //! - [`Connector::start`] → [`ConnectorHandle`]: keeps `ha-connections` QUIC connections
-//!   registered with the edge (spread over the `edge` addresses, each reconnecting with
-//!   [`Backoff`]), serves the flows the edge opens on them, and answers go-away with a
+//!   registered with the edge (spread over the `edge` addresses, each reconnecting with a
+//!   full-jitter [`zt_proto::Backoff`] shaped by [`RECONNECT_BACKOFF`]), serves the flows the edge opens on them, and answers go-away with a
 //!   replacement connection. [`ConnectorHandle::drain`] and [`ConnectorHandle::shutdown`]
 //!   stop it gracefully or at once.
 //! - [`MetricsServer`] and [`ConnectorMetrics`]: `/ready`, `/healthcheck` and Prometheus
@@ -89,5 +89,7 @@ pub use dial::{DialError, OriginDialer, RelayError, UdpRelay, DEFAULT_MAX_UDP_PA
 pub use flows::{AdmitError, FlowGuard, FlowLimiter};
 
 // Lifecycle: reconnecting to the edge and shutting down.
+#[allow(deprecated)]
 pub use backoff::Backoff;
+pub use backoff::RECONNECT_BACKOFF;
 pub use drain::{Drain, DrainOutcome, ShutdownSignals};

@@ -4,8 +4,8 @@
 //! Connection `i` of `n` always dials edge address `i mod k` (of the `k` configured), so
 //! four connections over two edges are two per edge, as cloudflared spreads its four over
 //! two regions. Each connection is one task that loops: resolve, connect and register,
-//! serve until the connection ends, wait a full-jitter backoff ([`Backoff`]: 250 ms base,
-//! 5 s cap), repeat.
+//! serve until the connection ends, wait a full-jitter backoff ([`RECONNECT_BACKOFF`]:
+//! 250 ms base, 5 s cap), repeat.
 //!
 //! How a connection ends decides what comes next:
 //! - **lost** (edge crashed or restarted, idle timeout): reconnect after the backoff;
@@ -36,11 +36,12 @@ use tracing::{debug, error, info, warn, Instrument};
 use uuid::Uuid;
 use zt_creds::{AuthKey, TunnelCredentials};
 use zt_proto::{
-    CloseCode, ConnectError, ConnectorClaim, ConnectorConnection, ConnectorRegistration, EdgeTrust,
-    EndpointError, PeerEndpoint, PeerEvent, RetryAdvice, TlsConfigError, TransportSettings,
+    Backoff, CloseCode, ConnectError, ConnectorClaim, ConnectorConnection, ConnectorRegistration,
+    EdgeTrust, EndpointError, PeerEndpoint, PeerEvent, RetryAdvice, TlsConfigError,
+    TransportSettings,
 };
 
-use crate::backoff::Backoff;
+use crate::backoff::RECONNECT_BACKOFF;
 use crate::config::ConnectorConfig;
 use crate::dial::OriginDialer;
 use crate::drain::{Drain, DrainOutcome};
@@ -316,7 +317,7 @@ enum Ended {
 }
 
 async fn connection_loop(inner: Arc<Inner>, index: u8, edge: EdgeAddr) {
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(RECONNECT_BACKOFF);
     let mut stop = inner.stop.subscribe();
     // Which of the name's addresses to try next, so a dead address is not retried forever.
     let mut turn = 0usize;

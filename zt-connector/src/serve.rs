@@ -1,11 +1,13 @@
 //! Serving one flow the edge opened: admit, dial, answer, relay.
 //!
-//! TCP flows are relayed with TCP's semantics kept on both sides: a FIN from the edge
-//! becomes `shutdown(Write)` toward the origin while the origin may keep sending, and the
-//! origin's FIN becomes the stream's FIN while the edge may keep sending. Only a reset
-//! (the origin's RST, the edge's stream reset or stop) tears both directions down, and it
-//! travels as a reset: toward the edge with [`ResetCode::CONNECTION_RESET`], toward the
-//! origin as a TCP RST (zero linger).
+//! TCP flows are relayed by zt-proto's [`TcpSplice`], with TCP's semantics kept on both
+//! sides: a FIN from the edge becomes `shutdown(Write)` toward the origin while the origin
+//! may keep sending, and the origin's FIN becomes the stream's FIN while the edge may keep
+//! sending. Only a reset (the origin's RST, the edge's stream reset or stop) tears both
+//! directions down, and it travels as a reset: toward the edge with
+//! [`ResetCode::CONNECTION_RESET`](zt_proto::ResetCode::CONNECTION_RESET), toward the
+//! origin as a TCP RST (zero linger). A side that stops taking bytes aborts the flow too
+//! ([`WriteFailure::Reset`]).
 //!
 //! Each flow holds its connection (`Arc<ConnectorConnection>`) so the connection outlives
 //! the connection loop while flows still run on it, and its [`FlowGuard`] so a drain
@@ -14,24 +16,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use socket2::SockRef;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use bytes::Bytes;
 use tracing::{debug, warn};
 use zt_proto::{
-    ConnectorConnection, DatagramError, FlowError, FlowHeader, FlowResponder, FlowStatus,
-    FlowStatusCode, FlowStream, Protocol, ResetCode, UdpFlow, MAX_TEXT_LEN,
+    ConnectorConnection, DatagramError, FlowHeader, FlowResponder, FlowStatus, FlowStatusCode,
+    Protocol, SpliceCounter, TcpSplice, UdpFlow, WriteFailure, MAX_TEXT_LEN,
 };
 
 use crate::dial::{DialError, OriginDialer, RelayError, UdpRelay, DEFAULT_MAX_UDP_PAYLOAD};
 use crate::flows::{FlowGuard, FlowLimiter};
 use crate::metrics::{ConnectorMetrics, DialErrorKind};
-
-/// Read buffer for the origin → edge direction, taken only once the origin has bytes to
-/// read and handed to the transport with them (no copy), so an idle flow holds none. 64 KiB
-/// is loopback's TCP segment: one read per segment keeps a fast flow's syscalls few.
-const RELAY_BUF: usize = 64 * 1024;
 
 /// How long a UDP flow may pass no datagram either way before it is closed. UDP has no
 /// end of its own; DNS answers come within seconds, so a minute of silence means the
@@ -42,6 +36,19 @@ pub const UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// the flow counts as finished (a drain that closes the connection right after must not
 /// cut them off).
 const FINAL_ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// The relay's byte counts, fed to `/metrics` as they happen so a scrape sees a long
+/// flow's bytes before it ends.
+struct Relayed<'a>(&'a ConnectorMetrics);
+
+impl SpliceCounter for Relayed<'_> {
+    fn to_flow(&self, n: u64) {
+        self.0.add_bytes_to_edge(n);
+    }
+    fn to_tcp(&self, n: u64) {
+        self.0.add_bytes_to_origin(n);
+    }
+}
 
 /// What a flow needs from the connector.
 #[derive(Debug, Clone)]
@@ -128,120 +135,18 @@ async fn serve_tcp(
         }
     };
     debug!("flow open");
-    let (to_origin, to_edge, aborted) = splice_tcp(tcp, stream, &ctx.metrics).await;
-    debug!(to_origin, to_edge, aborted, "flow ended");
+    let out = TcpSplice::new()
+        .on_write_failure(WriteFailure::Reset)
+        .wait_for_ack(FINAL_ACK_WAIT)
+        .run_with(tcp, stream, &[], &Relayed(&ctx.metrics))
+        .await;
+    debug!(
+        to_origin = out.to_tcp,
+        to_edge = out.to_flow,
+        aborted = out.reset,
+        "flow ended"
+    );
     drop(guard);
-}
-
-/// Relays both directions until both have ended (or one was reset). Returns the bytes
-/// sent toward the origin and toward the edge, and whether the flow was reset.
-async fn splice_tcp(
-    mut tcp: TcpStream,
-    flow: FlowStream,
-    metrics: &ConnectorMetrics,
-) -> (u64, u64, bool) {
-    let (mut send, mut recv) = flow.into_split();
-    let mut up = 0u64;
-    let mut down = 0u64;
-    let aborted = {
-        let (rd, mut wr) = tcp.split();
-        // Each direction returns true when it ended in a reset.
-        let to_origin = async {
-            loop {
-                // What has arrived, gathered: one write to the origin per batch rather
-                // than one per QUIC packet.
-                match recv.read_batch(RELAY_BUF).await {
-                    Ok(Some(chunk)) => {
-                        if let Err(e) = wr.write_all(&chunk).await {
-                            debug!(cause = %e, "origin stopped taking bytes");
-                            return true;
-                        }
-                        up += chunk.len() as u64;
-                        metrics.add_bytes_to_origin(chunk.len() as u64);
-                    }
-                    Ok(None) => {
-                        // The edge's FIN: half-close toward the origin, keep reading it.
-                        let _ = wr.shutdown().await;
-                        return false;
-                    }
-                    Err(FlowError::Reset(code)) => {
-                        debug!(%code, "the edge reset the flow");
-                        return true;
-                    }
-                    Err(e) => {
-                        debug!(cause = %e, "flow stream failed");
-                        return true;
-                    }
-                }
-            }
-        };
-        let to_edge = async {
-            loop {
-                // Wait for bytes before taking a buffer, so an idle flow holds none.
-                if let Err(e) = rd.readable().await {
-                    debug!(cause = %e, "origin connection failed");
-                    return true;
-                }
-                let mut buf = BytesMut::with_capacity(RELAY_BUF);
-                match rd.try_read_buf(&mut buf) {
-                    Ok(0) => {
-                        // The origin's FIN: finish the stream, keep relaying the other way.
-                        let _ = send.finish();
-                        return false;
-                    }
-                    Ok(n) => {
-                        // The chunk goes to the transport without a copy; a short read is
-                        // copied out instead so it does not pin the whole buffer until the
-                        // edge acknowledges it.
-                        let chunk = if n < RELAY_BUF / 4 {
-                            Bytes::copy_from_slice(&buf)
-                        } else {
-                            buf.freeze()
-                        };
-                        if let Err(e) = send.write_chunk(chunk).await {
-                            debug!(cause = %e, "the edge stopped taking bytes");
-                            return true;
-                        }
-                        down += n as u64;
-                        metrics.add_bytes_to_edge(n as u64);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        debug!(cause = %e, "origin connection failed");
-                        return true;
-                    }
-                }
-            }
-        };
-        tokio::pin!(to_origin, to_edge);
-        let (mut up_done, mut down_done) = (false, false);
-        loop {
-            let reset = tokio::select! {
-                r = &mut to_origin, if !up_done => { up_done = true; r }
-                r = &mut to_edge, if !down_done => { down_done = true; r }
-            };
-            if reset {
-                break true;
-            }
-            if up_done && down_done {
-                break false;
-            }
-        }
-    };
-    if aborted {
-        send.reset(ResetCode::CONNECTION_RESET);
-        recv.stop(ResetCode::CONNECTION_RESET);
-        // Zero linger makes the close send an RST, so the origin sees the abort too.
-        if let Err(e) = SockRef::from(&tcp).set_linger(Some(Duration::ZERO)) {
-            debug!(cause = %e, "cannot set zero linger; the origin sees a FIN instead of a reset");
-        }
-    } else {
-        // Wait until the edge has every byte, so closing the connection right after (a
-        // finished drain) cannot cut the tail off.
-        let _ = tokio::time::timeout(FINAL_ACK_WAIT, send.stopped()).await;
-    }
-    drop(tcp);
-    (up, down, aborted)
 }
 
 async fn serve_udp(

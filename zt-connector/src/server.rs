@@ -4,25 +4,21 @@
 //! while at least one edge connection is registered, 503 otherwise), `/healthcheck` for
 //! liveness (200 while the process runs, whatever the edge's state), and `/metrics` in
 //! Prometheus text format. The port is often reachable by the whole cluster, so every
-//! resource a client can hold is bounded: connections, header size, and the time a
-//! connection may take to send its request or sit idle.
+//! resource a client can hold is bounded (by zt-http's server loop, shared with the
+//! edge): connections, header size, the time a connection may take to send its request
+//! or sit idle, and the time a response may wait for a client that stopped reading.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
-use tracing::{debug, warn};
+use tracing::debug;
+use zt_http::{HttpServer, RequestBody, ServerConfig};
 
 use crate::metrics::ConnectorMetrics;
 
@@ -38,6 +34,16 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long [`MetricsServer::shutdown`] waits for requests in progress.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The server's limits: the values above, and zt-http's defaults for the rest (no path
+/// here reads a body; a response write that stalls for 10 s closes its connection).
+fn config() -> ServerConfig {
+    ServerConfig::new("connector metrics")
+        .with_max_connections(MAX_CONNECTIONS)
+        .with_header_read_timeout(HEADER_READ_TIMEOUT)
+        .with_max_request_head(MAX_REQUEST_HEAD)
+        .with_shutdown_timeout(SHUTDOWN_TIMEOUT)
+}
 
 /// Why the metrics server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +64,7 @@ pub enum ServeError {
 #[derive(Debug)]
 pub struct MetricsServer {
     local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    server: HttpServer,
 }
 
 impl MetricsServer {
@@ -75,14 +80,11 @@ impl MetricsServer {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, metrics, stopped));
+        let server = HttpServer::spawn(listener, config(), move |req| {
+            std::future::ready(respond(&req, &metrics))
+        });
         debug!(addr = %local_addr, "metrics server listening");
-        Ok(Self {
-            local_addr,
-            stop,
-            task: Some(task),
-        })
+        Ok(Self { local_addr, server })
     }
 
     /// The address actually bound (useful with port 0).
@@ -92,81 +94,12 @@ impl MetricsServer {
 
     /// Stops accepting connections, lets requests in progress finish (up to a few
     /// seconds), closes idle connections and returns once the server is gone.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            if let Err(err) = task.await {
-                warn!(cause = %err, "metrics server task failed");
-            }
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    metrics: Arc<ConnectorMetrics>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let graceful = GracefulShutdown::new();
-    let mut conns = JoinSet::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_REQUEST_HEAD)
-        .keep_alive(true);
-    loop {
-        let (stream, peer) = tokio::select! {
-            res = listener.accept() => match res {
-                Ok(conn) => conn,
-                Err(err) => {
-                    // Out of descriptors and similar: back off briefly rather than spin.
-                    warn!(cause = %err, "metrics server accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            // A stop request, or the handle dropped: either way, stop accepting.
-            _ = stopped.changed() => break,
-            // Reap finished connection tasks so the set does not grow.
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            debug!(%peer, "metrics server at its connection limit; closing");
-            continue;
-        };
-        let metrics = Arc::clone(&metrics);
-        let service = hyper::service::service_fn(move |req| {
-            let metrics = Arc::clone(&metrics);
-            async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
-        });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        conns.spawn(async move {
-            if let Err(err) = conn.await {
-                debug!(%peer, cause = %err, "metrics connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        debug!("metrics server stopped with requests still in progress");
-    }
-    // Whatever did not finish in time is cut off, so no task outlives the server.
-    conns.shutdown().await;
-}
-
-fn respond(req: &Request<Incoming>, metrics: &ConnectorMetrics) -> Response<Full<Bytes>> {
+fn respond(req: &Request<RequestBody>, metrics: &ConnectorMetrics) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         resp.headers_mut()

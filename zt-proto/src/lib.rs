@@ -10,8 +10,10 @@
 //!   [`verify_proof`]) bound to the TLS connection. No sockets, no clocks, no async.
 //! - **The quinn/rustls transport** (cargo feature `transport`, on by default) that drives
 //!   the core over QUIC: endpoints ([`EdgeListener`], [`PeerEndpoint`]), registration,
-//!   flows as tokio streams ([`FlowStream`]), datagrams, [`splice`] for relays, and the
-//!   tuned [`TransportSettings`].
+//!   flows as tokio streams ([`FlowStream`]), datagrams, [`splice`] for relays, the
+//!   tuned [`TransportSettings`], and the plumbing every peer runtime shares: the TCP ↔
+//!   flow splice ([`TcpSplice`], half-close and resets kept) and the full-jitter
+//!   reconnect [`Backoff`] (shaped by a [`BackoffPolicy`]).
 //!
 //! The protocol itself is specified in `docs/PROTOCOL.md`, whose worked examples are this
 //! crate's test vectors.
@@ -166,6 +168,7 @@ pub use control::{
 #[cfg(feature = "transport")]
 pub use transport::{
     argotunnel::ArgotunnelConnection,
+    backoff::{Backoff, BackoffPolicy},
     conn::{
         ClientConnection, ClientLink, ConnectorConnection, ConnectorLink, FlowRequest,
         FlowResponder, UdpFlow,
@@ -183,5 +186,6 @@ pub use transport::{
         relay, splice, FlowError, FlowRecvStream, FlowSendStream, FlowStream, RelayEnd,
         RelayOutcome, RELAY_BATCH,
     },
+    tcp::{SpliceCounter, TcpSplice, TcpSpliceOutcome, WriteFailure},
     tls::{EdgeTrust, ServerIdentity, TlsConfigError, ALPN_ARGOTUNNEL},
 };

@@ -1,20 +1,15 @@
 //! The HTTP side of the admin API: connections, the token check, body limits, decoding of
 //! paths and queries, and JSON replies. The operations themselves are in `api`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::Full;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use zt_http::{BodyError, HttpServer, RequestBody, ServerConfig};
 
 use super::api::{self, ApiRequest, Ctx};
 use super::error::ApiError;
@@ -29,60 +24,21 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on a request head (line and headers); admin requests carry a handful of headers.
 const MAX_HEAD: usize = 16 * 1024;
 
-pub(super) async fn accept_loop(
-    listener: TcpListener,
-    ctx: Arc<Ctx>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let graceful = GracefulShutdown::new();
-    let mut conns = JoinSet::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(err) => {
-                    // Out of descriptors and the like: pause rather than spin.
-                    tracing::warn!(cause = %err, "admin API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stopped.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::debug!(%peer, "admin API at its connection limit; closing");
-            continue;
-        };
-        let ctx = Arc::clone(&ctx);
-        let service = hyper::service::service_fn(move |req| {
-            let ctx = Arc::clone(&ctx);
-            async move { Ok::<_, Infallible>(serve(ctx, req).await) }
-        });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        conns.spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(%peer, cause = %err, "admin connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!("admin API stopped with requests still in progress");
-    }
-    conns.shutdown().await;
+/// Serves the admin API on `listener` (on its own task) with the limits above, bodies up
+/// to [`MAX_ADMIN_BODY`], and zt-http's defaults for the rest: a body must arrive within
+/// 10 s of the handler starting to read it, and a response write that stalls for 10 s
+/// closes its connection.
+pub(super) fn spawn(listener: TcpListener, ctx: Arc<Ctx>) -> HttpServer {
+    let config = ServerConfig::new("admin API")
+        .with_max_connections(MAX_CONNECTIONS)
+        .with_header_read_timeout(HEADER_READ_TIMEOUT)
+        .with_max_request_head(MAX_HEAD)
+        .with_max_body(MAX_ADMIN_BODY)
+        .with_shutdown_timeout(SHUTDOWN_TIMEOUT);
+    HttpServer::spawn(listener, config, move |req| serve(Arc::clone(&ctx), req))
 }
 
-async fn serve(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn serve(ctx: Arc<Ctx>, req: Request<RequestBody>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let result = answer(ctx, req).await;
@@ -104,7 +60,7 @@ async fn serve(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     resp
 }
 
-async fn answer(ctx: Arc<Ctx>, req: Request<Incoming>) -> api::Reply {
+async fn answer(ctx: Arc<Ctx>, req: Request<RequestBody>) -> api::Reply {
     authorize(&ctx, &req)?;
     if let Some(len) = req.headers().get(CONTENT_LENGTH) {
         let len: u64 = len
@@ -129,19 +85,22 @@ async fn answer(ctx: Arc<Ctx>, req: Request<Incoming>) -> api::Reply {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let query = parse_query(parts.uri.query().unwrap_or(""))?;
-    let body = Limited::new(body, MAX_ADMIN_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                too_large()
-            } else {
-                ApiError::bad_request("bad_request", format!("cannot read the request body: {e}"))
-            }
-        })?
-        .to_bytes();
+    // The server bounds the body at MAX_ADMIN_BODY bytes and its arrival in time.
+    let body = body.bytes().await.map_err(|e| match e {
+        BodyError::TooLarge { .. } => too_large(),
+        BodyError::TimedOut { after } => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                after.as_secs()
+            ),
+        ),
+        BodyError::Read(e) => {
+            ApiError::bad_request("bad_request", format!("cannot read the request body: {e}"))
+        }
+        e => ApiError::bad_request("bad_request", e.to_string()),
+    })?;
     let request = ApiRequest {
         method: parts.method,
         segments,
@@ -162,7 +121,7 @@ fn too_large() -> ApiError {
     )
 }
 
-fn authorize(ctx: &Ctx, req: &Request<Incoming>) -> Result<(), ApiError> {
+fn authorize(ctx: &Ctx, req: &Request<RequestBody>) -> Result<(), ApiError> {
     let presented = req
         .headers()
         .get(AUTHORIZATION)

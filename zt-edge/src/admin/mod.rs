@@ -3,9 +3,11 @@
 //!
 //! Every request must carry `Authorization: Bearer <token>`; the token is compared in
 //! constant time before the body is read, and anything else gets 401. Bodies are bounded
-//! by [`MAX_ADMIN_BODY`]. Errors are `{"error": {"code", "message", "detail"}}` with a
-//! matching HTTP status. Writes go through the [`Db`](crate::Db) in one transaction each;
-//! the running edge reloads routes and policy on the new revision, so changes apply live.
+//! by [`MAX_ADMIN_BODY`] (413 `body_too_large`) and must arrive within 10 s of the server
+//! starting to read them (408 `body_timeout`). Errors are
+//! `{"error": {"code", "message", "detail"}}` with a matching HTTP status. Writes go
+//! through the [`Db`](crate::Db) in one transaction each; the running edge reloads routes
+//! and policy on the new revision, so changes apply live.
 //!
 //! On bind the server writes its address to [`ADMIN_ADDR_FILE`] in the state directory
 //! (0600, replaced atomically), where the admin CLI finds it next to the token.
@@ -19,8 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use zt_http::HttpServer;
 
 pub use error::AdminError;
 
@@ -57,8 +58,7 @@ impl AdminOptions {
 #[derive(Debug)]
 pub struct AdminServer {
     local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    server: HttpServer,
 }
 
 impl AdminServer {
@@ -105,14 +105,9 @@ impl AdminServer {
             live,
             edge_addresses: options.edge_addresses,
         });
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(http::accept_loop(listener, ctx, stopped));
+        let server = http::spawn(listener, ctx);
         tracing::info!(addr = %local_addr, "admin API listening");
-        Ok(AdminServer {
-            local_addr,
-            stop,
-            task: Some(task),
-        })
+        Ok(AdminServer { local_addr, server })
     }
 
     /// The address the server listens on.
@@ -122,18 +117,7 @@ impl AdminServer {
 
     /// Stops accepting, lets requests in progress finish (a few seconds at most) and
     /// returns once the server is gone.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            if let Err(err) = task.await {
-                tracing::warn!(cause = %err, "admin API task failed");
-            }
-        }
-    }
-}
-
-impl Drop for AdminServer {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }

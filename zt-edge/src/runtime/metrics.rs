@@ -3,19 +3,18 @@
 //! Counters are plain atomics bumped on the data path; the per-tunnel connection gauge is
 //! read from the registry when scraped, so it is never out of step with it.
 
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use zt_http::{RequestBody, ServerConfig};
 
 use crate::audit::CloseReason;
 use uuid::Uuid;
@@ -144,49 +143,59 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     resp
 }
 
-/// Serves `/metrics` and `/ready` on `listener` until `stop` changes.
+/// Concurrent scrape connections; more are closed on accept. Prometheus keeps one and a
+/// readiness probe opens one now and then; the bound keeps a flood from exhausting the
+/// edge's file descriptors, which its QUIC connections and state store need.
+const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send a complete request head, and the longest a kept-alive
+/// connection may sit idle: scrapers and probes send theirs at once.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head read (hyper's minimum buffer); these paths take no headers.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// How long the server waits for scrapes in progress once the edge stops.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn answer(
+    req: &Request<RequestBody>,
+    metrics: &Metrics,
+    registry: &Arc<dyn ConnectionCounts>,
+) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/metrics" => text(StatusCode::OK, metrics.render(&**registry)),
+        "/ready" if metrics.ready.load(Ordering::Acquire) => {
+            text(StatusCode::OK, "{\"status\":200}\n".to_owned())
+        }
+        "/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"status\":503}\n".to_owned(),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
+    }
+}
+
+/// Serves `/metrics` and `/ready` on `listener` until `stop` changes, then shuts down
+/// gracefully (scrapes in progress get [`SHUTDOWN_TIMEOUT`]). The port may be reachable
+/// by the whole cluster, so connections, the request head and the time to send it, and
+/// the time a response may wait for a client that stopped reading are all bounded, by
+/// the server loop shared with the connector and the admin API (zt-http).
 pub(crate) async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     registry: Arc<dyn ConnectionCounts>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        let metrics = metrics.clone();
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let resp = match req.uri().path() {
-                    "/metrics" => text(StatusCode::OK, metrics.render(&*registry)),
-                    "/ready" if metrics.ready.load(Ordering::Acquire) => {
-                        text(StatusCode::OK, "{\"status\":200}\n".to_owned())
-                    }
-                    "/ready" => text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "{\"status\":503}\n".to_owned(),
-                    ),
-                    _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
-                };
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(remote = %remote, error = %e, "metrics connection ended");
-            }
-        });
-    }
+    let config = ServerConfig::new("edge metrics")
+        .with_max_connections(MAX_CONNECTIONS)
+        .with_header_read_timeout(HEADER_READ_TIMEOUT)
+        .with_max_request_head(MAX_REQUEST_HEAD)
+        .with_shutdown_timeout(SHUTDOWN_TIMEOUT);
+    let handler =
+        move |req: Request<RequestBody>| std::future::ready(answer(&req, &metrics, &registry));
+    zt_http::serve(listener, config, handler, async move {
+        // A stop, or the edge gone (the sender dropped): either way, stop accepting.
+        let _ = stop.changed().await;
+    })
+    .await;
 }
 
 /// Binds the metrics listener.
