@@ -94,7 +94,7 @@ pub enum ConnectionState {
 }
 
 /// One registered connection and the endpoint that carries it.
-struct Session {
+struct EdgeConnection {
     id: u64,
     edge: String,
     conn: ClientConnection,
@@ -103,7 +103,7 @@ struct Session {
     posture: Option<PostureReport>,
 }
 
-impl Drop for Session {
+impl Drop for EdgeConnection {
     fn drop(&mut self) {
         self.conn.close(CloseCode::NO_ERROR, "client closed");
         self.endpoint.close(CloseCode::NO_ERROR, "client closed");
@@ -112,22 +112,22 @@ impl Drop for Session {
 
 #[derive(Clone)]
 enum Link {
-    Up(Arc<Session>),
+    Up(Arc<EdgeConnection>),
     Connecting(Arc<str>),
     Shutdown,
 }
 
-struct Inner {
+struct ClientShared {
     link: watch::Sender<Link>,
     routes: watch::Sender<Option<RoutePush>>,
     vnet: String,
     connection_wait: Duration,
 }
 
-impl Inner {
+impl ClientShared {
     /// A dial saw `session` fail: stop handing it out (the supervisor sees the loss too
     /// and reconnects).
-    fn mark_lost(&self, session: &Session, why: &str) {
+    fn mark_lost(&self, session: &EdgeConnection, why: &str) {
         self.link.send_if_modified(|l| match l {
             Link::Up(s) if s.id == session.id => {
                 *l = Link::Connecting(why.into());
@@ -143,7 +143,7 @@ impl Inner {
 ///
 /// Dropping it (or [`Client::shutdown`]) closes the connection; open flows end.
 pub struct Client {
-    inner: Arc<Inner>,
+    inner: Arc<ClientShared>,
     supervisor: tokio::task::JoinHandle<()>,
 }
 
@@ -211,7 +211,7 @@ fn server_name(edge: &str) -> Option<&str> {
 impl Dialer {
     /// Tries each edge address once, starting at `start` (so successive rounds begin at
     /// different edges).
-    async fn connect_once(&self, start: usize) -> Result<Session, AttemptError> {
+    async fn connect_once(&self, start: usize) -> Result<EdgeConnection, AttemptError> {
         let mut last = String::from("no edge address could be resolved");
         let mut tried = 0;
         let n = self.edges.len();
@@ -249,7 +249,7 @@ impl Dialer {
         edge: &str,
         name: &str,
         addr: SocketAddr,
-    ) -> Result<Session, AttemptError> {
+    ) -> Result<EdgeConnection, AttemptError> {
         let retry = |last: String| AttemptError::Retry { tried: 1, last };
         let bind: SocketAddr = if addr.is_ipv4() {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
@@ -290,7 +290,7 @@ impl Dialer {
                 Err(e) => debug!(error = %e, "posture report not sent"),
             }
         }
-        Ok(Session {
+        Ok(EdgeConnection {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             edge: edge.to_owned(),
             conn,
@@ -370,7 +370,7 @@ impl Client {
         let session = Arc::new(session);
         let (link, _) = watch::channel(Link::Up(session.clone()));
         let (routes, _) = watch::channel(None);
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(ClientShared {
             link,
             routes,
             vnet,
@@ -452,7 +452,7 @@ impl Client {
     fn open_failed(
         &self,
         dest: SocketAddr,
-        session: &Session,
+        session: &EdgeConnection,
         e: OpenError,
     ) -> Result<(), DialError> {
         match e {
@@ -477,7 +477,7 @@ impl Client {
     }
 
     /// The current connection, waiting for one until `deadline`.
-    async fn session(&self, deadline: Instant) -> Result<Arc<Session>, DialError> {
+    async fn session(&self, deadline: Instant) -> Result<Arc<EdgeConnection>, DialError> {
         let mut rx = self.inner.link.subscribe();
         let started = Instant::now();
         loop {
@@ -515,9 +515,9 @@ impl Client {
 
 /// Keeps a connection up until shutdown.
 async fn supervise(
-    inner: Arc<Inner>,
+    inner: Arc<ClientShared>,
     dialer: Dialer,
-    mut session: Arc<Session>,
+    mut session: Arc<EdgeConnection>,
     posture_interval: Duration,
 ) {
     let mut backoff = Backoff::new(RECONNECT_BACKOFF);
@@ -603,9 +603,9 @@ async fn supervise(
 
 /// Serves one connection's control events until it ends.
 async fn run_session(
-    inner: &Inner,
+    inner: &ClientShared,
     dialer: &Dialer,
-    session: &Session,
+    session: &EdgeConnection,
     posture_interval: Duration,
 ) -> SessionEnd {
     let mut link = inner.link.subscribe();

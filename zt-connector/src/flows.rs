@@ -42,11 +42,11 @@ impl AdmitError {
 /// share one count.
 #[derive(Debug, Clone)]
 pub struct FlowLimiter {
-    inner: Arc<Inner>,
+    inner: Arc<LimiterState>,
 }
 
 #[derive(Debug)]
-struct Inner {
+struct LimiterState {
     // `None` when unlimited: then only the count below is kept.
     slots: Option<(Arc<Semaphore>, u64)>,
     draining: AtomicBool,
@@ -62,7 +62,7 @@ struct Inner {
 /// Proof that a flow was admitted; dropping it ends the flow's slot.
 #[derive(Debug)]
 pub struct FlowGuard {
-    inner: Arc<Inner>,
+    inner: Arc<LimiterState>,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
@@ -79,7 +79,7 @@ impl FlowLimiter {
             (Arc::new(Semaphore::new(permits)), n.get())
         });
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(LimiterState {
                 slots,
                 draining: AtomicBool::new(false),
                 in_flight: AtomicU64::new(0),

@@ -47,7 +47,7 @@ use crate::dial::OriginDialer;
 use crate::drain::{Drain, DrainOutcome};
 use crate::flows::FlowLimiter;
 use crate::metrics::ConnectorMetrics;
-use crate::serve::{serve_flow, FlowContext};
+use crate::serve::{serve_flow, FlowServices};
 use crate::server::{MetricsServer, ServeError};
 use crate::values::EdgeAddr;
 
@@ -161,7 +161,7 @@ impl Connector {
         let flows = FlowLimiter::new(config.warp_routing.max_active_flows, Arc::clone(&metrics));
         let dialer = OriginDialer::new(&config, Arc::clone(&metrics));
         let (stop, _) = watch::channel(false);
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(ConnectorShared {
             connector_id,
             tunnel_id: credentials.tunnel_id,
             account_tag: credentials.account_tag.clone(),
@@ -169,7 +169,7 @@ impl Connector {
             edges: config.edge.clone(),
             endpoint,
             grace: config.grace_period,
-            flow: FlowContext {
+            flow: FlowServices {
                 flows: flows.clone(),
                 dialer,
                 metrics: Arc::clone(&metrics),
@@ -256,7 +256,7 @@ fn bind_endpoint(
 }
 
 /// What every connection task shares.
-pub(crate) struct Inner {
+pub(crate) struct ConnectorShared {
     connector_id: Uuid,
     tunnel_id: Uuid,
     account_tag: String,
@@ -264,7 +264,7 @@ pub(crate) struct Inner {
     edges: Vec<EdgeAddr>,
     endpoint: PeerEndpoint,
     grace: Duration,
-    flow: FlowContext,
+    flow: FlowServices,
     /// Set once a drain or shutdown starts: connections unregister and nothing reconnects.
     stop: watch::Sender<bool>,
     /// Registered connections that take new flows, by index. An entry is counted in
@@ -272,7 +272,7 @@ pub(crate) struct Inner {
     live: Mutex<HashMap<u8, Arc<ConnectorConnection>>>,
 }
 
-impl Inner {
+impl ConnectorShared {
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u8, Arc<ConnectorConnection>>> {
         // The map holds no invariant a panicking holder could break.
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
@@ -316,7 +316,7 @@ enum Ended {
     Stopped,
 }
 
-async fn connection_loop(inner: Arc<Inner>, index: u8, edge: EdgeAddr) {
+async fn connection_loop(inner: Arc<ConnectorShared>, index: u8, edge: EdgeAddr) {
     let mut backoff = Backoff::new(RECONNECT_BACKOFF);
     let mut stop = inner.stop.subscribe();
     // Which of the name's addresses to try next, so a dead address is not retried forever.
@@ -394,7 +394,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 async fn connect(
-    inner: &Inner,
+    inner: &ConnectorShared,
     index: u8,
     edge: &EdgeAddr,
     turn: &mut usize,
@@ -451,7 +451,7 @@ async fn resolve(edge: &EdgeAddr, turn: &mut usize) -> Result<SocketAddr, Attemp
 /// Serves one registered connection until it ends: hands each flow request to its own
 /// task, watches the control stream for go-away, and unregisters when a drain starts.
 async fn serve_connection(
-    inner: &Arc<Inner>,
+    inner: &Arc<ConnectorShared>,
     index: u8,
     conn: Arc<ConnectorConnection>,
     stop: &mut watch::Receiver<bool>,
@@ -511,7 +511,7 @@ async fn serve_connection(
 /// Keeps a connection the edge is draining open for its in-flight flows (each holds the
 /// connection) while answering any straggling flow request, until the edge closes it or
 /// its drain time is over.
-async fn linger(inner: Arc<Inner>, conn: Arc<ConnectorConnection>, drain: Duration) {
+async fn linger(inner: Arc<ConnectorShared>, conn: Arc<ConnectorConnection>, drain: Duration) {
     let deadline = tokio::time::sleep(drain);
     tokio::pin!(deadline);
     loop {
@@ -532,16 +532,16 @@ async fn linger(inner: Arc<Inner>, conn: Arc<ConnectorConnection>, drain: Durati
 /// [`ConnectorHandle::drain`] then [`ConnectorHandle::shutdown`] to stop gracefully.
 #[derive(Debug)]
 pub struct ConnectorHandle {
-    inner: Arc<Inner>,
+    inner: Arc<ConnectorShared>,
     drain: Drain,
     metrics: Arc<ConnectorMetrics>,
     metrics_server: Option<MetricsServer>,
     tasks: JoinSet<()>,
 }
 
-impl std::fmt::Debug for Inner {
+impl std::fmt::Debug for ConnectorShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner")
+        f.debug_struct("ConnectorShared")
             .field("connector_id", &self.connector_id)
             .field("tunnel_id", &self.tunnel_id)
             .field("edges", &self.edges)

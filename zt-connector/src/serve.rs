@@ -52,7 +52,7 @@ impl SpliceCounter for Relayed<'_> {
 
 /// What a flow needs from the connector.
 #[derive(Debug, Clone)]
-pub(crate) struct FlowContext {
+pub(crate) struct FlowServices {
     pub(crate) flows: FlowLimiter,
     pub(crate) dialer: OriginDialer,
     pub(crate) metrics: Arc<ConnectorMetrics>,
@@ -93,7 +93,7 @@ async fn reject(responder: FlowResponder, err: &DialError) {
 
 /// Serves one flow request to its end. Runs on its own task, inside the flow's span.
 pub(crate) async fn serve_flow(
-    ctx: FlowContext,
+    ctx: FlowServices,
     conn: Arc<ConnectorConnection>,
     header: FlowHeader,
     responder: FlowResponder,
@@ -118,7 +118,7 @@ pub(crate) async fn serve_flow(
 }
 
 async fn serve_tcp(
-    ctx: &FlowContext,
+    ctx: &FlowServices,
     header: FlowHeader,
     responder: FlowResponder,
     guard: FlowGuard,
@@ -150,7 +150,7 @@ async fn serve_tcp(
 }
 
 async fn serve_udp(
-    ctx: &FlowContext,
+    ctx: &FlowServices,
     header: FlowHeader,
     responder: FlowResponder,
     guard: FlowGuard,

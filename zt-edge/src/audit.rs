@@ -410,7 +410,7 @@ enum EventRef<'a> {
     AuthRefusal(&'a AuthRefusal),
 }
 
-struct Inner {
+struct AuditFiles {
     out: BufWriter<File>,
     /// Bytes in the current file, buffered ones included.
     written: u64,
@@ -441,7 +441,7 @@ type RunKey = (IpAddr, PeerRole, String);
 pub struct AuditLog {
     path: PathBuf,
     limits: AuditLimits,
-    inner: Mutex<Inner>,
+    inner: Mutex<AuditFiles>,
     /// Taken before `inner` when both are needed, never after.
     runs: Mutex<HashMap<RunKey, Run>>,
 }
@@ -508,7 +508,7 @@ impl AuditLog {
         let meta = file.metadata().map_err(open_error)?;
         Ok(Self {
             limits,
-            inner: Mutex::new(Inner {
+            inner: Mutex::new(AuditFiles {
                 written: meta.len(),
                 ident: ident_of(&meta),
                 refused_ident: None,
@@ -737,7 +737,7 @@ impl AuditLog {
     /// Moves the current file aside as `.1` (shifting the older ones) and starts a new one,
     /// unless the file turns out smaller than counted (an external `copytruncate`) or was
     /// already moved away by an external tool (then the path is simply reopened).
-    fn rotate(&self, inner: &mut Inner, next_line: u64) -> Result<(), AuditError> {
+    fn rotate(&self, inner: &mut AuditFiles, next_line: u64) -> Result<(), AuditError> {
         inner
             .out
             .flush()
@@ -786,7 +786,7 @@ impl AuditLog {
     /// it), writes to the file at the path from now on, creating it 0600 when missing.
     /// A file there readable by all users is refused (reported once) and the current
     /// file kept.
-    fn reopen_if_moved(&self, inner: &mut Inner) -> Result<(), AuditError> {
+    fn reopen_if_moved(&self, inner: &mut AuditFiles) -> Result<(), AuditError> {
         match std::fs::metadata(&self.path) {
             Ok(m) if ident_of(&m) == inner.ident => return Ok(()),
             Ok(m) if m.mode() & 0o007 != 0 => {
