@@ -1,7 +1,5 @@
 //! Phase semantics, validation and list handling, through the public API.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::HashMap;
 use std::net::IpAddr;
 

@@ -1,5 +1,4 @@
 //! The route table's admin operations, bad inputs and serialisation.
-#![allow(clippy::unwrap_used)]
 
 use std::net::IpAddr;
 

@@ -6,8 +6,6 @@
 //! drawn from small pools so that comparisons and list lookups hit as often as they miss.
 //! Every phase's decision must be identical, rule for rule.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::HashMap;
 use std::net::IpAddr;
 

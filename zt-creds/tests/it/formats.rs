@@ -1,11 +1,8 @@
 //! The credentials file, token and device credentials formats: exact bytes in and out,
 //! every shape cloudflared has written, and the rules for unknown keys and the BOM.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
+use crate::common::{capture_logs, CLOUDFLARED_JSON};
 use base64::Engine as _;
-use common::{capture_logs, CLOUDFLARED_JSON};
 use uuid::Uuid;
 use zt_creds::{CaFingerprint, DeviceCredentials, TunnelCredentials, TunnelSecret, TunnelToken};
 

@@ -1,6 +1,5 @@
 //! Property tests: whatever is written reads back equal, and reading back and writing
 //! again gives the same bytes; arbitrary input never panics a parser.
-#![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;
 use uuid::Uuid;

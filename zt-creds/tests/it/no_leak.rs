@@ -2,15 +2,12 @@
 //! sources), not in any log line — including errors and logs produced while reading
 //! documents and files that contain the secret in every wrong place.
 #![cfg(unix)]
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::fmt::Debug;
 
+use crate::common::{capture_logs, chain, chmod};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use common::{capture_logs, chain, chmod};
 use zt_creds::{
     CaFingerprint, DeviceCredentials, ExistingFile, PermissionMode, TunnelCredentials,
     TunnelSecret, TunnelToken,

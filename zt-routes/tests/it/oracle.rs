@@ -1,5 +1,4 @@
 //! Property tests: every lookup structure against a linear scan over the same prefixes.
-#![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

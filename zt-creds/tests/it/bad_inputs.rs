@@ -1,14 +1,11 @@
 //! Every kind of bad input, each with the exact error it must produce: documents (file and
 //! token payloads), tokens, and files (size, type, permissions).
 #![cfg(unix)]
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::path::Path;
 
+use crate::common::{capture_logs, chmod, CLOUDFLARED_JSON};
 use base64::Engine as _;
-use common::{capture_logs, chmod, CLOUDFLARED_JSON};
 use zt_creds::{
     DeviceCredentials, FingerprintError, LoadError, ParseError, PermissionMode, SecretLengthError,
     TokenError, TunnelCredentials, TunnelToken, MAX_CREDENTIALS_FILE_LEN, MAX_TOKEN_LEN,

@@ -2,8 +2,6 @@
 //!
 //! A change in wording or position shows up here as a diff; that is the point.
 
-#![allow(clippy::unwrap_used)]
-
 use uuid::Uuid;
 use zt_policy::{check_expression, ExprSlot, Filter, List, ListSet, ListType};
 

@@ -1,12 +1,9 @@
 //! Atomic writes: mode 0600, no overwriting unless asked, nothing left behind on failure.
 #![cfg(unix)]
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::sync::{Arc, Barrier};
 
-use common::{chmod, list_dir, mode_of, CLOUDFLARED_JSON};
+use crate::common::{chmod, list_dir, mode_of, CLOUDFLARED_JSON};
 use zt_creds::{
     write_private_file, DeviceCredentials, ExistingFile, PermissionMode, TunnelCredentials,
     WriteError,
