@@ -1,14 +1,11 @@
 //! Registration over real QUIC on loopback: who gets in and who is refused.
 #![cfg(feature = "transport")]
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use uuid::Uuid;
-use zt_creds::{CaFingerprint, TunnelSecret};
+use zt_creds::TunnelSecret;
 use zt_proto::*;
 
 fn expect_unauthorized(err: ConnectError) {
@@ -140,13 +137,7 @@ async fn failed_proofs_are_rate_limited_per_source_address() {
         assert!(edge.next_peer().await.is_err());
     }
     // Now even the right secret is turned away from this address, with retry advice.
-    let e = ep
-        .connect_connector(
-            edge.addr,
-            SERVER_NAME,
-            connector_registration(tunnel.id, 0),
-            &tunnel.secret.derive_auth_key(),
-        )
+    let e = connect_tunnel(&ep, edge.addr, SERVER_NAME, &tunnel)
         .await
         .unwrap_err();
     match e {
@@ -234,14 +225,8 @@ async fn an_edge_certificate_from_another_ca_is_refused() {
     let edge = edge();
     let tunnel = edge.add_identity();
     let other = pki();
-    let ep = peer_endpoint(&EdgeTrust::ca_der(other.ca_der));
-    let e = ep
-        .connect_connector(
-            edge.addr,
-            SERVER_NAME,
-            connector_registration(tunnel.id, 0),
-            &tunnel.secret.derive_auth_key(),
-        )
+    let ep = peer_endpoint(&other.trust());
+    let e = connect_tunnel(&ep, edge.addr, SERVER_NAME, &tunnel)
         .await
         .unwrap_err();
     assert!(matches!(e, ConnectError::Handshake { .. }), "{e:?}");
@@ -251,38 +236,24 @@ async fn an_edge_certificate_from_another_ca_is_refused() {
 async fn the_pinned_ca_fingerprint_is_accepted_and_a_wrong_pin_refused() {
     let mut edge = edge();
     let tunnel = edge.add_identity();
-    let ok = peer_endpoint(&edge.pin())
-        .connect_connector(
-            edge.addr,
-            SERVER_NAME,
-            connector_registration(tunnel.id, 0),
-            &tunnel.secret.derive_auth_key(),
-        )
-        .await;
+    let ok = connect_tunnel(&peer_endpoint(&edge.pin()), edge.addr, SERVER_NAME, &tunnel).await;
     assert!(ok.is_ok(), "{ok:?}");
     assert!(edge.next_peer().await.is_ok());
-    let wrong = EdgeTrust::fingerprint(CaFingerprint::of_der(&pki().ca_der));
-    let e = peer_endpoint(&wrong)
-        .connect_connector(
-            edge.addr,
-            SERVER_NAME,
-            connector_registration(tunnel.id, 0),
-            &tunnel.secret.derive_auth_key(),
-        )
+    let wrong = EdgeTrust::fingerprint(pki().ca_fingerprint());
+    let e = connect_tunnel(&peer_endpoint(&wrong), edge.addr, SERVER_NAME, &tunnel)
         .await
         .unwrap_err();
     assert!(matches!(e, ConnectError::Handshake { .. }), "{e:?}");
     // The right pin but the wrong server name is refused too: the pin does not switch off
     // certificate validation.
-    let e = peer_endpoint(&edge.pin())
-        .connect_connector(
-            edge.addr,
-            "other.test",
-            connector_registration(tunnel.id, 0),
-            &tunnel.secret.derive_auth_key(),
-        )
-        .await
-        .unwrap_err();
+    let e = connect_tunnel(
+        &peer_endpoint(&edge.pin()),
+        edge.addr,
+        "other.test",
+        &tunnel,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, ConnectError::Handshake { .. }), "{e:?}");
 }
 
@@ -390,13 +361,7 @@ async fn keep_alives_hold_an_idle_connection_and_the_idle_timeout_finds_a_dead_o
     let tunnel = edge.add_identity();
     let relay = cuttable_relay(edge.addr).await;
     let ep = PeerEndpoint::bind("127.0.0.1:0".parse().unwrap(), &edge.trust(), settings).unwrap();
-    let conn = ep
-        .connect_connector(
-            relay.addr,
-            SERVER_NAME,
-            connector_registration(tunnel.id, 0),
-            &tunnel.secret.derive_auth_key(),
-        )
+    let conn = connect_tunnel(&ep, relay.addr, SERVER_NAME, &tunnel)
         .await
         .unwrap();
     let EdgePeer::Connector(link) = edge.next_peer().await.unwrap() else {

@@ -1,5 +1,5 @@
-//! Shared set-up for the loopback tests: a CA and server certificate made here with rcgen,
-//! an edge listener on 127.0.0.1, an authenticator that records refusals, and helpers to
+//! Shared set-up for the loopback tests: an edge listener on 127.0.0.1 presenting a test
+//! certificate for [`SERVER_NAME`], an authenticator that records refusals, and helpers to
 //! connect connectors and clients.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
@@ -10,35 +10,20 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use uuid::Uuid;
-use zt_creds::{AuthKey, CaFingerprint, TunnelSecret};
+use zt_creds::{AuthKey, TunnelSecret};
 use zt_proto::*;
+pub use zt_testkit::data::{random_bytes, sha256};
+use zt_testkit::pki::Leaf;
+pub use zt_testkit::quic::{client_endpoint as quic_client, exporter_of};
+pub use zt_testkit::stand_in::test_settings;
 
 pub const SERVER_NAME: &str = "zt-edge.test";
 pub const ACCOUNT: &str = "5ab4e9dfbd435d24068829fda0077963";
 
-pub struct Pki {
-    pub ca_der: Vec<u8>,
-    pub chain_pem: String,
-    pub key_pem: String,
-}
-
 /// A CA and a server certificate for [`SERVER_NAME`] signed by it.
-pub fn pki() -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec![SERVER_NAME.to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    Pki {
-        ca_der: ca.der().to_vec(),
-        chain_pem: format!("{}{}", cert.pem(), ca.pem()),
-        key_pem: key.serialize_pem(),
-    }
+pub fn pki() -> Leaf {
+    zt_testkit::pki::server(&[SERVER_NAME])
 }
 
 #[derive(Default)]
@@ -86,28 +71,18 @@ pub struct Edge {
     pub listener: Arc<EdgeListener>,
     pub addr: SocketAddr,
     pub auth: Arc<TestAuth>,
-    pub pki: Pki,
+    pub pki: Leaf,
     pub peers: tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>>,
-}
-
-pub fn test_settings() -> TransportSettings {
-    let mut s = TransportSettings::default();
-    // Small socket buffers: the tests move little data, and CI machines have low rmem_max.
-    s.socket_receive_buffer = 256 * 1024;
-    s.socket_send_buffer = 256 * 1024;
-    s
 }
 
 /// Starts an edge whose accept loop registers every incoming peer with `auth` and hands
 /// the results to `peers`.
 pub fn edge_with(auth: TestAuth, settings: TransportSettings) -> Edge {
     let pki = pki();
-    let identity =
-        ServerIdentity::from_pem(pki.chain_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
     let listener = Arc::new(
         EdgeListener::bind(
             "127.0.0.1:0".parse().unwrap(),
-            &identity,
+            &pki.identity(),
             "edge-test",
             settings,
         )
@@ -115,19 +90,7 @@ pub fn edge_with(auth: TestAuth, settings: TransportSettings) -> Edge {
     );
     let addr = listener.local_addr().unwrap();
     let auth = Arc::new(auth);
-    let (tx, peers) = tokio::sync::mpsc::unbounded_channel();
-    let l = listener.clone();
-    let a = auth.clone();
-    tokio::spawn(async move {
-        while let Some(incoming) = l.accept().await {
-            let tx = tx.clone();
-            let a = a.clone();
-            tokio::spawn(async move {
-                let r = incoming.register(&*a).await.map_err(|e| e.to_string());
-                let _ = tx.send(r);
-            });
-        }
-    });
+    let peers = accept_peers(listener.clone(), auth.clone());
     Edge {
         listener,
         addr,
@@ -135,6 +98,36 @@ pub fn edge_with(auth: TestAuth, settings: TransportSettings) -> Edge {
         pki,
         peers,
     }
+}
+
+/// Registers every peer `listener` accepts with `auth`, handing the outcomes to the
+/// returned receiver.
+pub fn accept_peers(
+    listener: Arc<EdgeListener>,
+    auth: Arc<TestAuth>,
+) -> tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>> {
+    let (tx, peers) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(incoming) = listener.accept().await {
+            let tx = tx.clone();
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let r = incoming.register(&*auth).await.map_err(|e| e.to_string());
+                let _ = tx.send(r);
+            });
+        }
+    });
+    peers
+}
+
+/// The next registration outcome, within 20 s.
+pub async fn next_peer(
+    peers: &mut tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>>,
+) -> Result<EdgePeer, String> {
+    tokio::time::timeout(Duration::from_secs(20), peers.recv())
+        .await
+        .expect("no peer registration outcome within 20 s")
+        .unwrap()
 }
 
 pub fn edge() -> Edge {
@@ -161,18 +154,15 @@ impl Edge {
     }
 
     pub fn trust(&self) -> EdgeTrust {
-        EdgeTrust::ca_der(self.pki.ca_der.clone())
+        self.pki.trust()
     }
 
     pub fn pin(&self) -> EdgeTrust {
-        EdgeTrust::fingerprint(CaFingerprint::of_der(&self.pki.ca_der))
+        EdgeTrust::fingerprint(self.pki.ca_fingerprint())
     }
 
     pub async fn next_peer(&mut self) -> Result<EdgePeer, String> {
-        tokio::time::timeout(Duration::from_secs(20), self.peers.recv())
-            .await
-            .expect("no peer registration outcome within 20 s")
-            .unwrap()
+        next_peer(&mut self.peers).await
     }
 }
 
@@ -204,17 +194,43 @@ pub fn client_registration(device: Uuid) -> ClientRegistration {
     }
 }
 
+/// Connection 0 of a connector of `tunnel`, from `ep` to `addr` by the server name `name`.
+pub async fn connect_tunnel(
+    ep: &PeerEndpoint,
+    addr: SocketAddr,
+    name: &str,
+    tunnel: &Tunnel,
+) -> Result<ConnectorConnection, ConnectError> {
+    ep.connect_connector(
+        addr,
+        name,
+        connector_registration(tunnel.id, 0),
+        &tunnel.secret.derive_auth_key(),
+    )
+    .await
+}
+
+/// A client session of the device `device`, from `ep` to `addr` by the server name `name`.
+pub async fn connect_device(
+    ep: &PeerEndpoint,
+    addr: SocketAddr,
+    name: &str,
+    device: &Tunnel,
+) -> Result<ClientConnection, ConnectError> {
+    ep.connect_client(
+        addr,
+        name,
+        client_registration(device.id),
+        &device.secret.derive_auth_key(),
+    )
+    .await
+}
+
 /// A registered client connection and the edge's link to it.
 pub async fn client_pair(edge: &mut Edge) -> (PeerEndpoint, ClientConnection, ClientLink) {
     let device = edge.add_identity();
     let ep = peer_endpoint(&edge.trust());
-    let conn = ep
-        .connect_client(
-            edge.addr,
-            SERVER_NAME,
-            client_registration(device.id),
-            &device.secret.derive_auth_key(),
-        )
+    let conn = connect_device(&ep, edge.addr, SERVER_NAME, &device)
         .await
         .unwrap();
     let EdgePeer::Client(link) = edge.next_peer().await.unwrap() else {
@@ -227,31 +243,13 @@ pub async fn client_pair(edge: &mut Edge) -> (PeerEndpoint, ClientConnection, Cl
 pub async fn connector_pair(edge: &mut Edge) -> (PeerEndpoint, ConnectorConnection, ConnectorLink) {
     let tunnel = edge.add_identity();
     let ep = peer_endpoint(&edge.trust());
-    let conn = ep
-        .connect_connector(
-            edge.addr,
-            SERVER_NAME,
-            connector_registration(tunnel.id, 0),
-            &tunnel.secret.derive_auth_key(),
-        )
+    let conn = connect_tunnel(&ep, edge.addr, SERVER_NAME, &tunnel)
         .await
         .unwrap();
     let EdgePeer::Connector(link) = edge.next_peer().await.unwrap() else {
         panic!("expected a connector link")
     };
     (ep, conn, link)
-}
-
-pub fn sha256(data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .to_vec()
-}
-
-pub fn random_bytes(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut v).unwrap();
-    v
 }
 
 /// A raw QUIC connection that trusts the test CA, to speak the control stream by hand.
@@ -264,36 +262,8 @@ pub async fn raw_connection_with_alpn(
     edge: &Edge,
     alpn: &[u8],
 ) -> Result<quinn::Connection, quinn::ConnectionError> {
-    let ep = quic_client(&edge.pki.ca_der, alpn);
+    let ep = quic_client(&edge.pki.ca_der(), alpn);
     ep.connect(edge.addr, SERVER_NAME).unwrap().await
-}
-
-/// A bare quinn client endpoint on loopback offering only `alpn` over TLS 1.3, trusting
-/// only `ca_der`.
-pub fn quic_client(ca_der: &[u8], alpn: &[u8]) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca_der.to_vec().into()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let cfg = quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
-    ));
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(cfg);
-    ep
-}
-
-pub fn exporter_of(conn: &quinn::Connection) -> Exporter {
-    let mut e = [0u8; EXPORTER_LEN];
-    conn.export_keying_material(&mut e, EXPORTER_LABEL, EXPORTER_CONTEXT)
-        .unwrap();
-    e
 }
 
 pub async fn send_register_and_read_answer(

@@ -1,6 +1,5 @@
 //! The worked examples in docs/PROTOCOL.md are test vectors: each decodes to the value
 //! described next to it and re-encodes to the same bytes.
-#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use uuid::Uuid;
 use zt_creds::AuthKey;
 use zt_proto::*;
 
-const DOC: &str = include_str!("../../docs/PROTOCOL.md");
+const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
 
 fn key() -> AuthKey {
     AuthKey::from_bytes([0x42; 32])

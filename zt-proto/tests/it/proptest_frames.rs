@@ -1,6 +1,5 @@
 //! Property tests: every frame survives encode → decode unchanged, whatever its contents and
 //! however the bytes are split; and decoders never panic on arbitrary input.
-#![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

@@ -1,14 +1,11 @@
 //! Flows over real QUIC on loopback: many at once, half-close both ways, reset codes,
 //! refusals, oversized headers, unanswered opens, datagrams and splicing.
 #![cfg(feature = "transport")]
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zt_proto::*;
 
@@ -275,13 +272,7 @@ async fn a_64_kib_header_is_refused_while_other_flows_carry_on() {
     lax.limits.max_header_len = 128 * 1024;
     let device = edge.add_identity();
     let ep = PeerEndpoint::bind("127.0.0.1:0".parse().unwrap(), &edge.trust(), lax).unwrap();
-    let lax_conn = ep
-        .connect_client(
-            edge.addr,
-            SERVER_NAME,
-            client_registration(device.id),
-            &device.secret.derive_auth_key(),
-        )
+    let lax_conn = connect_device(&ep, edge.addr, SERVER_NAME, &device)
         .await
         .unwrap();
     let EdgePeer::Client(lax_link) = edge.next_peer().await.unwrap() else {

@@ -2,16 +2,12 @@
 //! handshake gets the `quic.cftunnel.com` certificate and its connection is handed over raw;
 //! zt peers register as before; a listener without argotunnel refuses it.
 #![cfg(feature = "transport")]
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use crate::common::*;
 use zt_proto::*;
+use zt_testkit::pki::Ca;
 
 const CFD_NAME: &str = "quic.cftunnel.com";
 
@@ -23,59 +19,17 @@ struct TwoIdentities {
 
 /// One CA, and two leaves signed by it: the edge's own name and cloudflared's.
 fn identities() -> TwoIdentities {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let leaf = |name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        ServerIdentity::from_pem(
-            format!("{}{}", cert.pem(), ca.pem()).as_bytes(),
-            key.serialize_pem().as_bytes(),
-        )
-        .unwrap()
-    };
+    let ca = Ca::new("zt test CA");
     TwoIdentities {
         ca_der: ca.der().to_vec(),
-        zt: leaf(SERVER_NAME),
-        cfd: leaf(CFD_NAME),
+        zt: ca.server(&[SERVER_NAME]).identity(),
+        cfd: ca.server(&[CFD_NAME]).identity(),
     }
 }
 
 /// A bare quinn client offering only `argotunnel`, trusting `ca_der`, as cloudflared does.
 fn argotunnel_client(ca_der: &[u8]) -> quinn::Endpoint {
     quic_client(ca_der, ALPN_ARGOTUNNEL)
-}
-
-async fn next(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>>,
-) -> Result<EdgePeer, String> {
-    tokio::time::timeout(Duration::from_secs(20), rx.recv())
-        .await
-        .expect("no peer within 20 s")
-        .unwrap()
-}
-
-fn serve(
-    listener: Arc<EdgeListener>,
-    auth: Arc<TestAuth>,
-) -> tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(incoming) = listener.accept().await {
-            let tx = tx.clone();
-            let auth = auth.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(incoming.register(&*auth).await.map_err(|e| e.to_string()));
-            });
-        }
-    });
-    rx
 }
 
 #[tokio::test]
@@ -93,7 +47,7 @@ async fn both_alpns_share_one_port_and_argotunnel_is_handed_over_raw() {
     );
     let addr = listener.local_addr().unwrap();
     let auth = Arc::new(TestAuth::default());
-    let mut peers = serve(listener.clone(), auth.clone());
+    let mut peers = accept_peers(listener.clone(), auth.clone());
 
     // cloudflared's side: ALPN argotunnel, server name quic.cftunnel.com. The handshake only
     // succeeds if the edge presented the certificate for that name.
@@ -110,7 +64,7 @@ async fn both_alpns_share_one_port_and_argotunnel_is_handed_over_raw() {
     send.write_all(b"control stream bytes").await.unwrap();
     send.finish().unwrap();
 
-    let EdgePeer::Argotunnel(cfd) = next(&mut peers).await.unwrap() else {
+    let EdgePeer::Argotunnel(cfd) = next_peer(&mut peers).await.unwrap() else {
         panic!("expected an argotunnel connection")
     };
     assert_eq!(cfd.server_name().as_deref(), Some(CFD_NAME));
@@ -142,7 +96,7 @@ async fn both_alpns_share_one_port_and_argotunnel_is_handed_over_raw() {
     assert!(auth.refusals.lock().unwrap().is_empty());
 
     // A zt connector on the same port still registers, on the edge's own certificate.
-    let tunnel = common::Tunnel {
+    let tunnel = crate::common::Tunnel {
         id: uuid::Uuid::new_v4(),
         secret: zt_creds::TunnelSecret::generate(),
     };
@@ -160,7 +114,7 @@ async fn both_alpns_share_one_port_and_argotunnel_is_handed_over_raw() {
     .await
     .unwrap();
     assert!(matches!(
-        next(&mut peers).await.unwrap(),
+        next_peer(&mut peers).await.unwrap(),
         EdgePeer::Connector(_)
     ));
     cfd.close(CloseCode::NO_ERROR, "test done");
@@ -183,13 +137,13 @@ async fn a_listener_without_argotunnel_refuses_that_alpn() {
         .unwrap(),
     );
     let addr = listener.local_addr().unwrap();
-    let mut peers = serve(listener, Arc::new(TestAuth::default()));
+    let mut peers = accept_peers(listener, Arc::new(TestAuth::default()));
     let client = argotunnel_client(&ids.ca_der);
     let err = client.connect(addr, CFD_NAME).unwrap().await.unwrap_err();
     assert!(
         err.to_string().contains("no application protocol") || err.to_string().contains("120"),
         "{err}"
     );
-    let outcome = next(&mut peers).await;
+    let outcome = next_peer(&mut peers).await;
     assert!(outcome.is_err(), "{outcome:?}");
 }
