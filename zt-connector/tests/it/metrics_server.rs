@@ -1,6 +1,5 @@
 //! The metrics server over real TCP on 127.0.0.1: the exact bytes of `/ready`, the
 //! health check, the Prometheus exposition, refusals, limits and shutdown.
-#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,7 +13,6 @@
 //!   tested in the crate instead;
 //! - UDP: echo through a connected socket, size bounds both ways, and the ICMP port
 //!   unreachable that loopback returns for a closed port.
-#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::num::NonZeroU64;

@@ -1,21 +1,18 @@
 //! The connector runtime against a test edge over real QUIC on 127.0.0.1: registration of
 //! HA connections, readiness, reconnects, go-away, flows to real TCP and UDP origins, the
 //! flow limit, the allow-list, drains and refused credentials.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use zt_connector::{Connector, ConnectorHandle, DialErrorKind, DrainOutcome, SOFTWARE_VERSION};
 use zt_proto::{FlowStatusCode, OpenError, Protocol};
 
 async fn start(config: zt_connector::ConnectorConfig, tunnel: &Tunnel) -> ConnectorHandle {
-    Connector::start_with(config, tunnel.credentials(), settings())
+    Connector::start_with(config, tunnel.credentials(), test_settings())
         .await
         .unwrap()
 }
@@ -40,14 +37,14 @@ fn refusal(err: OpenError) -> FlowStatusCode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_connections_spread_over_edges_and_ready_reports_them() {
     let tunnel = Tunnel::new();
-    let pki = Pki::new();
+    let pki = pki();
     let mut a = TestEdge::start_on("127.0.0.1:0".parse().unwrap(), &tunnel, pki.clone()).await;
     let mut b = TestEdge::start_on("127.0.0.1:0".parse().unwrap(), &tunnel, pki.clone()).await;
     let text = format!(
         "metrics: 127.0.0.1:0\nedge: [{}, {}]\nedge-ca-fingerprint: {}\n",
         a.addr,
         b.addr,
-        pki.fingerprint()
+        pki.ca_fingerprint()
     );
     let config = zt_connector::ConnectorConfig::parse(&text, "t.yaml").unwrap();
     assert_eq!(config.ha_connections, 4, "the default");
@@ -89,7 +86,7 @@ async fn ha_connections_spread_over_edges_and_ready_reports_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_503_without_an_edge_and_follows_it_down_and_back() {
     let tunnel = Tunnel::new();
-    let pki = Pki::new();
+    let pki = pki();
     let addr = free_udp_addr();
     let handle = start(config_yaml(addr, &pki, 2, ""), &tunnel).await;
     let metrics = handle.metrics_addr().unwrap();
@@ -176,8 +173,8 @@ async fn tcp_flow_keeps_half_close_both_ways() {
     let handle = registered(&mut edge, &tunnel, 2, "").await;
 
     // 1. The edge side half-closes first; the origin keeps sending after that.
-    let sent = pattern(768 * 1024, 7);
-    let tail = pattern(256 * 1024, 99);
+    let sent = payload(7, 768 * 1024);
+    let tail = payload(99, 256 * 1024);
     let origin = echo_then_talk_origin(tail.clone()).await;
     let mut flow = edge
         .link()
@@ -196,7 +193,7 @@ async fn tcp_flow_keeps_half_close_both_ways() {
     // 2. The origin half-closes first; the edge keeps sending after that.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = listener.local_addr().unwrap();
-    let greeting = pattern(300 * 1024, 3);
+    let greeting = payload(3, 300 * 1024);
     let g = greeting.clone();
     let origin_task = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
@@ -214,7 +211,7 @@ async fn tcp_flow_keeps_half_close_both_ways() {
     let mut first = Vec::new();
     flow.read_to_end(&mut first).await.unwrap();
     assert_eq!(sha256(&first), sha256(&greeting));
-    let reply = pattern(500 * 1024, 5);
+    let reply = payload(5, 500 * 1024);
     flow.write_all(&reply).await.unwrap();
     flow.shutdown().await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(30), origin_task)
@@ -372,17 +369,17 @@ async fn udp_flow_echoes() {
         .await
         .unwrap();
     for i in 0..5u8 {
-        let payload = bytes::Bytes::from(pattern(200 + usize::from(i), i));
+        let datagram = bytes::Bytes::from(payload(u64::from(i), 200 + usize::from(i)));
         // A datagram may be lost even on loopback; resend until the echo comes.
         let echoed = loop {
-            flow.send(payload.clone()).unwrap();
+            flow.send(datagram.clone()).unwrap();
             match tokio::time::timeout(Duration::from_secs(2), flow.recv()).await {
                 Ok(Some(p)) => break p,
                 Ok(None) => panic!("the connector ended the UDP flow"),
                 Err(_) => eprintln!("no echo within 2 s; resending"),
             }
         };
-        assert_eq!(echoed, payload);
+        assert_eq!(echoed, datagram);
     }
     assert!(handle.metrics().total_flows() >= 1);
     flow.close();
@@ -483,7 +480,7 @@ async fn a_token_alone_names_the_edge_and_its_ca() {
     let mut edge = TestEdge::start(&tunnel).await;
     let mut token = zt_creds::TunnelToken::from_credentials(tunnel.credentials());
     token.edge = vec![edge.addr.to_string()];
-    token.ca_fingerprint = Some(edge.pki.fingerprint());
+    token.ca_fingerprint = Some(edge.pki.ca_fingerprint());
     let text = format!(
         "tunnel: {}\nmetrics: 127.0.0.1:0\nha-connections: 1\ntoken: {}\n",
         tunnel.id,
@@ -492,8 +489,8 @@ async fn a_token_alone_names_the_edge_and_its_ca() {
     let mut config = zt_connector::ConnectorConfig::parse(&text, "t.yaml").unwrap();
     let creds = config.load_credentials().unwrap();
     assert_eq!(config.edge.len(), 1);
-    assert_eq!(config.edge_ca_fingerprint, Some(edge.pki.fingerprint()));
-    let handle = Connector::start_with(config, creds, settings())
+    assert_eq!(config.edge_ca_fingerprint, Some(edge.pki.ca_fingerprint()));
+    let handle = Connector::start_with(config, creds, test_settings())
         .await
         .unwrap();
     assert_eq!(edge.registrations(1).await, [0]);

@@ -1,52 +1,26 @@
 //! A small edge for the connector's tests, built straight on zt-proto's `EdgeListener`: it
 //! knows one tunnel's auth key, records every registration, refusal and unregister, and
-//! lets a test open flows toward the connector over the links it holds. Certificates are
-//! made here with rcgen: a CA and a server certificate for `localhost` and 127.0.0.1.
+//! lets a test open flows toward the connector over the links it holds. It presents a test
+//! certificate for `localhost` and 127.0.0.1.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, missing_docs)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::sync::mpsc;
 use uuid::Uuid;
-use zt_creds::{AuthKey, CaFingerprint, TunnelCredentials, TunnelSecret};
+use zt_creds::{AuthKey, TunnelCredentials, TunnelSecret};
 use zt_proto::*;
+pub use zt_testkit::data::{payload, sha256};
+use zt_testkit::pki::Leaf;
+pub use zt_testkit::stand_in::test_settings;
 
 pub const ACCOUNT: &str = "5ab4e9dfbd435d24068829fda0077963";
 
-/// The edge's CA and server certificate.
-#[derive(Clone)]
-pub struct Pki {
-    pub ca_der: Vec<u8>,
-    pub ca_pem: String,
-    pub chain_pem: String,
-    pub key_pem: String,
-}
-
-impl Pki {
-    pub fn new() -> Self {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::from_params(&ca_params, &ca_key);
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        Self {
-            ca_der: ca.der().to_vec(),
-            ca_pem: ca.pem(),
-            chain_pem: format!("{}{}", cert.pem(), ca.pem()),
-            key_pem: key.serialize_pem(),
-        }
-    }
-
-    pub fn fingerprint(&self) -> CaFingerprint {
-        CaFingerprint::of_der(&self.ca_der)
-    }
+/// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it.
+pub fn pki() -> Leaf {
+    zt_testkit::pki::server(&["localhost", "127.0.0.1"])
 }
 
 /// A tunnel: what the edge stores and what the connector's credentials hold.
@@ -107,7 +81,7 @@ pub enum Note {
 
 pub struct TestEdge {
     pub addr: SocketAddr,
-    pub pki: Pki,
+    pub pki: Leaf,
     listener: Arc<EdgeListener>,
     /// Every registered link, newest last.
     pub links: Arc<Mutex<Vec<Arc<ConnectorLink>>>>,
@@ -115,27 +89,18 @@ pub struct TestEdge {
     accept: tokio::task::JoinHandle<()>,
 }
 
-pub fn settings() -> TransportSettings {
-    let mut s = TransportSettings::default();
-    // The tests move little data, and CI machines have a low rmem_max.
-    s.socket_receive_buffer = 256 * 1024;
-    s.socket_send_buffer = 256 * 1024;
-    s
-}
-
 impl TestEdge {
     pub async fn start(tunnel: &Tunnel) -> Self {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), tunnel, Pki::new()).await
+        Self::start_on("127.0.0.1:0".parse().unwrap(), tunnel, pki()).await
     }
 
     /// Starts on `addr`, retrying the bind for a while: after a previous edge on the same
     /// port closed, its socket may take a moment to be released.
-    pub async fn start_on(addr: SocketAddr, tunnel: &Tunnel, pki: Pki) -> Self {
-        let identity =
-            ServerIdentity::from_pem(pki.chain_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap();
+    pub async fn start_on(addr: SocketAddr, tunnel: &Tunnel, pki: Leaf) -> Self {
+        let identity = pki.identity();
         let deadline = Instant::now() + Duration::from_secs(20);
         let listener = loop {
-            match EdgeListener::bind(addr, &identity, "test-edge", settings()) {
+            match EdgeListener::bind(addr, &identity, "test-edge", test_settings()) {
                 Ok(l) => break Arc::new(l),
                 Err(e) if Instant::now() < deadline => {
                     eprintln!("edge bind on {addr} failed ({e}); retrying");
@@ -250,13 +215,13 @@ pub fn free_udp_addr() -> SocketAddr {
 /// free loopback port.
 pub fn config_yaml(
     edge: SocketAddr,
-    pki: &Pki,
+    pki: &Leaf,
     ha: u8,
     extra: &str,
 ) -> zt_connector::ConnectorConfig {
     let text = format!(
         "metrics: 127.0.0.1:0\nha-connections: {ha}\nedge: {edge}\nedge-ca-fingerprint: {}\ngrace-period: 20s\n{extra}",
-        pki.fingerprint()
+        pki.ca_fingerprint()
     );
     zt_connector::ConnectorConfig::parse(&text, "test-config.yaml").unwrap()
 }
@@ -303,16 +268,4 @@ pub async fn wait_ready(addr: SocketAddr, want: impl Fn(u16, u64) -> bool) -> (u
 pub fn ready_connections(body: &str) -> u64 {
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     v["readyConnections"].as_u64().unwrap()
-}
-
-pub fn sha256(data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .to_vec()
-}
-
-pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
-        .collect()
 }
