@@ -3,24 +3,18 @@
 //! `maxUnavailable: 1` each replica in turn gets SIGTERM, drains and exits 0, then its
 //! replacement starts and becomes ready before the next one goes. Requests run without
 //! pause through `zt client forward` the whole time, and not one may fail.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn a_rolling_restart_fails_no_request() {
     let origin = Origin::hello("127.0.0.2:0");
     let edge = Edge::start();
-    let creds = edge.tunnel("api-zt");
-    edge.admin(&["route", "ip", "add", "127.0.0.2/32", "api-zt"]);
-    edge.rule("Allow", 100, "allow", "l4", "net.dst.ip == 127.0.0.2");
-    let device = edge.user("alice@example.com", "sre");
+    let (creds, device) = edge.api_zt();
     let mut replicas: Vec<Connector> = (0..3)
         .map(|i| Connector::start(&edge, "api-zt", &creds, &format!("pod-{i}"), 2))
         .collect();

@@ -4,9 +4,6 @@
 //! certificate from its own CA, `GET /version` answering Kubernetes-shaped JSON. The
 //! tunnel never terminates TLS, so the origin's refusal of a caller without a certificate
 //! must reach that caller; and `kubectl` itself gets the version when it is installed.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,81 +11,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use support::kube_pki::KubePki;
-use support::*;
+use crate::support::*;
+use rustls::pki_types::ServerName;
+use zt_testkit::pki::KubePki;
 
 const VERSION_JSON: &str = r#"{"major":"1","minor":"24","gitVersion":"v1.24.1","gitCommit":"3ddd0f45aa91e2f30c70734b175631bec5b5825a","gitTreeState":"clean","buildDate":"2022-05-24T12:18:48Z","goVersion":"go1.18.2","compiler":"gc","platform":"linux/amd64"}"#;
-
-/// The test PKI: a CA, the API server's certificate, and a client certificate.
-struct Pki {
-    ca_pem: String,
-    ca_der: CertificateDer<'static>,
-    server: (CertificateDer<'static>, Vec<u8>),
-    client: (CertificateDer<'static>, Vec<u8>),
-    client_pem: (String, String),
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let KubePki {
-            ca: ca_cert,
-            server: server_cert,
-            server_key,
-            client: client_cert,
-            client_key,
-        } = KubePki::new("e2e kubernetes CA", &["127.0.0.2", "::1"]);
-        Pki {
-            ca_pem: ca_cert.pem(),
-            ca_der: ca_cert.der().clone(),
-            server: (server_cert.der().clone(), server_key.serialize_der()),
-            client: (client_cert.der().clone(), client_key.serialize_der()),
-            client_pem: (client_cert.pem(), client_key.serialize_pem()),
-        }
-    }
-
-    fn roots(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).unwrap();
-        roots
-    }
-
-    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
-    }
-
-    fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(self.roots()),
-            Self::provider(),
-        )
-        .build()
-        .unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server.1.clone()));
-        Arc::new(
-            rustls::ServerConfig::builder_with_provider(Self::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_client_cert_verifier(verifier)
-                .with_single_cert(vec![self.server.0.clone()], key)
-                .unwrap(),
-        )
-    }
-
-    fn client_config(&self, with_cert: bool) -> Arc<rustls::ClientConfig> {
-        let b = rustls::ClientConfig::builder_with_provider(Self::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(self.roots());
-        Arc::new(if with_cert {
-            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.client.1.clone()));
-            b.with_client_auth_cert(vec![self.client.0.clone()], key)
-                .unwrap()
-        } else {
-            b.with_no_client_auth()
-        })
-    }
-}
 
 /// The stand-in API server: mutual TLS, one HTTP/1.1 request per connection.
 fn api_server(bind: &str, config: Arc<rustls::ServerConfig>) -> Origin {
@@ -220,13 +147,18 @@ fn setup(v6: bool) -> Setup {
     }
 }
 
-fn kubeconfig(dir: &std::path::Path, pki: &Pki, server: &str, extra: &str) -> std::path::PathBuf {
+fn kubeconfig(
+    dir: &std::path::Path,
+    pki: &KubePki,
+    server: &str,
+    extra: &str,
+) -> std::path::PathBuf {
     let ca = dir.join("k8s-ca.pem");
     let crt = dir.join("alice.crt");
     let key = dir.join("alice.key");
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
-    std::fs::write(&crt, &pki.client_pem.0).unwrap();
-    std::fs::write(&key, &pki.client_pem.1).unwrap();
+    std::fs::write(&ca, pki.ca.pem()).unwrap();
+    std::fs::write(&crt, pki.client.pem()).unwrap();
+    std::fs::write(&key, pki.client.key_pem()).unwrap();
     let path = dir.join(format!("kubeconfig-{}", fastrand_suffix()));
     std::fs::write(
         &path,
@@ -280,7 +212,8 @@ fn https_with_client_certificate_through_forward_and_socks() {
     if !v6 {
         eprintln!("SKIPPED: the IPv6 route: this host cannot bind [::1]");
     }
-    let pki = Pki::new();
+    // The test PKI: a CA, the API server's certificate, and a client certificate.
+    let pki = KubePki::new("e2e kubernetes CA", &["127.0.0.2", "::1"]);
     let api = api_server("127.0.0.2:0", pki.server_config());
     let api6 = v6.then(|| api_server("[::1]:0", pki.server_config()));
     let s = setup(v6);

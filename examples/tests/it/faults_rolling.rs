@@ -7,16 +7,13 @@
 //!   new requests keep succeeding (the edge retries an unanswered open on another
 //!   connection), and the flows that were open through the dead replica fail with an
 //!   error once the edge's idle timeout ends its connections; none hangs.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::faults::*;
-use support::*;
+use crate::support::faults::*;
+use crate::support::*;
 
 /// Long-lived flows: each sends a byte and expects it back every 200 ms until it fails.
 fn long_flow(

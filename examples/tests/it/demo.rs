@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! `zt demo` as a user runs it: the real binary, with real QUIC, TLS and TCP on loopback.
 //! The first test checks that `--once` shows the flow through every hop and exits 0; the
 //! second points a real kubectl at the running demo, when kubectl is installed.

@@ -1,23 +1,21 @@
 //! Shared pieces of the end-to-end tests: the real `zt` binary as edge, connectors and
 //! client (each a child process killed and reaped when its guard drops, panics included),
-//! the admin commands, free loopback ports, a tiny HTTP/1.1 GET for `/ready`, and a
-//! mutual-TLS origin standing in for a Kubernetes API server.
+//! the admin commands, free loopback ports and a tiny HTTP/1.1 GET for `/ready`. Origins,
+//! certificates and the impairment relay come from zt-testkit.
 #![allow(dead_code, unreachable_pub)]
 
 pub mod abuse;
-pub mod kube_pki;
+pub mod faults;
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-pub mod faults;
-pub mod impair;
+pub use zt_testkit::origin::Origin;
 
 /// How long any awaited event may take before the test gives up. Generous: the tests
 /// fail only when the event never comes, and print the times they measured instead.
@@ -26,6 +24,15 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// The `zt` binary under test.
 pub fn zt() -> Command {
     Command::new(env!("CARGO_BIN_EXE_zt"))
+}
+
+/// A tokio runtime for a test's async half.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A free TCP port on `ip`.
@@ -177,6 +184,23 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Awaits `f` every 50 ms until it returns `Ok`, panicking with its last error after
+/// [`DEADLINE`].
+pub async fn eventually_async<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => assert!(Instant::now() < deadline, "still failing: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A plain HTTP/1.1 GET; `None` when the server cannot be reached or answers garbage.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -323,6 +347,33 @@ impl Edge {
             file.to_str().unwrap(),
         ]);
         file
+    }
+
+    /// The path most end-to-end tests use: tunnel `api-zt` with the route `127.0.0.2/32`,
+    /// an l4 rule `Allow` (precedence 100) whose traffic expression `traffic` makes, and
+    /// a device of `alice@example.com` (group `sre`). Returns the tunnel's credentials
+    /// file and the device's.
+    pub fn api_zt_with(&self, traffic: impl FnOnce(&Edge) -> String) -> (PathBuf, PathBuf) {
+        let creds = self.tunnel("api-zt");
+        self.admin(&["route", "ip", "add", "127.0.0.2/32", "api-zt"]);
+        let traffic = traffic(self);
+        self.rule("Allow", 100, "allow", "l4", &traffic);
+        let device = self.user("alice@example.com", "sre");
+        (creds, device)
+    }
+
+    /// [`Edge::api_zt_with`] allowing `net.dst.ip == 127.0.0.2`.
+    pub fn api_zt(&self) -> (PathBuf, PathBuf) {
+        self.api_zt_with(|_| "net.dst.ip == 127.0.0.2".to_owned())
+    }
+
+    /// [`Edge::api_zt_with`] allowing the IP list `Kubernetes API IPs` that holds
+    /// `127.0.0.2/32`, as the seed's Terraform does.
+    pub fn api_zt_via_list(&self) -> (PathBuf, PathBuf) {
+        self.api_zt_with(|edge| {
+            let list = edge.ip_list("Kubernetes API IPs", &["127.0.0.2/32"]);
+            format!("net.dst.ip in {list}")
+        })
     }
 
     /// The lines of the audit log that describe flows.
@@ -475,53 +526,6 @@ pub fn socks_connect(proxy: SocketAddr, dest: SocketAddr) -> Result<TcpStream, u
         Ok(s)
     } else {
         Err(head[1])
-    }
-}
-
-/// A TCP origin on a private loopback address, run on its own threads until dropped.
-pub struct Origin {
-    pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl Origin {
-    /// Serves each accepted connection with `serve` on its own thread.
-    pub fn spawn(addr: &str, serve: impl Fn(TcpStream) + Send + Sync + 'static) -> Origin {
-        let listener = TcpListener::bind(addr).unwrap();
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let serve = Arc::new(serve);
-        let flag = stop.clone();
-        std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        let serve = serve.clone();
-                        std::thread::spawn(move || serve(s));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Origin { addr, stop }
-    }
-
-    /// An origin that answers every request line `GET /n` with `ok n` and closes.
-    pub fn hello(addr: &str) -> Origin {
-        Origin::spawn(addr, |mut s| {
-            let mut buf = [0u8; 256];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let _ = s.write_all(b"hello ");
-            let _ = s.write_all(&buf[..n]);
-        })
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

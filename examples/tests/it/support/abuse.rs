@@ -23,15 +23,6 @@ use super::{Edge, DEADLINE};
 /// The server name peers use for an edge on loopback (its certificate carries it).
 pub const EDGE_NAME: &str = "127.0.0.1";
 
-/// A tokio runtime for a test's async half.
-pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// The ring-backed rustls provider (the one the product uses).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -276,15 +267,7 @@ pub fn admin_call(edge: &Edge, method: &str, path: &str, body: Option<&str>) -> 
 
 /// The audit log's lines of one `"type"` (`flow`, `auth_refusal`).
 pub fn audit_lines(edge: &Edge, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(edge.path("audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .unwrap_or_else(|e| panic!("audit line {l:?} is not JSON: {e}"))
-        })
-        .filter(|v| v["type"] == kind)
-        .collect()
+    zt_testkit::loopback::read_audit_lines(&edge.path("audit.jsonl"), kind)
 }
 
 /// One Prometheus sample of a metrics page (`name` with its labels, as printed).

@@ -1,7 +1,6 @@
 //! `zt tunnel --config FILE run`, the real binary, against an edge listener on 127.0.0.1:
 //! it registers its HA connections, `/ready` turns 200, and SIGTERM drains (the edge is
 //! told) and exits 0. The edge's CA and certificate come from a real edge state directory.
-#![allow(clippy::unwrap_used)]
 
 use std::io::Read;
 use std::net::SocketAddr;

@@ -3,17 +3,14 @@
 //! (only the allowed ones reach an origin; one audit line per flow), and 1,000 rule changes
 //! made through the admin API while a denied destination is probed without pause (it is
 //! never reached; an allowed one never fails; a new rule applies at once).
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::abuse::*;
-use support::*;
+use crate::support::abuse::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zt_client::Client;
 

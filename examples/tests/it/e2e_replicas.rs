@@ -4,16 +4,13 @@
 //! SIGKILL (a node dies): the test prints how soon flows succeed again and asserts they do.
 //! Another gets SIGTERM (a rolling restart): no request may fail while it drains, and it
 //! exits 0.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// One request's outcome: when it started and ended (since the test began) and its error.
 #[derive(Clone, Debug)]
@@ -101,17 +98,7 @@ fn replicas_survive_kill_and_drain_without_operator_action() {
     let t0 = Instant::now();
     let origin = origin();
     let edge = Edge::start();
-    let creds = edge.tunnel("api-zt");
-    edge.admin(&["route", "ip", "add", "127.0.0.2/32", "api-zt"]);
-    let list = edge.ip_list("Kubernetes API IPs", &["127.0.0.2/32"]);
-    edge.rule(
-        "Allow",
-        100,
-        "allow",
-        "l4",
-        &format!("net.dst.ip in {list}"),
-    );
-    let device = edge.user("alice@example.com", "sre");
+    let (creds, device) = edge.api_zt_via_list();
 
     // `/ready` tracks registration: 200 with readyConnections 2 once both HA connections
     // of each replica are registered.

@@ -4,12 +4,9 @@
 //! leaves, an impostor edge that receives no application byte and no proof from the real
 //! connector and client binaries, and a proof replayed from another connection.
 //!
-//! The library-level versions of these checks are in `zt-proto/tests/registration.rs`
-//! (refusal matrix, replay, other CA, pin) and `zt-creds/tests/bad_inputs.rs` (each bad
+//! The library-level versions of these checks are in `zt-proto/tests/it/registration.rs`
+//! (refusal matrix, replay, other CA, pin) and `zt-creds/tests/it/bad_inputs.rs` (each bad
 //! field); these run the real binaries and read the real audit log.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -17,17 +14,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::abuse::*;
+use crate::support::*;
 use base64::Engine as _;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use support::abuse::*;
-use support::*;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use uuid::Uuid;
 use zt_creds::{DeviceCredentials, PermissionMode, TunnelCredentials, TunnelSecret};
 use zt_proto::{
     Claim, ClientClaim, ConnectorClaim, ControlFrame, RegisterErrorCode, RetryAdvice,
     REFUSED_MESSAGE,
 };
+use zt_testkit::data::sha256_hex;
+use zt_testkit::pki::{Ca, Leaf};
 
 fn connector_claim(creds: &TunnelCredentials) -> Claim {
     Claim::Connector(ConnectorClaim {
@@ -510,45 +508,10 @@ fn impostor(
     (addr, seen)
 }
 
-/// A leaf certificate for `names` signed by `issuer`, with the chain to present.
-fn leaf(
-    names: &[&str],
-    issuer: &Issuer<'_, KeyPair>,
-    ca_der: &CertificateDer<'static>,
-) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = names
-        .iter()
-        .map(|n| match n.parse() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName((*n).try_into().unwrap()),
-        })
-        .collect();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (
-        vec![cert.der().clone(), ca_der.clone()],
-        PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
-    )
-}
-
-/// A fresh CA: its certificate (DER) and an issuer.
-fn new_ca() -> (CertificateDer<'static>, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let cert = params.self_signed(&key).unwrap();
-    let der = cert.der().clone();
-    let issuer = Issuer::from_ca_cert_der(&der, key).unwrap();
-    (der, issuer)
-}
-
-fn sha256_hex(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// What a server presenting `leaf` sends: its chain (the certificate, then its CA's) and
+/// its key.
+fn presented(leaf: &Leaf) -> Presented {
+    (leaf.chain_der(), leaf.key_der())
 }
 
 #[test]
@@ -557,29 +520,22 @@ fn an_impostor_edge_gets_no_application_byte_and_no_proof() {
     let creds = edge.tunnel("t");
     let device = edge.user("erin@example.com", "dev");
     let ca_pem = edge.path("ca.pem");
-    let edge_ca_der = rustls_pemfile_certs(&std::fs::read(&ca_pem).unwrap()).remove(0);
-    let edge_issuer = Issuer::from_ca_cert_der(
-        &edge_ca_der,
-        KeyPair::from_pem(&std::fs::read_to_string(edge.path("ca.key")).unwrap()).unwrap(),
-    )
-    .unwrap();
-    let edge_pin = sha256_hex(&edge_ca_der);
-    let (other_ca, other_issuer) = new_ca();
+    let edge_ca = Ca::from_pem(
+        &std::fs::read_to_string(&ca_pem).unwrap(),
+        &std::fs::read_to_string(edge.path("ca.key")).unwrap(),
+    );
+    let edge_pin = sha256_hex(edge_ca.der());
+    let other_ca = Ca::new("another CA");
 
     // Self-signed: a leaf that is its own issuer.
     let self_signed = {
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        (
-            vec![cert.der().clone()],
-            PrivateKeyDer::from(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
+        let leaf = Leaf::self_signed(&["127.0.0.1"]);
+        (vec![leaf.der().clone()], leaf.key_der())
     };
     // Signed by the edge's own CA, for another name.
-    let wrong_name = leaf(&["impostor.example"], &edge_issuer, &edge_ca_der);
+    let wrong_name = presented(&edge_ca.server(&["impostor.example"]));
     // Another CA, for the right name.
-    let other = leaf(&["127.0.0.1"], &other_issuer, &other_ca);
+    let other = presented(&other_ca.server(&["127.0.0.1"]));
 
     /// How the peer trusts the edge.
     enum Trust<'a> {

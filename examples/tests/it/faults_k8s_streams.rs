@@ -12,9 +12,6 @@
 //!   exactly as sent, and the flow ends when the origin closes the connection.
 //!
 //! The edge runs with `--idle-timeout 3s` so that three idle timeouts take 9 s.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -22,9 +19,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::faults::*;
+use crate::support::*;
 use base64::Engine as _;
-use support::faults::*;
-use support::*;
 
 const IDLE: Duration = Duration::from_secs(3);
 const STDIN_LEN: usize = 64 * 1024;
@@ -179,10 +176,7 @@ fn tunnel() -> Tunnel {
     let origin = api_server(tx);
     let idle = format!("{}s", IDLE.as_secs());
     let edge = Edge::start_with(&["--idle-timeout", &idle]);
-    let creds = edge.tunnel("api-zt");
-    edge.admin(&["route", "ip", "add", "127.0.0.2/32", "api-zt"]);
-    edge.rule("Allow", 100, "allow", "l4", "net.dst.ip == 127.0.0.2");
-    let device = edge.user("alice@example.com", "sre");
+    let (creds, device) = edge.api_zt();
     let connector = Connector::start(&edge, "api-zt", &creds, "connector", 2);
     connector.wait_ready(2);
     let (client, forward) = client_forward(&device, origin.addr);

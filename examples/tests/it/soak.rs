@@ -6,20 +6,18 @@
 //!
 //! Run it with `benches/soak.sh [SECONDS] [RESTART_EVERY_SECONDS]` (defaults 1800 and 300),
 //! or directly:
-//! `ZT_SOAK_SECS=1800 cargo test -p zt-examples --test soak -- --ignored --nocapture`.
+//! `ZT_SOAK_SECS=1800 cargo test -p zt-examples --test it -- --ignored --nocapture --exact
+//! soak::soak_with_loss_and_connector_restarts`.
 //! Warm-up is the first restart interval; the figures compare the end of warm-up with the
 //! rest of the run.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::faults::*;
-use support::impair::{Impair, Impairment};
-use support::*;
+use crate::support::faults::*;
+use crate::support::*;
+use zt_testkit::impair::{Impair, Impairment};
 
 fn env_secs(name: &str, default: u64) -> Duration {
     Duration::from_secs(
@@ -43,7 +41,7 @@ fn soak_with_loss_and_connector_restarts() {
          restart every {restart_every:?}, warm-up {warm_up:?}"
     );
     let hello = Origin::hello("127.0.0.2:0");
-    let hashing = hashing_origin("127.0.0.2:0");
+    let hashing = seeded_hashing_origin("127.0.0.2:0");
     let setup = Setup::new();
     let relay = Impair::start("soak", setup.edge.listen);
     relay.set_both(Impairment {

@@ -3,26 +3,6 @@
 //! and prints the command line), then a connector speaking cloudflared's protocol started
 //! with exactly the `--edge`, `--cacert` and `--credentials-file` that command line names,
 //! serving a flow from `zt client forward` to a real TCP origin.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
-/// The edge's generated schema code, at the path the generator writes into it, for the
-/// test connector below (see zt-edge/tests/cloudflared_edge.rs).
-#[path = "../../zt-edge/src/cloudflared"]
-mod cloudflared {
-    pub(crate) mod generated {
-        #[rustfmt::skip]
-        #[allow(missing_docs, unreachable_pub, unused, clippy::all, clippy::pedantic, clippy::unwrap_used, rust_2018_idioms)]
-        pub(crate) mod quic_metadata_capnp;
-        #[rustfmt::skip]
-        #[allow(missing_docs, unreachable_pub, unused, clippy::all, clippy::pedantic, clippy::unwrap_used, rust_2018_idioms)]
-        pub(crate) mod tunnelrpc_capnp;
-    }
-}
-
-#[path = "../../zt-edge/tests/support_cfd/mod.rs"]
-mod support_cfd;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -31,20 +11,12 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use crate::support::*;
 use rustls::pki_types::pem::PemObject;
-use support::*;
-use support_cfd::Registration;
 use zt_creds::{PermissionMode, TunnelCredentials};
-
-fn sha256(b: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, b)
-        .as_ref()
-        .to_vec()
-}
-
-fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 % 253) as u8).collect()
-}
+use zt_testkit::cloudflared::{self, Registration};
+use zt_testkit::data::{pattern, sha256};
+use zt_testkit::origin::framed_hashing_origin;
 
 /// What the printed cloudflared command line names.
 struct CommandLine {
@@ -101,7 +73,7 @@ fn start_connector(
         .to_vec();
     let creds = TunnelCredentials::load(&cmd.credentials, PermissionMode::Strict).unwrap();
     assert_eq!(creds.tunnel_id.to_string(), cmd.tunnel);
-    let creds = support_cfd::Creds {
+    let creds = cloudflared::Creds {
         account_tag: creds.account_tag.clone(),
         tunnel_id: creds.tunnel_id,
         secret: creds.secret.expose_bytes().to_vec(),
@@ -116,7 +88,7 @@ fn start_connector(
             .unwrap();
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async move {
-            let conn = support_cfd::connect(edge, &ca_der, &creds, 0).await;
+            let conn = cloudflared::connect(edge, &ca_der, &creds, 0).await;
             report
                 .send((conn.registration.clone(), conn.served.clone()))
                 .unwrap();
@@ -131,15 +103,8 @@ fn start_connector(
 
 #[test]
 fn cloudflared_set_up_by_the_admin_commands_serves_a_flow() {
-    let origin = Origin::spawn("127.0.0.3:0", |mut s| {
-        // Framed: no half-close needed, as cloudflared has none.
-        let mut len = [0u8; 8];
-        s.read_exact(&mut len).unwrap();
-        let mut got = vec![0u8; u64::from_be_bytes(len) as usize];
-        s.read_exact(&mut got).unwrap();
-        s.write_all(&sha256(&got)).unwrap();
-        s.write_all(&pattern(200_000)).unwrap();
-    });
+    // Framed: no half-close needed, as cloudflared has none.
+    let origin = framed_hashing_origin("127.0.0.3:0", 200_000);
     let edge = Edge::start();
     let creds = edge.path("legacy.json");
     edge.admin(&[

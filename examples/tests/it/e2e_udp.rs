@@ -1,14 +1,11 @@
 //! UDP through the real binaries: `zt client forward --udp` → `zt edge run` → `zt tunnel …
 //! run` → a UDP echo origin on a private loopback address, over QUIC datagrams. Each
 //! datagram comes back whole and in its own packet.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn udp_echo_through_forward_udp() {

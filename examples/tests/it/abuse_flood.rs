@@ -8,9 +8,6 @@
 //! budget share one line per source and reason per 10 s, with a `count`). It prints the
 //! rate, the connector's registration time, the edge's memory before, during and after,
 //! and the audit log's size.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::abuse::*;
+use crate::support::*;
 use bytes::BytesMut;
-use support::abuse::*;
-use support::*;
 use uuid::Uuid;
 use zt_creds::{PermissionMode, TunnelCredentials, TunnelSecret};
 use zt_proto::{Claim, ConnectorClaim, ControlFrame, RegisterErrorCode};

@@ -8,15 +8,12 @@
 //! asks for (the credentials files, `zt tunnel create --token`'s token) are the only ones
 //! allowed to hold them. A credentials file others can read is refused.
 //!
-//! `zt-creds/tests/no_leak.rs` checks the library types' `Debug`/`Display` in isolation.
-#![allow(clippy::unwrap_used)]
-
-mod support;
+//! `zt-creds/tests/it/no_leak.rs` checks the library types' `Debug`/`Display` in isolation.
 
 use std::process::Output;
 
-use support::abuse::*;
-use support::*;
+use crate::support::abuse::*;
+use crate::support::*;
 use zt_creds::{DeviceCredentials, PermissionMode, TunnelCredentials, TunnelToken};
 
 const DEBUG: &str = "debug";

@@ -3,16 +3,14 @@
 //! that FIN does the origin answer, with 10 MiB. Every byte must arrive (SHA-256 checked),
 //! through client → `zt edge run` → `zt tunnel … run` → origin and back. A relay that tore
 //! the flow down on the first FIN (as cloudflared does) would deliver nothing.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use support::*;
+use crate::support::*;
+use zt_testkit::data::sha256;
 
 const ANSWER_LEN: usize = 10 * 1024 * 1024;
 
@@ -30,12 +28,6 @@ fn answer() -> Vec<u8> {
     out
 }
 
-fn sha256(b: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, b)
-        .as_ref()
-        .to_vec()
-}
-
 #[test]
 fn the_origin_answers_after_the_client_shuts_its_write_side() {
     let (saw_request, request_rx) = mpsc::channel();
@@ -48,17 +40,7 @@ fn the_origin_answers_after_the_client_shuts_its_write_side() {
         s.write_all(&answer()).unwrap();
     });
     let edge = Edge::start();
-    let creds = edge.tunnel("api-zt");
-    edge.admin(&["route", "ip", "add", "127.0.0.2/32", "api-zt"]);
-    let list = edge.ip_list("Kubernetes API IPs", &["127.0.0.2/32"]);
-    edge.rule(
-        "Allow",
-        100,
-        "allow",
-        "l4",
-        &format!("net.dst.ip in {list}"),
-    );
-    let device = edge.user("alice@example.com", "sre");
+    let (creds, device) = edge.api_zt_via_list();
     let connector = Connector::start(&edge, "api-zt", &creds, "connector", 2);
     connector.wait_ready(2);
     let (_client, forward) = client_forward(&device, origin.addr);

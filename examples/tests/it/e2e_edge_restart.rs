@@ -4,13 +4,10 @@
 //! reconnect by themselves and new flows work again. The CA and its fingerprint survive, so
 //! the pin in the device credentials and the connector's `cacert` stay valid, and the
 //! tunnels, routes, rules and users in the database survive too.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::time::Instant;
 
-use support::*;
+use crate::support::*;
 
 fn normalise(fp: &str) -> String {
     fp.chars()
@@ -41,17 +38,7 @@ fn a_flow_asked_for_during_an_edge_restart_completes() {
 fn restart(assert_pending: bool) {
     let origin = Origin::hello("127.0.0.2:0");
     let mut edge = Edge::start();
-    let creds = edge.tunnel("api-zt");
-    edge.admin(&["route", "ip", "add", "127.0.0.2/32", "api-zt"]);
-    let list = edge.ip_list("Kubernetes API IPs", &["127.0.0.2/32"]);
-    edge.rule(
-        "Allow",
-        100,
-        "allow",
-        "l4",
-        &format!("net.dst.ip in {list}"),
-    );
-    let device = edge.user("alice@example.com", "sre");
+    let (creds, device) = edge.api_zt_via_list();
     let connector = Connector::start(&edge, "api-zt", &creds, "connector", 2);
     connector.wait_ready(2);
     let (_client, forward) = client_forward(&device, origin.addr);
@@ -128,10 +115,7 @@ fn the_edge_survives_kill_9_with_its_last_change() {
     let origin = Origin::hello("127.0.0.2:0");
     let late = Origin::hello("127.0.0.3:0");
     let mut edge = Edge::start();
-    let creds = edge.tunnel("api-zt");
-    edge.admin(&["route", "ip", "add", "127.0.0.2/32", "api-zt"]);
-    edge.rule("Allow", 100, "allow", "l4", "net.dst.ip == 127.0.0.2");
-    let device = edge.user("alice@example.com", "sre");
+    let (creds, device) = edge.api_zt();
     let connector = Connector::start(&edge, "api-zt", &creds, "connector", 2);
     connector.wait_ready(2);
     let (_client, forward) = client_forward(&device, origin.addr);

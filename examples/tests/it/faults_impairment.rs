@@ -1,21 +1,18 @@
 //! Integrity under a bad network (issue 9, item 7): twenty concurrent 1 MiB flows each way
 //! through `zt client forward` → `zt edge run` → `zt tunnel … run` → origin, while the
-//! edge↔connector path (a userspace UDP relay, `support::impair`) loses 1 % of the packets,
+//! edge↔connector path (a userspace UDP relay, `zt_testkit::impair`) loses 1 % of the packets,
 //! reorders 10 %, duplicates 1 % and delays each by 20 ± 5 ms, in both directions. Every
 //! upload and every download must arrive with the right SHA-256, and no flow may stall
 //! (a read that sees no byte for 30 s is a stall). The congestion controller is zt's
 //! default, BBR; docs/PROTOCOL.md, section 7, says why.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::net::UdpSocket;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use support::faults::*;
-use support::impair::{Dir, Impair, Impairment};
-use support::*;
+use crate::support::faults::*;
+use crate::support::*;
+use zt_testkit::impair::{Dir, Impair, Impairment};
 
 const FLOWS: u64 = 20;
 const FLOW_LEN: usize = 1024 * 1024;
@@ -92,7 +89,7 @@ fn the_relay_relays_both_ways_and_impairs_each_direction() {
 
 #[test]
 fn twenty_flows_keep_every_byte_through_loss_reordering_duplication_and_delay() {
-    let origin = hashing_origin("127.0.0.2:0");
+    let origin = seeded_hashing_origin("127.0.0.2:0");
     let setup = Setup::new();
     let relay = Impair::start("edge-connector", setup.edge.listen);
     let bad = Impairment {

@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{hello_through, Edge, Origin};
+use super::{hello_through, Edge};
+pub use zt_testkit::data::{payload, sha256};
+pub use zt_testkit::origin::seeded_hashing_origin;
+use zt_testkit::origin::{seeded_reply, seeded_request};
 
 /// An edge with tunnel `api-zt` routing and allowing `127.0.0.2/32`, and a user's device.
 pub struct Setup {
@@ -22,10 +25,7 @@ pub struct Setup {
 impl Setup {
     pub fn new() -> Setup {
         let edge = Edge::start();
-        let creds = edge.tunnel("api-zt");
-        edge.admin(&["route", "ip", "add", "127.0.0.2/32", "api-zt"]);
-        edge.rule("Allow", 100, "allow", "l4", "net.dst.ip == 127.0.0.2");
-        let device = edge.user("alice@example.com", "sre");
+        let (creds, device) = edge.api_zt();
         Setup {
             edge,
             creds,
@@ -34,45 +34,7 @@ impl Setup {
     }
 }
 
-/// `len` deterministic bytes for `seed` (splitmix64), different for every seed and offset.
-pub fn payload(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-pub fn sha256(b: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, b);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-/// An origin that reads a flow to EOF, then answers with the SHA-256 of what it read
-/// followed by `payload(seed, len)`, where the first 8 bytes it read are the seed and the
-/// next 8 the length (little-endian), and closes.
-pub fn hashing_origin(addr: &str) -> Origin {
-    Origin::spawn(addr, |mut s| {
-        let mut got = Vec::new();
-        if s.read_to_end(&mut got).is_err() || got.len() < 16 {
-            return;
-        }
-        let seed = u64::from_le_bytes(got[..8].try_into().unwrap());
-        let len = u64::from_le_bytes(got[8..16].try_into().unwrap()) as usize;
-        let _ = s.write_all(&sha256(&got));
-        let _ = s.write_all(&payload(seed ^ 0xd0_d0, len));
-    })
-}
-
-/// One checked transfer through `forward` to a [`hashing_origin`]: `len` bytes up (seeded
+/// One checked transfer through `forward` to a [`seeded_hashing_origin`]: `len` bytes up (seeded
 /// by `seed`), half-close, then the origin's hash of them and `len` bytes down. A read
 /// or write that makes no progress for `stall` is a stall. Returns the time it took.
 pub fn transfer(
@@ -96,9 +58,7 @@ pub fn transfer_paced(
     stall: Duration,
 ) -> Result<Duration, String> {
     let t = Instant::now();
-    let mut up = payload(seed, up_len.max(16));
-    up[..8].copy_from_slice(&seed.to_le_bytes());
-    up[8..16].copy_from_slice(&(down_len as u64).to_le_bytes());
+    let up = seeded_request(seed, up_len, down_len);
     let mut s = TcpStream::connect(forward).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(stall)).unwrap();
     s.set_write_timeout(Some(stall)).unwrap();
@@ -153,7 +113,7 @@ pub fn transfer_paced(
     if back[..32] != sha256(&up) {
         return Err("the origin's hash of the upload differs: bytes changed on the way up".into());
     }
-    if sha256(&back[32..]) != sha256(&payload(seed ^ 0xd0_d0, down_len)) {
+    if sha256(&back[32..]) != sha256(&seeded_reply(seed, down_len)) {
         return Err("the download's hash differs: bytes changed on the way down".into());
     }
     Ok(t.elapsed())

@@ -1,6 +1,5 @@
 //! The admin commands of the real `zt` binary against a real admin API server started in
 //! this process over a state directory in a temporary directory.
-#![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -33,11 +32,7 @@ impl Edge {
         let state_dir = dir.path().join("edge");
         let state =
             Arc::new(EdgeState::open_or_init(&state_dir, &StateOptions::default()).unwrap());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = crate::support::runtime(1);
         let server = runtime
             .block_on(AdminServer::bind(
                 "127.0.0.1:0".parse().unwrap(),

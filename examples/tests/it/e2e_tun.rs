@@ -16,9 +16,6 @@
 //!
 //! The origin and the probes are this test binary itself, started inside a namespace
 //! with `ip netns exec` (the ignored `helper` test, told what to be by environment).
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
@@ -27,77 +24,29 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::kube_pki::KubePki;
-use support::netns::{ip, Netns};
-use support::*;
+use crate::support::netns::{ip, Netns};
+use crate::support::*;
+use zt_testkit::data::{payload, sha256_hex};
+use zt_testkit::pki::{mutual_tls_server_config, read_pem_certs, KubePki};
 
 const VERSION_JSON: &str = r#"{"major":"1","minor":"24","gitVersion":"v1.24.1","gitCommit":"3ddd0f45aa91e2f30c70734b175631bec5b5825a","gitTreeState":"clean","buildDate":"2022-05-24T12:18:48Z","goVersion":"go1.18.2","compiler":"gc","platform":"linux/amd64"}"#;
 const BIG: usize = 20 * 1024 * 1024;
 
-/// Deterministic bytes both ends can produce: a xorshift stream.
+/// Deterministic bytes both ends can produce; they never repeat, so a block lost,
+/// doubled or moved on the way changes the hash.
 fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    payload(0x9e37_79b9_7f4a_7c15, len)
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Writes ca.pem, server.pem/key, client.pem/key into `dir`.
-fn write_pki(dir: &Path) {
-    let pki = KubePki::new("e2e tun CA", &["198.51.100.101", "2001:db8::101"]);
-    for (name, body) in [
-        ("ca.pem", pki.ca.pem()),
-        ("server.pem", pki.server.pem()),
-        ("server.key", pki.server_key.serialize_pem()),
-        ("client.pem", pki.client.pem()),
-        ("client.key", pki.client_key.serialize_pem()),
-    ] {
-        std::fs::write(dir.join(name), body).unwrap();
-    }
-}
-
-fn read_pem_certs(path: &Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_file_iter(path)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect()
-}
-
+/// The API server's mutual-TLS configuration, from the certificates `KubePki::write_to`
+/// left in `dir` (the cluster runs in another process, in its own namespace).
 fn server_config(dir: &Path) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in read_pem_certs(&dir.join("ca.pem")) {
-        roots.add(c).unwrap();
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .unwrap();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(read_pem_certs(&dir.join("server.pem")), key)
-            .unwrap(),
+    mutual_tls_server_config(
+        read_pem_certs(&dir.join("ca.pem")),
+        read_pem_certs(&dir.join("server.pem")),
+        key,
     )
 }
 
@@ -284,7 +233,12 @@ fn helper() {
 
 fn helper_cmd(ns: &str, role: &str, dir: &Path) -> Command {
     let exe = std::env::current_exe().unwrap();
-    let mut cmd = Netns::exec(ns, &exe, &["helper", "--exact", "--ignored", "--nocapture"]);
+    // The helper test's name as the test harness knows it: its path without the crate.
+    let helper = format!(
+        "{}::helper",
+        module_path!().split_once("::").map_or("", |(_, m)| m)
+    );
+    let mut cmd = Netns::exec(ns, &exe, &[&helper, "--exact", "--ignored", "--nocapture"]);
     cmd.env("ZT_TUN_HELPER", role).env("ZT_TUN_DIR", dir);
     cmd
 }
@@ -341,7 +295,7 @@ fn have(tool: &str) -> bool {
 
 #[test]
 fn tun_mode_end_to_end() {
-    if let Some(why) = support::netns::unavailable() {
+    if let Some(why) = crate::support::netns::unavailable() {
         eprintln!("SKIPPED: tun_mode_end_to_end needs network namespaces: {why}");
         return;
     }
@@ -390,7 +344,7 @@ fn tun_mode_end_to_end() {
         .prefix(&format!("tun{pid}"))
         .tempdir()
         .unwrap();
-    write_pki(dir.path());
+    KubePki::new("e2e tun CA", &["198.51.100.101", "2001:db8::101"]).write_to(dir.path());
     let mut origin = Proc::from_command("origin", helper_cmd(&cluster, "cluster", dir.path()));
     origin.wait_for("cluster origin ready");
 
@@ -683,7 +637,7 @@ fn tun_mode_end_to_end() {
 /// Without CAP_NET_ADMIN the client says what is missing.
 #[test]
 fn tun_mode_without_privilege_names_the_capability() {
-    if support::netns::unavailable().is_some() || !have("setpriv") {
+    if crate::support::netns::unavailable().is_some() || !have("setpriv") {
         eprintln!(
             "SKIPPED: tun_mode_without_privilege_names_the_capability needs root and setpriv"
         );

@@ -1,5 +1,5 @@
 //! Blackholes on the edge↔connector path (issue 9, item 8), through the real binaries and
-//! a userspace UDP relay (`support::impair`) that drops every packet both ways while on.
+//! a userspace UDP relay (`zt_testkit::impair`) that drops every packet both ways while on.
 //!
 //! The edge runs with `--idle-timeout 4s` (connectors and clients use the shorter of
 //! theirs and the edge's), so the test is quick and its outages are sized against it:
@@ -9,15 +9,12 @@
 //!   with an error (they do not hang), the connections re-establish after the path heals
 //!   (the time is printed), new flows succeed, and the edge's and connector's open file
 //!   descriptors, flows and connections come back to what they were.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::time::{Duration, Instant};
 
-use support::faults::*;
-use support::impair::Impair;
-use support::*;
+use crate::support::faults::*;
+use crate::support::*;
+use zt_testkit::impair::Impair;
 
 const IDLE: Duration = Duration::from_secs(4);
 const STALL: Duration = Duration::from_secs(40);
@@ -56,13 +53,10 @@ fn connector_metric(c: &Connector, name: &str) -> f64 {
 
 #[test]
 fn connections_ride_out_short_outages_and_recover_from_a_long_one() {
-    let origin = hashing_origin("127.0.0.2:0");
+    let origin = seeded_hashing_origin("127.0.0.2:0");
     let idle = format!("{}s", IDLE.as_secs());
     let edge = Edge::start_with(&["--idle-timeout", &idle]);
-    let creds = edge.tunnel("api-zt");
-    edge.admin(&["route", "ip", "add", "127.0.0.2/32", "api-zt"]);
-    edge.rule("Allow", 100, "allow", "l4", "net.dst.ip == 127.0.0.2");
-    let device = edge.user("alice@example.com", "sre");
+    let (creds, device) = edge.api_zt();
     let relay = Impair::start("edge-connector", edge.listen);
     let connector = Connector::start_via(&edge, relay.addr, "api-zt", &creds, "connector", 2);
     connector.wait_ready(2);

@@ -5,9 +5,6 @@
 //! flows that never finish their header (100 registered client sessions, 10 each) are cut
 //! at the header timeout while a real client keeps working; an oversized header is refused
 //! with a status and the session lives on. Edge and connector memory stay within bounds.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -15,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::abuse::*;
+use crate::support::*;
 use bytes::BytesMut;
-use support::abuse::*;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zt_client::Client;
 use zt_creds::{DeviceCredentials, PermissionMode};
@@ -158,22 +155,6 @@ fn flows_beyond_the_session_and_connector_limits_are_refused_cleanly() {
     eventually("the connector's flows all ended", || {
         (connector_metric(&connector, "zt_connector_active_flows") == 0.0).then_some(())
     });
-}
-
-/// Retries `f` until it succeeds (a slot freed by a closing flow comes back a moment later).
-async fn eventually_async<T, F, Fut>(mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) => assert!(Instant::now() < deadline, "still failing: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[test]

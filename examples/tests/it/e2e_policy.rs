@@ -5,16 +5,13 @@
 //! hits the default block; the seed's `off` rule lets a server-speaks-first origin talk at
 //! once, where a flow the http phase inspects waits for its first-bytes read. The audit
 //! log gets exactly one line per flow.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zt_client::{Client, ClientOptions};
 use zt_creds::{DeviceCredentials, PermissionMode};
@@ -96,11 +93,7 @@ fn policy_decides_real_flows_and_audits_each_once() {
     let connector = Connector::start(&edge, "private", &creds, "connector", 2);
     connector.wait_ready(2);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::runtime(2);
     rt.block_on(async {
         let creds = DeviceCredentials::load(&device, PermissionMode::Default).unwrap();
         let client = Arc::new(

@@ -1,21 +1,19 @@
-//! The real `zt client … socks` binary against a test edge (zt-proto's `EdgeListener` over
-//! QUIC on 127.0.0.1): the test does the SOCKS5 handshake itself, and the bytes reach a
+//! The real `zt client … socks` binary against a stand-in edge (zt-proto's `EdgeListener`
+//! over QUIC on 127.0.0.1, from zt-testkit): the test does the SOCKS5 handshake itself, and the bytes reach a
 //! real TCP origin and come back; SIGTERM then stops the client with exit status 0.
-#![allow(clippy::unwrap_used)]
-
-// The test edge is shared with zt-client's own tests.
-#[path = "../../zt-client/tests/common/mod.rs"]
-mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zt_creds::ExistingFile;
+use zt_testkit::data::{random_bytes, sha256};
+use zt_testkit::origin::Origin;
+use zt_testkit::stand_in::ClientEdge;
+use zt_testkit::within;
 
 /// Kills the child if the test fails before it exits.
 struct Child(std::process::Child);
@@ -29,8 +27,8 @@ impl Drop for Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zt_client_socks_carries_a_connect_through_the_edge() {
-    let edge = TestEdge::start();
-    let origin = echo_origin("127.0.0.1:0").await;
+    let edge = ClientEdge::start();
+    let origin = Origin::echo("127.0.0.1:0");
     let dir = tempfile::tempdir().unwrap();
     let creds = dir.path().join("device.json");
     edge.credentials()
@@ -84,7 +82,7 @@ async fn zt_client_socks_carries_a_connect_through_the_edge() {
         .unwrap();
     assert_eq!(choice, [5, 0], "no-auth chosen");
     let mut req = vec![5, 1, 0, 1, 127, 0, 0, 1];
-    req.extend_from_slice(&origin.port().to_be_bytes());
+    req.extend_from_slice(&origin.addr.port().to_be_bytes());
     s.write_all(&req).await.unwrap();
     let mut reply = [0u8; 10];
     within("reply", s.read_exact(&mut reply)).await.unwrap();

@@ -3,15 +3,12 @@
 //! users' clients embedded in the test (`zt_client`, so the edge's typed answer is read
 //! directly). A group rule lets only the SRE in; a posture rule only the device that reports
 //! an encrypted disk; a `session.age_seconds` rule cuts a session that has lived too long.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zt_client::{Client, ClientOptions, PostureSpec};
 use zt_creds::{DeviceCredentials, PermissionMode};
@@ -105,11 +102,7 @@ fn identity_posture_and_session_age_decide_flows() {
     let encrypted =
         PostureSpec::parse(&format!("file:disk_encrypted={}", marker.display())).unwrap();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::runtime(2);
     rt.block_on(async {
         let started = Instant::now();
         let alice = connect(&alice, vec![encrypted]).await;
@@ -129,7 +122,13 @@ fn identity_posture_and_session_age_decide_flows() {
 
         // Session age: allowed while young, cut by the block rule once older than 2 s.
         hello(&alice, short.addr, "young").await.unwrap();
-        let cut = eventually_async(|| async { hello(&alice, short.addr, "old").await.err() }).await;
+        let cut = eventually_async(|| async {
+            match hello(&alice, short.addr, "old").await {
+                Err(denied) => Ok(denied),
+                Ok(()) => Err("the flow is still allowed".to_owned()),
+            }
+        })
+        .await;
         eprintln!(
             "MEASURED session age rule: first denied flow {:?} after the session started: {cut}",
             started.elapsed()
@@ -141,20 +140,4 @@ fn identity_posture_and_session_age_decide_flows() {
         alice.shutdown();
         bob.shutdown();
     });
-}
-
-/// Retries `f` every 250 ms until it returns `Some`, up to [`DEADLINE`].
-async fn eventually_async<T, F, Fut>(mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
