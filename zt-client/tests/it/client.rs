@@ -1,20 +1,17 @@
 //! The client runtime against a test edge over real QUIC on 127.0.0.1, with real TCP and
 //! UDP origins: dial, forward (TCP and UDP), SOCKS5, posture, route pushes, reconnects.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use zt_client::socks::ReplyCode;
 use zt_client::*;
 
-async fn connect(edge: &TestEdge) -> Arc<Client> {
+async fn connect(edge: &ClientEdge) -> Arc<Client> {
     Arc::new(
         within(
             "client connect",
@@ -27,8 +24,9 @@ async fn connect(edge: &TestEdge) -> Arc<Client> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dial_carries_data_both_ways_with_half_close() {
-    let edge = TestEdge::start();
-    let origin = origin("127.0.0.1:0", 64 * 1024).await;
+    let edge = ClientEdge::start();
+    let origin_server = hashing_origin("127.0.0.1:0", 64 * 1024);
+    let origin = origin_server.addr;
     let client = connect(&edge).await;
     assert!(matches!(client.state(), ConnectionState::Connected { .. }));
 
@@ -47,8 +45,9 @@ async fn dial_carries_data_both_ways_with_half_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_carries_a_request_and_a_mebibyte_after_half_close() {
-    let edge = TestEdge::start();
-    let origin = origin("127.0.0.1:0", 1024 * 1024).await;
+    let edge = ClientEdge::start();
+    let origin_server = hashing_origin("127.0.0.1:0", 1024 * 1024);
+    let origin = origin_server.addr;
     let client = connect(&edge).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = listener.local_addr().unwrap();
@@ -73,7 +72,7 @@ async fn forward_carries_a_request_and_a_mebibyte_after_half_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_to_a_refused_destination_closes_the_local_connection() {
-    let edge = TestEdge::start();
+    let edge = ClientEdge::start();
     let client = connect(&edge).await;
     // A port with nothing listening.
     let closed = {
@@ -101,7 +100,7 @@ async fn forward_to_a_refused_destination_closes_the_local_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_maps_resets_both_ways() {
-    let edge = TestEdge::start();
+    let edge = ClientEdge::start();
     let client = connect(&edge).await;
 
     // The origin resets: the local program sees its connection reset.
@@ -138,7 +137,7 @@ async fn forward_maps_resets_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_forward_echoes_for_each_local_peer() {
-    let edge = TestEdge::start();
+    let edge = ClientEdge::start();
     let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let echo_addr = echo.local_addr().unwrap();
     tokio::spawn(async move {
@@ -240,11 +239,12 @@ async fn echo_through(mut s: TcpStream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks_connects_to_ipv4_ipv6_and_names() {
-    let edge = TestEdge::start();
+    let edge = ClientEdge::start();
     let client = connect(&edge).await;
     let (proxy, task) = socks_proxy(client).await;
 
-    let v4 = echo_origin("127.0.0.1:0").await;
+    let v4_server = Origin::echo("127.0.0.1:0");
+    let v4 = v4_server.addr;
     let (s, code) = socks_connect(proxy, &encode(v4)).await;
     assert_eq!(code, 0);
     echo_through(s).await;
@@ -268,7 +268,8 @@ async fn socks_connects_to_ipv4_ipv6_and_names() {
     match TcpListener::bind("[::1]:0").await {
         Ok(l) => {
             drop(l);
-            let v6 = echo_origin("[::1]:0").await;
+            let v6_server = Origin::echo("[::1]:0");
+            let v6 = v6_server.addr;
             let (s, code) = socks_connect(proxy, &encode(v6)).await;
             assert_eq!(code, 0);
             echo_through(s).await;
@@ -280,7 +281,7 @@ async fn socks_connects_to_ipv4_ipv6_and_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks_maps_every_edge_status_to_its_reply_code() {
-    let edge = TestEdge::start();
+    let edge = ClientEdge::start();
     let client = connect(&edge).await;
     let (proxy, task) = socks_proxy(client.clone()).await;
     let dest = encode("198.51.100.101:443".parse().unwrap());
@@ -319,7 +320,7 @@ async fn socks_maps_every_edge_status_to_its_reply_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks_answers_malformed_handshakes_with_a_clean_close() {
-    let edge = TestEdge::start();
+    let edge = ClientEdge::start();
     let client = connect(&edge).await;
     let (proxy, task) = socks_proxy(client).await;
     let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
@@ -373,7 +374,8 @@ async fn socks_answers_malformed_handshakes_with_a_clean_close() {
         );
     }
     // The proxy still serves a good request afterwards.
-    let echo = echo_origin("127.0.0.1:0").await;
+    let echo_server = Origin::echo("127.0.0.1:0");
+    let echo = echo_server.addr;
     let (s, code) = socks_connect(proxy, &encode(echo)).await;
     assert_eq!(code, 0);
     echo_through(s).await;
@@ -384,7 +386,7 @@ async fn socks_answers_malformed_handshakes_with_a_clean_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posture_checks_are_reported_to_the_edge() {
-    let mut edge = TestEdge::start();
+    let mut edge = ClientEdge::start();
     let dir = std::env::temp_dir();
     let mut options = client_options();
     options.posture = vec![
@@ -411,7 +413,7 @@ async fn posture_checks_are_reported_to_the_edge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_pushes_are_observed_and_the_vnet_is_claimed() {
-    let edge = TestEdge::start();
+    let edge = ClientEdge::start();
     let mut options = client_options();
     options.vnet = Some("staging".into());
     let client = Client::connect(&edge.credentials(), options).await.unwrap();
@@ -436,8 +438,9 @@ async fn route_pushes_are_observed_and_the_vnet_is_claimed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_dial_succeeds_after_the_edge_restarts() {
-    let mut edge = TestEdge::start();
-    let origin = echo_origin("127.0.0.1:0").await;
+    let mut edge = ClientEdge::start();
+    let origin_server = Origin::echo("127.0.0.1:0");
+    let origin = origin_server.addr;
     let client = connect(&edge).await;
     echo_via_dial(&client, origin).await;
 
@@ -464,8 +467,9 @@ async fn a_new_dial_succeeds_after_the_edge_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_away_moves_new_flows_to_a_new_connection() {
-    let edge = TestEdge::start();
-    let origin = echo_origin("127.0.0.1:0").await;
+    let edge = ClientEdge::start();
+    let origin_server = Origin::echo("127.0.0.1:0");
+    let origin = origin_server.addr;
     let client = connect(&edge).await;
     let first = within("registration seen", edge.wait_link()).await;
     // A flow open across the go-away keeps working on the old connection.
@@ -494,7 +498,7 @@ async fn go_away_moves_new_flows_to_a_new_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dial_while_the_edge_is_down_fails_with_a_clear_error() {
-    let mut edge = TestEdge::start();
+    let mut edge = ClientEdge::start();
     let mut options = client_options();
     options.connection_wait = Duration::from_millis(500);
     let client = Client::connect(&edge.credentials(), options).await.unwrap();
@@ -526,7 +530,7 @@ async fn a_dial_while_the_edge_is_down_fails_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_device_is_refused_at_connect() {
-    let edge = TestEdge::start();
+    let edge = ClientEdge::start();
     let mut creds = edge.credentials();
     creds.device_id = uuid::Uuid::new_v4();
     match Client::connect(&creds, client_options()).await {
