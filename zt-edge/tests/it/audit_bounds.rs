@@ -1,7 +1,6 @@
 //! The audit log's bounds: size rotation (files, modes, whole lines, order, failures,
 //! external rotation) and the coalescing of repeated refusals (counts add up, the first
 //! refusal of each source is written at once).
-#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::net::IpAddr;

@@ -1,6 +1,5 @@
 //! The state directory: creation, restart persistence, file modes, rotation, and refusal of
 //! damaged or incomplete state. TLS checks use real rustls handshakes over loopback TCP.
-#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::io::{Read, Write};

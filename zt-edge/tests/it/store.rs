@@ -1,13 +1,10 @@
 //! The typed store: uniqueness, references, transactions, revisions and change
 //! notification — run against the redb backend and against a small in-memory backend written
 //! here, which shows the [`Store`] trait is all a new backend has to provide.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::sync::Arc;
 
-use common::MemStore;
+use crate::common::MemStore;
 use ipnet::IpNet;
 use uuid::Uuid;
 use zt_creds::TunnelSecret;

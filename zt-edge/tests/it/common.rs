@@ -1,7 +1,6 @@
-//! Test support shared by the integration tests.
+//! Test support of the edge's integration tests that no other crate needs: a store backend
+//! held in memory, to check the store's logic apart from redb.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
-
-pub mod live;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};

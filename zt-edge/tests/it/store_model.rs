@@ -3,9 +3,6 @@
 //! succeed or fail the same way in both, and the stored records must equal the model's
 //! after each step — on the in-memory backend with many cases, and on redb with fewer
 //! (each redb commit waits for the disk).
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -342,7 +339,7 @@ proptest! {
 
     #[test]
     fn memory_backend_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(&Db::new(Arc::new(common::MemStore::new())), &ops)?;
+        run(&Db::new(Arc::new(crate::common::MemStore::new())), &ops)?;
     }
 }
 

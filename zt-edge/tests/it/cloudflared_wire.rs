@@ -1,6 +1,5 @@
 //! cloudflared's wire formats against bytes recorded from cloudflared 2023.7.3
 //! (tests/data/cloudflared/README.md says how they were made).
-#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -16,15 +15,15 @@ use zt_edge::cloudflared::{
 };
 
 const REGISTER: &[u8] =
-    include_bytes!("data/cloudflared/cloudflared-2023.7.3-register-stream0.bin");
+    include_bytes!("../data/cloudflared/cloudflared-2023.7.3-register-stream0.bin");
 const CONTROL_FROM_CLOUDFLARED: &[u8] =
-    include_bytes!("data/cloudflared/cloudflared-2023.7.3-control.from-cloudflared.bin");
+    include_bytes!("../data/cloudflared/cloudflared-2023.7.3-control.from-cloudflared.bin");
 const CONTROL_FROM_EDGE: &[u8] =
-    include_bytes!("data/cloudflared/cloudflared-2023.7.3-control.from-edge.bin");
+    include_bytes!("../data/cloudflared/cloudflared-2023.7.3-control.from-edge.bin");
 const DATA_FROM_EDGE: &[u8] =
-    include_bytes!("data/cloudflared/cloudflared-2023.7.3-data.from-edge.bin");
+    include_bytes!("../data/cloudflared/cloudflared-2023.7.3-data.from-edge.bin");
 const DATA_FROM_CLOUDFLARED: &[u8] =
-    include_bytes!("data/cloudflared/cloudflared-2023.7.3-data.from-cloudflared.bin");
+    include_bytes!("../data/cloudflared/cloudflared-2023.7.3-data.from-cloudflared.bin");
 
 /// Decodes every message of a control stream, checking that each frame is consumed whole.
 fn decode_all(mut bytes: &[u8]) -> Vec<ControlMessage> {
@@ -334,4 +333,25 @@ fn an_exception_answer_decodes_with_its_reason() {
         returns(msgs),
         [(7, ReturnBody::Exception("method not served".into()))]
     );
+}
+
+/// zt-testkit's cloudflared-protocol test connector compiles its own copy of the generated
+/// schema code (this crate keeps its copy private); the regeneration command writes both,
+/// and this test fails when one was changed without the other.
+#[test]
+fn the_test_kits_schema_code_is_the_edges() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["quic_metadata_capnp.rs", "tunnelrpc_capnp.rs"] {
+        let ours = root.join("src/cloudflared/generated").join(file);
+        let kit = root
+            .join("../zt-testkit/src/cloudflared/generated")
+            .join(file);
+        let (a, b) = (std::fs::read(&ours).unwrap(), std::fs::read(&kit).unwrap());
+        assert!(
+            a == b,
+            "{} differs from {}: run `cargo run --manifest-path zt-edge/schema/regen/Cargo.toml`",
+            kit.display(),
+            ours.display()
+        );
+    }
 }

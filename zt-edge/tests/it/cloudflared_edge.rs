@@ -2,25 +2,6 @@
 //! connectors: registration (accepted, refused alike for every bad credential), a TCP flow
 //! from a zt client through the edge and the test connector to a real TCP origin, draining
 //! on `unregisterConnection`, and a tunnel served by both kinds at once.
-#![allow(clippy::unwrap_used)]
-
-mod common;
-mod support_cfd;
-
-/// The generated code of the edge's own schema, compiled into this test crate at the path
-/// the generator writes into it (`crate::cloudflared::generated`), so the test connector
-/// speaks from the same schema through capnp-rpc rather than through the edge's codec.
-#[path = "../src/cloudflared"]
-mod cloudflared {
-    pub(crate) mod generated {
-        #[rustfmt::skip]
-        #[allow(missing_docs, unreachable_pub, unused, clippy::all, clippy::pedantic, clippy::unwrap_used, rust_2018_idioms)]
-        pub(crate) mod quic_metadata_capnp;
-        #[rustfmt::skip]
-        #[allow(missing_docs, unreachable_pub, unused, clippy::all, clippy::pedantic, clippy::unwrap_used, rust_2018_idioms)]
-        pub(crate) mod tunnelrpc_capnp;
-    }
-}
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -28,51 +9,32 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::live::{answer_with_hash, assert_hash_answer, audit_lines, pattern, refused, splice};
-use support_cfd::common::{wait_for, zt_client, zt_endpoint, WAIT};
-use support_cfd::{CfdConnection, Creds, Registration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use uuid::Uuid;
-use zt_creds::TunnelSecret;
-use zt_edge::{
-    ConnectorKind, Device, Edge, EdgeConfig, EdgeHandle, Route, Rule, SecretSha256, Tunnel, User,
+use zt_edge::{ConnectorKind, Edge, EdgeConfig, EdgeHandle, Rule};
+use zt_proto::{ClientConnection, FlowStatusCode, OpenError, PeerEndpoint, Protocol};
+use zt_testkit::cloudflared::{self, CfdConnection, Creds, Registration};
+use zt_testkit::data::{hex, pattern};
+use zt_testkit::loopback::{
+    audit_lines, connect_client, connect_connector, endpoint, provision, refused, serve_flows,
+    test_config, Provision, Provisioned,
 };
-use zt_proto::{
-    ClientConnection, ConnectorClaim, ConnectorConnection, ConnectorRegistration, FlowStatusCode,
-    OpenError, PeerEndpoint, Protocol,
-};
+use zt_testkit::origin::{assert_hash_answer, framed_hashing_origin, Origin};
+use zt_testkit::{wait_for, WAIT};
 
 fn config(dir: &Path) -> EdgeConfig {
-    let mut c = EdgeConfig::new(dir);
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.admin = None;
+    let mut c = test_config(dir);
     c.edge_name = "cfd-test-edge".into();
-    c.shutdown_grace = Duration::from_secs(2);
     // Refuse a flow with no connector at once (within the client's open timeout), so the
     // drain test sees the refusal.
     c.connector_wait = Duration::from_millis(100);
     c
 }
 
-struct Setup {
-    tunnel: Tunnel,
-    secret: TunnelSecret,
-    device: Device,
-    device_secret: TunnelSecret,
-}
-
 /// A tunnel (opted in to cloudflared when `cloudflared`), a device, a route for loopback
-/// through the tunnel and a rule allowing it.
-async fn setup(edge: &EdgeHandle, name: &str, cloudflared: bool) -> Setup {
-    let secret = TunnelSecret::generate();
-    let mut tunnel = Tunnel::new(name, edge.state().account_tag(), &secret);
-    if cloudflared {
-        tunnel.cloudflared_secret_sha256 = Some(SecretSha256::of(&secret));
-    }
-    let device_secret = TunnelSecret::generate();
-    let user = User::new(format!("{name}@example.com"), vec![]);
-    let device = Device::new(user.id, "laptop", &device_secret);
+/// through the tunnel (only when opted in) and a rule allowing it.
+async fn setup(edge: &EdgeHandle, name: &str, cloudflared: bool) -> Provisioned {
     let mut rule = Rule::new(
         format!("allow loopback for {name}"),
         100,
@@ -80,35 +42,23 @@ async fn setup(edge: &EdgeHandle, name: &str, cloudflared: bool) -> Setup {
         vec!["l4".into()],
     );
     rule.traffic = Some("net.dst.port > 0".into());
-    let (t, d) = (tunnel.clone(), device.clone());
-    let ((), rev) = edge
-        .state()
-        .db()
-        .update(|txn| {
-            let vnet = txn.default_vnet().unwrap().unwrap().id;
-            txn.put(&t).unwrap();
-            txn.put(&user).unwrap();
-            txn.put(&d).unwrap();
-            if cloudflared {
-                txn.put(&Route::new("127.0.0.0/8".parse().unwrap(), vnet, t.id))
-                    .unwrap();
-            }
-            txn.put(&rule).unwrap();
-            Ok::<_, zt_edge::StoreError>(())
-        })
-        .unwrap();
-    tokio::time::timeout(WAIT, edge.wait_applied(rev))
-        .await
-        .unwrap();
-    Setup {
-        tunnel,
-        secret,
-        device,
-        device_secret,
-    }
+    let email = format!("{name}@example.com");
+    let routes: &[&str] = if cloudflared { &["127.0.0.0/8"] } else { &[] };
+    provision(
+        edge,
+        Provision {
+            tunnel: name,
+            cloudflared,
+            email: &email,
+            groups: &[],
+            routes,
+            rules: vec![rule],
+        },
+    )
+    .await
 }
 
-fn creds(edge: &EdgeHandle, s: &Setup) -> Creds {
+fn creds(edge: &EdgeHandle, s: &Provisioned) -> Creds {
     Creds {
         account_tag: edge.state().account_tag().to_owned(),
         tunnel_id: s.tunnel.id,
@@ -117,11 +67,11 @@ fn creds(edge: &EdgeHandle, s: &Setup) -> Creds {
 }
 
 async fn cfd_connect(edge: &EdgeHandle, creds: &Creds, index: u8) -> CfdConnection {
-    support_cfd::connect(edge.local_addr(), edge.state().ca_cert_der(), creds, index).await
+    cloudflared::connect(edge.local_addr(), edge.state().ca_cert_der(), creds, index).await
 }
 
 /// Connection 0 of `s`'s tunnel with its own credentials, which must be registered.
-async fn cfd_connected(edge: &EdgeHandle, s: &Setup) -> CfdConnection {
+async fn cfd_connected(edge: &EdgeHandle, s: &Provisioned) -> CfdConnection {
     let cfd = cfd_connect(edge, &creds(edge, s), 0).await;
     assert!(
         matches!(cfd.registration, Registration::Connected { .. }),
@@ -131,27 +81,16 @@ async fn cfd_connected(edge: &EdgeHandle, s: &Setup) -> CfdConnection {
     cfd
 }
 
-async fn client(edge: &EdgeHandle, ep: &PeerEndpoint, s: &Setup) -> ClientConnection {
-    zt_client(edge, ep, s.device.id, &s.device_secret, "test-client 1").await
+async fn client(edge: &EdgeHandle, ep: &PeerEndpoint, s: &Provisioned) -> ClientConnection {
+    connect_client(edge, ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap()
 }
 
-/// An origin that needs no half-close (cloudflared has none): it reads an 8-byte length and
-/// that many bytes, answers with their SHA-256 and `reply_len` bytes, and closes.
-async fn framed_origin(reply_len: usize) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = l.accept().await.unwrap();
-            tokio::spawn(async move {
-                let n = s.read_u64().await.unwrap() as usize;
-                let mut got = vec![0u8; n];
-                s.read_exact(&mut got).await.unwrap();
-                answer_with_hash(&mut s, &got, reply_len).await;
-            });
-        }
-    });
-    addr
+/// An origin that needs no half-close (cloudflared has none): see
+/// [`framed_hashing_origin`].
+fn framed_origin(reply_len: usize) -> Origin {
+    framed_hashing_origin("127.0.0.1:0", reply_len)
 }
 
 /// Sends the framed payload (in two parts, `pause` running between them), then checks the
@@ -213,12 +152,14 @@ fn a_cloudflared_connector_registers_and_serves_a_tcp_flow_end_to_end() {
         assert_eq!(live[0].version, "cloudflared DEV");
         assert_eq!(live[0].conn_index, 0);
 
-        let origin = framed_origin(100_000).await;
-        let ep = zt_endpoint(&edge);
+        let origin = framed_origin(100_000);
+        let ep = endpoint(&edge);
         let client = client(&edge, &ep, &s).await;
         let payload = pattern(300_000);
         let t = Instant::now();
-        framed_round_trip(open(&client, origin).await, &payload, 100_000, async {}).await;
+        framed_round_trip(open(&client, origin.addr).await, &payload, 100_000, async {
+        })
+        .await;
         println!(
             "MEASURED flow through a cloudflared-protocol connector (300 kB up, 100 kB down): {:?}",
             t.elapsed()
@@ -331,10 +272,6 @@ fn wrong_secret_unknown_tunnel_and_no_opt_in_are_refused_alike() {
     });
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 #[test]
 fn unregister_drains_the_connection_and_in_flight_flows_finish() {
     run(|| async {
@@ -344,13 +281,13 @@ fn unregister_drains_the_connection_and_in_flight_flows_finish() {
         let c = creds(&edge, &s);
         let a = cfd_connect(&edge, &c, 0).await;
         assert!(matches!(a.registration, Registration::Connected { .. }));
-        let origin = framed_origin(10_000).await;
-        let ep = zt_endpoint(&edge);
+        let origin = framed_origin(10_000);
+        let ep = endpoint(&edge);
         let client = client(&edge, &ep, &s).await;
         let payload = pattern(50_000);
 
         // A flow in flight on A while A unregisters; a second connection B registers.
-        let flow = open(&client, origin).await;
+        let flow = open(&client, origin.addr).await;
         assert_eq!(a.served.load(Ordering::SeqCst), 1);
         let mut b = None;
         framed_round_trip(flow, &payload, 10_000, async {
@@ -363,7 +300,7 @@ fn unregister_drains_the_connection_and_in_flight_flows_finish() {
             })
             .await;
             // With A draining and no other connection, new flows are refused.
-            let status = refused(client.open_flow(origin, Protocol::Tcp, vec![]).await);
+            let status = refused(client.open_flow(origin.addr, Protocol::Tcp, vec![]).await);
             assert_eq!(status.code, FlowStatusCode::NoConnector, "{status}");
             let conn_b = cfd_connect(&edge, &c, 1).await;
             assert!(matches!(
@@ -376,7 +313,7 @@ fn unregister_drains_the_connection_and_in_flight_flows_finish() {
         let b = b.unwrap();
 
         // New flows go to B only.
-        framed_round_trip(open(&client, origin).await, &payload, 10_000, async {}).await;
+        framed_round_trip(open(&client, origin.addr).await, &payload, 10_000, async {}).await;
         assert_eq!(b.served.load(Ordering::SeqCst), 1);
         assert_eq!(a.served.load(Ordering::SeqCst), 1);
         wait_for("two completed flows", || {
@@ -391,18 +328,6 @@ fn unregister_drains_the_connection_and_in_flight_flows_finish() {
     });
 }
 
-/// Serves zt flows by dialing the destination and copying both ways.
-fn serve_zt_flows(conn: Arc<ConnectorConnection>) {
-    tokio::spawn(async move {
-        while let Some((header, responder)) = conn.accept_flow().await {
-            tokio::spawn(async move {
-                let tcp = TcpStream::connect(header.dest).await.unwrap();
-                splice(responder.accept().await.unwrap(), tcp).await;
-            });
-        }
-    });
-}
-
 #[test]
 fn a_zt_and_a_cloudflared_connector_on_one_tunnel_both_get_flows() {
     run(|| async {
@@ -410,26 +335,9 @@ fn a_zt_and_a_cloudflared_connector_on_one_tunnel_both_get_flows() {
         let edge = Edge::start(config(dir.path())).await.unwrap();
         let s = setup(&edge, "mixed", true).await;
         let cfd = cfd_connected(&edge, &s).await;
-        let ep = zt_endpoint(&edge);
-        let zt = ep
-            .connect_connector(
-                edge.local_addr(),
-                "localhost",
-                ConnectorRegistration {
-                    claim: ConnectorClaim {
-                        tunnel_id: s.tunnel.id,
-                        account_tag: edge.state().account_tag().into(),
-                        connector_id: Uuid::new_v4(),
-                        conn_index: 0,
-                    },
-                    software_version: "test-connector 1".into(),
-                    features: vec![],
-                },
-                &s.secret.derive_auth_key(),
-            )
-            .await
-            .unwrap();
-        serve_zt_flows(Arc::new(zt));
+        let ep = endpoint(&edge);
+        let zt = connect_connector(&edge, &ep, &s, 0).await.unwrap();
+        serve_flows(Arc::new(zt));
         let live = edge.live_view();
         wait_for("both connections live", || {
             live.tunnel_connections(s.tunnel.id).len() == 2
@@ -443,11 +351,11 @@ fn a_zt_and_a_cloudflared_connector_on_one_tunnel_both_get_flows() {
         assert!(kinds.contains(&ConnectorKind::Zt) && kinds.contains(&ConnectorKind::Cloudflared));
 
         // Two flows held open at once: fewest-in-flight puts one on each connection.
-        let origin = framed_origin(1_000).await;
+        let origin = framed_origin(1_000);
         let client = client(&edge, &ep, &s).await;
         let payload = pattern(20_000);
-        let first = open(&client, origin).await;
-        let second = open(&client, origin).await;
+        let first = open(&client, origin.addr).await;
+        let second = open(&client, origin.addr).await;
         assert_eq!(cfd.served.load(Ordering::SeqCst), 1, "cloudflared got one");
         framed_round_trip(first, &payload, 1_000, async {}).await;
         framed_round_trip(second, &payload, 1_000, async {}).await;
@@ -500,7 +408,7 @@ fn the_first_fin_ends_a_cloudflared_flow_and_udp_is_not_sent_to_cloudflared() {
         let edge = Edge::start(config(dir.path())).await.unwrap();
         let s = setup(&edge, "cfd", true).await;
         let cfd = cfd_connected(&edge, &s).await;
-        let ep = zt_endpoint(&edge);
+        let ep = endpoint(&edge);
         let client = client(&edge, &ep, &s).await;
 
         // The client's FIN: the origin's answer to it never arrives (zt-connector would

@@ -7,21 +7,12 @@
 //! `ConnectResponse` and payload written back must reach the client exactly.
 //!
 //! No capnp-rpc here: what goes on the wire is the recording, not an implementation of it.
-#![allow(clippy::unwrap_used)]
-
-mod common;
-#[path = "support_cfd/common.rs"]
-mod support_cfd_common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::live::audit_lines;
-use support_cfd_common::{
-    argotunnel_endpoint, wait_for, zt_client, zt_endpoint, SERVER_NAME, WAIT,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 use zt_creds::TunnelSecret;
@@ -29,19 +20,24 @@ use zt_edge::cloudflared::{
     decode_connect_request, decode_connect_response, decode_control, ConnectResponse,
     ConnectionType, ControlMessage, RegistrationReply, ReturnBody,
 };
-use zt_edge::{ConnectorKind, Device, Edge, EdgeConfig, EdgeHandle, Route, Rule, Tunnel, User};
+use zt_edge::{ConnectorKind, Device, Edge, EdgeConfig, EdgeHandle, Route, Tunnel, User};
 use zt_proto::{ClientConnection, FlowStatusCode, OpenError, PeerEndpoint, Protocol};
+use zt_testkit::cloudflared::{argotunnel_endpoint, SERVER_NAME};
+use zt_testkit::loopback::{
+    allow_all, audit_lines, connect_client, endpoint as zt_endpoint, test_config, update,
+};
+use zt_testkit::{wait_for, WAIT};
 
 const CONTROL_FROM_CLOUDFLARED: &[u8] =
-    include_bytes!("data/cloudflared/cloudflared-2023.7.3-control.from-cloudflared.bin");
+    include_bytes!("../data/cloudflared/cloudflared-2023.7.3-control.from-cloudflared.bin");
 const CONTROL_FROM_EDGE: &[u8] =
-    include_bytes!("data/cloudflared/cloudflared-2023.7.3-control.from-edge.bin");
+    include_bytes!("../data/cloudflared/cloudflared-2023.7.3-control.from-edge.bin");
 const REGISTER: &[u8] =
-    include_bytes!("data/cloudflared/cloudflared-2023.7.3-register-stream0.bin");
+    include_bytes!("../data/cloudflared/cloudflared-2023.7.3-register-stream0.bin");
 const DATA_FROM_EDGE: &[u8] =
-    include_bytes!("data/cloudflared/cloudflared-2023.7.3-data.from-edge.bin");
+    include_bytes!("../data/cloudflared/cloudflared-2023.7.3-data.from-edge.bin");
 const DATA_FROM_CLOUDFLARED: &[u8] =
-    include_bytes!("data/cloudflared/cloudflared-2023.7.3-data.from-cloudflared.bin");
+    include_bytes!("../data/cloudflared/cloudflared-2023.7.3-data.from-cloudflared.bin");
 
 /// The credentials the recording was made with (dummy values, README.md).
 const ACCOUNT_TAG: &str = "0123456789abcdef0123456789abcdef";
@@ -54,8 +50,7 @@ fn recorded_secret() -> TunnelSecret {
 }
 
 fn config(dir: &Path) -> EdgeConfig {
-    let mut c = EdgeConfig::new(dir);
-    c.listen = "127.0.0.1:0".parse().unwrap();
+    let mut c = test_config(dir);
     // The recorded tunnel is imported through the admin API, as an operator would.
     c.admin = Some("127.0.0.1:0".parse().unwrap());
     c.edge_name = LOCATION.into();
@@ -147,25 +142,16 @@ async fn setup(edge: &EdgeHandle) -> Setup {
     let device_secret = TunnelSecret::generate();
     let user = User::new("replay@example.com", vec![]);
     let device = Device::new(user.id, "laptop", &device_secret);
-    let mut rule = Rule::new("allow loopback", 100, "allow", vec!["l4".into()]);
-    rule.traffic = Some("net.dst.port > 0".into());
     let (t, d) = (tunnel.clone(), device.clone());
-    let ((), rev) = edge
-        .state()
-        .db()
-        .update(|txn| {
-            let vnet = txn.default_vnet().unwrap().unwrap().id;
-            txn.put(&user).unwrap();
-            txn.put(&d).unwrap();
-            txn.put(&Route::new("127.0.0.0/8".parse().unwrap(), vnet, t.id))
-                .unwrap();
-            txn.put(&rule).unwrap();
-            Ok::<_, zt_edge::StoreError>(())
-        })
-        .unwrap();
-    tokio::time::timeout(WAIT, edge.wait_applied(rev))
-        .await
-        .unwrap();
+    update(edge, move |txn| {
+        let vnet = txn.default_vnet().unwrap().unwrap().id;
+        txn.put(&user).unwrap();
+        txn.put(&d).unwrap();
+        txn.put(&Route::new("127.0.0.0/8".parse().unwrap(), vnet, t.id))
+            .unwrap();
+        txn.put(&allow_all()).unwrap();
+    })
+    .await;
     Setup {
         tunnel_id: tunnel.id,
         device,
@@ -273,7 +259,9 @@ fn returns(msgs: &[ControlMessage]) -> Vec<(u32, ReturnBody)> {
 }
 
 async fn client(edge: &EdgeHandle, ep: &PeerEndpoint, s: &Setup) -> ClientConnection {
-    zt_client(edge, ep, s.device.id, &s.device_secret, "replay-client 1").await
+    connect_client(edge, ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap()
 }
 
 /// Reads the next chunk of a stream the edge opened into `buf`; panics naming `what` when

@@ -1,6 +1,5 @@
 //! The admin API over real HTTP on loopback, against a state directory in a temporary
 //! directory: the happy paths of every resource and the refusals an operator meets.
-#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -55,6 +54,18 @@ impl Api {
             server,
             token,
         }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("PUT", path, Some(body)).await
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("PATCH", path, Some(body)).await
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -211,7 +222,7 @@ async fn tunnels_are_created_listed_with_connections_and_soft_deleted() {
     let live = Arc::new(FakeLive::default());
     let api = Api::start(live.clone()).await;
     let (status, body) = api
-        .call("POST", "/v1/tunnels", Some(json!({"name": "prod-cluster"})))
+        .post("/v1/tunnels", json!({"name": "prod-cluster"}))
         .await;
     assert_eq!(status, 201, "{body}");
     let creds = TunnelCredentials::from_json(body["credentials"].to_string().as_bytes()).unwrap();
@@ -227,10 +238,9 @@ async fn tunnels_are_created_listed_with_connections_and_soft_deleted() {
     assert!(stored.cloudflared_secret_sha256.is_none());
 
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/tunnels",
-            Some(json!({"name": "cf", "allow_cloudflared": true})),
+            json!({"name": "cf", "allow_cloudflared": true}),
         )
         .await;
     assert_eq!(status, 201);
@@ -249,7 +259,7 @@ async fn tunnels_are_created_listed_with_connections_and_soft_deleted() {
         .matches(cf.secret.expose_bytes()));
 
     let (status, body) = api
-        .call("POST", "/v1/tunnels", Some(json!({"name": "prod-cluster"})))
+        .post("/v1/tunnels", json!({"name": "prod-cluster"}))
         .await;
     assert_eq!(status, 409);
     assert!(message(&body).contains(&id.to_string()), "{body}");
@@ -283,10 +293,9 @@ async fn tunnels_are_created_listed_with_connections_and_soft_deleted() {
     assert!(prod.get("auth_key").is_none());
 
     let (status, _) = api
-        .call(
-            "POST",
+        .post(
             "/v1/routes",
-            Some(json!({"network": "198.51.100.0/24", "tunnel": "prod-cluster"})),
+            json!({"network": "198.51.100.0/24", "tunnel": "prod-cluster"}),
         )
         .await;
     assert_eq!(status, 201);
@@ -319,16 +328,13 @@ async fn tunnels_are_created_listed_with_connections_and_soft_deleted() {
 #[tokio::test]
 async fn routes_are_validated_explained_and_deleted() {
     let api = Api::start(Arc::new(NoLiveView)).await;
-    let (_, t) = api
-        .call("POST", "/v1/tunnels", Some(json!({"name": "k8s"})))
-        .await;
+    let (_, t) = api.post("/v1/tunnels", json!({"name": "k8s"})).await;
     let tunnel_id = t["tunnel"]["id"].as_str().unwrap().to_owned();
 
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/routes",
-            Some(json!({"network": "10.0.0.0/8", "tunnel": tunnel_id, "comment": "all"})),
+            json!({"network": "10.0.0.0/8", "tunnel": tunnel_id, "comment": "all"}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -336,20 +342,18 @@ async fn routes_are_validated_explained_and_deleted() {
     assert_eq!(body["tunnel_name"], "k8s");
     assert_eq!(body["vnet_name"], "default");
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/routes",
-            Some(json!({"network": "10.1.0.0/16", "tunnel": "k8s"})),
+            json!({"network": "10.1.0.0/16", "tunnel": "k8s"}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
     let narrow = body["id"].as_str().unwrap().to_owned();
 
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/routes",
-            Some(json!({"network": "10.1.2.3/16", "tunnel": "k8s"})),
+            json!({"network": "10.1.2.3/16", "tunnel": "k8s"}),
         )
         .await;
     assert_eq!(status, 400);
@@ -361,10 +365,9 @@ async fn routes_are_validated_explained_and_deleted() {
     assert_eq!(body["error"]["detail"]["canonical"], "10.1.0.0/16");
 
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/routes",
-            Some(json!({"network": "10.1.0.0/16", "tunnel": "k8s"})),
+            json!({"network": "10.1.0.0/16", "tunnel": "k8s"}),
         )
         .await;
     assert_eq!(status, 409);
@@ -373,34 +376,29 @@ async fn routes_are_validated_explained_and_deleted() {
     assert_eq!(body["error"]["detail"]["existing"]["id"], narrow.as_str());
 
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/routes",
-            Some(json!({"network": "192.0.2.0/24", "tunnel": "nope"})),
+            json!({"network": "192.0.2.0/24", "tunnel": "nope"}),
         )
         .await;
     assert_eq!(status, 404);
     assert!(message(&body).contains("nope"));
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/routes",
-            Some(json!({"network": "10.0.0.0/33", "tunnel": "k8s"})),
+            json!({"network": "10.0.0.0/33", "tunnel": "k8s"}),
         )
         .await;
     assert_eq!(status, 400);
     assert_eq!(code(&body), "invalid_network");
 
     // The same prefix in another virtual network is a different route.
-    let (status, _) = api
-        .call("POST", "/v1/vnets", Some(json!({"name": "staging"})))
-        .await;
+    let (status, _) = api.post("/v1/vnets", json!({"name": "staging"})).await;
     assert_eq!(status, 201);
     let (status, _) = api
-        .call(
-            "POST",
+        .post(
             "/v1/routes",
-            Some(json!({"network": "10.1.0.0/16", "tunnel": "k8s", "vnet": "staging"})),
+            json!({"network": "10.1.0.0/16", "tunnel": "k8s", "vnet": "staging"}),
         )
         .await;
     assert_eq!(status, 201);
@@ -450,38 +448,26 @@ async fn routes_are_validated_explained_and_deleted() {
 #[tokio::test]
 async fn virtual_networks_are_renamed_made_default_and_deleted_only_when_unused() {
     let api = Api::start(Arc::new(NoLiveView)).await;
-    api.call("POST", "/v1/tunnels", Some(json!({"name": "t"})))
-        .await;
+    api.post("/v1/tunnels", json!({"name": "t"})).await;
     let (status, body) = api
-        .call(
-            "POST",
-            "/v1/vnets",
-            Some(json!({"name": "lab", "comment": "test"})),
-        )
+        .post("/v1/vnets", json!({"name": "lab", "comment": "test"}))
         .await;
     assert_eq!(status, 201, "{body}");
-    let (status, _) = api
-        .call("POST", "/v1/vnets", Some(json!({"name": "lab"})))
-        .await;
+    let (status, _) = api.post("/v1/vnets", json!({"name": "lab"})).await;
     assert_eq!(status, 409);
-    let (status, body) = api
-        .call("PATCH", "/v1/vnets/lab", Some(json!({"name": "lab2"})))
-        .await;
+    let (status, body) = api.patch("/v1/vnets/lab", json!({"name": "lab2"})).await;
     assert_eq!(status, 200);
     assert_eq!(body["name"], "lab2");
-    api.call(
-        "POST",
+    api.post(
         "/v1/routes",
-        Some(json!({"network": "192.0.2.0/24", "tunnel": "t", "vnet": "lab2"})),
+        json!({"network": "192.0.2.0/24", "tunnel": "t", "vnet": "lab2"}),
     )
     .await;
     let (status, body) = api.call("DELETE", "/v1/vnets/lab2", None).await;
     assert_eq!(status, 409);
     assert!(message(&body).contains("192.0.2.0/24"), "{body}");
 
-    let (status, body) = api
-        .call("PATCH", "/v1/vnets/lab2", Some(json!({"default": true})))
-        .await;
+    let (status, body) = api.patch("/v1/vnets/lab2", json!({"default": true})).await;
     assert_eq!(status, 200);
     assert_eq!(body["is_default"], true);
     let (_, body) = api.call("GET", "/v1/vnets", None).await;
@@ -510,13 +496,10 @@ async fn virtual_networks_are_renamed_made_default_and_deleted_only_when_unused(
 async fn lists_and_rules_are_checked_by_compiling_the_policy() {
     let api = Api::start(Arc::new(NoLiveView)).await;
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/lists",
-            Some(
-                json!({"name": "Kubernetes API IPs", "slug": "k8s_api", "type": "IP",
+            json!({"name": "Kubernetes API IPs", "slug": "k8s_api", "type": "IP",
                         "items": ["198.51.100.101", "2001:db8::101/128"]}),
-            ),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -524,48 +507,35 @@ async fn lists_and_rules_are_checked_by_compiling_the_policy() {
     assert_eq!(body["type"], "IP");
 
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/lists",
-            Some(json!({"name": "bad", "type": "IP", "items": ["10.0.0.1/8"]})),
+            json!({"name": "bad", "type": "IP", "items": ["10.0.0.1/8"]}),
         )
         .await;
     assert_eq!(status, 400);
     assert!(message(&body).contains("10.0.0.0/8"), "{body}");
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/lists",
-            Some(json!({"name": "bad", "slug": "Bad Slug", "type": "DOMAIN"})),
+            json!({"name": "bad", "slug": "Bad Slug", "type": "DOMAIN"}),
         )
         .await;
     assert_eq!(status, 400, "{body}");
     let (status, _) = api
-        .call(
-            "POST",
-            "/v1/lists",
-            Some(json!({"name": "x", "type": "COLOURS"})),
-        )
+        .post("/v1/lists", json!({"name": "x", "type": "COLOURS"}))
         .await;
     assert_eq!(status, 400);
 
     let (status, body) = api
-        .call(
-            "POST",
-            "/v1/rules",
-            Some(json!({"name": "allow k8s", "precedence": 10, "action": "allow",
-                        "filters": ["l4"], "traffic": "net.dst.ip in $k8s_api and net.dst.port == 443"})),
-        )
+        .post("/v1/rules", json!({"name": "allow k8s", "precedence": 10, "action": "allow",
+                        "filters": ["l4"], "traffic": "net.dst.ip in $k8s_api and net.dst.port == 443"}))
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/rules",
-            Some(
-                json!({"name": "broken", "precedence": 20, "action": "block",
+            json!({"name": "broken", "precedence": 20, "action": "block",
                         "filters": ["l4"], "traffic": "net.dst.port == == 22"}),
-            ),
         )
         .await;
     assert_eq!(status, 400);
@@ -575,55 +545,43 @@ async fn lists_and_rules_are_checked_by_compiling_the_policy() {
     assert!(diagnostic.contains("net.dst.port == == 22"), "{diagnostic}");
     assert!(message(&body).contains('^'));
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/rules",
-            Some(
-                json!({"name": "unknown list", "precedence": 20, "action": "block",
+            json!({"name": "unknown list", "precedence": 20, "action": "block",
                         "filters": ["l4"], "traffic": "net.dst.ip in $nope"}),
-            ),
         )
         .await;
     assert_eq!(status, 400);
     assert!(message(&body).contains("$nope"), "{body}");
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/rules",
-            Some(
-                json!({"name": "same precedence", "precedence": 10, "action": "block",
+            json!({"name": "same precedence", "precedence": 10, "action": "block",
                         "filters": ["l4"]}),
-            ),
         )
         .await;
     assert_eq!(status, 409);
     assert_eq!(code(&body), "duplicate_precedence");
     assert!(message(&body).contains("allow k8s"));
     let (status, _) = api
-        .call(
-            "POST",
+        .post(
             "/v1/rules",
-            Some(json!({"name": "off", "precedence": 5, "action": "off", "filters": ["l4"]})),
+            json!({"name": "off", "precedence": 5, "action": "off", "filters": ["l4"]}),
         )
         .await;
     assert_eq!(status, 400);
 
     let (status, body) = api
-        .call(
-            "PATCH",
+        .patch(
             "/v1/rules/allow%20k8s",
-            Some(json!({"precedence": 30, "enabled": false})),
+            json!({"precedence": 30, "enabled": false}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["precedence"], 30);
     assert_eq!(body["enabled"], false);
     let (status, body) = api
-        .call(
-            "PATCH",
-            "/v1/rules/allow%20k8s",
-            Some(json!({"traffic": "net.dst.ip in"})),
-        )
+        .patch("/v1/rules/allow%20k8s", json!({"traffic": "net.dst.ip in"}))
         .await;
     assert_eq!(status, 400);
     assert_eq!(code(&body), "invalid_expression");
@@ -638,10 +596,9 @@ async fn lists_and_rules_are_checked_by_compiling_the_policy() {
     assert_eq!(status, 409, "{body}");
     assert!(message(&body).contains("allow k8s"), "{body}");
     let (status, body) = api
-        .call(
-            "PATCH",
+        .patch(
             "/v1/lists/k8s_api",
-            Some(json!({"add": ["198.51.100.102"], "remove": ["198.51.100.101"]})),
+            json!({"add": ["198.51.100.102"], "remove": ["198.51.100.101"]}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -650,11 +607,7 @@ async fn lists_and_rules_are_checked_by_compiling_the_policy() {
         json!(["2001:db8::101/128", "198.51.100.102"])
     );
     let (status, _) = api
-        .call(
-            "PATCH",
-            "/v1/lists/k8s_api",
-            Some(json!({"add": ["not-an-ip"]})),
-        )
+        .patch("/v1/lists/k8s_api", json!({"add": ["not-an-ip"]}))
         .await;
     assert_eq!(status, 400);
     let (status, body) = api
@@ -675,21 +628,19 @@ async fn lists_and_rules_are_checked_by_compiling_the_policy() {
 async fn users_get_device_credentials_once_and_removal_revokes_devices() {
     let api = Api::start(Arc::new(NoLiveView)).await;
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/users",
-            Some(json!({"email": "ana@example.com", "groups": ["sre", "dev"]})),
+            json!({"email": "ana@example.com", "groups": ["sre", "dev"]}),
         )
         .await;
     assert_eq!(status, 400);
     assert_eq!(code(&body), "missing_edge_address");
 
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/users",
-            Some(json!({"email": "ana@example.com", "groups": ["sre", "dev"],
-                        "edge": ["127.0.0.1:7844"]})),
+            json!({"email": "ana@example.com", "groups": ["sre", "dev"],
+                        "edge": ["127.0.0.1:7844"]}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -710,18 +661,16 @@ async fn users_get_device_credentials_once_and_removal_revokes_devices() {
     drop(read);
 
     let (status, _) = api
-        .call(
-            "POST",
+        .post(
             "/v1/users",
-            Some(json!({"email": "ANA@example.com", "edge": ["127.0.0.1:7844"]})),
+            json!({"email": "ANA@example.com", "edge": ["127.0.0.1:7844"]}),
         )
         .await;
     assert_eq!(status, 409);
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/users",
-            Some(json!({"email": "bob@example.com", "edge": ["no-port"]})),
+            json!({"email": "bob@example.com", "edge": ["no-port"]}),
         )
         .await;
     assert_eq!(status, 400);
@@ -746,11 +695,7 @@ async fn a_stored_list_the_policy_cannot_use_blocks_rule_changes_as_it_blocks_re
     let api = Api::start(Arc::new(NoLiveView)).await;
     // URL lists can only come from outside the admin API; the API refuses to make them.
     let (status, _) = api
-        .call(
-            "POST",
-            "/v1/lists",
-            Some(json!({"name": "urls", "type": "URL"})),
-        )
+        .post("/v1/lists", json!({"name": "urls", "type": "URL"}))
         .await;
     assert_eq!(status, 400);
     let list = zt_edge::List::new("urls", zt_edge::ListKind::Url, vec![]);
@@ -759,10 +704,9 @@ async fn a_stored_list_the_policy_cannot_use_blocks_rule_changes_as_it_blocks_re
         .update(|txn| txn.put(&list).map(|_| ()))
         .unwrap();
     let (status, body) = api
-        .call(
-            "POST",
+        .post(
             "/v1/rules",
-            Some(json!({"name": "r", "precedence": 1, "action": "allow"})),
+            json!({"name": "r", "precedence": 1, "action": "allow"}),
         )
         .await;
     assert_eq!(status, 400);
@@ -773,40 +717,30 @@ async fn a_stored_list_the_policy_cannot_use_blocks_rule_changes_as_it_blocks_re
 #[tokio::test]
 async fn a_tunnel_opts_in_to_cloudflared_only_with_its_own_credentials() {
     let api = Api::start(Arc::new(NoLiveView)).await;
-    let (status, created) = api
-        .call("POST", "/v1/tunnels", Some(json!({ "name": "legacy" })))
-        .await;
+    let (status, created) = api.post("/v1/tunnels", json!({ "name": "legacy" })).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["tunnel"]["accepts_cloudflared"], false);
     let creds = created["credentials"].clone();
-    let (_, other) = api
-        .call("POST", "/v1/tunnels", Some(json!({ "name": "other" })))
-        .await;
+    let (_, other) = api.post("/v1/tunnels", json!({ "name": "other" })).await;
 
     // Without credentials, or with another tunnel's, the opt-in is refused.
     let (status, v) = api
-        .call(
-            "PUT",
-            "/v1/tunnels/legacy/cloudflared",
-            Some(json!({ "enabled": true })),
-        )
+        .put("/v1/tunnels/legacy/cloudflared", json!({ "enabled": true }))
         .await;
     assert_eq!((status, code(&v)), (400, "credentials_required"), "{v}");
     let (status, v) = api
-        .call(
-            "PUT",
+        .put(
             "/v1/tunnels/legacy/cloudflared",
-            Some(json!({ "enabled": true, "credentials": other["credentials"] })),
+            json!({ "enabled": true, "credentials": other["credentials"] }),
         )
         .await;
     assert_eq!((status, code(&v)), (400, "credentials_mismatch"), "{v}");
     let mut forged = creds.clone();
     forged["TunnelSecret"] = other["credentials"]["TunnelSecret"].clone();
     let (status, v) = api
-        .call(
-            "PUT",
+        .put(
             "/v1/tunnels/legacy/cloudflared",
-            Some(json!({ "enabled": true, "credentials": forged })),
+            json!({ "enabled": true, "credentials": forged }),
         )
         .await;
     assert_eq!((status, code(&v)), (400, "credentials_mismatch"), "{v}");
@@ -816,10 +750,9 @@ async fn a_tunnel_opts_in_to_cloudflared_only_with_its_own_credentials() {
         .contains(creds["TunnelSecret"].as_str().unwrap()));
 
     let (status, v) = api
-        .call(
-            "PUT",
+        .put(
             "/v1/tunnels/legacy/cloudflared",
-            Some(json!({ "enabled": true, "credentials": creds })),
+            json!({ "enabled": true, "credentials": creds }),
         )
         .await;
     assert_eq!(status, 200, "{v}");
@@ -831,10 +764,9 @@ async fn a_tunnel_opts_in_to_cloudflared_only_with_its_own_credentials() {
         .matches(secret.expose_bytes()));
 
     let (status, v) = api
-        .call(
-            "PUT",
+        .put(
             "/v1/tunnels/legacy/cloudflared",
-            Some(json!({ "enabled": false })),
+            json!({ "enabled": false }),
         )
         .await;
     assert_eq!(status, 200, "{v}");
@@ -856,10 +788,9 @@ async fn an_existing_tunnel_is_imported_from_its_credentials_with_its_id_account
         "TunnelName": "k8s_zero_trust_tunnel",
     });
     let (status, created) = api
-        .call(
-            "POST",
+        .post(
             "/v1/tunnels",
-            Some(json!({ "name": "imported", "credentials": creds })),
+            json!({ "name": "imported", "credentials": creds }),
         )
         .await;
     assert_eq!(status, 201, "{created}");
@@ -872,10 +803,9 @@ async fn an_existing_tunnel_is_imported_from_its_credentials_with_its_id_account
 
     // The same id cannot be imported twice, even under another name, nor after deletion.
     let (status, v) = api
-        .call(
-            "POST",
+        .post(
             "/v1/tunnels",
-            Some(json!({ "name": "again", "credentials": creds })),
+            json!({ "name": "again", "credentials": creds }),
         )
         .await;
     assert_eq!((status, code(&v)), (409, "conflict"), "{v}");
@@ -886,10 +816,9 @@ async fn an_existing_tunnel_is_imported_from_its_credentials_with_its_id_account
     let (status, v) = api.call("DELETE", "/v1/tunnels/imported", None).await;
     assert!(status < 300, "{status} {v}");
     let (status, v) = api
-        .call(
-            "POST",
+        .post(
             "/v1/tunnels",
-            Some(json!({ "name": "imported", "credentials": creds })),
+            json!({ "name": "imported", "credentials": creds }),
         )
         .await;
     assert_eq!((status, code(&v)), (409, "conflict"), "{v}");
@@ -901,21 +830,16 @@ async fn an_existing_tunnel_is_imported_from_its_credentials_with_its_id_account
     bad_tag["AccountTag"] = json!("NOT-HEX");
     bad_tag["TunnelID"] = json!(Uuid::new_v4().to_string());
     let (status, v) = api
-        .call(
-            "POST",
+        .post(
             "/v1/tunnels",
-            Some(json!({ "name": "bad-tag", "credentials": bad_tag })),
+            json!({ "name": "bad-tag", "credentials": bad_tag }),
         )
         .await;
     assert_eq!((status, code(&v)), (400, "invalid_credentials"), "{v}");
     assert!(message(&v).contains("AccountTag"), "{v}");
     assert!(!v.to_string().contains("AAECAwQF"), "{v}");
     let (status, v) = api
-        .call(
-            "POST",
-            "/v1/tunnels",
-            Some(json!({ "name": "no-secret", "credentials": { "AccountTag": "0123456789abcdef0123456789abcdef", "TunnelID": Uuid::new_v4().to_string() } })),
-        )
+        .post("/v1/tunnels", json!({ "name": "no-secret", "credentials": { "AccountTag": "0123456789abcdef0123456789abcdef", "TunnelID": Uuid::new_v4().to_string() } }))
         .await;
     assert_eq!((status, code(&v)), (400, "invalid_credentials"), "{v}");
     assert!(message(&v).contains("TunnelSecret"), "{v}");

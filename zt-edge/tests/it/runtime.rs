@@ -1,40 +1,41 @@
 //! The edge runtime over real QUIC on loopback: connectors and clients are made directly
 //! from zt-proto, connectors dial real TCP origins, and every test asserts the bytes and
 //! the statuses that came out.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::live::{answer_with_hash, assert_hash_answer, audit_lines, pattern, refused, splice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 use zt_creds::TunnelSecret;
-use zt_edge::{
-    Device, Edge, EdgeConfig, EdgeHandle, EdgeState, Revision, Route, Rule, Tunnel, User,
-};
+use zt_edge::{Edge, EdgeConfig, EdgeHandle, Route, Rule};
 use zt_proto::{
-    ClientClaim, ClientConnection, ClientRegistration, ConnectError, ConnectorClaim,
-    ConnectorConnection, ConnectorRegistration, EdgeTrust, FlowStatusCode, OpenError, PeerEndpoint,
-    PeerEvent, PostureCheck, PostureReport, Protocol, TransportSettings,
+    ConnectError, EdgeTrust, FlowStatusCode, OpenError, PeerEndpoint, PeerEvent, PostureCheck,
+    PostureReport, TransportSettings,
 };
+use zt_testkit::data::pattern;
+use zt_testkit::loopback::{
+    allow_all, audit_lines, connect_client, connect_connector, endpoint, endpoint_with, l4_rule,
+    open, provision, refused, round_trip, serve_flows, test_config, update, Loopback, Provision,
+    Provisioned,
+};
+use zt_testkit::origin::hashing_origin;
+use zt_testkit::{wait_for, WAIT};
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn config(dir: &Path) -> EdgeConfig {
-    let mut c = EdgeConfig::new(dir);
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.admin = None;
-    c.edge_name = "test-edge".into();
+/// The timing these tests want of the edge: a flow open unanswered for 400 ms is retried
+/// on another connection, and a flow waits 300 ms for a connector.
+fn tune(c: &mut EdgeConfig) {
     c.open_timeout = Duration::from_millis(400);
     // Shorter than the test clients' 1 s open bound, so "no live connector" arrives typed.
     c.connector_wait = Duration::from_millis(300);
-    c.shutdown_grace = Duration::from_secs(2);
+}
+
+fn config(dir: &Path) -> EdgeConfig {
+    let mut c = test_config(dir);
+    tune(&mut c);
     c
 }
 
@@ -42,267 +43,67 @@ async fn start(dir: &Path) -> EdgeHandle {
     Edge::start(config(dir)).await.unwrap()
 }
 
-fn endpoint(state: &EdgeState) -> PeerEndpoint {
-    PeerEndpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &EdgeTrust::ca_der(state.ca_cert_der().to_vec()),
-        TransportSettings::default(),
-    )
-    .unwrap()
+/// A tunnel `prod`, `alice@example.com`'s device, `routes` through the tunnel and `rules`.
+async fn setup(edge: &EdgeHandle, routes: &[&str], rules: Vec<Rule>) -> Provisioned {
+    provision(edge, Provision::new(routes, rules)).await
 }
 
-/// Applies a change to the database and waits until the edge uses it.
-async fn update(edge: &EdgeHandle, f: impl FnOnce(&mut zt_edge::WriteTxn<'_>)) -> Revision {
-    let mut f = Some(f);
-    let ((), rev) = edge
-        .state()
-        .db()
-        .update(|txn| {
-            if let Some(f) = f.take() {
-                f(txn);
-            }
-            Ok::<_, zt_edge::StoreError>(())
-        })
-        .unwrap();
-    tokio::time::timeout(WAIT, edge.wait_applied(rev))
-        .await
-        .unwrap();
-    rev
-}
-
-struct Setup {
-    tunnel: Tunnel,
-    secret: TunnelSecret,
-    device: Device,
-    device_secret: TunnelSecret,
-    vnet: Uuid,
-}
-
-/// A tunnel, a user with a device, and routes to loopback through the tunnel.
-async fn setup(edge: &EdgeHandle, routes: &[&str], rules: Vec<Rule>) -> Setup {
-    let secret = TunnelSecret::generate();
-    let tunnel = Tunnel::new("prod", edge.state().account_tag(), &secret);
-    let device_secret = TunnelSecret::generate();
-    let user = User::new("alice@example.com", vec!["sre".into()]);
-    let device = Device::new(user.id, "laptop", &device_secret);
-    let vnet = edge
-        .state()
-        .db()
-        .read()
-        .unwrap()
-        .default_vnet()
-        .unwrap()
-        .unwrap()
-        .id;
-    let (t, d) = (tunnel.clone(), device.clone());
-    let routes: Vec<String> = routes.iter().map(|r| r.to_string()).collect();
-    update(edge, move |txn| {
-        txn.put(&t).unwrap();
-        txn.put(&user).unwrap();
-        txn.put(&d).unwrap();
-        for r in &routes {
-            txn.put(&Route::new(r.parse().unwrap(), vnet, t.id))
-                .unwrap();
-        }
-        for rule in &rules {
-            txn.put(rule).unwrap();
-        }
-    })
-    .await;
-    Setup {
-        tunnel,
-        secret,
-        device,
-        device_secret,
-        vnet,
-    }
-}
-
-fn l4_rule(name: &str, precedence: i64, action: &str, traffic: &str) -> Rule {
-    let mut r = Rule::new(name, precedence, action, vec!["l4".into()]);
-    r.traffic = Some(traffic.into());
-    r
-}
-
-fn allow_all() -> Rule {
-    l4_rule("allow loopback", 100, "allow", "net.dst.port > 0")
-}
-
-async fn connect_connector(
-    edge: &EdgeHandle,
-    ep: &PeerEndpoint,
-    s: &Setup,
-    index: u8,
-) -> Result<ConnectorConnection, ConnectError> {
-    let reg = ConnectorRegistration {
-        claim: ConnectorClaim {
-            tunnel_id: s.tunnel.id,
-            account_tag: edge.state().account_tag().into(),
-            connector_id: Uuid::new_v4(),
-            conn_index: index,
+/// The set-up most of these tests share: an edge of [`config`] (then `configure`) routing
+/// `routes` through a tunnel with `rules`, one connector connection serving flows, and a
+/// client connected.
+async fn served(
+    configure: impl FnOnce(&mut EdgeConfig),
+    routes: &[&str],
+    rules: Vec<Rule>,
+) -> Loopback {
+    Loopback::start(
+        |c| {
+            tune(c);
+            configure(c);
         },
-        software_version: "test-connector 1".into(),
-        features: vec![],
-    };
-    let conn = ep
-        .connect_connector(
-            edge.local_addr(),
-            "localhost",
-            reg,
-            &s.secret.derive_auth_key(),
-        )
-        .await?;
-    // The connector hears "registered" just before the edge's registry holds it.
-    let id = conn.registered().connection_id;
-    let live = edge.live_view();
-    wait_for(|| {
-        live.tunnel_connections(s.tunnel.id)
-            .iter()
-            .any(|c| c.connection_id == id)
-    })
-    .await;
-    Ok(conn)
-}
-
-/// Serves every flow by dialing its destination and copying both ways with half-close.
-fn serve_flows(conn: Arc<ConnectorConnection>) {
-    tokio::spawn(async move {
-        while let Some((header, responder)) = conn.accept_flow().await {
-            tokio::spawn(async move {
-                if header.protocol == Protocol::Udp {
-                    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-                    sock.connect(header.dest).await.unwrap();
-                    let mut flow = responder.accept_udp().await.unwrap();
-                    let mut buf = vec![0u8; 65536];
-                    loop {
-                        tokio::select! {
-                            p = flow.recv() => match p {
-                                Some(p) => { sock.send(&p).await.unwrap(); }
-                                None => return,
-                            },
-                            n = sock.recv(&mut buf) => {
-                                let n = n.unwrap();
-                                let _ = flow.send(bytes::Bytes::copy_from_slice(&buf[..n]));
-                            }
-                        }
-                    }
-                }
-                let tcp = match TcpStream::connect(header.dest).await {
-                    Ok(t) => t,
-                    Err(_) => {
-                        let _ = responder
-                            .reject(zt_proto::FlowStatus::new(
-                                FlowStatusCode::ConnectRefused,
-                                "",
-                            ))
-                            .await;
-                        return;
-                    }
-                };
-                splice(responder.accept().await.unwrap(), tcp).await;
-            });
-        }
-    });
-}
-
-async fn connect_client(
-    edge: &EdgeHandle,
-    ep: &PeerEndpoint,
-    device: Uuid,
-    secret: &TunnelSecret,
-) -> Result<ClientConnection, ConnectError> {
-    let reg = ClientRegistration {
-        claim: ClientClaim {
-            device_id: device,
-            vnet: String::new(),
-        },
-        software_version: "test-client 1".into(),
-        features: vec![],
-    };
-    ep.connect_client(
-        edge.local_addr(),
-        "localhost",
-        reg,
-        &secret.derive_auth_key(),
+        routes,
+        rules,
     )
     .await
 }
 
-/// An origin that reads everything, then answers with its SHA-256 and `reply_len` bytes.
-async fn hashing_origin(addr: &str, reply_len: usize) -> SocketAddr {
-    let l = TcpListener::bind(addr).await.unwrap();
-    let local = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = l.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                s.read_to_end(&mut got).await.unwrap();
-                answer_with_hash(&mut s, &got, reply_len).await;
-            });
-        }
-    });
-    local
-}
-
-async fn open(
-    client: &ClientConnection,
-    dest: SocketAddr,
-) -> Result<zt_proto::FlowStream, OpenError> {
-    client.open_flow(dest, Protocol::Tcp, vec![]).await
-}
-
-/// Sends `payload`, half-closes, reads the origin's hash and reply, checks both.
-async fn round_trip(mut flow: zt_proto::FlowStream, payload: &[u8], reply_len: usize) {
-    flow.write_all(payload).await.unwrap();
-    flow.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    tokio::time::timeout(WAIT, flow.read_to_end(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_hash_answer(&back, payload, reply_len);
-}
-
-async fn wait_for(mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached in {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+fn setup_like(s: &Provisioned) -> Provisioned {
+    Provisioned {
+        tunnel: s.tunnel.clone(),
+        secret: TunnelSecret::generate(),
+        device: s.device.clone(),
+        device_secret: TunnelSecret::generate(),
+        vnet: s.vnet,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_flows_reach_v4_and_v6_origins_through_the_connector() {
-    let dir = tempfile::tempdir().unwrap();
-    let edge = start(dir.path()).await;
-    let s = setup(&edge, &["127.0.0.0/8", "::1/128"], vec![allow_all()]).await;
-    let ep = endpoint(edge.state());
-    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
-    assert_eq!(conn.registered().edge_name, "test-edge");
-    serve_flows(conn.clone());
-    let live = edge.live_view().tunnel_connections(s.tunnel.id);
+    let lb = served(|_| {}, &["127.0.0.0/8", "::1/128"], vec![allow_all()]).await;
+    assert_eq!(lb.connector.registered().edge_name, "test-edge");
+    let live = lb.edge.live_view().tunnel_connections(lb.records.tunnel.id);
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].version, "test-connector 1");
 
-    let v4 = hashing_origin("127.0.0.1:0", 100_000).await;
-    let v6 = hashing_origin("[::1]:0", 50_000).await;
-    let client_ep = endpoint(edge.state());
-    let client = connect_client(&edge, &client_ep, s.device.id, &s.device_secret)
-        .await
-        .unwrap();
+    let v4 = hashing_origin("127.0.0.1:0", 100_000);
+    let v6 = hashing_origin("[::1]:0", 50_000);
     let payload = pattern(300_000);
     let t = Instant::now();
-    round_trip(open(&client, v4).await.unwrap(), &payload, 100_000).await;
-    round_trip(open(&client, v6).await.unwrap(), &payload[..1000], 50_000).await;
+    round_trip(open(&lb.client, v4.addr).await.unwrap(), &payload, 100_000).await;
+    round_trip(
+        open(&lb.client, v6.addr).await.unwrap(),
+        &payload[..1000],
+        50_000,
+    )
+    .await;
     println!("two flows through the edge in {:?}", t.elapsed());
 
     // One audit line per flow, with bytes each way and the connector.
-    wait_for(|| audit_lines(&edge, "flow").len() >= 2).await;
-    let flows = audit_lines(&edge, "flow");
+    wait_for("the audit lines", || {
+        audit_lines(&lb.edge, "flow").len() >= 2
+    })
+    .await;
+    let flows = audit_lines(&lb.edge, "flow");
     assert_eq!(flows.len(), 2);
     assert_eq!(flows[0]["bytes_up"], 300_000);
     assert_eq!(flows[0]["bytes_down"], 32 + 100_000);
@@ -311,9 +112,9 @@ async fn client_flows_reach_v4_and_v6_origins_through_the_connector() {
     assert_eq!(flows[0]["identity_email"], "alice@example.com");
     assert_eq!(flows[0]["connector_kind"], "zt");
     assert_eq!(flows[0]["connector_version"], "test-connector 1");
-    assert_eq!(flows[1]["destination"], v6.to_string());
-    assert_eq!(flows[0]["vnet"], s.vnet.to_string());
-    edge.shutdown().await;
+    assert_eq!(flows[1]["destination"], v6.addr.to_string());
+    assert_eq!(flows[0]["vnet"], lb.records.vnet.to_string());
+    lb.edge.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +122,7 @@ async fn bad_credentials_are_refused_alike_and_audited() {
     let dir = tempfile::tempdir().unwrap();
     let edge = start(dir.path()).await;
     let s = setup(&edge, &["127.0.0.0/8"], vec![]).await;
-    let ep = endpoint(edge.state());
+    let ep = endpoint(&edge);
 
     // A wrong tunnel secret.
     let wrong = setup_like(&s);
@@ -357,16 +158,6 @@ async fn bad_credentials_are_refused_alike_and_audited() {
     edge.shutdown().await;
 }
 
-fn setup_like(s: &Setup) -> Setup {
-    Setup {
-        tunnel: s.tunnel.clone(),
-        secret: TunnelSecret::generate(),
-        device: s.device.clone(),
-        device_secret: TunnelSecret::generate(),
-        vnet: s.vnet,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_proofs_are_rate_limited_per_address() {
     let dir = tempfile::tempdir().unwrap();
@@ -375,7 +166,7 @@ async fn failed_proofs_are_rate_limited_per_address() {
     c.auth_rate_limit.per_minute = 0.0;
     let edge = Edge::start(c).await.unwrap();
     let s = setup(&edge, &[], vec![]).await;
-    let ep = endpoint(edge.state());
+    let ep = endpoint(&edge);
     for _ in 0..2 {
         let e = connect_client(&edge, &ep, Uuid::new_v4(), &s.device_secret).await;
         assert!(e.is_err());
@@ -400,7 +191,7 @@ async fn typed_errors_for_no_route_denied_default_block_and_no_connector() {
     let deny = l4_rule("no ssh", 10, "block", "net.dst.port == 22");
     let allow = l4_rule("web", 20, "allow", "net.dst.port in {443 8443}");
     let s = setup(&edge, &["127.0.0.0/8"], vec![deny, allow]).await;
-    let ep = endpoint(edge.state());
+    let ep = endpoint(&edge);
     let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
         .await
         .unwrap();
@@ -424,7 +215,7 @@ async fn typed_errors_for_no_route_denied_default_block_and_no_connector() {
     let st = refused(open(&client, "127.0.0.1:8443".parse().unwrap()).await);
     assert_eq!(st.code, FlowStatusCode::ConnectRefused);
 
-    wait_for(|| audit_lines(&edge, "flow").len() >= 5).await;
+    wait_for("the audit lines", || audit_lines(&edge, "flow").len() >= 5).await;
     let reasons: Vec<_> = audit_lines(&edge, "flow")
         .iter()
         .map(|f| f["close_reason"].as_str().unwrap().to_owned())
@@ -451,15 +242,10 @@ async fn a_flow_waits_for_a_connector_that_registers_within_the_bound() {
     c.connector_wait = Duration::from_secs(10);
     let edge = Edge::start(c).await.unwrap();
     let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
-    let origin = hashing_origin("127.0.0.1:0", 1000).await;
+    let origin = hashing_origin("127.0.0.1:0", 1000);
     let mut settings = TransportSettings::default();
     settings.open_timeout = Duration::from_secs(15);
-    let client_ep = PeerEndpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &EdgeTrust::ca_der(edge.state().ca_cert_der().to_vec()),
-        settings,
-    )
-    .unwrap();
+    let client_ep = endpoint_with(&edge, settings);
     let client = Arc::new(
         connect_client(&edge, &client_ep, s.device.id, &s.device_secret)
             .await
@@ -467,8 +253,8 @@ async fn a_flow_waits_for_a_connector_that_registers_within_the_bound() {
     );
     let asked = Instant::now();
     let pending = {
-        let client = client.clone();
-        tokio::spawn(async move { open(&client, origin).await })
+        let (client, dest) = (client.clone(), origin.addr);
+        tokio::spawn(async move { open(&client, dest).await })
     };
     // The open is held, not refused: it is still pending when the connector arrives.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -476,7 +262,7 @@ async fn a_flow_waits_for_a_connector_that_registers_within_the_bound() {
         !pending.is_finished(),
         "the open was answered with no connector registered"
     );
-    let ep = endpoint(edge.state());
+    let ep = endpoint(&edge);
     let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
     serve_flows(conn);
     let flow = tokio::time::timeout(WAIT, pending)
@@ -494,11 +280,6 @@ async fn a_flow_waits_for_a_connector_that_registers_within_the_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_off_rule_passes_a_server_speaks_first_flow_without_waiting() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path());
-    // Long enough that waiting for first bytes would be plain in the measurement.
-    c.first_bytes.timeout = Duration::from_secs(3);
-    let edge = Edge::start(c).await.unwrap();
     let banner_origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = banner_origin.local_addr().unwrap();
     tokio::spawn(async move {
@@ -512,13 +293,16 @@ async fn an_off_rule_passes_a_server_speaks_first_flow_without_waiting() {
     // An http block rule exists, so without the off rule the edge would read first bytes.
     let mut block = Rule::new("no example.org", 5, "block", vec!["http".into()]);
     block.traffic = Some("http.request.host == \"example.org\"".into());
-    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all(), off, block]).await;
-    let ep = endpoint(edge.state());
-    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
-    serve_flows(conn.clone());
-    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
-        .await
-        .unwrap();
+    let lb = served(
+        |c| {
+            // Long enough that waiting for first bytes would be plain in the measurement.
+            c.first_bytes.timeout = Duration::from_secs(3);
+        },
+        &["127.0.0.0/8"],
+        vec![allow_all(), off, block],
+    )
+    .await;
+    let Loopback { edge, client, .. } = lb;
     let t = Instant::now();
     let mut flow = open(&client, origin).await.unwrap();
     let mut banner = [0u8; 16];
@@ -534,7 +318,7 @@ async fn an_off_rule_passes_a_server_speaks_first_flow_without_waiting() {
         "the edge waited for first bytes: {took:?}"
     );
     drop(flow);
-    wait_for(|| !audit_lines(&edge, "flow").is_empty()).await;
+    wait_for("the audit lines", || !audit_lines(&edge, "flow").is_empty()).await;
     let f = &audit_lines(&edge, "flow")[0];
     assert_eq!(f["action"], "off");
     assert_eq!(f["phase"], "http");
@@ -544,23 +328,16 @@ async fn an_off_rule_passes_a_server_speaks_first_flow_without_waiting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_phase_reads_the_host_and_forwards_the_bytes_it_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let edge = start(dir.path()).await;
     let mut block = Rule::new("no example.org", 5, "block", vec!["http".into()]);
     block.traffic = Some("http.request.host == \"example.org\"".into());
-    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all(), block]).await;
-    let ep = endpoint(edge.state());
-    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
-    serve_flows(conn.clone());
-    let origin = hashing_origin("127.0.0.1:0", 10).await;
-    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
-        .await
-        .unwrap();
+    let lb = served(|_| {}, &["127.0.0.0/8"], vec![allow_all(), block]).await;
+    let Loopback { edge, client, .. } = lb;
+    let origin = hashing_origin("127.0.0.1:0", 10);
     // Allowed host: every byte, the ones the edge read included, reaches the origin.
     let req = b"GET / HTTP/1.1\r\nHost: kube.internal\r\n\r\nbody".to_vec();
-    round_trip(open(&client, origin).await.unwrap(), &req, 10).await;
+    round_trip(open(&client, origin.addr).await.unwrap(), &req, 10).await;
     // Blocked host: the flow is reset.
-    let mut flow = open(&client, origin).await.unwrap();
+    let mut flow = open(&client, origin.addr).await.unwrap();
     flow.write_all(b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n")
         .await
         .unwrap();
@@ -573,7 +350,7 @@ async fn the_http_phase_reads_the_host_and_forwards_the_bytes_it_read() {
         zt_proto::FlowError::reset_code(&err),
         Some(zt_proto::ResetCode::REFUSED)
     );
-    wait_for(|| audit_lines(&edge, "flow").len() >= 2).await;
+    wait_for("the audit lines", || audit_lines(&edge, "flow").len() >= 2).await;
     let f = &audit_lines(&edge, "flow")[1];
     assert_eq!(f["rule_name"], "no example.org");
     assert_eq!(f["close_reason"], "denied");
@@ -582,25 +359,18 @@ async fn the_http_phase_reads_the_host_and_forwards_the_bytes_it_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_and_posture_rules_decide() {
-    let dir = tempfile::tempdir().unwrap();
-    let edge = start(dir.path()).await;
     let mut sre = l4_rule("sre only", 10, "block", "net.dst.port == 7000");
     sre.identity = Some("not any(identity.groups[*] == \"admins\")".into());
     let mut posture = l4_rule("encrypted disks", 20, "allow", "net.dst.port > 0");
     posture.device_posture = Some("device.posture.disk_encrypted".into());
-    let s = setup(&edge, &["127.0.0.0/8"], vec![sre, posture]).await;
-    let ep = endpoint(edge.state());
-    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
-    serve_flows(conn.clone());
-    let origin = hashing_origin("127.0.0.1:0", 1).await;
-    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
-        .await
-        .unwrap();
+    let lb = served(|_| {}, &["127.0.0.0/8"], vec![sre, posture]).await;
+    let Loopback { edge, client, .. } = lb;
+    let origin = hashing_origin("127.0.0.1:0", 1);
     // Alice is in "sre", not "admins": the identity rule blocks port 7000.
     let st = refused(open(&client, "127.0.0.1:7000".parse().unwrap()).await);
     assert_eq!(st.to_string(), "denied by rule sre only");
     // No posture reported: the posture rule does not match, the default blocks.
-    let st = refused(open(&client, origin).await);
+    let st = refused(open(&client, origin.addr).await);
     assert_eq!(st.code, FlowStatusCode::Denied);
     client
         .report_posture(PostureReport {
@@ -614,7 +384,7 @@ async fn identity_and_posture_rules_decide() {
     // The report is applied by the session task; wait until a flow passes.
     let deadline = Instant::now() + WAIT;
     loop {
-        match open(&client, origin).await {
+        match open(&client, origin.addr).await {
             Ok(flow) => {
                 round_trip(flow, b"hi", 1).await;
                 break;
@@ -630,11 +400,6 @@ async fn identity_and_posture_rules_decide() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_past_its_lifetime_is_sent_away_and_age_feeds_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path());
-    c.max_session_lifetime = Some(Duration::from_secs(2));
-    c.session_drain = Duration::from_millis(500);
-    let edge = Edge::start(c).await.unwrap();
     // Flows of a session older than one second are blocked by rule.
     let old = l4_rule(
         "fresh sessions only",
@@ -642,22 +407,24 @@ async fn a_session_past_its_lifetime_is_sent_away_and_age_feeds_policy() {
         "block",
         "session.age_seconds >= 1",
     );
-    let s = setup(&edge, &["127.0.0.0/8"], vec![old, allow_all()]).await;
-    let ep = endpoint(edge.state());
-    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
-    serve_flows(conn.clone());
-    let origin = hashing_origin("127.0.0.1:0", 1).await;
-    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
-        .await
-        .unwrap();
-    round_trip(open(&client, origin).await.unwrap(), b"young", 1).await;
+    let lb = served(
+        |c| {
+            c.max_session_lifetime = Some(Duration::from_secs(2));
+            c.session_drain = Duration::from_millis(500);
+        },
+        &["127.0.0.0/8"],
+        vec![old, allow_all()],
+    )
+    .await;
+    let origin = hashing_origin("127.0.0.1:0", 1);
+    round_trip(open(&lb.client, origin.addr).await.unwrap(), b"young", 1).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let st = refused(open(&client, origin).await);
+    let st = refused(open(&lb.client, origin.addr).await);
     assert_eq!(st.to_string(), "denied by rule fresh sessions only");
     let t = Instant::now();
     let went_away = tokio::time::timeout(WAIT, async {
         loop {
-            match client.next_event().await {
+            match lb.client.next_event().await {
                 Some(PeerEvent::GoAway(g)) => return g,
                 Some(_) => continue,
                 None => panic!("control stream ended without go-away"),
@@ -668,23 +435,25 @@ async fn a_session_past_its_lifetime_is_sent_away_and_age_feeds_policy() {
     .unwrap();
     println!("go-away {:?} after the lifetime check", t.elapsed());
     assert!(went_away.reason.contains("lifetime"));
-    tokio::time::timeout(WAIT, client.closed()).await.unwrap();
-    // A new session authenticates again and is young.
-    let again = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+    tokio::time::timeout(WAIT, lb.client.closed())
         .await
         .unwrap();
-    round_trip(open(&again, origin).await.unwrap(), b"again", 1).await;
-    edge.shutdown().await;
+    // A new session authenticates again and is young.
+    let again = connect_client(
+        &lb.edge,
+        &lb.endpoint,
+        lb.records.device.id,
+        &lb.records.device_secret,
+    )
+    .await
+    .unwrap();
+    round_trip(open(&again, origin.addr).await.unwrap(), b"again", 1).await;
+    lb.edge.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_added_live_is_pushed_and_usable_while_open_flows_keep_flowing() {
-    let dir = tempfile::tempdir().unwrap();
-    let edge = start(dir.path()).await;
-    let s = setup(&edge, &["127.0.0.1/32"], vec![allow_all()]).await;
-    let ep = endpoint(edge.state());
-    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
-    serve_flows(conn.clone());
+    let lb = served(|_| {}, &["127.0.0.1/32"], vec![allow_all()]).await;
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo_addr = echo.local_addr().unwrap();
     tokio::spawn(async move {
@@ -696,11 +465,8 @@ async fn a_route_added_live_is_pushed_and_usable_while_open_flows_keep_flowing()
             });
         }
     });
-    let v6 = hashing_origin("[::1]:0", 5).await;
-    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
-        .await
-        .unwrap();
-    let first = tokio::time::timeout(WAIT, client.next_event())
+    let v6 = hashing_origin("[::1]:0", 5);
+    let first = tokio::time::timeout(WAIT, lb.client.next_event())
         .await
         .unwrap();
     match first {
@@ -712,24 +478,24 @@ async fn a_route_added_live_is_pushed_and_usable_while_open_flows_keep_flowing()
         }
         other => panic!("expected the first route push, got {other:?}"),
     }
-    let mut open_flow = open(&client, echo_addr).await.unwrap();
+    let mut open_flow = open(&lb.client, echo_addr).await.unwrap();
     open_flow.write_all(b"before").await.unwrap();
     let mut buf = [0u8; 6];
     open_flow.read_exact(&mut buf).await.unwrap();
     assert_eq!(
-        refused(open(&client, v6).await).code,
+        refused(open(&lb.client, v6.addr).await).code,
         FlowStatusCode::NoRoute
     );
 
-    let tunnel = s.tunnel.id;
-    let vnet = s.vnet;
+    let tunnel = lb.records.tunnel.id;
+    let vnet = lb.records.vnet;
     let t = Instant::now();
-    update(&edge, move |txn| {
+    update(&lb.edge, move |txn| {
         txn.put(&Route::new("::1/128".parse().unwrap(), vnet, tunnel))
             .unwrap();
     })
     .await;
-    let pushed = tokio::time::timeout(WAIT, client.next_event())
+    let pushed = tokio::time::timeout(WAIT, lb.client.next_event())
         .await
         .unwrap();
     println!("route push {:?} after the commit", t.elapsed());
@@ -737,12 +503,12 @@ async fn a_route_added_live_is_pushed_and_usable_while_open_flows_keep_flowing()
         Some(PeerEvent::RoutesPushed(p)) => assert_eq!(p.routes.len(), 2),
         other => panic!("expected a route push, got {other:?}"),
     }
-    round_trip(open(&client, v6).await.unwrap(), b"new route", 5).await;
+    round_trip(open(&lb.client, v6.addr).await.unwrap(), b"new route", 5).await;
     // The flow opened before the change still carries bytes.
     open_flow.write_all(b"after!").await.unwrap();
     open_flow.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"after!");
-    edge.shutdown().await;
+    lb.edge.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -750,7 +516,7 @@ async fn an_unanswered_open_is_retried_on_another_connection() {
     let dir = tempfile::tempdir().unwrap();
     let edge = start(dir.path()).await;
     let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
-    let ep = endpoint(edge.state());
+    let ep = endpoint(&edge);
     // The first connection accepts flow requests and never answers them.
     let silent = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
     let held = silent.clone();
@@ -762,12 +528,12 @@ async fn an_unanswered_open_is_retried_on_another_connection() {
     });
     let good = Arc::new(connect_connector(&edge, &ep, &s, 1).await.unwrap());
     serve_flows(good.clone());
-    let origin = hashing_origin("127.0.0.1:0", 3).await;
+    let origin = hashing_origin("127.0.0.1:0", 3);
     let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
         .await
         .unwrap();
     let t = Instant::now();
-    round_trip(open(&client, origin).await.unwrap(), b"retry me", 3).await;
+    round_trip(open(&client, origin.addr).await.unwrap(), b"retry me", 3).await;
     println!(
         "flow opened after one unanswered attempt in {:?}",
         t.elapsed()
@@ -777,26 +543,19 @@ async fn an_unanswered_open_is_retried_on_another_connection() {
     let silent_view = live.iter().find(|c| c.connection_id == silent_id).unwrap();
     assert!(!silent_view.healthy, "{live:?}");
     // Later flows go to the healthy connection without waiting.
-    round_trip(open(&client, origin).await.unwrap(), b"again", 3).await;
+    round_trip(open(&client, origin.addr).await.unwrap(), b"again", 3).await;
     edge.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_travels_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let edge = start(dir.path()).await;
-    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
-    let ep = endpoint(edge.state());
-    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
-    serve_flows(conn.clone());
+    let lb = served(|_| {}, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let Loopback { edge, client, .. } = lb;
     // The origin reads to EOF (the client's FIN), then sends 4 MiB.
-    let origin = hashing_origin("127.0.0.1:0", 4 << 20).await;
-    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
-        .await
-        .unwrap();
+    let origin = hashing_origin("127.0.0.1:0", 4 << 20);
     let t = Instant::now();
     round_trip(
-        open(&client, origin).await.unwrap(),
+        open(&client, origin.addr).await.unwrap(),
         b"request then FIN",
         4 << 20,
     )
@@ -829,12 +588,8 @@ async fn a_restarted_edge_keeps_its_ca_and_accepts_the_same_connector_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_flows_ride_datagrams_through_the_edge() {
-    let dir = tempfile::tempdir().unwrap();
-    let edge = start(dir.path()).await;
-    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
-    let ep = endpoint(edge.state());
-    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
-    serve_flows(conn.clone());
+    let lb = served(|_| {}, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let Loopback { edge, client, .. } = lb;
     let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let echo_addr = echo.local_addr().unwrap();
     tokio::spawn(async move {
@@ -846,9 +601,6 @@ async fn udp_flows_ride_datagrams_through_the_edge() {
             echo.send_to(&reply, from).await.unwrap();
         }
     });
-    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
-        .await
-        .unwrap();
     let mut flow = client.open_udp_flow(echo_addr, vec![]).await.unwrap();
     // Datagrams may be lost; send until an answer comes.
     let answer = tokio::time::timeout(WAIT, async {
@@ -864,7 +616,7 @@ async fn udp_flows_ride_datagrams_through_the_edge() {
     .unwrap();
     assert_eq!(&answer[..], b"echo:dns?");
     flow.close();
-    wait_for(|| !audit_lines(&edge, "flow").is_empty()).await;
+    wait_for("the audit lines", || !audit_lines(&edge, "flow").is_empty()).await;
     let f = &audit_lines(&edge, "flow")[0];
     assert_eq!(f["protocol"], "udp");
     assert!(f["bytes_down"].as_u64().unwrap() >= 9);
@@ -890,14 +642,14 @@ async fn metrics_count_connections_flows_and_refusals_and_ready_answers() {
     let addr = edge.metrics_addr().unwrap();
     assert!(http_get(addr, "/ready").await.starts_with("HTTP/1.1 200"));
     let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
-    let ep = endpoint(edge.state());
+    let ep = endpoint(&edge);
     let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
     serve_flows(conn.clone());
-    let origin = hashing_origin("127.0.0.1:0", 7).await;
     let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
         .await
         .unwrap();
-    round_trip(open(&client, origin).await.unwrap(), b"count me", 7).await;
+    let origin = hashing_origin("127.0.0.1:0", 7);
+    round_trip(open(&client, origin.addr).await.unwrap(), b"count me", 7).await;
     let _ = connect_client(&edge, &ep, Uuid::new_v4(), &s.device_secret).await;
     let deadline = Instant::now() + WAIT;
     let text = loop {
@@ -931,54 +683,43 @@ async fn metrics_count_connections_flows_and_refusals_and_ready_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_that_does_not_compile_keeps_the_last_good_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let edge = start(dir.path()).await;
-    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
-    let ep = endpoint(edge.state());
-    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
-    serve_flows(conn.clone());
-    let origin = hashing_origin("127.0.0.1:0", 2).await;
-    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
-        .await
-        .unwrap();
+    let lb = served(|_| {}, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let origin = hashing_origin("127.0.0.1:0", 2);
     // A typo the admin API would have refused, written straight into the store.
-    update(&edge, |txn| {
+    update(&lb.edge, |txn| {
         txn.put(&l4_rule("typo", 1, "block", "net.dst.prot == 443"))
             .unwrap();
     })
     .await;
-    round_trip(open(&client, origin).await.unwrap(), b"still allowed", 2).await;
+    round_trip(
+        open(&lb.client, origin.addr).await.unwrap(),
+        b"still allowed",
+        2,
+    )
+    .await;
     // Routes still reload alongside: a new route is usable.
-    let (tunnel, vnet) = (s.tunnel.id, s.vnet);
-    update(&edge, move |txn| {
+    let (tunnel, vnet) = (lb.records.tunnel.id, lb.records.vnet);
+    update(&lb.edge, move |txn| {
         txn.put(&Route::new("::1/128".parse().unwrap(), vnet, tunnel))
             .unwrap();
     })
     .await;
-    let v6 = hashing_origin("[::1]:0", 2).await;
-    round_trip(open(&client, v6).await.unwrap(), b"v6", 2).await;
-    edge.shutdown().await;
+    let v6 = hashing_origin("[::1]:0", 2);
+    round_trip(open(&lb.client, v6.addr).await.unwrap(), b"v6", 2).await;
+    lb.edge.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_device_loses_access_at_its_next_flow() {
-    let dir = tempfile::tempdir().unwrap();
-    let edge = start(dir.path()).await;
-    let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
-    let ep = endpoint(edge.state());
-    let conn = Arc::new(connect_connector(&edge, &ep, &s, 0).await.unwrap());
-    serve_flows(conn.clone());
-    let origin = hashing_origin("127.0.0.1:0", 2).await;
-    let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
-        .await
-        .unwrap();
-    round_trip(open(&client, origin).await.unwrap(), b"ok", 2).await;
-    let mut revoked = s.device.clone();
+    let lb = served(|_| {}, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let origin = hashing_origin("127.0.0.1:0", 2);
+    round_trip(open(&lb.client, origin.addr).await.unwrap(), b"ok", 2).await;
+    let mut revoked = lb.records.device.clone();
     revoked.revoked = true;
-    update(&edge, move |txn| txn.put(&revoked).unwrap()).await;
-    let st = refused(open(&client, origin).await);
+    update(&lb.edge, move |txn| txn.put(&revoked).unwrap()).await;
+    let st = refused(open(&lb.client, origin.addr).await);
     assert_eq!(st.code, FlowStatusCode::Denied);
-    edge.shutdown().await;
+    lb.edge.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -986,7 +727,7 @@ async fn shutdown_sends_go_away_to_connectors_and_clients() {
     let dir = tempfile::tempdir().unwrap();
     let edge = start(dir.path()).await;
     let s = setup(&edge, &["127.0.0.0/8"], vec![allow_all()]).await;
-    let ep = endpoint(edge.state());
+    let ep = endpoint(&edge);
     let conn = connect_connector(&edge, &ep, &s, 0).await.unwrap();
     let client = connect_client(&edge, &ep, s.device.id, &s.device_secret)
         .await

@@ -1,6 +1,5 @@
 //! The audit log: lines read back parse, carry the right fields, stay one per event, bound
 //! peer-supplied text, and reveal no secret.
-#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
