@@ -15,6 +15,7 @@
 //! - [`stand_in`]: a small edge built straight on zt-proto's `EdgeListener`, for testing a
 //!   client without the real edge.
 //! - [`quic`]: bare quinn client endpoints, for tests that speak a protocol by hand.
+//! - [`socks`]: a SOCKS5 CONNECT written out byte by byte.
 //! - [`cloudflared`]: a connector speaking cloudflared's protocol (Cap'n Proto RPC through
 //!   capnp-rpc, an implementation independent of the edge's codec).
 //! - [`impair`]: a userspace UDP relay that loses, duplicates, reorders and delays packets.
@@ -46,6 +47,7 @@ pub mod loopback;
 pub mod origin;
 pub mod pki;
 pub mod quic;
+pub mod socks;
 pub mod stand_in;
 
 use std::time::{Duration, Instant};

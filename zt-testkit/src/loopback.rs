@@ -239,19 +239,29 @@ pub fn serve_flows(conn: Arc<ConnectorConnection>) {
                     relay_udp(header.dest, responder).await;
                     return;
                 }
-                let tcp = match TcpStream::connect(header.dest).await {
-                    Ok(t) => t,
-                    Err(_) => {
-                        let _ = responder
-                            .reject(FlowStatus::new(FlowStatusCode::ConnectRefused, ""))
-                            .await;
-                        return;
-                    }
-                };
-                splice(responder.accept().await.unwrap(), tcp).await;
+                if let Some((flow, tcp)) = dial_tcp(header.dest, responder).await {
+                    splice(flow, tcp).await;
+                }
             });
         }
     });
+}
+
+/// Dials `dest` for a TCP flow and accepts the flow, as a connector does; a refused dial is
+/// answered `connect_refused` and gives `None`.
+pub async fn dial_tcp(
+    dest: SocketAddr,
+    responder: FlowResponder,
+) -> Option<(FlowStream, TcpStream)> {
+    match TcpStream::connect(dest).await {
+        Ok(tcp) => Some((responder.accept().await.ok()?, tcp)),
+        Err(_) => {
+            let _ = responder
+                .reject(FlowStatus::new(FlowStatusCode::ConnectRefused, ""))
+                .await;
+            None
+        }
+    }
 }
 
 /// Serves a UDP flow as a connector does: datagrams from the flow go to `dest` from a

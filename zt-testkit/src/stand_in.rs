@@ -16,8 +16,8 @@ use uuid::Uuid;
 use zt_creds::{AuthKey, DeviceCredentials, TunnelSecret};
 use zt_proto::{
     Authenticator, Claim, ClientClaim, ClientLink, CloseCode, EdgeEvent, EdgeListener, EdgePeer,
-    EndpointError, FlowHeader, FlowResponder, FlowStatus, FlowStatusCode, FlowStream,
-    PostureReport, Protocol, ResetCode, TransportSettings,
+    EndpointError, FlowHeader, FlowResponder, FlowStatus, FlowStream, PostureReport, Protocol,
+    ResetCode, TransportSettings,
 };
 
 use crate::pki::Leaf;
@@ -261,19 +261,9 @@ async fn serve_flow(header: FlowHeader, responder: FlowResponder, answer: Answer
     match header.protocol {
         Protocol::Udp => crate::loopback::relay_udp(header.dest, responder).await,
         _ => {
-            let tcp = match TcpStream::connect(header.dest).await {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = responder
-                        .reject(FlowStatus::new(FlowStatusCode::ConnectRefused, ""))
-                        .await;
-                    return;
-                }
-            };
-            let Ok(flow) = responder.accept().await else {
-                return;
-            };
-            splice(tcp, flow).await;
+            if let Some((flow, tcp)) = crate::loopback::dial_tcp(header.dest, responder).await {
+                splice(tcp, flow).await;
+            }
         }
     }
 }

@@ -8,10 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use zt_creds::ExistingFile;
 use zt_testkit::data::{random_bytes, sha256};
 use zt_testkit::origin::Origin;
+use zt_testkit::socks;
 use zt_testkit::stand_in::ClientEdge;
 use zt_testkit::within;
 
@@ -74,19 +74,8 @@ async fn zt_client_socks_carries_a_connect_through_the_edge() {
     .unwrap();
     eprintln!("zt client listening after {:?}", started.elapsed());
 
-    let mut s = TcpStream::connect(proxy).await.unwrap();
-    s.write_all(&[5, 1, 0]).await.unwrap();
-    let mut choice = [0u8; 2];
-    within("method choice", s.read_exact(&mut choice))
-        .await
-        .unwrap();
-    assert_eq!(choice, [5, 0], "no-auth chosen");
-    let mut req = vec![5, 1, 0, 1, 127, 0, 0, 1];
-    req.extend_from_slice(&origin.addr.port().to_be_bytes());
-    s.write_all(&req).await.unwrap();
-    let mut reply = [0u8; 10];
-    within("reply", s.read_exact(&mut reply)).await.unwrap();
-    assert_eq!(&reply[..2], &[5, 0], "CONNECT succeeded");
+    let (mut s, code) = socks::connect(proxy, &socks::encode(origin.addr)).await;
+    assert_eq!(code, 0, "CONNECT succeeded");
 
     let data = random_bytes(100 * 1024);
     s.write_all(&data).await.unwrap();

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use zt_client::socks::ReplyCode;
 use zt_client::*;
+use zt_testkit::socks::{connect as socks_connect, encode};
 
 async fn connect(edge: &ClientEdge) -> Arc<Client> {
     Arc::new(
@@ -185,47 +186,6 @@ async fn socks_proxy(client: Arc<Client>) -> (SocketAddr, tokio::task::JoinHandl
         let _ = serve_socks(client, listener).await;
     });
     (addr, task)
-}
-
-/// Greets, sends a CONNECT for the encoded address, returns the stream and reply code.
-async fn socks_connect(proxy: SocketAddr, addr: &[u8]) -> (TcpStream, u8) {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
-    s.write_all(&[5, 1, 0]).await.unwrap();
-    let mut choice = [0u8; 2];
-    within("method choice", s.read_exact(&mut choice))
-        .await
-        .unwrap();
-    assert_eq!(choice, [5, 0]);
-    let mut req = vec![5, 1, 0];
-    req.extend_from_slice(addr);
-    s.write_all(&req).await.unwrap();
-    let mut head = [0u8; 4];
-    within("reply", s.read_exact(&mut head)).await.unwrap();
-    assert_eq!(head[0], 5);
-    let rest = match head[3] {
-        1 => 4 + 2,
-        4 => 16 + 2,
-        other => panic!("reply address type {other}"),
-    };
-    let mut tail = vec![0u8; rest];
-    s.read_exact(&mut tail).await.unwrap();
-    (s, head[1])
-}
-
-fn encode(addr: SocketAddr) -> Vec<u8> {
-    let mut v = Vec::new();
-    match addr {
-        SocketAddr::V4(a) => {
-            v.push(1);
-            v.extend_from_slice(&a.ip().octets());
-        }
-        SocketAddr::V6(a) => {
-            v.push(4);
-            v.extend_from_slice(&a.ip().octets());
-        }
-    }
-    v.extend_from_slice(&addr.port().to_be_bytes());
-    v
 }
 
 async fn echo_through(mut s: TcpStream) {
