@@ -11,4 +11,4 @@
 set -eu
 cd "$(dirname "$0")/.."
 ZT_SOAK_SECS="${1:-1800}" ZT_SOAK_RESTART_SECS="${2:-300}" RUST_LOG="${RUST_LOG:-warn,zt::client=info}" \
-    exec nice -n 10 cargo test -p zt-examples --test soak -- --ignored --nocapture
+    exec nice -n 10 cargo test -p zt-examples --test it -- --ignored --nocapture --exact soak::soak_with_loss_and_connector_restarts

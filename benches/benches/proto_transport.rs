@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -42,20 +41,8 @@ struct Setup {
 /// An edge whose client flows either end at the edge (a sink that acks) or, for
 /// destinations on port 2, are spliced to a connector whose flows are the sink.
 async fn setup() -> Setup {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec![NAME.to_owned()])
-        .unwrap()
-        .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
-        .unwrap();
-    let identity = ServerIdentity::from_pem(
-        format!("{}{}", cert.pem(), ca.pem()).as_bytes(),
-        key.serialize_pem().as_bytes(),
-    )
-    .unwrap();
+    let server = zt_testkit::pki::server(&[NAME]);
+    let identity = server.identity();
     let device = (Uuid::new_v4(), TunnelSecret::generate());
     let tunnel = (Uuid::new_v4(), TunnelSecret::generate());
     let keys = Arc::new(Keys(
@@ -89,7 +76,7 @@ async fn setup() -> Setup {
             }
         });
     }
-    let trust = EdgeTrust::ca_der(ca.der().to_vec());
+    let trust = server.trust();
     let connector_ep = PeerEndpoint::bind(
         "127.0.0.1:0".parse().unwrap(),
         &trust,

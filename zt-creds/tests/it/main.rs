@@ -1,0 +1,11 @@
+//! zt-creds' integration tests, in one test binary (one module per topic) so the workspace
+//! links one binary per crate instead of one per file.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+mod bad_inputs;
+mod formats;
+mod no_leak;
+mod roundtrip;
+mod write;

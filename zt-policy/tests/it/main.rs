@@ -1,0 +1,7 @@
+//! zt-policy's integration tests, in one test binary (one module per topic) so the workspace
+//! links one binary per crate instead of one per file.
+#![allow(clippy::unwrap_used)]
+
+mod equivalence;
+mod golden;
+mod semantics;
