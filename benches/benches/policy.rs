@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, Criterion};
 use uuid::Uuid;
 use zt_policy::{
-    Action, CompiledPolicy, Filter, FlowContext, Identity, List, ListSet, ListType, PolicyConfig,
-    Protocol, ReferencePolicy, Rule, SharedPolicy,
+    Action, CompiledPolicy, Filter, FlowContext, Identity, List, ListSet, ListType, NetProtocol,
+    PolicyConfig, ReferencePolicy, Rule, SharedPolicy,
 };
 
 /// Deterministic xorshift64* so both evaluators see the same lists.
@@ -148,7 +148,7 @@ fn seed() -> (Vec<List>, Vec<Rule>) {
 }
 
 fn ctx(dst: IpAddr, port: u16, who: Option<&Identity>) -> FlowContext<'_> {
-    let mut c = FlowContext::new("192.0.2.77".parse().unwrap(), dst, port, Protocol::Tcp);
+    let mut c = FlowContext::new("192.0.2.77".parse().unwrap(), dst, port, NetProtocol::Tcp);
     c.identity = who;
     c
 }

@@ -24,7 +24,7 @@ use clap::Args;
 use tracing::{info, warn};
 use zt_connector::{
     parse_duration, parse_listen_addr, ConfigOverrides, Connector, ConnectorConfig, DrainOutcome,
-    EdgeAddr, Protocol, ShutdownSignals, TunnelRef,
+    EdgeAddr, EdgeProtocol, ShutdownSignals, TunnelRef,
 };
 use zt_creds::{CaFingerprint, PermissionMode, TunnelToken};
 
@@ -71,7 +71,7 @@ pub(crate) struct ConnectorFlags {
     edge_ca_fingerprint: Option<CaFingerprint>,
     /// Accepted for cloudflared compatibility; zt always uses QUIC.
     #[arg(long, value_name = "quic|http2|auto")]
-    protocol: Option<Protocol>,
+    protocol: Option<EdgeProtocol>,
     /// How long in-flight flows may drain after SIGTERM (e.g. 30s, 1m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     grace_period: Option<Duration>,

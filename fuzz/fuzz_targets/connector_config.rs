@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zt_connector::{parse_duration, ConnectorConfig, EdgeAddr, Protocol, TunnelRef};
+use zt_connector::{parse_duration, ConnectorConfig, EdgeAddr, EdgeProtocol, TunnelRef};
 use zt_creds::{CaFingerprint, PermissionMode};
 
 fuzz_target!(|data: &[u8]| {
@@ -32,6 +32,6 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(fp.to_string().parse::<CaFingerprint>().ok(), Some(fp));
     }
     let _ = text.parse::<TunnelRef>();
-    let _ = text.parse::<Protocol>();
+    let _ = text.parse::<EdgeProtocol>();
     let _ = text.parse::<PermissionMode>();
 });

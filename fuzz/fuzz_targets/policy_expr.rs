@@ -15,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use uuid::Uuid;
 use zt_policy::{
     check_expression, Action, CompiledPolicy, Device, ExprSlot, Filter, FlowContext, Identity,
-    List, ListSet, ListType, PolicyConfig, Protocol, ReferencePolicy, Rule,
+    List, ListSet, ListType, PolicyConfig, NetProtocol, ReferencePolicy, Rule,
 };
 
 fn lists() -> &'static (Vec<List>, ListSet) {
@@ -95,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
         "10.0.0.1".parse().expect("literal"),
         "198.51.100.101".parse().expect("literal"),
         443,
-        Protocol::Tcp,
+        NetProtocol::Tcp,
     );
     ctx.identity = Some(&identity);
     ctx.device = Some(&device);

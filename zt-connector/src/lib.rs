@@ -12,7 +12,8 @@
 //!   `credentials-permissions` check) or the token.
 //! - [`Connector::start`] → [`ConnectorHandle`]: keeps `ha-connections` QUIC connections
 //!   registered with the edge (spread over the `edge` addresses, each reconnecting with a
-//!   full-jitter [`zt_proto::Backoff`] shaped by [`RECONNECT_BACKOFF`]), serves the flows the edge opens on them, and answers go-away with a
+//!   full-jitter [`zt_proto::Backoff`] shaped by [`RECONNECT_BACKOFF`]), serves the flows the
+//!   edge opens on them, and answers go-away with a
 //!   replacement connection. [`ConnectorHandle::drain`] and [`ConnectorHandle::shutdown`]
 //!   stop it gracefully or at once.
 //! - [`MetricsServer`] and [`ConnectorMetrics`]: `/ready`, `/healthcheck` and Prometheus
@@ -77,8 +78,15 @@ pub use config::{
 pub use credentials::CredentialsError;
 pub use duration::{parse_duration, DurationError};
 pub use values::{
-    parse_listen_addr, DestinationAllowList, EdgeAddr, Protocol, TunnelRef, ValueError,
+    parse_listen_addr, DestinationAllowList, EdgeAddr, EdgeProtocol, TunnelRef, ValueError,
 };
+
+/// The former name of [`EdgeProtocol`], kept so code written against it still builds.
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `EdgeProtocol` (the `protocol:` key), apart from `zt_proto::Protocol`"
+)]
+pub type Protocol = EdgeProtocol;
 
 // Observability: the figures and the server that reports them.
 pub use metrics::{ConnectorMetrics, DialErrorKind};

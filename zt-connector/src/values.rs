@@ -68,7 +68,7 @@ impl fmt::Display for TunnelRef {
 /// and `auto` are accepted so cloudflared configurations load, with a warning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Protocol {
+pub enum EdgeProtocol {
     /// QUIC (the only transport zt has).
     #[default]
     Quic,
@@ -78,7 +78,7 @@ pub enum Protocol {
     Auto,
 }
 
-impl FromStr for Protocol {
+impl FromStr for EdgeProtocol {
     type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -94,7 +94,7 @@ impl FromStr for Protocol {
     }
 }
 
-impl fmt::Display for Protocol {
+impl fmt::Display for EdgeProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Quic => "quic",
@@ -357,8 +357,11 @@ mod tests {
 
     #[test]
     fn enums() {
-        assert_eq!("QUIC".parse::<Protocol>().unwrap(), Protocol::Quic);
-        assert_eq!("http2".parse::<Protocol>().unwrap(), Protocol::Http2);
-        assert!("h2mux".parse::<Protocol>().is_err());
+        assert_eq!("QUIC".parse::<EdgeProtocol>().unwrap(), EdgeProtocol::Quic);
+        assert_eq!(
+            "http2".parse::<EdgeProtocol>().unwrap(),
+            EdgeProtocol::Http2
+        );
+        assert!("h2mux".parse::<EdgeProtocol>().is_err());
     }
 }

@@ -10,24 +10,24 @@ use std::net::IpAddr;
 
 /// Transport protocol of a flow (`net.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
+pub enum NetProtocol {
     /// TCP (`"tcp"`).
     Tcp,
     /// UDP (`"udp"`).
     Udp,
 }
 
-impl Protocol {
+impl NetProtocol {
     /// The name expressions compare with.
     pub fn as_str(self) -> &'static str {
         match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
+            NetProtocol::Tcp => "tcp",
+            NetProtocol::Udp => "udp",
         }
     }
 }
 
-impl fmt::Display for Protocol {
+impl fmt::Display for NetProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -57,13 +57,13 @@ pub struct Device {
 /// One flow, as the policy sees it.
 ///
 /// ```
-/// use zt_policy::{FlowContext, Protocol};
+/// use zt_policy::{FlowContext, NetProtocol};
 ///
 /// let ctx = FlowContext::new(
 ///     "192.0.2.10".parse().unwrap(),
 ///     "198.51.100.101".parse().unwrap(),
 ///     443,
-///     Protocol::Tcp,
+///     NetProtocol::Tcp,
 /// );
 /// assert!(ctx.identity.is_none());
 /// ```
@@ -76,7 +76,7 @@ pub struct FlowContext<'a> {
     /// `net.dst.port`.
     pub dst_port: u16,
     /// `net.protocol`.
-    pub protocol: Protocol,
+    pub protocol: NetProtocol,
     /// `net.vnet`: the virtual network id (empty for the default network).
     pub vnet: &'a str,
     /// The session's user, if authenticated as one.
@@ -95,7 +95,7 @@ pub struct FlowContext<'a> {
 
 impl<'a> FlowContext<'a> {
     /// A context with the connection fields set and everything else absent.
-    pub fn new(src_ip: IpAddr, dst_ip: IpAddr, dst_port: u16, protocol: Protocol) -> Self {
+    pub fn new(src_ip: IpAddr, dst_ip: IpAddr, dst_port: u16, protocol: NetProtocol) -> Self {
         Self {
             src_ip,
             dst_ip,

@@ -28,7 +28,7 @@
 //! use uuid::Uuid;
 //! use zt_policy::{
 //!     Action, CompiledPolicy, Filter, FlowContext, List, ListSet, ListType, PolicyConfig,
-//!     Protocol, Rule,
+//!     NetProtocol, Rule,
 //! };
 //!
 //! // The seed's list and rule: do not inspect traffic to the Kubernetes API servers.
@@ -66,7 +66,7 @@
 //!     "192.0.2.10".parse().unwrap(),
 //!     "2001:db8::101".parse().unwrap(),
 //!     443,
-//!     Protocol::Tcp,
+//!     NetProtocol::Tcp,
 //! );
 //! assert_eq!(policy.l4(&ctx).action, Action::Allow);
 //! let off = policy.http_off(&ctx).unwrap();
@@ -88,7 +88,14 @@ mod policy;
 mod reference;
 mod rule;
 
-pub use context::{Device, FlowContext, Identity, Protocol};
+pub use context::{Device, FlowContext, Identity, NetProtocol};
+
+/// The former name of [`NetProtocol`], kept so code written against it still builds.
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `NetProtocol` (the `net.protocol` field), apart from `zt_proto::Protocol`"
+)]
+pub type Protocol = NetProtocol;
 pub use expr::{field_names, field_type, ExprError, ExprErrorKind, FieldType, MAX_REGEX_SIZE};
 pub use list::{
     parse_list_item, validate_lists, List, ListError, ListItem, ListItemError, ListType,

@@ -389,7 +389,7 @@ impl PhaseRules {
 /// An immutable compiled policy: lists, rules by phase, and the l4 default.
 ///
 /// ```
-/// use zt_policy::{Action, CompiledPolicy, Filter, FlowContext, ListSet, PolicyConfig, Protocol, Rule};
+/// use zt_policy::{Action, CompiledPolicy, Filter, FlowContext, ListSet, PolicyConfig, NetProtocol, Rule};
 ///
 /// let rule = Rule {
 ///     id: uuid::Uuid::new_v4(),
@@ -404,7 +404,7 @@ impl PhaseRules {
 ///     device_posture: None,
 /// };
 /// let policy = CompiledPolicy::compile(&ListSet::build(&[]).unwrap(), &[rule], PolicyConfig::default()).unwrap();
-/// let ctx = FlowContext::new("192.0.2.1".parse().unwrap(), "198.51.100.101".parse().unwrap(), 443, Protocol::Tcp);
+/// let ctx = FlowContext::new("192.0.2.1".parse().unwrap(), "198.51.100.101".parse().unwrap(), 443, NetProtocol::Tcp);
 /// assert_eq!(policy.l4(&ctx).action, Action::Allow);
 /// let other = FlowContext { dst_port: 22, ..ctx };
 /// assert_eq!(policy.l4(&other).action, Action::Block);
@@ -632,10 +632,10 @@ impl fmt::Debug for PolicyGuard {
 /// The current policy of an edge: read lock-free by every flow, replaced atomically.
 ///
 /// ```
-/// use zt_policy::{Action, CompiledPolicy, DefaultAction, FlowContext, PolicyConfig, Protocol, SharedPolicy};
+/// use zt_policy::{Action, CompiledPolicy, DefaultAction, FlowContext, PolicyConfig, NetProtocol, SharedPolicy};
 ///
 /// let shared = SharedPolicy::new(CompiledPolicy::empty(PolicyConfig::default()));
-/// let ctx = FlowContext::new("192.0.2.1".parse().unwrap(), "198.51.100.101".parse().unwrap(), 443, Protocol::Tcp);
+/// let ctx = FlowContext::new("192.0.2.1".parse().unwrap(), "198.51.100.101".parse().unwrap(), 443, NetProtocol::Tcp);
 /// let held = shared.load_full();
 /// shared.store(CompiledPolicy::empty(PolicyConfig { l4_default: DefaultAction::Allow }));
 /// assert_eq!(held.l4(&ctx).action, Action::Block); // a flow keeps the policy it started with

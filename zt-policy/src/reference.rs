@@ -24,10 +24,10 @@ use crate::rule::{Action, Filter, Rule};
 /// The reference interpreter: same policy, same answers as [`CompiledPolicy`], slowly.
 ///
 /// ```
-/// use zt_policy::{FlowContext, PolicyConfig, Protocol, ReferencePolicy, Action};
+/// use zt_policy::{FlowContext, PolicyConfig, NetProtocol, ReferencePolicy, Action};
 ///
 /// let reference = ReferencePolicy::new(&[], &[], PolicyConfig::default()).unwrap();
-/// let ctx = FlowContext::new("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap(), 22, Protocol::Tcp);
+/// let ctx = FlowContext::new("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap(), 22, NetProtocol::Tcp);
 /// assert_eq!(reference.l4(&ctx).action, Action::Block);
 /// ```
 #[derive(Debug)]

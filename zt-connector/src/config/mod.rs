@@ -23,7 +23,7 @@ use tracing::warn;
 use zt_creds::{CaFingerprint, PermissionMode, TunnelToken};
 use zt_diag::{KeyPrefix, Location};
 
-use crate::values::{DestinationAllowList, EdgeAddr, Protocol, TunnelRef};
+use crate::values::{DestinationAllowList, EdgeAddr, EdgeProtocol, TunnelRef};
 
 use self::read::{RawConfig, RootSeed, CLOUDFLARED_KEYS_IGNORED};
 
@@ -67,7 +67,7 @@ pub struct ConnectorConfig {
     /// `warp-routing`: the private-network settings.
     pub warp_routing: WarpRouting,
     /// `protocol`: accepted for compatibility; zt always uses QUIC.
-    pub protocol: Protocol,
+    pub protocol: EdgeProtocol,
     /// `grace-period`: how long in-flight flows may drain after SIGTERM.
     pub grace_period: Duration,
     /// `ha-connections`: edge connections to keep registered (1 to [`MAX_HA_CONNECTIONS`]).
@@ -119,7 +119,7 @@ impl Default for ConnectorConfig {
             token: None,
             metrics: None,
             warp_routing: WarpRouting::default(),
-            protocol: Protocol::Quic,
+            protocol: EdgeProtocol::Quic,
             grace_period: DEFAULT_GRACE_PERIOD,
             ha_connections: DEFAULT_HA_CONNECTIONS,
             edge: Vec::new(),
@@ -198,7 +198,7 @@ pub struct ConfigOverrides {
     credentials_file: Option<PathBuf>,
     token: Option<TunnelToken>,
     metrics: Option<SocketAddr>,
-    protocol: Option<Protocol>,
+    protocol: Option<EdgeProtocol>,
     grace_period: Option<Duration>,
     ha_connections: Option<u8>,
     edge: Option<Vec<EdgeAddr>>,
@@ -229,7 +229,7 @@ impl ConfigOverrides {
         self
     }
     /// `--protocol`.
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
+    pub fn protocol(mut self, protocol: EdgeProtocol) -> Self {
         self.protocol = Some(protocol);
         self
     }
@@ -366,7 +366,7 @@ impl ConnectorConfig {
         }
 
         let config = raw.map(RawConfig::into_config).unwrap_or_default();
-        if config.protocol != Protocol::Quic {
+        if config.protocol != EdgeProtocol::Quic {
             warn!(
                 file = %file.display(),
                 protocol = %config.protocol,
@@ -397,7 +397,7 @@ impl ConnectorConfig {
             self.metrics = Some(v);
         }
         if let Some(v) = overrides.protocol {
-            if v != Protocol::Quic {
+            if v != EdgeProtocol::Quic {
                 warn!(protocol = %v, "zt always connects to its edge over QUIC; --protocol is ignored");
             }
             self.protocol = v;

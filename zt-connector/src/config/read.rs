@@ -22,7 +22,7 @@ use zt_diag::{parse_scalar, suggest};
 use super::{ConnectorConfig, WarpRouting, MAX_HA_CONNECTIONS};
 use crate::duration::parse_duration;
 use crate::values::{
-    parse_listen_addr, parse_prefix, DestinationAllowList, EdgeAddr, Protocol, TunnelRef,
+    parse_listen_addr, parse_prefix, DestinationAllowList, EdgeAddr, EdgeProtocol, TunnelRef,
     ValueError,
 };
 
@@ -111,7 +111,7 @@ pub(super) struct RawConfig {
     token: Option<TunnelToken>,
     metrics: Option<SocketAddr>,
     warp_routing: Option<WarpRouting>,
-    protocol: Option<Protocol>,
+    protocol: Option<EdgeProtocol>,
     grace_period: Option<Duration>,
     ha_connections: Option<u8>,
     edge: Option<Vec<EdgeAddr>>,
@@ -192,7 +192,7 @@ impl<'de> Visitor<'de> for RootSeed<'_> {
                     };
                     set!(warp_routing, map.next_value_seed(seed)?)
                 }
-                "protocol" => set!(protocol, map.next_value::<Parsed<Protocol>>()?.0),
+                "protocol" => set!(protocol, map.next_value::<Parsed<EdgeProtocol>>()?.0),
                 "grace-period" => set!(grace_period, map.next_value::<GoDuration>()?.0),
                 "ha-connections" => set!(ha_connections, map.next_value::<HaConnections>()?.0),
                 "edge" => set!(edge, map.next_value::<OneOrMany<EdgeAddr>>()?.0),

@@ -14,7 +14,7 @@ use proptest::sample::select;
 use uuid::Uuid;
 use zt_policy::{
     Action, CompiledPolicy, DefaultAction, Device, Filter, FlowContext, Identity, List, ListSet,
-    ListType, PolicyConfig, Protocol, ReferencePolicy, Rule,
+    ListType, NetProtocol, PolicyConfig, ReferencePolicy, Rule,
 };
 
 const IPS: &[&str] = &[
@@ -489,7 +489,11 @@ fn agree(rules: &[Rule], flows: &[Flow], allow_default: bool) -> Result<(), Test
             f.src,
             f.dst,
             f.port,
-            if f.udp { Protocol::Udp } else { Protocol::Tcp },
+            if f.udp {
+                NetProtocol::Udp
+            } else {
+                NetProtocol::Tcp
+            },
         );
         ctx.vnet = f.vnet;
         ctx.identity = f.identity.as_ref();
@@ -567,7 +571,7 @@ fn generator_produces_matching_rules() {
         let rules = policy_strategy().new_tree(&mut runner).unwrap().current();
         let flow = flow_strategy().new_tree(&mut runner).unwrap().current();
         let p = CompiledPolicy::compile(&set, &rules, PolicyConfig::default()).unwrap();
-        let mut ctx = FlowContext::new(flow.src, flow.dst, flow.port, Protocol::Tcp);
+        let mut ctx = FlowContext::new(flow.src, flow.dst, flow.port, NetProtocol::Tcp);
         ctx.identity = flow.identity.as_ref();
         ctx.device = flow.device.as_ref();
         ctx.http_host = flow.host;

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use zt_policy::{
     parse_list_item, validate_lists, validate_rules, Action, CompileError, CompiledPolicy,
     DefaultAction, Device, Filter, FlowContext, Identity, List, ListError, ListSet, ListType,
-    Phase, PolicyConfig, Protocol, ReferencePolicy, ReplaceListError, Rule, RuleError,
+    NetProtocol, Phase, PolicyConfig, ReferencePolicy, ReplaceListError, Rule, RuleError,
     SharedPolicy,
 };
 
@@ -60,7 +60,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn ctx(dst: &str, port: u16) -> FlowContext<'static> {
-    FlowContext::new(ip("192.0.2.10"), ip(dst), port, Protocol::Tcp)
+    FlowContext::new(ip("192.0.2.10"), ip(dst), port, NetProtocol::Tcp)
 }
 
 fn compile(lists: &[List], rules: &[Rule], config: PolicyConfig) -> CompiledPolicy {

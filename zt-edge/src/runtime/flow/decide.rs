@@ -26,7 +26,7 @@ pub(super) struct FlowInput {
     session_age_seconds: u64,
     source: IpAddr,
     dest: SocketAddr,
-    protocol: zt_policy::Protocol,
+    protocol: zt_policy::NetProtocol,
 }
 
 impl FlowInput {
@@ -95,8 +95,8 @@ pub(super) fn decide(
         source: session.remote.ip(),
         dest: header.dest,
         protocol: match header.protocol {
-            Protocol::Udp => zt_policy::Protocol::Udp,
-            _ => zt_policy::Protocol::Tcp,
+            Protocol::Udp => zt_policy::NetProtocol::Udp,
+            _ => zt_policy::NetProtocol::Tcp,
         },
     };
     let decision = snapshot.policy.l4(&input.context());
