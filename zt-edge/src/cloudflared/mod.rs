@@ -32,6 +32,12 @@
 )]
 mod generated;
 
+/// The generated Cap'n Proto types, for the test kit's cloudflared-protocol connector
+/// alone (it speaks the schema through capnp-rpc): not a stable API.
+#[cfg(feature = "test-schema")]
+#[doc(hidden)]
+pub use generated::{quic_metadata_capnp, tunnelrpc_capnp};
+
 mod flow;
 mod frame;
 mod rpc;

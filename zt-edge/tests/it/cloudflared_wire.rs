@@ -334,24 +334,3 @@ fn an_exception_answer_decodes_with_its_reason() {
         [(7, ReturnBody::Exception("method not served".into()))]
     );
 }
-
-/// zt-testkit's cloudflared-protocol test connector compiles its own copy of the generated
-/// schema code (this crate keeps its copy private); the regeneration command writes both,
-/// and this test fails when one was changed without the other.
-#[test]
-fn the_test_kits_schema_code_is_the_edges() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for file in ["quic_metadata_capnp.rs", "tunnelrpc_capnp.rs"] {
-        let ours = root.join("src/cloudflared/generated").join(file);
-        let kit = root
-            .join("../zt-testkit/src/cloudflared/generated")
-            .join(file);
-        let (a, b) = (std::fs::read(&ours).unwrap(), std::fs::read(&kit).unwrap());
-        assert!(
-            a == b,
-            "{} differs from {}: run `cargo run --manifest-path zt-edge/schema/regen/Cargo.toml`",
-            kit.display(),
-            ours.display()
-        );
-    }
-}

@@ -17,23 +17,10 @@ use capnp_rpc::{twoparty, RpcSystem};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use generated::quic_metadata_capnp::{connect_request, connect_response, ConnectionType};
-use generated::tunnelrpc_capnp::{connection_response, registration_server};
-
-// zt-edge's generated code, copied (see generated/mod.rs). Machine output in the
-// generator's layout: formatting it or holding it to the workspace lints would only make
-// regeneration produce a diff.
-#[rustfmt::skip]
-#[allow(
-    missing_docs,
-    unreachable_pub,
-    unused,
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    rust_2018_idioms
-)]
-mod generated;
+use zt_edge::cloudflared::quic_metadata_capnp::{
+    connect_request, connect_response, ConnectionType,
+};
+use zt_edge::cloudflared::tunnelrpc_capnp::{connection_response, registration_server};
 
 /// The server name cloudflared dials its edge with.
 pub const SERVER_NAME: &str = "quic.cftunnel.com";

@@ -1,29 +1,20 @@
 //! Regenerates the Rust code for zt-edge's Cap'n Proto schemas.
-//!
-//! It writes the same code twice: into zt-edge, and into zt-testkit, whose cloudflared-protocol
-//! test connector speaks the schema through capnp-rpc rather than through the edge's codec
-//! (zt-edge keeps its generated module private). A test in zt-edge checks that the two copies
-//! are the same.
 
 use std::path::Path;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let schema = root.join("schema");
-    for out in [
-        root.join("src/cloudflared/generated"),
-        root.join("../zt-testkit/src/cloudflared/generated"),
-    ] {
-        let mut cmd = capnpc::CompilerCommand::new();
-        cmd.src_prefix(&schema)
-            .file(schema.join("tunnelrpc.capnp"))
-            .file(schema.join("quic_metadata.capnp"))
-            .default_parent_module(vec!["cloudflared".into(), "generated".into()])
-            .output_path(&out);
-        if let Err(err) = cmd.run() {
-            eprintln!("capnp compile failed: {err}");
-            std::process::exit(1);
-        }
-        println!("wrote {}", out.display());
+    let out = root.join("src/cloudflared/generated");
+    let mut cmd = capnpc::CompilerCommand::new();
+    cmd.src_prefix(&schema)
+        .file(schema.join("tunnelrpc.capnp"))
+        .file(schema.join("quic_metadata.capnp"))
+        .default_parent_module(vec!["cloudflared".into(), "generated".into()])
+        .output_path(&out);
+    if let Err(err) = cmd.run() {
+        eprintln!("capnp compile failed: {err}");
+        std::process::exit(1);
     }
+    println!("wrote {}", out.display());
 }

@@ -9,5 +9,5 @@
 //!
 //! The output is checked in so that a fresh clone builds without the `capnp` tool.
 
-pub(crate) mod quic_metadata_capnp;
-pub(crate) mod tunnelrpc_capnp;
+pub mod quic_metadata_capnp;
+pub mod tunnelrpc_capnp;
