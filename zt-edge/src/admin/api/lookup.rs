@@ -240,3 +240,30 @@ impl Names {
         )
     }
 }
+
+/// Refuses to delete what `using` routes still point at: a 409 `in_use` whose message
+/// starts with `holder` (say "tunnel `prod` still serves") and lists those routes, and
+/// whose detail carries them.
+pub(super) fn refuse_if_routed(
+    txn: &WriteTxn<'_>,
+    holder: &str,
+    using: impl Fn(&Route) -> bool,
+) -> Result<(), ApiError> {
+    let routes: Vec<Route> = txn.list::<Route>()?.into_iter().filter(using).collect();
+    if routes.is_empty() {
+        return Ok(());
+    }
+    let names = Names::load(txn)?;
+    let list: Vec<String> = routes.iter().map(|r| names.describe(r)).collect();
+    Err(ApiError::conflict(
+        "in_use",
+        format!(
+            "{holder} {} route(s): {}; delete them first with `zt route ip delete`",
+            routes.len(),
+            list.join(", ")
+        ),
+    )
+    .with_detail(json!({
+        "routes": routes.iter().map(|r| names.route(r)).collect::<Vec<_>>()
+    })))
+}

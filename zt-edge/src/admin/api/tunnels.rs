@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zt_creds::{TunnelCredentials, TunnelSecret};
 
-use super::lookup::{find_tunnel, Names};
+use super::lookup::{find_tunnel, refuse_if_routed, Names};
 use super::{created, ok, ApiRequest, Ctx, Reply};
 use crate::admin::error::ApiError;
 use crate::store::{Route, SecretSha256, Tunnel};
@@ -197,27 +197,11 @@ pub(super) fn cloudflared(ctx: &Ctx, req: &ApiRequest, key: &str) -> Reply {
 pub(super) fn delete(ctx: &Ctx, key: &str) -> Reply {
     let (tunnel, _) = ctx.state.db().update(|txn| {
         let mut tunnel = find_tunnel(txn, key)?;
-        let using: Vec<Route> = txn
-            .list::<Route>()?
-            .into_iter()
-            .filter(|r| r.tunnel_id == tunnel.id)
-            .collect();
-        if !using.is_empty() {
-            let names = Names::load(txn)?;
-            let list: Vec<String> = using.iter().map(|r| names.describe(r)).collect();
-            return Err(ApiError::conflict(
-                "in_use",
-                format!(
-                    "tunnel `{}` still serves {} route(s): {}; delete them first with `zt route ip delete`",
-                    tunnel.name,
-                    using.len(),
-                    list.join(", ")
-                ),
-            )
-            .with_detail(json!({
-                "routes": using.iter().map(|r| names.route(r)).collect::<Vec<_>>()
-            })));
-        }
+        refuse_if_routed(
+            txn,
+            &format!("tunnel `{}` still serves", tunnel.name),
+            |r| r.tunnel_id == tunnel.id,
+        )?;
         tunnel.deleted_at = Some(Timestamp::now());
         txn.put(&tunnel)?;
         Ok::<_, ApiError>(tunnel)

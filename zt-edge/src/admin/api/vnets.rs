@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::lookup::{find_vnet, Names};
+use super::lookup::{find_vnet, refuse_if_routed};
 use super::{created, ok, ApiRequest, Ctx, Reply};
 use crate::admin::error::ApiError;
 use crate::store::{Route, VirtualNetwork};
@@ -93,25 +93,11 @@ pub(super) fn delete(ctx: &Ctx, key: &str) -> Reply {
                 ),
             ));
         }
-        let using: Vec<Route> = txn
-            .list::<Route>()?
-            .into_iter()
-            .filter(|r| r.vnet == vnet.id)
-            .collect();
-        if !using.is_empty() {
-            let names = Names::load(txn)?;
-            let list: Vec<String> = using.iter().map(|r| names.describe(r)).collect();
-            return Err(ApiError::conflict(
-                "in_use",
-                format!(
-                    "virtual network `{}` still has {} route(s): {}; delete them first with `zt route ip delete`",
-                    vnet.name,
-                    using.len(),
-                    list.join(", ")
-                ),
-            )
-            .with_detail(json!({ "routes": using.iter().map(|r| names.route(r)).collect::<Vec<_>>() })));
-        }
+        refuse_if_routed(
+            txn,
+            &format!("virtual network `{}` still has", vnet.name),
+            |r| r.vnet == vnet.id,
+        )?;
         txn.delete::<VirtualNetwork>(vnet.id)?;
         Ok::<_, ApiError>(vnet)
     })?;
