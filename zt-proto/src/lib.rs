@@ -131,6 +131,7 @@ mod error;
 mod flow;
 mod frame;
 mod limits;
+mod open;
 #[cfg(feature = "transport")]
 mod transport;
 mod wire;
@@ -152,6 +153,9 @@ pub use limits::{
     MAX_POSTURE_CHECKS, MAX_TEXT_LEN,
 };
 
+// The flow-open exchange.
+pub use open::{FlowAcceptor, FlowOpener};
+
 // Proof of possession.
 pub use auth::{
     compute_proof, sign_register, verify_proof, Exporter, EXPORTER_CONTEXT, EXPORTER_LABEL,
@@ -169,18 +173,19 @@ pub use control::{
 pub use transport::{
     argotunnel::ArgotunnelConnection,
     backoff::{Backoff, BackoffPolicy},
-    conn::{
-        ClientConnection, ClientLink, ConnectorConnection, ConnectorLink, FlowRequest,
-        FlowResponder, UdpFlow,
-    },
+    carrier::{ConnectionLost, Quic, Transport},
+    datagrams::UdpFlow,
     endpoint::{
-        Admission, Authenticator, ClientRegistration, ConnectorRegistration, EdgeListener,
-        EdgePeer, IncomingPeer, PeerEndpoint, SocketBuffers,
+        ClientRegistration, ConnectorRegistration, EdgeListener, EdgePeer, IncomingPeer,
+        PeerEndpoint, SocketBuffers,
     },
     error::{
         AcceptError, ConnectError, ControlSendError, DatagramError, EndpointError, OpenError,
         RespondError,
     },
+    links::{ClientConnection, ClientLink, Connection, ConnectorConnection, ConnectorLink},
+    register::{Admission, Authenticator},
+    serve::{FlowRequest, FlowResponder},
     settings::{Congestion, SettingsError, StatelessResetKey, TransportSettings},
     stream::{
         relay, splice, FlowError, FlowRecvStream, FlowSendStream, FlowStream, RelayEnd,

@@ -16,7 +16,15 @@ use std::net::SocketAddr;
 use quinn::VarInt;
 
 use crate::flow::CloseCode;
-use crate::transport::stream::{FlowError, FlowStream};
+use crate::transport::stream::{FlowError, FlowRecvStream, FlowSendStream, FlowStream};
+
+fn quic_stream(send: quinn::SendStream, recv: quinn::RecvStream) -> FlowStream {
+    FlowStream::new(
+        send.id().index(),
+        FlowSendStream::from_quic(send),
+        FlowRecvStream::from_quic(recv),
+    )
+}
 
 /// A connection whose client chose ALPN `argotunnel` (an unmodified cloudflared), after its
 /// TLS handshake and before anything else. See the module docs for what zt-proto does and
@@ -49,14 +57,14 @@ impl ArgotunnelConnection {
     /// stream). The stream's id stands in for a flow id.
     pub async fn accept_stream(&self) -> Result<FlowStream, FlowError> {
         let (send, recv) = self.conn.accept_bi().await?;
-        Ok(FlowStream::new(send.id().index(), send, recv))
+        Ok(quic_stream(send, recv))
     }
 
     /// Opens a bidirectional stream to the peer (one per flow for cloudflared). Nothing is
     /// sent until the caller writes to it.
     pub async fn open_stream(&self) -> Result<FlowStream, FlowError> {
         let (send, recv) = self.conn.open_bi().await?;
-        Ok(FlowStream::new(send.id().index(), send, recv))
+        Ok(quic_stream(send, recv))
     }
 
     /// Closes the connection with a code and a reason the peer sees.

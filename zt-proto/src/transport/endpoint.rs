@@ -1,9 +1,10 @@
 //! Endpoints: the edge's listener (accept, authenticate, register) and the dialling side's
 //! endpoint for connectors and clients (connect, prove, register).
 //!
-//! Registration drives the I/O-free machines of `control` over the connection's first
-//! bidirectional stream, with the whole exchange (handshake included) bounded by
-//! `TransportSettings::register_timeout`.
+//! This module is QUIC's own part: sockets, handshakes, ALPN. Registration itself (the
+//! I/O-free machines of `control` driven over the connection's first bidirectional stream)
+//! is `register`'s, written against the transport seam; the whole exchange, handshake
+//! included, is bounded by `TransportSettings::register_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,34 +12,32 @@ use std::time::Instant;
 
 use socket2::{Domain, Socket, Type};
 use tokio::time::timeout_at;
-use tracing::{debug, info, warn};
-use uuid::Uuid;
+use tracing::{debug, warn};
 use zt_creds::AuthKey;
 
-use crate::auth::{Exporter, EXPORTER_CONTEXT, EXPORTER_LABEL, EXPORTER_LEN};
-use crate::control::{
-    ClientControl, ConnectorControl, EdgeControl, EdgeEvent, PeerEvent, RefusalReason,
-};
+use crate::control::{ClientControl, ConnectorControl};
 use crate::flow::CloseCode;
-use crate::frame::{Claim, ClientClaim, ConnectorClaim};
+use crate::frame::{ClientClaim, ConnectorClaim};
 use crate::transport::argotunnel::ArgotunnelConnection;
-use crate::transport::conn::{
-    on_edge_event, on_peer_event, spawn_acceptor, spawn_driver, spawn_stream_refuser, varint,
-    ClientConnection, ClientLink, ConnectorConnection, ConnectorLink, Machine, Shared,
-};
+use crate::transport::carrier::{Quic, Transport};
 use crate::transport::error::{AcceptError, ConnectError, EndpointError};
+use crate::transport::links::{ClientConnection, ClientLink, ConnectorConnection, ConnectorLink};
+use crate::transport::register::{
+    register_at_edge, register_client, register_connector, Authenticator, EdgeRegistered,
+};
 use crate::transport::settings::TransportSettings;
 use crate::transport::tls::{EdgeTrust, ServerIdentity, ALPN_ARGOTUNNEL};
 
-/// How long a refusing edge waits for the peer to receive its `register_error` before
-/// closing the connection.
-const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bidirectional streams a peer may open before it has registered: its control stream (a
 /// cloudflared connector's too) with room to spare. quinn allocates the state of every
 /// stream a peer may open when the connection starts, about 60 bytes each, so the full
 /// limit (10,000 by default) would cost the edge some 0.6 MiB per handshake from anyone at
 /// all; a registered client gets the full limit.
 const UNREGISTERED_BIDI_STREAMS: u32 = 16;
+
+fn varint(code: u32) -> quinn::VarInt {
+    quinn::VarInt::from_u32(code)
+}
 
 /// The UDP socket buffer sizes an endpoint asked for and what the OS reports it granted
 /// (Linux reports twice the usable size; `None` when the OS would not say).
@@ -118,13 +117,6 @@ fn set_buffer(socket: &Socket, want: usize, receive: bool) -> Option<usize> {
     granted.ok()
 }
 
-fn exporter(conn: &quinn::Connection) -> Option<Exporter> {
-    let mut out = [0u8; EXPORTER_LEN];
-    conn.export_keying_material(&mut out, EXPORTER_LABEL, EXPORTER_CONTEXT)
-        .ok()?;
-    Some(out)
-}
-
 fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
     conn.handshake_data()?
         .downcast::<quinn::crypto::rustls::HandshakeData>()
@@ -139,41 +131,6 @@ fn tokio_deadline(d: Instant) -> tokio::time::Instant {
 // ---------------------------------------------------------------------------------------
 // Edge side.
 // ---------------------------------------------------------------------------------------
-
-/// Whether the edge lets a source address try to register now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Admission {
-    /// Go ahead.
-    Admit,
-    /// Too many recent failures from this address: refuse with `rate_limited`.
-    RateLimited,
-    /// The edge is draining: refuse with `draining`.
-    Draining,
-}
-
-/// What the edge supplies to registration: stored keys, a rate limit and an audit hook.
-///
-/// Called on the task running [`IncomingPeer::register`]; keep the methods quick (an
-/// in-memory lookup), they run once per registration attempt.
-pub trait Authenticator: Send + Sync {
-    /// Whether `source` may attempt a registration now (per-address rate limiting of failed
-    /// proofs). The default admits everyone.
-    fn admit(&self, source: SocketAddr) -> Admission {
-        let _ = source;
-        Admission::Admit
-    }
-
-    /// The key stored for the claim, or `None` if the claim is unknown. For a connector the
-    /// implementation must check that the account tag matches the tunnel's.
-    fn auth_key(&self, claim: &Claim) -> Option<AuthKey>;
-
-    /// A registration was refused, with its true reason (for the audit log and for counting
-    /// failures per address). The peer was told only the generic answer.
-    fn refused(&self, source: SocketAddr, claim: Option<&Claim>, reason: RefusalReason) {
-        let _ = (source, claim, reason);
-    }
-}
 
 /// A registered peer, by role.
 #[derive(Debug)]
@@ -336,152 +293,9 @@ impl IncomingPeer {
             debug!(remote = %addr, "argotunnel connection");
             return Ok(EdgePeer::Argotunnel(ArgotunnelConnection::new(conn)));
         }
-        let exp = exporter(&conn).ok_or(AcceptError::Exporter(addr))?;
-        let (mut send, mut recv) =
-            match timeout_at(tokio_deadline(deadline), conn.accept_bi()).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(source)) => return Err(AcceptError::Lost { addr, source }),
-                Err(_) => {
-                    auth.refused(addr, None, RefusalReason::Timeout);
-                    conn.close(
-                        varint(CloseCode::REGISTRATION_REFUSED.0),
-                        b"no control stream in time",
-                    );
-                    return Err(AcceptError::Refused {
-                        addr,
-                        reason: RefusalReason::Timeout,
-                    });
-                }
-            };
-        let connection_id = Uuid::new_v4();
-        let mut machine = EdgeControl::new(
-            exp,
-            connection_id,
-            &*self.edge_name,
-            started,
-            settings.register_timeout,
-            settings.limits,
-        );
-        let mut timed_out = false;
-        loop {
-            while let Some(ev) = machine.poll_event() {
-                match ev {
-                    EdgeEvent::AuthRequired(claim) => match auth.admit(addr) {
-                        Admission::Admit => {
-                            let key = auth.auth_key(&claim);
-                            machine.authenticate(key.as_ref());
-                        }
-                        Admission::RateLimited => machine.refuse_for(RefusalReason::RateLimited),
-                        Admission::Draining => machine.refuse_for(RefusalReason::Draining),
-                    },
-                    EdgeEvent::Refused { reason, claim } => {
-                        auth.refused(addr, claim.as_ref(), reason);
-                        // The authenticator logs (and rate-limits) refusals for operators;
-                        // a flood would make one info line here per attempt.
-                        debug!(remote = %addr, ?reason, "registration refused");
-                        while let Some(b) = machine.poll_transmit() {
-                            let _ = send.write_chunk(b).await;
-                        }
-                        let _ = send.finish();
-                        // Give the answer a moment to arrive; the peer closes on reading it.
-                        let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
-                        conn.close(
-                            varint(CloseCode::REGISTRATION_REFUSED.0),
-                            b"registration refused",
-                        );
-                        return Err(AcceptError::Refused { addr, reason });
-                    }
-                    EdgeEvent::Registered {
-                        claim,
-                        software_version,
-                        features,
-                    } => {
-                        while let Some(b) = machine.poll_transmit() {
-                            send.write_chunk(b).await.map_err(|_| AcceptError::Lost {
-                                addr,
-                                source: quinn::ConnectionError::LocallyClosed,
-                            })?;
-                        }
-                        let shared = Shared::new(conn.clone(), settings.clone());
-                        let on_event = on_edge_event(&shared);
-                        info!(remote = %addr, connection = %connection_id, "peer registered");
-                        return Ok(match claim {
-                            Claim::Connector(claim) => {
-                                let control =
-                                    spawn_driver(machine, send, recv, conn.clone(), on_event);
-                                spawn_stream_refuser(conn);
-                                EdgePeer::Connector(ConnectorLink {
-                                    shared,
-                                    control,
-                                    claim,
-                                    connection_id,
-                                    software_version,
-                                    features,
-                                })
-                            }
-                            Claim::Client(claim) => {
-                                // A client opens one stream per flow: now that it is
-                                // known, it gets the full limit.
-                                conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(
-                                    settings.max_concurrent_bidi_streams,
-                                ));
-                                let control = spawn_driver(machine, send, recv, conn, on_event);
-                                let flows = spawn_acceptor(shared.clone());
-                                EdgePeer::Client(ClientLink {
-                                    shared,
-                                    control,
-                                    flows,
-                                    claim,
-                                    connection_id,
-                                    software_version,
-                                    features,
-                                })
-                            }
-                        });
-                    }
-                    // Nothing else can come before registration.
-                    _ => {}
-                }
-            }
-            while let Some(b) = machine.poll_transmit() {
-                let _ = send.write_chunk(b).await;
-            }
-            match timeout_at(tokio_deadline(deadline), recv.read_chunk(64 * 1024, true)).await {
-                Ok(Ok(Some(chunk))) => {
-                    if let Err(source) = Machine::handle_input(&mut machine, &chunk.bytes) {
-                        if machine.is_closed() {
-                            // The refusal is queued; the loop sends it and reports it.
-                            continue;
-                        }
-                        conn.close(
-                            varint(CloseCode::PROTOCOL_VIOLATION.0),
-                            b"bad control stream",
-                        );
-                        return Err(AcceptError::Control { addr, source });
-                    }
-                }
-                Ok(Ok(None)) | Ok(Err(_)) => {
-                    let source = conn
-                        .close_reason()
-                        .unwrap_or(quinn::ConnectionError::LocallyClosed);
-                    return Err(AcceptError::Lost { addr, source });
-                }
-                Err(_) if timed_out => {
-                    // The machine answered the deadline already; never spin on it.
-                    conn.close(
-                        varint(CloseCode::REGISTRATION_REFUSED.0),
-                        b"registration timed out",
-                    );
-                    return Err(AcceptError::Refused {
-                        addr,
-                        reason: RefusalReason::Timeout,
-                    });
-                }
-                Err(_) => {
-                    timed_out = true;
-                    machine.handle_timeout(deadline);
-                }
-            }
+        match register_at_edge(Quic(conn), settings, &self.edge_name, started, auth).await? {
+            EdgeRegistered::Connector(link) => Ok(EdgePeer::Connector(link)),
+            EdgeRegistered::Client(link) => Ok(EdgePeer::Client(link)),
         }
     }
 }
@@ -574,7 +388,7 @@ impl PeerEndpoint {
         edge: SocketAddr,
         server_name: &str,
         deadline: Instant,
-    ) -> Result<(quinn::Connection, Exporter), ConnectError> {
+    ) -> Result<(Quic, crate::auth::Exporter), ConnectError> {
         let connecting = self
             .endpoint
             .connect_with(self.client_config.clone(), edge, server_name)
@@ -584,7 +398,8 @@ impl PeerEndpoint {
             Ok(Err(source)) => return Err(ConnectError::Handshake { addr: edge, source }),
             Err(_) => return Err(ConnectError::Timeout(self.settings.register_timeout)),
         };
-        let exp = exporter(&conn).ok_or(ConnectError::Exporter)?;
+        let conn = Quic(conn);
+        let exp = conn.exporter().ok_or(ConnectError::Exporter)?;
         Ok((conn, exp))
     }
 
@@ -611,17 +426,7 @@ impl PeerEndpoint {
             self.settings.limits,
         )
         .map_err(|e| ConnectError::Control(e.into()))?;
-        let (machine, send, recv, registered) =
-            register_peer(&conn, machine, deadline, self.settings.register_timeout).await?;
-        let shared = Shared::new(conn.clone(), self.settings.clone());
-        let control = spawn_driver(machine, send, recv, conn, on_peer_event(&shared));
-        let flows = spawn_acceptor(shared.clone());
-        Ok(ConnectorConnection {
-            shared,
-            control,
-            flows,
-            registered,
-        })
+        register_connector(conn, machine, &self.settings).await
     }
 
     /// Connects to the edge and registers a client connection for a device.
@@ -646,98 +451,6 @@ impl PeerEndpoint {
             self.settings.limits,
         )
         .map_err(|e| ConnectError::Control(e.into()))?;
-        let (machine, send, recv, registered) =
-            register_peer(&conn, machine, deadline, self.settings.register_timeout).await?;
-        let shared = Shared::new(conn.clone(), self.settings.clone());
-        let control = spawn_driver(machine, send, recv, conn.clone(), on_peer_event(&shared));
-        spawn_stream_refuser(conn);
-        Ok(ClientConnection {
-            shared,
-            control,
-            registered,
-        })
-    }
-}
-
-/// The peer machines' shared registration steps.
-trait PeerMachine: Machine<Event = PeerEvent> {
-    fn handle_timeout(&mut self, now: Instant);
-}
-
-impl PeerMachine for ConnectorControl {
-    fn handle_timeout(&mut self, now: Instant) {
-        ConnectorControl::handle_timeout(self, now)
-    }
-}
-
-impl PeerMachine for ClientControl {
-    fn handle_timeout(&mut self, now: Instant) {
-        ClientControl::handle_timeout(self, now)
-    }
-}
-
-async fn register_peer<M: PeerMachine>(
-    conn: &quinn::Connection,
-    mut machine: M,
-    deadline: Instant,
-    timeout: std::time::Duration,
-) -> Result<
-    (
-        M,
-        quinn::SendStream,
-        quinn::RecvStream,
-        crate::frame::Registered,
-    ),
-    ConnectError,
-> {
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let fail = |code: CloseCode, reason: &[u8]| conn.close(varint(code.0), reason);
-    let mut timed_out = false;
-    loop {
-        while let Some(b) = machine.poll_transmit() {
-            if send.write_chunk(b).await.is_err() {
-                return Err(ConnectError::Lost(
-                    conn.close_reason()
-                        .unwrap_or(quinn::ConnectionError::LocallyClosed),
-                ));
-            }
-        }
-        if let Some(ev) = machine.poll_event() {
-            match ev {
-                PeerEvent::Registered(r) => return Ok((machine, send, recv, r)),
-                PeerEvent::Refused(e) => {
-                    fail(CloseCode::REGISTRATION_REFUSED, b"registration refused");
-                    return Err(ConnectError::Refused(e));
-                }
-                PeerEvent::RegisterTimedOut => {
-                    fail(CloseCode::NO_ERROR, b"registration timed out");
-                    return Err(ConnectError::Timeout(timeout));
-                }
-                // Nothing else can come before the answer.
-                _ => continue,
-            }
-        }
-        match timeout_at(tokio_deadline(deadline), recv.read_chunk(64 * 1024, true)).await {
-            Ok(Ok(Some(chunk))) => {
-                if let Err(e) = machine.handle_input(&chunk.bytes) {
-                    fail(CloseCode::PROTOCOL_VIOLATION, b"bad control stream");
-                    return Err(ConnectError::Control(e));
-                }
-            }
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                return Err(ConnectError::Lost(
-                    conn.close_reason()
-                        .unwrap_or(quinn::ConnectionError::LocallyClosed),
-                ))
-            }
-            Err(_) if timed_out => {
-                fail(CloseCode::NO_ERROR, b"registration timed out");
-                return Err(ConnectError::Timeout(timeout));
-            }
-            Err(_) => {
-                timed_out = true;
-                machine.handle_timeout(deadline);
-            }
-        }
+        register_client(conn, machine, &self.settings).await
     }
 }

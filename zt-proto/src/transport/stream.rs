@@ -1,5 +1,5 @@
-//! A flow's byte stream after its status: tokio `AsyncRead`/`AsyncWrite` over one QUIC
-//! bidirectional stream, with TCP's half-close (FIN) and reset-with-code semantics, plus the
+//! A flow's byte stream after its status: tokio `AsyncRead`/`AsyncWrite` over one
+//! bidirectional stream of the connection's transport (a QUIC stream today), with TCP's half-close (FIN) and reset-with-code semantics, plus the
 //! split halves and a zero-copy splice for relays.
 
 use std::io;
@@ -89,6 +89,22 @@ pub struct FlowRecvStream {
 }
 
 impl FlowRecvStream {
+    pub(crate) fn from_quic(inner: quinn::RecvStream) -> Self {
+        Self {
+            inner,
+            held_end: None,
+        }
+    }
+
+    /// At most `max` bytes as the transport received them; `None` at the peer's FIN. For
+    /// exchanges that must not read past their own bytes (the flow open).
+    pub(crate) async fn read_up_to(&mut self, max: usize) -> Result<Option<Bytes>, FlowError> {
+        if let Some(end) = self.held_end.take() {
+            return end.map(|()| None);
+        }
+        Ok(self.inner.read_chunk(max, true).await?.map(|c| c.bytes))
+    }
+
     /// Next chunk of bytes as the transport received it, without copying; `None` at the
     /// peer's FIN.
     pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, FlowError> {
@@ -181,6 +197,10 @@ pub struct FlowSendStream {
 }
 
 impl FlowSendStream {
+    pub(crate) fn from_quic(inner: quinn::SendStream) -> Self {
+        Self { inner }
+    }
+
     /// Sends a chunk without copying it.
     pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), FlowError> {
         Ok(self.inner.write_chunk(chunk).await?)
@@ -253,14 +273,11 @@ pub struct FlowStream {
 }
 
 impl FlowStream {
-    pub(crate) fn new(flow_id: u64, send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
+    pub(crate) fn new(flow_id: u64, send: FlowSendStream, recv: FlowRecvStream) -> Self {
         Self {
             flow_id,
-            send: FlowSendStream { inner: send },
-            recv: FlowRecvStream {
-                inner: recv,
-                held_end: None,
-            },
+            send,
+            recv,
         }
     }
 
