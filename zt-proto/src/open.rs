@@ -4,8 +4,9 @@
 //! whatever follows either is the flow's own bytes. [`FlowOpener`] is the opener's side
 //! (header out, status in), [`FlowAcceptor`] the served side (header in). Each takes bytes in
 //! any pieces and says how many it consumed, so the bytes after the exchange stay with the
-//! caller; [`FlowOpener::wants`] and [`FlowAcceptor::wants`] say how many more bytes the
-//! exchange needs at most, so a driver that reads exactly that much never reads flow data.
+//! caller; [`FlowOpener::wants`] and [`FlowAcceptor::wants`] say how many bytes can be read
+//! now without reading past the exchange (the rest of the length prefix, then the rest of
+//! the body), so a driver that reads at most that much never reads flow data.
 //!
 //! Both sides decide as soon as the bytes allow: an oversized length prefix is refused before
 //! its body arrives, which is what keeps a hostile opener from making the edge buffer it.
@@ -121,7 +122,7 @@ impl FlowOpener {
         self.header.take()
     }
 
-    /// How many more bytes the status needs at most (0 once decided).
+    /// How many bytes can be read now without reading past the status (0 once decided).
     pub fn wants(&self) -> usize {
         match &self.state {
             State::Reading(p) => p.wants(),
@@ -197,7 +198,7 @@ impl FlowAcceptor {
         }
     }
 
-    /// How many more bytes the header needs at most (0 once decided).
+    /// How many bytes can be read now without reading past the header (0 once decided).
     pub fn wants(&self) -> usize {
         match &self.state {
             State::Reading(p) => p.wants(),
