@@ -1,25 +1,33 @@
-//! The client's connection to the edge and the flows it opens.
+//! The client's connections to the edge and the flows it opens.
 //!
-//! One registered connection at a time, published through a watch channel. A supervisor
-//! task owns it: it forwards route pushes, re-evaluates posture, and when the connection
-//! is lost or the edge sends go-away it connects again (at once after go-away, with capped
-//! full-jitter backoff after a loss). A go-away'd connection stays open for its drain time
-//! so flows already on it finish. Dials that find no connection wait for the next one, up
-//! to [`ClientOptions::connection_wait`].
+//! The client holds a [`ConnectionSet`] of registered connections, one per slot
+//! ([`ClientOptions::connections`], default 1). Each slot has a supervisor task that owns
+//! its connection: it forwards route pushes, re-evaluates posture, and when the connection
+//! is lost or the edge sends go-away it takes the connection out of the set and connects
+//! again (at once after go-away, with capped full-jitter backoff after a loss). Slot `i`
+//! starts at the `i`-th listed edge, so several edges share the slots. A go-away'd
+//! connection stays open for its drain time so flows already on it finish.
+//!
+//! A new flow goes to the member with the fewest flows in flight and stays on it (the
+//! stream holds its [`Pinned`] member); a dial that finds no member waits for one, up to
+//! [`ClientOptions::connection_wait`]. Every connection of one client registers with the
+//! same device session id (feature `session=<uuid>`), so the edge counts the flow cap,
+//! session age and posture of the session across all of them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use std::sync::Mutex;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 use zt_creds::{AuthKey, DeviceCredentials};
 use zt_proto::{
-    Backoff, ClientClaim, ClientConnection, ClientRegistration, CloseCode, EdgeTrust, FlowError,
-    OpenError, PeerEndpoint, PeerEvent, PostureReport, Protocol, RetryAdvice, RoutePush,
-    TransportSettings, UdpFlow,
+    Backoff, ClientClaim, ClientConnection, ClientRegistration, CloseCode, ConnectionSet,
+    EdgeTrust, FlowError, MemberReport, OpenError, PeerEndpoint, PeerEvent, Pinned, Placement,
+    PostureReport, Protocol, RetryAdvice, RoutePush, TransportSettings, UdpFlow,
 };
 
 use crate::backoff::RECONNECT_BACKOFF;
@@ -53,7 +61,14 @@ pub struct ClientOptions {
     pub connection_wait: Duration,
     /// The software version reported to the edge.
     pub software_version: String,
+    /// How many connections to the edge the client keeps at once (default 1; 1 to
+    /// [`MAX_CONNECTIONS`]). Slot `i` starts at the `i`-th listed edge; new flows go to the
+    /// least loaded connection.
+    pub connections: usize,
 }
+
+/// The most connections one client keeps ([`ClientOptions::connections`]).
+pub const MAX_CONNECTIONS: usize = 16;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -69,6 +84,7 @@ impl Default for ClientOptions {
             trust: None,
             connection_wait: Duration::from_secs(10),
             software_version: concat!("zt-client ", env!("CARGO_PKG_VERSION")).to_owned(),
+            connections: 1,
         }
     }
 }
@@ -95,7 +111,6 @@ pub enum ConnectionState {
 
 /// One registered connection and the endpoint that carries it.
 struct EdgeConnection {
-    id: u64,
     edge: String,
     conn: ClientConnection,
     endpoint: PeerEndpoint,
@@ -110,41 +125,80 @@ impl Drop for EdgeConnection {
     }
 }
 
+/// A member of the client's set.
+type Member = Pinned<Arc<EdgeConnection>>;
+
+/// Whether the client runs, and the last failure of any slot.
 #[derive(Clone)]
-enum Link {
-    Up(Arc<EdgeConnection>),
-    Connecting(Arc<str>),
+enum Status {
+    Running { last_error: Arc<str> },
     Shutdown,
 }
 
 struct ClientShared {
-    link: watch::Sender<Link>,
+    set: ConnectionSet<Arc<EdgeConnection>>,
+    status: watch::Sender<Status>,
     routes: watch::Sender<Option<RoutePush>>,
+    /// The newest route generation seen on any connection.
+    route_generation: Mutex<Option<u64>>,
     vnet: String,
     connection_wait: Duration,
 }
 
 impl ClientShared {
-    /// A dial saw `session` fail: stop handing it out (the supervisor sees the loss too
-    /// and reconnects).
-    fn mark_lost(&self, session: &EdgeConnection, why: &str) {
-        self.link.send_if_modified(|l| match l {
-            Link::Up(s) if s.id == session.id => {
-                *l = Link::Connecting(why.into());
+    /// A dial saw `member` fail: stop handing it out (its supervisor sees the loss too and
+    /// reconnects).
+    fn mark_lost(&self, member: &Member, why: &str) {
+        if self.set.remove(member.id()) {
+            self.note_error(why);
+        }
+    }
+
+    fn note_error(&self, why: &str) {
+        self.status.send_if_modified(|s| match s {
+            Status::Running { last_error } => {
+                *last_error = why.into();
                 true
             }
-            _ => false,
+            Status::Shutdown => false,
         });
+    }
+
+    fn is_shutdown(&self) -> bool {
+        matches!(*self.status.borrow(), Status::Shutdown)
+    }
+
+    /// Publishes a route push unless a newer generation was already seen.
+    fn routes_pushed(&self, push: RoutePush) {
+        let mut seen = self
+            .route_generation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.is_some_and(|g| push.generation < g) {
+            debug!(generation = push.generation, "ignoring a stale route push");
+            return;
+        }
+        if *seen == Some(push.generation) && self.routes.borrow().as_ref() == Some(&push) {
+            return;
+        }
+        *seen = Some(push.generation);
+        info!(
+            generation = push.generation,
+            vnet = %push.vnet,
+            routes = push.routes.len(),
+            "routes pushed by the edge"
+        );
+        self.routes.send_replace(Some(push));
     }
 }
 
-/// The client runtime: one authenticated, self-healing connection to the edge, and the
-/// flows opened over it.
+/// The client runtime: a self-healing set of authenticated connections to the edge, and the
+/// flows opened over them.
 ///
-/// Dropping it (or [`Client::shutdown`]) closes the connection; open flows end.
+/// Dropping it (or [`Client::shutdown`]) closes the connections; open flows end.
 pub struct Client {
     inner: Arc<ClientShared>,
-    supervisor: tokio::task::JoinHandle<()>,
+    supervisors: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -174,7 +228,8 @@ struct Dialer {
     software_version: String,
     posture: Vec<PostureSpec>,
     posture_check_timeout: Duration,
-    next_id: AtomicU64,
+    /// The device session every connection of this client joins.
+    session_id: uuid::Uuid,
 }
 
 /// Why one round of connection attempts failed.
@@ -266,7 +321,10 @@ impl Dialer {
                 vnet: self.vnet.clone(),
             },
             software_version: self.software_version.clone(),
-            features: vec!["half-close".into()],
+            features: vec![
+                "half-close".into(),
+                format!("{}{}", zt_proto::SESSION_FEATURE_PREFIX, self.session_id),
+            ],
         };
         let conn = match endpoint
             .connect_client(addr, name, registration, &self.key)
@@ -291,7 +349,6 @@ impl Dialer {
             }
         }
         Ok(EdgeConnection {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
             edge: edge.to_owned(),
             conn,
             endpoint,
@@ -309,7 +366,8 @@ enum SessionEnd {
 
 impl Client {
     /// Connects to the edge with `credentials`: tries each edge address in turn and returns
-    /// once one registered. From then on the client keeps a connection up by itself.
+    /// once one registered. From then on the client keeps its connections up by itself
+    /// (the other slots of [`ClientOptions::connections`] connect in the background).
     ///
     /// Must be called inside a tokio runtime.
     pub async fn connect(
@@ -336,7 +394,14 @@ impl Client {
         if vnet.len() > zt_proto::MAX_KEY_LEN {
             return Err(ConnectError::BadVnet { vnet });
         }
-        let dialer = Dialer {
+        if !(1..=MAX_CONNECTIONS).contains(&options.connections) {
+            return Err(ConnectError::BadConnections {
+                asked: options.connections,
+                max: MAX_CONNECTIONS,
+            });
+        }
+        let session_id = uuid::Uuid::new_v4();
+        let dialer = Arc::new(Dialer {
             device_id: credentials.device_id,
             key: credentials.secret.derive_auth_key(),
             vnet: vnet.clone(),
@@ -349,9 +414,9 @@ impl Client {
             software_version: options.software_version.clone(),
             posture: options.posture.clone(),
             posture_check_timeout: options.posture_check_timeout,
-            next_id: AtomicU64::new(1),
-        };
-        let session = match dialer.connect_once(0).await {
+            session_id,
+        });
+        let first = match dialer.connect_once(0).await {
             Ok(s) => s,
             Err(AttemptError::Fatal { edge, message }) => {
                 return Err(ConnectError::Refused { edge, message })
@@ -361,26 +426,39 @@ impl Client {
             }
         };
         info!(
-            edge = %session.edge,
-            edge_name = %session.conn.registered().edge_name,
+            edge = %first.edge,
+            edge_name = %first.conn.registered().edge_name,
             device = %credentials.device_id,
+            session = %session_id,
             vnet = %vnet,
             "connected to the edge"
         );
-        let session = Arc::new(session);
-        let (link, _) = watch::channel(Link::Up(session.clone()));
-        let (routes, _) = watch::channel(None);
         let inner = Arc::new(ClientShared {
-            link,
-            routes,
+            set: ConnectionSet::new(),
+            status: watch::channel(Status::Running {
+                last_error: "".into(),
+            })
+            .0,
+            routes: watch::channel(None).0,
+            route_generation: Mutex::new(None),
             vnet,
             connection_wait: options.connection_wait,
         });
-        let span = tracing::info_span!("zt_client", device = %credentials.device_id);
-        let supervisor = tokio::spawn(
-            supervise(inner.clone(), dialer, session, options.posture_interval).instrument(span),
-        );
-        Ok(Self { inner, supervisor })
+        let span = tracing::info_span!("zt_client", device = %credentials.device_id, session = %session_id);
+        let mut first = Some(Arc::new(first));
+        let supervisors = (0..options.connections)
+            .map(|slot| {
+                let task = supervise(
+                    inner.clone(),
+                    dialer.clone(),
+                    slot,
+                    first.take(),
+                    options.posture_interval,
+                );
+                tokio::spawn(task.instrument(span.clone()))
+            })
+            .collect();
+        Ok(Self { inner, supervisors })
     }
 
     /// The virtual network this client uses ("" for the edge's default).
@@ -388,18 +466,29 @@ impl Client {
         &self.inner.vnet
     }
 
-    /// Whether the client is connected now, and to which edge.
+    /// Whether the client is connected now, and to which edge (the first connection of its
+    /// set; [`Client::connections`] lists them all).
     pub fn state(&self) -> ConnectionState {
-        match &*self.inner.link.borrow() {
-            Link::Up(s) => ConnectionState::Connected {
-                edge: s.edge.clone(),
-                edge_name: s.conn.registered().edge_name.clone(),
-            },
-            Link::Connecting(why) => ConnectionState::Connecting {
-                last_error: why.to_string(),
-            },
-            Link::Shutdown => ConnectionState::Shutdown,
+        if let Status::Shutdown = &*self.inner.status.borrow() {
+            return ConnectionState::Shutdown;
         }
+        match self.inner.set.members().into_iter().next() {
+            Some(m) => ConnectionState::Connected {
+                edge: m.placement.edge,
+                edge_name: m.placement.edge_name,
+            },
+            None => ConnectionState::Connecting {
+                last_error: match &*self.inner.status.borrow() {
+                    Status::Running { last_error } => last_error.to_string(),
+                    Status::Shutdown => String::new(),
+                },
+            },
+        }
+    }
+
+    /// Each connection of the client's set: its edge, transport and flows in flight.
+    pub fn connections(&self) -> Vec<MemberReport> {
+        self.inner.set.members()
     }
 
     /// The latest routes the edge pushed (the CIDRs to capture and their virtual network);
@@ -408,11 +497,16 @@ impl Client {
         self.inner.routes.subscribe()
     }
 
-    /// Closes the connection and stops reconnecting. Dials fail with
+    /// Closes the connections and stops reconnecting. Dials fail with
     /// [`DialError::Shutdown`] from now on.
     pub fn shutdown(&self) {
-        self.inner.link.send_replace(Link::Shutdown);
-        self.supervisor.abort();
+        self.inner.status.send_replace(Status::Shutdown);
+        for task in &self.supervisors {
+            task.abort();
+        }
+        for m in self.inner.set.members() {
+            self.inner.set.remove(m.id);
+        }
     }
 
     /// Opens a TCP flow to `dest` through the edge. The stream is the flow: reads return
@@ -420,16 +514,16 @@ impl Client {
     pub async fn dial(&self, dest: SocketAddr) -> Result<ClientStream, DialError> {
         let deadline = Instant::now() + self.inner.connection_wait;
         loop {
-            let session = self.session(deadline).await?;
-            let span = tracing::debug_span!("zt_dial", %dest, edge = %session.edge);
-            match session
+            let member = self.member(deadline).await?;
+            let span = tracing::debug_span!("zt_dial", %dest, edge = %member.edge);
+            match member
                 .conn
                 .open_flow(dest, Protocol::Tcp, Vec::new())
                 .instrument(span)
                 .await
             {
-                Ok(flow) => return Ok(ClientStream::new(flow)),
-                Err(e) => self.open_failed(dest, &session, e)?,
+                Ok(flow) => return Ok(ClientStream::new(flow, Box::new(member))),
+                Err(e) => self.open_failed(dest, &member, e)?,
             }
         }
     }
@@ -439,20 +533,20 @@ impl Client {
     pub async fn dial_udp(&self, dest: SocketAddr) -> Result<UdpFlow, DialError> {
         let deadline = Instant::now() + self.inner.connection_wait;
         loop {
-            let session = self.session(deadline).await?;
-            match session.conn.open_udp_flow(dest, Vec::new()).await {
+            let member = self.member(deadline).await?;
+            match member.conn.open_udp_flow(dest, Vec::new()).await {
                 Ok(flow) => return Ok(flow),
-                Err(e) => self.open_failed(dest, &session, e)?,
+                Err(e) => self.open_failed(dest, &member, e)?,
             }
         }
     }
 
-    /// Decides what a failed open means: `Ok(())` to retry on the next connection (this
+    /// Decides what a failed open means: `Ok(())` to retry on another connection (this
     /// one is draining or lost), else the error for the caller.
     fn open_failed(
         &self,
         dest: SocketAddr,
-        session: &EdgeConnection,
+        member: &Member,
         e: OpenError,
     ) -> Result<(), DialError> {
         match e {
@@ -464,72 +558,107 @@ impl Client {
             OpenError::TooManyPending(n) => Err(DialError::TooManyPending(n)),
             OpenError::Draining => {
                 self.inner
-                    .mark_lost(session, "the edge is draining the connection");
+                    .mark_lost(member, "the edge is draining the connection");
                 Ok(())
             }
             OpenError::Stream(FlowError::ConnectionLost(reason)) => {
                 self.inner
-                    .mark_lost(session, &format!("connection to the edge lost: {reason}"));
+                    .mark_lost(member, &format!("connection to the edge lost: {reason}"));
                 Ok(())
             }
             source => Err(DialError::Transport { dest, source }),
         }
     }
 
-    /// The current connection, waiting for one until `deadline`.
-    async fn session(&self, deadline: Instant) -> Result<Arc<EdgeConnection>, DialError> {
-        let mut rx = self.inner.link.subscribe();
+    /// The least loaded usable connection, waiting for one until `deadline`.
+    async fn member(&self, deadline: Instant) -> Result<Member, DialError> {
         let started = Instant::now();
-        loop {
-            let waited = tokio::time::timeout_at(
-                deadline,
-                rx.wait_for(|l| !matches!(l, Link::Connecting(_))),
-            )
-            .await;
-            let found = match waited {
-                Ok(Ok(link)) => match &*link {
-                    Link::Up(s) => s.clone(),
-                    _ => return Err(DialError::Shutdown),
+        let usable = |c: &Arc<EdgeConnection>| !c.conn.is_draining();
+        match self.inner.set.wait_pick(deadline, usable).await {
+            _ if self.inner.is_shutdown() => Err(DialError::Shutdown),
+            Some(m) => Ok(m),
+            None => Err(DialError::NotConnected {
+                waited: started.elapsed(),
+                last: match &*self.inner.status.borrow() {
+                    Status::Running { last_error } if !last_error.is_empty() => {
+                        last_error.to_string()
+                    }
+                    _ => "unknown".to_owned(),
                 },
-                Ok(Err(_)) => return Err(DialError::Shutdown),
-                Err(_) => {
-                    let last = match &*self.inner.link.borrow() {
-                        Link::Connecting(why) => why.to_string(),
-                        _ => "unknown".to_owned(),
-                    };
-                    return Err(DialError::NotConnected {
-                        waited: started.elapsed(),
-                        last,
-                    });
-                }
-            };
-            if !found.conn.is_draining() {
-                return Ok(found);
-            }
-            // Go-away arrived but the supervisor has not switched yet.
-            self.inner
-                .mark_lost(&found, "the edge is draining the connection");
+            }),
         }
     }
 }
 
-/// Keeps a connection up until shutdown.
+/// Keeps one slot's connection up until shutdown. `first` is the connection the client
+/// connected with, for slot 0; the other slots dial first.
 async fn supervise(
     inner: Arc<ClientShared>,
-    dialer: Dialer,
-    mut session: Arc<EdgeConnection>,
+    dialer: Arc<Dialer>,
+    slot: usize,
+    first: Option<Arc<EdgeConnection>>,
     posture_interval: Duration,
 ) {
     let mut backoff = Backoff::new(RECONNECT_BACKOFF);
-    backoff.connected();
-    let mut round = 0usize;
+    let mut round = slot;
+    let mut delay = Duration::ZERO;
+    let mut next = first;
     loop {
+        let session = match next.take() {
+            Some(s) => s,
+            None => loop {
+                if !delay.is_zero() {
+                    debug!(slot, ?delay, "waiting before reconnecting");
+                    tokio::time::sleep(delay).await;
+                }
+                match dialer.connect_once(round).await {
+                    Ok(s) => {
+                        info!(
+                            slot,
+                            edge = %s.edge,
+                            edge_name = %s.conn.registered().edge_name,
+                            "connected to the edge"
+                        );
+                        break Arc::new(s);
+                    }
+                    Err(e) => {
+                        round += 1;
+                        let why = e.describe();
+                        match e {
+                            AttemptError::Fatal { .. } => {
+                                warn!(slot, error = %why, "the edge refused this device; still retrying at the slowest pace")
+                            }
+                            AttemptError::Retry { tried, .. } => {
+                                debug!(slot, tried, error = %why, "connect attempt failed")
+                            }
+                        }
+                        if inner.is_shutdown() {
+                            return;
+                        }
+                        inner.note_error(&why);
+                        backoff.disconnected();
+                        delay = backoff.next_delay();
+                    }
+                }
+            },
+        };
+        backoff.connected();
+        if inner.is_shutdown() {
+            return;
+        }
+        let placement = Placement::new(
+            session.edge.clone(),
+            session.conn.registered().edge_name.clone(),
+            "quic",
+        );
+        let id = inner.set.insert(session.clone(), placement);
         let end = run_session(&inner, &dialer, &session, posture_interval).await;
-        let mut delay = match end {
+        inner.set.remove(id);
+        delay = match end {
             SessionEnd::Shutdown => return,
             SessionEnd::GoAway(drain) => {
-                info!(edge = %session.edge, ?drain, "edge sent go-away; reconnecting now");
-                inner.mark_lost(&session, "the edge is draining the connection");
+                info!(slot, edge = %session.edge, ?drain, "edge sent go-away; reconnecting now");
+                inner.note_error("the edge is draining the connection");
                 // Flows already on the old connection keep it until they end or the
                 // edge closes it after the drain time.
                 let old = session.clone();
@@ -541,63 +670,16 @@ async fn supervise(
                 Duration::ZERO
             }
             SessionEnd::Lost(why) => {
-                warn!(edge = %session.edge, reason = %why, "connection to the edge lost; reconnecting");
-                inner.mark_lost(&session, &format!("connection to the edge lost: {why}"));
+                warn!(slot, edge = %session.edge, reason = %why, "connection to the edge lost; reconnecting");
+                inner.note_error(&format!("connection to the edge lost: {why}"));
                 // The uptime of the connection that ended decides whether the growth
                 // starts over (see the backoff module).
                 backoff.disconnected();
                 backoff.next_delay()
             }
         };
-        session = loop {
-            if !delay.is_zero() {
-                debug!(?delay, "waiting before reconnecting");
-                tokio::time::sleep(delay).await;
-            }
-            round += 1;
-            match dialer.connect_once(round).await {
-                Ok(s) => break Arc::new(s),
-                Err(e) => {
-                    let why = e.describe();
-                    match e {
-                        AttemptError::Fatal { .. } => {
-                            warn!(error = %why, "the edge refused this device; still retrying at the slowest pace")
-                        }
-                        AttemptError::Retry { tried, .. } => {
-                            debug!(tried, error = %why, "reconnect attempt failed")
-                        }
-                    }
-                    let changed = inner.link.send_if_modified(|l| match l {
-                        Link::Shutdown => false,
-                        _ => {
-                            *l = Link::Connecting(why.as_str().into());
-                            true
-                        }
-                    });
-                    if !changed {
-                        return;
-                    }
-                    backoff.disconnected();
-                    delay = backoff.next_delay();
-                }
-            }
-        };
-        backoff.connected();
-        info!(
-            edge = %session.edge,
-            edge_name = %session.conn.registered().edge_name,
-            "connected to the edge"
-        );
-        let published = inner.link.send_if_modified(|l| match l {
-            Link::Shutdown => false,
-            _ => {
-                *l = Link::Up(session.clone());
-                true
-            }
-        });
-        if !published {
-            return;
-        }
+        // The next round starts at the edge after the one that served this slot.
+        round += 1;
     }
 }
 
@@ -608,8 +690,7 @@ async fn run_session(
     session: &EdgeConnection,
     posture_interval: Duration,
 ) -> SessionEnd {
-    let mut link = inner.link.subscribe();
-    let mut last_generation: Option<u64> = None;
+    let mut status = inner.status.subscribe();
     let mut last_posture = session.posture.clone();
     let mut posture_tick = tokio::time::interval(posture_interval.max(Duration::from_secs(1)));
     posture_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -617,27 +698,14 @@ async fn run_session(
     posture_tick.tick().await;
     loop {
         tokio::select! {
-            changed = link.changed() => {
-                if changed.is_err() || matches!(*link.borrow(), Link::Shutdown) {
+            changed = status.changed() => {
+                if changed.is_err() || matches!(*status.borrow(), Status::Shutdown) {
                     return SessionEnd::Shutdown;
                 }
             }
             reason = session.conn.closed() => return SessionEnd::Lost(reason.to_string()),
             event = session.conn.next_event() => match event {
-                Some(PeerEvent::RoutesPushed(push)) => {
-                    if last_generation.is_some_and(|g| push.generation < g) {
-                        debug!(generation = push.generation, "ignoring a stale route push");
-                        continue;
-                    }
-                    last_generation = Some(push.generation);
-                    info!(
-                        generation = push.generation,
-                        vnet = %push.vnet,
-                        routes = push.routes.len(),
-                        "routes pushed by the edge"
-                    );
-                    inner.routes.send_replace(Some(push));
-                }
+                Some(PeerEvent::RoutesPushed(push)) => inner.routes_pushed(push),
                 Some(PeerEvent::GoAway(g)) => return SessionEnd::GoAway(g.drain),
                 Some(_) => {}
                 None => return SessionEnd::Lost("the control stream ended".to_owned()),

@@ -34,6 +34,14 @@ pub enum ConnectError {
         /// The edge's message.
         message: String,
     },
+    /// [`crate::ClientOptions::connections`] is out of range.
+    #[error("{asked} connections asked for; a client keeps 1 to {max}")]
+    BadConnections {
+        /// What was asked.
+        asked: usize,
+        /// The most allowed.
+        max: usize,
+    },
     /// No listed edge could be reached and registered with; `last` is the last failure.
     #[error("could not connect to any edge ({tried} address(es) tried); last failure: {last}")]
     Unreachable {

@@ -18,7 +18,6 @@ use tracing::{debug, info, warn, Instrument};
 use zt_proto::UdpFlow;
 
 use crate::client::Client;
-use crate::stream::splice_tcp;
 
 /// Most local connections (TCP) or peers (UDP) one forward serves at once; beyond it new
 /// ones are closed or their packets dropped, so a runaway local program cannot exhaust
@@ -65,7 +64,7 @@ async fn forward_one(client: &Client, tcp: TcpStream, to: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     match client.dial(to).await {
         Ok(flow) => {
-            let out = splice_tcp(tcp, flow.into_flow(), &[]).await;
+            let out = flow.splice(tcp, &[]).await;
             debug!(
                 up = out.to_flow,
                 down = out.to_tcp,

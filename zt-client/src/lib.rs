@@ -66,7 +66,7 @@ mod stream;
 pub use posture::{PostureProbe, PostureSpec, PostureSpecError};
 
 #[cfg(feature = "runtime")]
-pub use client::{Client, ClientOptions, ConnectionState};
+pub use client::{Client, ClientOptions, ConnectionState, MAX_CONNECTIONS};
 #[cfg(feature = "runtime")]
 pub use error::{ConnectError, DialError};
 #[cfg(feature = "runtime")]
@@ -78,7 +78,8 @@ pub use stream::ClientStream;
 // The protocol types a caller of this crate meets.
 #[cfg(feature = "runtime")]
 pub use zt_proto::{
-    EdgeTrust, FlowStatus, FlowStatusCode, ResetCode, RoutePush, TransportSettings, UdpFlow,
+    EdgeTrust, FlowStatus, FlowStatusCode, MemberReport, Placement, ResetCode, RoutePush,
+    TransportSettings, UdpFlow,
 };
 #[cfg(all(feature = "tun", target_os = "linux"))]
 pub mod tun;

@@ -23,7 +23,6 @@ use crate::socks::{
     encode_reply, method_choice, Command, Greeting, ReplyCode, Request, TargetAddr,
     MAX_GREETING_LEN, MAX_REQUEST_LEN, METHOD_NONE_ACCEPTABLE, METHOD_NO_AUTH,
 };
-use crate::stream::splice_tcp;
 
 /// How long a SOCKS client has to send its greeting and request: generous for a person's
 /// tool on the same machine, short enough that idle connections do not pile up.
@@ -189,7 +188,7 @@ async fn socks_connection(client: &Client, mut tcp: TcpStream) -> io::Result<()>
         .await?;
     let _ = tcp.set_nodelay(true);
     debug!(%target, %dest, "SOCKS connect established");
-    let out = splice_tcp(tcp, flow.into_flow(), &early).await;
+    let out = flow.splice(tcp, &early).await;
     debug!(
         up = out.to_flow,
         down = out.to_tcp,

@@ -21,14 +21,16 @@ use zt_proto::{FlowError, FlowStream, ResetCode, TcpSplice, TcpSpliceOutcome, Wr
 /// (half-close) and reading goes on. A reset from the far side fails reads and writes with
 /// `ConnectionReset` (the code is in [`ClientStream::reset_code`]). Dropping the stream
 /// closes it like a TCP socket; [`ClientStream::reset`] aborts it.
-#[derive(Debug)]
 pub struct ClientStream {
     flow: FlowStream,
+    /// The connection the flow is pinned to, counted as one flow in flight on it while the
+    /// stream lives.
+    pin: Box<dyn std::any::Any + Send + Sync>,
 }
 
 impl ClientStream {
-    pub(crate) fn new(flow: FlowStream) -> Self {
-        Self { flow }
+    pub(crate) fn new(flow: FlowStream, pin: Box<dyn std::any::Any + Send + Sync>) -> Self {
+        Self { flow, pin }
     }
 
     /// The flow's id on its connection.
@@ -46,9 +48,29 @@ impl ClientStream {
         FlowError::reset_code(err)
     }
 
-    /// The underlying flow, for zero-copy relays.
+    /// The underlying flow, for zero-copy relays. The flow stays on its connection; the
+    /// client no longer counts it when it picks a connection for a new flow (see
+    /// [`ClientStream::splice`] to keep it counted).
     pub fn into_flow(self) -> FlowStream {
         self.flow
+    }
+
+    /// Splices the flow with a local TCP connection until both directions end, counted on
+    /// its connection throughout. `early` holds bytes the local side sent before the flow
+    /// opened.
+    pub(crate) async fn splice(self, tcp: TcpStream, early: &[u8]) -> TcpSpliceOutcome {
+        let Self { flow, pin } = self;
+        let out = splice_tcp(tcp, flow, early).await;
+        drop(pin);
+        out
+    }
+}
+
+impl std::fmt::Debug for ClientStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientStream")
+            .field("flow_id", &self.flow.flow_id())
+            .finish()
     }
 }
 

@@ -17,6 +17,19 @@ use crate::wire::{check_len, peek, put_ip, put_str16, put_str8, Reader};
 
 /// The protocol version this crate speaks; also the digit in the ALPN id `zt/1`.
 pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The prefix of a client's `register` feature that names the device session the
+/// connection joins (`session=<uuid>`): every connection of one client carries the same id,
+/// and the edge keeps one session per device and id across them.
+pub const SESSION_FEATURE_PREFIX: &str = "session=";
+
+/// The device session a client's features name (the `session=<uuid>` feature), if any.
+pub fn session_feature(features: &[String]) -> Option<uuid::Uuid> {
+    features
+        .iter()
+        .find_map(|f| f.strip_prefix(SESSION_FEATURE_PREFIX))
+        .and_then(|id| uuid::Uuid::try_parse(id).ok())
+}
 /// The TLS ALPN protocol id of this version.
 pub const ALPN_ZT1: &[u8] = b"zt/1";
 /// Length of the proof of possession carried by a register frame (an HMAC-SHA256).

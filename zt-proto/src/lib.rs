@@ -143,9 +143,9 @@ pub use flow::{
     FLOW_HEADER_PREFIX_LEN, FLOW_STATUS_PREFIX_LEN,
 };
 pub use frame::{
-    Claim, ClientClaim, ConnectorClaim, ControlFrame, GoAway, PostureCheck, PostureReport,
-    Register, RegisterError, RegisterErrorCode, Registered, RetryAdvice, RoutePush, Unregister,
-    ALPN_ZT1, CONTROL_HEADER_LEN, PROOF_LEN, PROTOCOL_VERSION,
+    session_feature, Claim, ClientClaim, ConnectorClaim, ControlFrame, GoAway, PostureCheck,
+    PostureReport, Register, RegisterError, RegisterErrorCode, Registered, RetryAdvice, RoutePush,
+    Unregister, ALPN_ZT1, CONTROL_HEADER_LEN, PROOF_LEN, PROTOCOL_VERSION, SESSION_FEATURE_PREFIX,
 };
 pub use limits::{
     Limits, DEFAULT_MAX_CONTROL_FRAME_LEN, DEFAULT_MAX_DATAGRAM_PAYLOAD, DEFAULT_MAX_HEADER_LEN,
@@ -186,6 +186,7 @@ pub use transport::{
     links::{ClientConnection, ClientLink, Connection, ConnectorConnection, ConnectorLink},
     register::{Admission, Authenticator},
     serve::{FlowRequest, FlowResponder},
+    set::{ConnectionSet, MemberReport, Pinned, Placement},
     settings::{Congestion, SettingsError, StatelessResetKey, TransportSettings},
     stream::{
         relay, splice, FlowError, FlowRecvStream, FlowSendStream, FlowStream, RelayEnd,

@@ -16,6 +16,7 @@ mod hybrid_kx_openssl;
 pub(crate) mod links;
 pub(crate) mod register;
 pub(crate) mod serve;
+pub(crate) mod set;
 pub(crate) mod settings;
 pub(crate) mod shared;
 pub(crate) mod stream;
