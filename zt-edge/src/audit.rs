@@ -192,6 +192,9 @@ pub struct FlowRecord {
     pub identity_email: Option<String>,
     /// The client device.
     pub device_id: Option<Uuid>,
+    /// The client's device session (one id across all of the connections that carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<Uuid>,
     /// The client's address as the edge saw it.
     pub source: SocketAddr,
     /// The private destination asked for.
@@ -253,6 +256,7 @@ impl FlowRecord {
             time: Timestamp::now(),
             identity_email: None,
             device_id: None,
+            session_id: None,
             source,
             destination,
             vnet: None,

@@ -16,19 +16,23 @@ use super::shared::Shared;
 
 /// Serves a registered client until its connection ends.
 pub(crate) async fn serve(shared: Arc<Shared>, link: ClientLink) {
-    let session = Arc::new(ClientSession::new(
-        link,
+    let connection = link.connection_id();
+    let device = shared.device_sessions.join(
+        link.claim().device_id,
+        zt_proto::session_feature(link.software().1),
+        connection,
         shared.config.max_flows_per_session,
-    ));
-    let connection = session.link.connection_id();
-    let span = tracing::info_span!("client", device = %session.device_id, connection = %connection);
-    serve_session(shared, session, connection)
+    );
+    let session = Arc::new(ClientSession::new(link, device));
+    let span = tracing::info_span!("client", device = %session.device_id, session = %session.device.id, connection = %connection);
+    serve_session(shared.clone(), session, connection)
         .instrument(span)
-        .await
+        .await;
+    shared.device_sessions.sweep();
 }
 
 async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connection: Uuid) {
-    info!(remote = %session.remote, vnet = %session.vnet_requested, "client session started");
+    info!(remote = %session.remote, vnet = %session.vnet_requested, "client connection joined its session");
     shared.metrics.session_started();
     shared
         .sessions
@@ -39,8 +43,11 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
 
     let mut revisions = shared.revision.subscribe();
     let mut stop = shared.stop.subscribe();
+    // The lifetime counts from the device session's start, whichever connection started it.
     let lifetime = shared.config.max_session_lifetime;
-    let expiry = tokio::time::sleep(lifetime.unwrap_or(Duration::from_secs(86_400 * 365)));
+    let expiry = tokio::time::sleep_until(tokio::time::Instant::from_std(
+        session.device.started + lifetime.unwrap_or(Duration::from_secs(86_400 * 365)),
+    ));
     tokio::pin!(expiry);
     let mut expired = lifetime.is_none();
     let drain = tokio::time::sleep(Duration::from_secs(86_400 * 365));
@@ -60,7 +67,7 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
                 Some(EdgeEvent::Posture(report)) => {
                     let checks: HashMap<String, bool> = report.checks.into_iter().map(|c| (c.name, c.passed)).collect();
                     debug!(checks = checks.len(), "posture reported");
-                    session.set_posture(checks);
+                    session.device.set_posture(checks);
                 }
                 Some(_) => {}
                 None => {
@@ -79,7 +86,8 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
             _ = &mut expiry, if !expired => {
                 expired = true;
                 let grace = shared.config.session_drain;
-                info!(age_s = session.started.elapsed().as_secs(), "session reached its maximum lifetime; asking the client to re-authenticate");
+                session.device.expire();
+                info!(age_s = session.device.started.elapsed().as_secs(), "session reached its maximum lifetime; asking the client to re-authenticate");
                 session.go_away(grace, "session lifetime reached; reconnect to re-authenticate").await;
                 drain.as_mut().reset(tokio::time::Instant::now() + grace);
             }
@@ -97,5 +105,8 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
         .unwrap_or_else(PoisonError::into_inner)
         .remove(&connection);
     shared.metrics.session_ended();
-    info!("client session ended");
+    info!(
+        device_sessions = shared.device_sessions.len(),
+        "client connection ended"
+    );
 }

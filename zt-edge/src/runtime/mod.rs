@@ -166,6 +166,7 @@ impl Edge {
             metrics: metrics.clone(),
             draining: draining.clone(),
             sessions: Mutex::new(HashMap::new()),
+            device_sessions: Default::default(),
             revision: watch::channel(first_revision).0,
             stop,
             client_flows: AtomicU64::new(0),

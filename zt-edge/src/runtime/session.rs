@@ -1,14 +1,21 @@
-//! A client session's state: one registered client connection, from registration until it
-//! closes. It records its start (for `session.age_seconds`), the latest posture report and
-//! the virtual network it asked for, caps its flows, and remembers the last route push so
-//! a reload that does not change its routes sends nothing.
+//! Client sessions. A **device session** ([`DeviceSession`]) is what policy and the audit
+//! log know as the session: its id, its device, its start (for `session.age_seconds`), its
+//! latest posture report and its flow cap. It is separate from any one connection: every
+//! connection a client registers with the same session id (feature `session=<uuid>`) joins
+//! the same device session, so the cap and the age hold across them, and the session lives
+//! while any of its connections does. A connection without the feature is a session of its
+//! own.
 //!
-//! The task that serves the session is in `clients`; flows read this state.
+//! A [`ClientSession`] is one registered client connection within its device session: it
+//! remembers the virtual network it asked for and the last route push it sent (so a reload
+//! that does not change its routes sends nothing), and whether it was told to go away.
+//!
+//! The task that serves a connection is in `clients`; flows read this state.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -19,38 +26,31 @@ use zt_proto::{ClientLink, RoutePush};
 
 use super::snapshot::Snapshot;
 
-/// One client session.
-pub(crate) struct ClientSession {
-    pub(crate) link: ClientLink,
-    pub(crate) device_id: Uuid,
-    pub(crate) remote: SocketAddr,
+/// One device session, shared by the connections that carry it.
+pub(crate) struct DeviceSession {
+    /// The session's id: the one the client named, or its first connection's id.
+    pub(crate) id: Uuid,
     pub(crate) started: Instant,
-    /// The virtual network the client asked for (empty: the default).
-    pub(crate) vnet_requested: String,
     posture: Mutex<Arc<HashMap<String, bool>>>,
+    /// Flows open across all of the session's connections.
     pub(crate) flows: Semaphore,
-    closing: AtomicBool,
-    pushed: Mutex<Option<(String, Vec<IpNet>)>>,
+    /// Set once the session reached its maximum lifetime: a connection that names it again
+    /// starts a new session rather than joining one that is ending.
+    expired: AtomicBool,
 }
 
-impl ClientSession {
-    /// The session of a client that just registered on `link`.
-    pub(crate) fn new(link: ClientLink, max_flows: usize) -> Self {
-        let claim = link.claim().clone();
+impl DeviceSession {
+    fn new(id: Uuid, max_flows: usize) -> Self {
         Self {
-            device_id: claim.device_id,
-            remote: link.remote_address(),
+            id,
             started: Instant::now(),
-            vnet_requested: claim.vnet,
             posture: Mutex::new(Arc::new(HashMap::new())),
             flows: Semaphore::new(max_flows),
-            closing: AtomicBool::new(false),
-            pushed: Mutex::new(None),
-            link,
+            expired: AtomicBool::new(false),
         }
     }
 
-    /// The checks of the latest posture report.
+    /// The checks of the latest posture report from any of the session's connections.
     pub(crate) fn posture(&self) -> Arc<HashMap<String, bool>> {
         self.posture
             .lock()
@@ -61,6 +61,87 @@ impl ClientSession {
     /// Replaces the posture with the client's latest report.
     pub(crate) fn set_posture(&self, checks: HashMap<String, bool>) {
         *self.posture.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(checks);
+    }
+
+    /// Marks the session as past its lifetime.
+    pub(crate) fn expire(&self) {
+        self.expired.store(true, Ordering::Release);
+    }
+}
+
+/// The device sessions alive now, by device and session id. Entries are weak: a session
+/// ends when its last connection does.
+#[derive(Default)]
+pub(crate) struct DeviceSessions {
+    by_key: Mutex<HashMap<(Uuid, Uuid), Weak<DeviceSession>>>,
+}
+
+impl DeviceSessions {
+    /// The session a connection of `device` joins: the live one named `session_id`, or a
+    /// new one (under `session_id`, or under `connection_id` when the client named none).
+    pub(crate) fn join(
+        &self,
+        device: Uuid,
+        session_id: Option<Uuid>,
+        connection_id: Uuid,
+        max_flows: usize,
+    ) -> Arc<DeviceSession> {
+        let id = session_id.unwrap_or(connection_id);
+        let mut map = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(live) = map.get(&(device, id)).and_then(Weak::upgrade) {
+            if !live.expired.load(Ordering::Acquire) {
+                return live;
+            }
+        }
+        let session = Arc::new(DeviceSession::new(id, max_flows));
+        map.insert((device, id), Arc::downgrade(&session));
+        session
+    }
+
+    /// Forgets sessions whose last connection has ended.
+    pub(crate) fn sweep(&self) {
+        self.by_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, s| s.strong_count() > 0);
+    }
+
+    /// How many device sessions are alive.
+    pub(crate) fn len(&self) -> usize {
+        self.by_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|s| s.strong_count() > 0)
+            .count()
+    }
+}
+
+/// One client connection within its device session.
+pub(crate) struct ClientSession {
+    pub(crate) link: ClientLink,
+    pub(crate) device: Arc<DeviceSession>,
+    pub(crate) device_id: Uuid,
+    pub(crate) remote: SocketAddr,
+    /// The virtual network the client asked for (empty: the default).
+    pub(crate) vnet_requested: String,
+    closing: AtomicBool,
+    pushed: Mutex<Option<(String, Vec<IpNet>)>>,
+}
+
+impl ClientSession {
+    /// The connection of a client that just registered on `link`, within `device`.
+    pub(crate) fn new(link: ClientLink, device: Arc<DeviceSession>) -> Self {
+        let claim = link.claim().clone();
+        Self {
+            device_id: claim.device_id,
+            remote: link.remote_address(),
+            vnet_requested: claim.vnet,
+            closing: AtomicBool::new(false),
+            pushed: Mutex::new(None),
+            device,
+            link,
+        }
     }
 
     /// Whether the session was told to go away (it takes no new flows).

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::config::EdgeConfig;
 use super::metrics::Metrics;
 use super::registry::Registry;
-use super::session::ClientSession;
+use super::session::{ClientSession, DeviceSessions};
 use super::snapshot::Snapshot;
 use crate::audit::AuditLog;
 use crate::state::EdgeState;
@@ -32,8 +32,10 @@ pub(crate) struct Shared {
     pub(crate) audit: Arc<AuditLog>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) draining: Arc<AtomicBool>,
-    /// Client sessions by connection id.
+    /// Client connections by connection id.
     pub(crate) sessions: Mutex<HashMap<Uuid, Arc<ClientSession>>>,
+    /// Device sessions, which those connections carry.
+    pub(crate) device_sessions: DeviceSessions,
     /// The revision of the snapshot in use; sessions push routes when it moves.
     pub(crate) revision: watch::Sender<Revision>,
     pub(crate) stop: watch::Sender<bool>,

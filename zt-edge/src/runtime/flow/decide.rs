@@ -84,14 +84,14 @@ pub(super) fn decide(
         identity: device.identity.clone(),
         device: Device {
             id: session.device_id.to_string(),
-            posture: (*session.posture()).clone(),
+            posture: (*session.device.posture()).clone(),
         },
         vnet: if vnet.is_default {
             String::new()
         } else {
             vnet.id.to_string()
         },
-        session_age_seconds: session.started.elapsed().as_secs(),
+        session_age_seconds: session.device.started.elapsed().as_secs(),
         source: session.remote.ip(),
         dest: header.dest,
         protocol: match header.protocol {

@@ -55,6 +55,7 @@ pub(crate) async fn serve(
     };
     let mut rec = FlowRecord::new(session.remote, header.dest, protocol, CloseReason::Error);
     rec.device_id = Some(session.device_id);
+    rec.session_id = Some(session.device.id);
     if let Err(refusal) = carry(&shared, &session, &header, responder, &mut rec).await {
         rec.close_reason = refusal.reason;
     }
@@ -71,7 +72,7 @@ async fn carry(
     rec: &mut FlowRecord,
 ) -> Result<(), Refusal> {
     // Held until the flow ends.
-    let Ok(_permit) = session.flows.try_acquire() else {
+    let Ok(_permit) = session.device.flows.try_acquire() else {
         let refusal = refuse(
             FlowStatusCode::TooManyFlows,
             format!(
