@@ -1,5 +1,6 @@
 //! `zt client`: the client on an engineer's device — a port forward or a SOCKS5 proxy into
-//! the private network, over one self-healing connection to the edge.
+//! the private network, over a self-healing set of connections to the edge (one unless
+//! `--connections` says more).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +42,13 @@ pub(crate) struct ClientArgs {
     /// fingerprint in the credentials.
     #[arg(long, value_name = "FILE", global = true)]
     edge_ca: Option<PathBuf>,
+
+    /// How many connections to the edge to keep at once (1 to 16): new flows go to the
+    /// least loaded, and when one is lost the others carry new flows while it reconnects.
+    /// With several --edge addresses, the connections start at different edges.
+    #[arg(long, value_name = "N", default_value_t = 1, global = true,
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    connections: u8,
 
     #[command(subcommand)]
     mode: Mode,
@@ -100,6 +108,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let mut options = ClientOptions {
         vnet: args.vnet.clone(),
         posture: args.posture.clone(),
+        connections: usize::from(args.connections),
         ..ClientOptions::default()
     };
     if !args.edges.is_empty() {

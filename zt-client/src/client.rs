@@ -445,7 +445,10 @@ impl Client {
             connection_wait: options.connection_wait,
         });
         let span = tracing::info_span!("zt_client", device = %credentials.device_id, session = %session_id);
-        let mut first = Some(Arc::new(first));
+        // In the set before `connect` returns, so the client is connected from the start.
+        let first = Arc::new(first);
+        let first_id = inner.set.insert(first.clone(), placement(&first));
+        let mut first = Some((first, first_id));
         let supervisors = (0..options.connections)
             .map(|slot| {
                 let task = supervise(
@@ -590,13 +593,22 @@ impl Client {
     }
 }
 
+fn placement(c: &EdgeConnection) -> Placement {
+    Placement::new(
+        c.edge.clone(),
+        c.conn.registered().edge_name.clone(),
+        "quic",
+    )
+}
+
 /// Keeps one slot's connection up until shutdown. `first` is the connection the client
-/// connected with, for slot 0; the other slots dial first.
+/// connected with (already in the set, under its id), for slot 0; the other slots dial
+/// first.
 async fn supervise(
     inner: Arc<ClientShared>,
     dialer: Arc<Dialer>,
     slot: usize,
-    first: Option<Arc<EdgeConnection>>,
+    first: Option<(Arc<EdgeConnection>, u64)>,
     posture_interval: Duration,
 ) {
     let mut backoff = Backoff::new(RECONNECT_BACKOFF);
@@ -604,8 +616,8 @@ async fn supervise(
     let mut delay = Duration::ZERO;
     let mut next = first;
     loop {
-        let session = match next.take() {
-            Some(s) => s,
+        let (session, id) = match next.take() {
+            Some(first) => first,
             None => loop {
                 if !delay.is_zero() {
                     debug!(slot, ?delay, "waiting before reconnecting");
@@ -619,7 +631,12 @@ async fn supervise(
                             edge_name = %s.conn.registered().edge_name,
                             "connected to the edge"
                         );
-                        break Arc::new(s);
+                        if inner.is_shutdown() {
+                            return;
+                        }
+                        let s = Arc::new(s);
+                        let id = inner.set.insert(s.clone(), placement(&s));
+                        break (s, id);
                     }
                     Err(e) => {
                         round += 1;
@@ -643,15 +660,6 @@ async fn supervise(
             },
         };
         backoff.connected();
-        if inner.is_shutdown() {
-            return;
-        }
-        let placement = Placement::new(
-            session.edge.clone(),
-            session.conn.registered().edge_name.clone(),
-            "quic",
-        );
-        let id = inner.set.insert(session.clone(), placement);
         let end = run_session(&inner, &dialer, &session, posture_interval).await;
         inner.set.remove(id);
         delay = match end {

@@ -67,7 +67,9 @@ mod values;
 
 // The runtime: start a connector, then drain and stop it.
 pub use runtime::{Connector, ConnectorHandle, StartError, SOFTWARE_VERSION};
+// What `ConnectorHandle::connections` reports.
 pub use serve::UDP_IDLE_TIMEOUT;
+pub use zt_proto::{MemberReport, Placement};
 
 // Configuration: the file, its values, and command-line overrides.
 pub use config::{

@@ -24,10 +24,9 @@
 //! the grace period on every registered connection (so the edge moves new flows to other
 //! replicas), stops reconnecting, and waits for in-flight flows up to the grace period.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -36,9 +35,9 @@ use tracing::{debug, error, info, warn, Instrument};
 use uuid::Uuid;
 use zt_creds::{AuthKey, TunnelCredentials};
 use zt_proto::{
-    Backoff, CloseCode, ConnectError, ConnectorClaim, ConnectorConnection, ConnectorRegistration,
-    EdgeTrust, EndpointError, PeerEndpoint, PeerEvent, RetryAdvice, TlsConfigError,
-    TransportSettings,
+    Backoff, CloseCode, ConnectError, ConnectionSet, ConnectorClaim, ConnectorConnection,
+    ConnectorRegistration, EdgeTrust, EndpointError, MemberReport, PeerEndpoint, PeerEvent,
+    Placement, RetryAdvice, TlsConfigError, TransportSettings,
 };
 
 use crate::backoff::RECONNECT_BACKOFF;
@@ -175,7 +174,7 @@ impl Connector {
                 metrics: Arc::clone(&metrics),
             },
             stop,
-            live: Mutex::new(HashMap::new()),
+            live: ConnectionSet::new(),
         });
 
         info!(
@@ -267,38 +266,30 @@ pub(crate) struct ConnectorShared {
     flow: FlowServices,
     /// Set once a drain or shutdown starts: connections unregister and nothing reconnects.
     stop: watch::Sender<bool>,
-    /// Registered connections that take new flows, by index. An entry is counted in
+    /// Registered connections that take new flows. A member is counted in
     /// `ha_connections` exactly while it is here; whoever removes it uncounts it.
-    live: Mutex<HashMap<u8, Arc<ConnectorConnection>>>,
+    live: ConnectionSet<Arc<ConnectorConnection>>,
 }
 
 impl ConnectorShared {
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u8, Arc<ConnectorConnection>>> {
-        // The map holds no invariant a panicking holder could break.
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    fn add_live(&self, edge: &EdgeAddr, conn: &Arc<ConnectorConnection>) -> u64 {
+        let placement = Placement::new(
+            edge.to_string(),
+            conn.registered().edge_name.clone(),
+            "quic",
+        );
+        let id = self.live.insert(Arc::clone(conn), placement);
+        self.flow.metrics.connection_registered();
+        id
     }
 
-    fn add_live(&self, index: u8, conn: &Arc<ConnectorConnection>) {
-        if let Some(old) = self.live().insert(index, Arc::clone(conn)) {
-            // Cannot happen (one task per index), but keep the gauge honest if it does.
-            drop(old);
+    /// Removes member `id` from the live set if it is still there; true if this call did.
+    fn take_live(&self, id: u64) -> bool {
+        let taken = self.live.remove(id);
+        if taken {
             self.flow.metrics.connection_lost();
         }
-        self.flow.metrics.connection_registered();
-    }
-
-    /// Removes `conn` from the live set if it is still there; true if this call did.
-    fn take_live(&self, index: u8, conn: &Arc<ConnectorConnection>) -> bool {
-        let mut live = self.live();
-        match live.get(&index) {
-            Some(c) if Arc::ptr_eq(c, conn) => {
-                live.remove(&index);
-                drop(live);
-                self.flow.metrics.connection_lost();
-                true
-            }
-            _ => false,
-        }
+        taken
     }
 
     fn stopping(&self) -> bool {
@@ -340,7 +331,7 @@ async fn connection_loop(inner: Arc<ConnectorShared>, index: u8, edge: EdgeAddr)
                     "registered with the edge"
                 );
                 backoff.connected();
-                let ended = serve_connection(&inner, index, Arc::new(conn), &mut stop).await;
+                let ended = serve_connection(&inner, &edge, Arc::new(conn), &mut stop).await;
                 backoff.disconnected();
                 match ended {
                     Ended::Stopped => return,
@@ -452,11 +443,11 @@ async fn resolve(edge: &EdgeAddr, turn: &mut usize) -> Result<SocketAddr, Attemp
 /// task, watches the control stream for go-away, and unregisters when a drain starts.
 async fn serve_connection(
     inner: &Arc<ConnectorShared>,
-    index: u8,
+    edge: &EdgeAddr,
     conn: Arc<ConnectorConnection>,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
-    inner.add_live(index, &conn);
+    let member = inner.add_live(edge, &conn);
     let mut unregistered = false;
     let ended = loop {
         tokio::select! {
@@ -465,7 +456,7 @@ async fn serve_connection(
                 unregistered = true;
                 // The drain unregisters the connections it finds; one that registered
                 // after it looked is unregistered here.
-                if inner.take_live(index, &conn) {
+                if inner.take_live(member) {
                     if let Err(err) = conn.unregister(inner.grace).await {
                         debug!(cause = %err, "unregister not sent; the connection is gone");
                     }
@@ -475,7 +466,7 @@ async fn serve_connection(
             ev = conn.next_event() => match ev {
                 Some(PeerEvent::GoAway(go)) => {
                     info!(drain = ?go.drain, reason = %go.reason, "the edge is going away; opening a replacement connection");
-                    inner.take_live(index, &conn);
+                    inner.take_live(member);
                     tokio::spawn(linger(Arc::clone(inner), Arc::clone(&conn), go.drain).in_current_span());
                     break if inner.stopping() { Ended::Stopped } else { Ended::GoAway };
                 }
@@ -493,7 +484,7 @@ async fn serve_connection(
             },
         }
     };
-    inner.take_live(index, &conn);
+    inner.take_live(member);
     if matches!(ended, Ended::Lost) {
         if unregistered || inner.stopping() {
             return Ended::Stopped;
@@ -561,6 +552,12 @@ impl ConnectorHandle {
         self.metrics.registered_connections()
     }
 
+    /// Each registered connection taking new flows: its edge, transport and flows in
+    /// flight, as the connector's connection set reports them.
+    pub fn connections(&self) -> Vec<MemberReport> {
+        self.inner.live.members()
+    }
+
     /// Where the metrics server listens, if one was configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_server.as_ref().map(MetricsServer::local_addr)
@@ -579,18 +576,12 @@ impl ConnectorHandle {
     pub async fn drain(&self, force: impl Future<Output = ()>) -> DrainOutcome {
         self.drain.start();
         self.inner.stop.send_replace(true);
-        let registered: Vec<(u8, Arc<ConnectorConnection>)> = self
-            .inner
-            .live()
-            .iter()
-            .map(|(i, c)| (*i, Arc::clone(c)))
-            .collect();
         let mut settle = Duration::ZERO;
-        for (index, conn) in registered {
-            if self.inner.take_live(index, &conn) {
+        for (member, conn) in self.inner.live.entries() {
+            if self.inner.take_live(member) {
                 match conn.unregister(self.inner.grace).await {
-                    Ok(()) => debug!(conn = index, "told the edge this connector is draining"),
-                    Err(err) => debug!(conn = index, cause = %err, "unregister not sent"),
+                    Ok(()) => debug!(member, "told the edge this connector is draining"),
+                    Err(err) => debug!(member, cause = %err, "unregister not sent"),
                 }
                 settle = settle.max(conn.rtt() * UNREGISTER_SETTLE_RTTS);
             }

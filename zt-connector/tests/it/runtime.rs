@@ -80,6 +80,17 @@ async fn ha_connections_spread_over_edges_and_ready_reports_them() {
         "{text}"
     );
     assert_eq!(handle.ready_connections(), 4);
+    // The connection set reports where each connection goes: two to each edge, over QUIC.
+    let set = handle.connections();
+    assert_eq!(set.len(), 4);
+    for edge in [a.addr, b.addr] {
+        let on = set
+            .iter()
+            .filter(|m| m.placement.edge == edge.to_string())
+            .count();
+        assert_eq!(on, 2, "two connections to {edge}: {set:?}");
+    }
+    assert!(set.iter().all(|m| m.placement.transport == "quic"));
     handle.shutdown().await;
 }
 

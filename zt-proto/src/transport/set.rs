@@ -230,15 +230,15 @@ impl<C> ConnectionSet<C> {
             .collect()
     }
 
-    /// Every member's connection, in insertion order (to close them all, say).
-    pub fn connections(&self) -> Vec<C>
+    /// Every member's id and connection, in insertion order (to drain them all, say).
+    pub fn entries(&self) -> Vec<(u64, C)>
     where
         C: Clone,
     {
         self.members
             .borrow()
             .iter()
-            .map(|m| m.conn.clone())
+            .map(|m| (m.id, m.conn.clone()))
             .collect()
     }
 }
