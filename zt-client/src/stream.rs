@@ -48,9 +48,9 @@ impl ClientStream {
         FlowError::reset_code(err)
     }
 
-    /// The underlying flow, for zero-copy relays. The flow stays on its connection; the
-    /// client no longer counts it when it picks a connection for a new flow (see
-    /// [`ClientStream::splice`] to keep it counted).
+    /// The underlying flow, for zero-copy relays. The flow stays on its connection, but
+    /// the client no longer counts it when it picks the least loaded connection for a new
+    /// flow (its own forwarders and proxy keep the stream whole for that reason).
     pub fn into_flow(self) -> FlowStream {
         self.flow
     }

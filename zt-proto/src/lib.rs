@@ -8,12 +8,21 @@
 //!   ([`ConnectorControl`], [`ClientControl`], [`EdgeControl`]) that take bytes and time in
 //!   and hand bytes and events out; and the proof of possession ([`compute_proof`],
 //!   [`verify_proof`]) bound to the TLS connection. No sockets, no clocks, no async.
-//! - **The quinn/rustls transport** (cargo feature `transport`, on by default) that drives
-//!   the core over QUIC: endpoints ([`EdgeListener`], [`PeerEndpoint`]), registration,
-//!   flows as tokio streams ([`FlowStream`]), datagrams, [`splice`] for relays, the
-//!   tuned [`TransportSettings`], and the plumbing every peer runtime shares: the TCP ↔
-//!   flow splice ([`TcpSplice`], half-close and resets kept) and the full-jitter
-//!   reconnect [`Backoff`] (shaped by a [`BackoffPolicy`]).
+//!   The flow-open exchange is a machine too: [`FlowOpener`] (header out, status in) and
+//!   [`FlowAcceptor`] (header in), which take bytes in any pieces and never read past the
+//!   exchange.
+//! - **The transport** (cargo feature `transport`, on by default) that drives the core.
+//!   One driver loop runs every control machine, during registration and after, over the
+//!   [`Transport`] seam: bidirectional streams with half-close and reset, datagrams, the TLS
+//!   exporter, the peer's address. QUIC ([`Quic`], quinn and rustls) implements it today.
+//!   Above the seam: endpoints ([`EdgeListener`], [`PeerEndpoint`]), registration, the role
+//!   handles ([`ConnectorLink`], [`ClientLink`], [`ConnectorConnection`],
+//!   [`ClientConnection`], each over one [`Connection`] core), flows as tokio streams
+//!   ([`FlowStream`]), datagrams, [`splice`] for relays, the tuned [`TransportSettings`],
+//!   the [`ConnectionSet`] a client or connector holds its connections in, and the
+//!   plumbing every peer runtime shares: the TCP ↔ flow splice ([`TcpSplice`], half-close
+//!   and resets kept) and the full-jitter reconnect [`Backoff`] (shaped by a
+//!   [`BackoffPolicy`]).
 //!
 //! The protocol itself is specified in `docs/PROTOCOL.md`, whose worked examples are this
 //! crate's test vectors.
