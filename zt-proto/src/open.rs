@@ -14,9 +14,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::flow::{
-    FlowHeader, FlowStatus, FlowStatusCode, FLOW_HEADER_PREFIX_LEN, FLOW_STATUS_PREFIX_LEN,
-};
+use crate::flow::{FlowHeader, FlowStatus, FlowStatusCode, FLOW_HEADER_PREFIX_LEN};
 use crate::limits::{Limits, MAX_TEXT_LEN};
 
 /// A length-prefixed item being read: a 4-byte prefix, then a body whose length the prefix
@@ -77,6 +75,57 @@ enum State<T> {
     Failed,
 }
 
+impl<T> State<T> {
+    fn reading() -> Self {
+        State::Reading(Prefixed::new())
+    }
+
+    fn wants(&self) -> usize {
+        match self {
+            State::Reading(p) => p.wants(),
+            _ => 0,
+        }
+    }
+
+    /// Feeds `data`: `body_len` reads the prefix, `decode` the complete item (prefix and
+    /// body). Any error ends the exchange.
+    fn feed(
+        &mut self,
+        data: &[u8],
+        body_len: impl Fn([u8; 4]) -> Result<usize, DecodeError>,
+        decode: impl FnOnce(Vec<u8>) -> Result<T, DecodeError>,
+    ) -> Result<usize, DecodeError> {
+        let State::Reading(reading) = self else {
+            return Ok(0);
+        };
+        let outcome = match reading.feed(data, body_len) {
+            Ok(consumed) if reading.is_complete() => {
+                decode(std::mem::take(&mut reading.buf)).map(|item| (consumed, Some(item)))
+            }
+            Ok(consumed) => Ok((consumed, None)),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok((consumed, Some(item))) => {
+                *self = State::Decided(Some(item));
+                Ok(consumed)
+            }
+            Ok((consumed, None)) => Ok(consumed),
+            Err(e) => {
+                *self = State::Failed;
+                Err(e)
+            }
+        }
+    }
+
+    fn take(&mut self) -> Option<T> {
+        match self {
+            State::Decided(item) => item.take(),
+            _ => None,
+        }
+    }
+}
+
 /// The opener's side: sends a header, then reads the status.
 ///
 /// ```
@@ -113,7 +162,7 @@ impl FlowOpener {
         header.encode_with(&mut wire, limits)?;
         Ok(Self {
             header: Some(wire.freeze()),
-            state: State::Reading(Prefixed::new()),
+            state: State::reading(),
         })
     }
 
@@ -124,19 +173,13 @@ impl FlowOpener {
 
     /// How many bytes can be read now without reading past the status (0 once decided).
     pub fn wants(&self) -> usize {
-        match &self.state {
-            State::Reading(p) => p.wants(),
-            _ => 0,
-        }
+        self.state.wants()
     }
 
     /// Feeds bytes read from the stream; returns how many belong to the status (the rest
     /// are the flow's). An error means the answer can never be a valid status.
     pub fn handle_input(&mut self, data: &[u8]) -> Result<usize, DecodeError> {
-        let State::Reading(reading) = &mut self.state else {
-            return Ok(0);
-        };
-        let fed = reading.feed(data, |p| {
+        let body_len = |p: [u8; 4]| {
             let len = usize::from(u16::from_be_bytes([p[2], p[3]]));
             if len > MAX_TEXT_LEN {
                 return Err(DecodeError::TooLong {
@@ -147,35 +190,19 @@ impl FlowOpener {
                 });
             }
             Ok(len)
-        });
-        let consumed = match fed {
-            Ok(n) => n,
-            Err(e) => {
-                self.state = State::Failed;
-                return Err(e);
-            }
         };
-        if reading.is_complete() {
-            let bytes = std::mem::take(&mut reading.buf);
-            debug_assert!(bytes.len() >= FLOW_STATUS_PREFIX_LEN);
-            match FlowStatus::decode(&mut &bytes[..]) {
-                Ok(Some(status)) => self.state = State::Decided(Some(status)),
-                Ok(None) => unreachable!("a complete status decodes"),
-                Err(e) => {
-                    self.state = State::Failed;
-                    return Err(e);
-                }
-            }
-        }
-        Ok(consumed)
+        let decode = |bytes: Vec<u8>| {
+            FlowStatus::decode(&mut &bytes[..])?.ok_or(DecodeError::Truncated {
+                frame: "flow status",
+                field: "detail",
+            })
+        };
+        self.state.feed(data, body_len, decode)
     }
 
     /// The server's answer, once it is complete (returned once).
     pub fn poll_status(&mut self) -> Option<FlowStatus> {
-        match &mut self.state {
-            State::Decided(s) => s.take(),
-            _ => None,
-        }
+        self.state.take()
     }
 }
 
@@ -194,56 +221,35 @@ impl FlowAcceptor {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            state: State::Reading(Prefixed::new()),
+            state: State::reading(),
         }
     }
 
     /// How many bytes can be read now without reading past the header (0 once decided).
     pub fn wants(&self) -> usize {
-        match &self.state {
-            State::Reading(p) => p.wants(),
-            _ => 0,
-        }
+        self.state.wants()
     }
 
     /// Feeds bytes read from the stream; returns how many belong to the header (the rest are
     /// the flow's early data). An error means the bytes can never be a valid header.
     pub fn handle_input(&mut self, data: &[u8]) -> Result<usize, DecodeError> {
         let limits = self.limits;
-        let State::Reading(reading) = &mut self.state else {
-            return Ok(0);
+        let body_len = |p: [u8; 4]| {
+            FlowHeader::peek_len(&&p[..], &limits)?.ok_or(DecodeError::Truncated {
+                frame: "flow header",
+                field: "length",
+            })
         };
-        let fed = reading.feed(data, |p| match FlowHeader::peek_len(&&p[..], &limits)? {
-            Some(len) => Ok(len),
-            None => unreachable!("a full prefix has a length"),
-        });
-        let consumed = match fed {
-            Ok(n) => n,
-            Err(e) => {
-                self.state = State::Failed;
-                return Err(e);
-            }
+        let decode = |bytes: Vec<u8>| {
+            let body = Bytes::from(bytes).split_off(FLOW_HEADER_PREFIX_LEN);
+            FlowHeader::decode_body(body, &limits)
         };
-        if reading.is_complete() {
-            let mut bytes = Bytes::from(std::mem::take(&mut reading.buf));
-            let body = bytes.split_off(FLOW_HEADER_PREFIX_LEN);
-            match FlowHeader::decode_body(body, &limits) {
-                Ok(header) => self.state = State::Decided(Some(header)),
-                Err(e) => {
-                    self.state = State::Failed;
-                    return Err(e);
-                }
-            }
-        }
-        Ok(consumed)
+        self.state.feed(data, body_len, decode)
     }
 
     /// The header, once it is complete (returned once).
     pub fn poll_header(&mut self) -> Option<FlowHeader> {
-        match &mut self.state {
-            State::Decided(h) => h.take(),
-            _ => None,
-        }
+        self.state.take()
     }
 
     /// The status that answers a header refused with `error`: `bad_header`, with the error
