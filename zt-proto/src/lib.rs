@@ -173,8 +173,8 @@ pub use auth::{
 
 // Control-stream state machines.
 pub use control::{
-    ClientControl, ConnectorControl, ControlError, EdgeControl, EdgeEvent, PeerEvent,
-    RefusalReason, REFUSED_MESSAGE,
+    ClientControl, ClientRole, ConnectorControl, ConnectorRole, ControlError, EdgeControl,
+    EdgeEvent, PeerControl, PeerEvent, PeerRole, RefusalReason, REFUSED_MESSAGE,
 };
 
 // The transport (feature `transport`).

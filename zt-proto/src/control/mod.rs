@@ -20,7 +20,9 @@ mod peer;
 mod tests;
 
 pub use edge::{EdgeControl, EdgeEvent, RefusalReason};
-pub use peer::{ClientControl, ConnectorControl, PeerEvent};
+pub use peer::{
+    ClientControl, ClientRole, ConnectorControl, ConnectorRole, PeerControl, PeerEvent, PeerRole,
+};
 
 use bytes::{Bytes, BytesMut};
 

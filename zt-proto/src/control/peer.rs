@@ -157,57 +157,68 @@ impl PeerCore {
     }
 }
 
-macro_rules! peer_common {
-    () => {
-        /// Feeds bytes read from the control stream.
-        pub fn handle_input(&mut self, data: &[u8]) -> Result<(), ControlError> {
-            self.0.handle_input(data)
-        }
+mod sealed {
+    pub trait Sealed {}
+}
 
-        /// Tells the machine the time; a registration unanswered by its deadline ends.
-        pub fn handle_timeout(&mut self, now: Instant) {
-            self.0.handle_timeout(now)
-        }
+/// The two registering roles, as the type parameter of [`PeerControl`]. Sealed: the
+/// protocol has exactly these.
+pub trait PeerRole: sealed::Sealed + Send + 'static {
+    /// What the role claims when it registers.
+    type Claim;
+    #[doc(hidden)]
+    fn claim(claim: Self::Claim) -> Claim;
+}
 
-        /// When [`Self::handle_timeout`] next needs calling, if ever.
-        pub fn poll_timeout(&self) -> Option<Instant> {
-            self.0.poll_timeout()
-        }
+/// The connector role ([`ConnectorControl`]).
+#[derive(Debug)]
+pub enum ConnectorRole {}
 
-        /// Bytes to write to the control stream, if any.
-        pub fn poll_transmit(&mut self) -> Option<Bytes> {
-            self.0.codec.take()
-        }
+/// The client role ([`ClientControl`]).
+#[derive(Debug)]
+pub enum ClientRole {}
 
-        /// The next event for the owner, if any.
-        pub fn poll_event(&mut self) -> Option<PeerEvent> {
-            self.0.events.pop_front()
-        }
+impl sealed::Sealed for ConnectorRole {}
+impl sealed::Sealed for ClientRole {}
 
-        /// Whether the edge accepted the registration (and nothing ended it since).
-        pub fn is_registered(&self) -> bool {
-            self.0.state == PeerState::Registered
-        }
+impl PeerRole for ConnectorRole {
+    type Claim = ConnectorClaim;
+    fn claim(claim: ConnectorClaim) -> Claim {
+        Claim::Connector(claim)
+    }
+}
 
-        /// Sends a ping; the edge's pong comes back as [`PeerEvent::Pong`].
-        pub fn ping(&mut self, nonce: u64) -> Result<(), ControlError> {
-            self.0.send_registered(ControlFrame::Ping(nonce))
-        }
-    };
+impl PeerRole for ClientRole {
+    type Claim = ClientClaim;
+    fn claim(claim: ClientClaim) -> Claim {
+        Claim::Client(claim)
+    }
+}
+
+/// A registering peer's control stream, one machine for both roles: it registers, then
+/// handles go-away and pings; each role adds its own frames (a connector's unregister, a
+/// client's posture reports and route pushes).
+#[derive(Debug)]
+pub struct PeerControl<R: PeerRole> {
+    core: PeerCore,
+    role: std::marker::PhantomData<R>,
 }
 
 /// A connector's control stream: registers a tunnel connection, then handles go-away and
 /// its own unregister.
-#[derive(Debug)]
-pub struct ConnectorControl(PeerCore);
+pub type ConnectorControl = PeerControl<ConnectorRole>;
 
-impl ConnectorControl {
+/// A client's control stream: registers a device, then receives route pushes and sends
+/// posture reports.
+pub type ClientControl = PeerControl<ClientRole>;
+
+impl<R: PeerRole> PeerControl<R> {
     /// Starts a registration: the signed `register` frame is ready in
-    /// [`ConnectorControl::poll_transmit`] at once. `exporter` is this connection's TLS
-    /// exporter value (see [`crate::EXPORTER_LABEL`]).
+    /// [`PeerControl::poll_transmit`] at once. `exporter` is this connection's TLS exporter
+    /// value (see [`crate::EXPORTER_LABEL`]).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        claim: ConnectorClaim,
+        claim: R::Claim,
         software_version: impl Into<String>,
         features: Vec<String>,
         key: &AuthKey,
@@ -216,8 +227,8 @@ impl ConnectorControl {
         register_timeout: Duration,
         limits: Limits,
     ) -> Result<Self, EncodeError> {
-        PeerCore::new(
-            Claim::Connector(claim),
+        let core = PeerCore::new(
+            R::claim(claim),
             software_version.into(),
             features,
             key,
@@ -225,54 +236,61 @@ impl ConnectorControl {
             now,
             register_timeout,
             limits,
-        )
-        .map(Self)
+        )?;
+        Ok(Self {
+            core,
+            role: std::marker::PhantomData,
+        })
     }
 
-    peer_common!();
+    /// Feeds bytes read from the control stream.
+    pub fn handle_input(&mut self, data: &[u8]) -> Result<(), ControlError> {
+        self.core.handle_input(data)
+    }
 
+    /// Tells the machine the time; a registration unanswered by its deadline ends.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.core.handle_timeout(now)
+    }
+
+    /// When [`Self::handle_timeout`] next needs calling, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.core.poll_timeout()
+    }
+
+    /// Bytes to write to the control stream, if any.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.core.codec.take()
+    }
+
+    /// The next event for the owner, if any.
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.core.events.pop_front()
+    }
+
+    /// Whether the edge accepted the registration (and nothing ended it since).
+    pub fn is_registered(&self) -> bool {
+        self.core.state == PeerState::Registered
+    }
+
+    /// Sends a ping; the edge's pong comes back as [`PeerEvent::Pong`].
+    pub fn ping(&mut self, nonce: u64) -> Result<(), ControlError> {
+        self.core.send_registered(ControlFrame::Ping(nonce))
+    }
+}
+
+impl ConnectorControl {
     /// Tells the edge this connector is draining: no new flows; in-flight ones have `grace`.
     pub fn unregister(&mut self, grace: Duration) -> Result<(), ControlError> {
-        self.0
+        self.core
             .send_registered(ControlFrame::Unregister(Unregister { grace }))
     }
 }
 
-/// A client's control stream: registers a device, then receives route pushes and sends
-/// posture reports.
-#[derive(Debug)]
-pub struct ClientControl(PeerCore);
-
 impl ClientControl {
-    /// Starts a registration; see [`ConnectorControl::new`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        claim: ClientClaim,
-        software_version: impl Into<String>,
-        features: Vec<String>,
-        key: &AuthKey,
-        exporter: &Exporter,
-        now: Instant,
-        register_timeout: Duration,
-        limits: Limits,
-    ) -> Result<Self, EncodeError> {
-        PeerCore::new(
-            Claim::Client(claim),
-            software_version.into(),
-            features,
-            key,
-            exporter,
-            now,
-            register_timeout,
-            limits,
-        )
-        .map(Self)
-    }
-
-    peer_common!();
-
     /// Sends the device's posture.
     pub fn report_posture(&mut self, report: PostureReport) -> Result<(), ControlError> {
-        self.0.send_registered(ControlFrame::PostureReport(report))
+        self.core
+            .send_registered(ControlFrame::PostureReport(report))
     }
 }

@@ -14,9 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::{debug, warn, Instrument};
 
-use crate::control::{
-    ClientControl, ConnectorControl, ControlError, EdgeControl, EdgeEvent, PeerEvent,
-};
+use crate::control::{ControlError, EdgeControl, EdgeEvent, PeerControl, PeerEvent, PeerRole};
 use crate::flow::CloseCode;
 use crate::transport::carrier::Transport;
 use crate::transport::error::ControlSendError;
@@ -35,31 +33,43 @@ pub(crate) trait Machine: Send + 'static {
     fn poll_event(&mut self) -> Option<Self::Event>;
 }
 
-macro_rules! machine {
-    ($t:ty, $e:ty) => {
-        impl Machine for $t {
-            type Event = $e;
-            fn handle_input(&mut self, data: &[u8]) -> Result<(), ControlError> {
-                <$t>::handle_input(self, data)
-            }
-            fn handle_timeout(&mut self, now: Instant) {
-                <$t>::handle_timeout(self, now)
-            }
-            fn poll_timeout(&self) -> Option<Instant> {
-                <$t>::poll_timeout(self)
-            }
-            fn poll_transmit(&mut self) -> Option<Bytes> {
-                <$t>::poll_transmit(self)
-            }
-            fn poll_event(&mut self) -> Option<$e> {
-                <$t>::poll_event(self)
-            }
-        }
-    };
+impl Machine for EdgeControl {
+    type Event = EdgeEvent;
+    fn handle_input(&mut self, data: &[u8]) -> Result<(), ControlError> {
+        EdgeControl::handle_input(self, data)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        EdgeControl::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        EdgeControl::poll_timeout(self)
+    }
+    fn poll_transmit(&mut self) -> Option<Bytes> {
+        EdgeControl::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<EdgeEvent> {
+        EdgeControl::poll_event(self)
+    }
 }
-machine!(EdgeControl, EdgeEvent);
-machine!(ConnectorControl, PeerEvent);
-machine!(ClientControl, PeerEvent);
+
+impl<R: PeerRole> Machine for PeerControl<R> {
+    type Event = PeerEvent;
+    fn handle_input(&mut self, data: &[u8]) -> Result<(), ControlError> {
+        PeerControl::handle_input(self, data)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        PeerControl::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        PeerControl::poll_timeout(self)
+    }
+    fn poll_transmit(&mut self) -> Option<Bytes> {
+        PeerControl::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<PeerEvent> {
+        PeerControl::poll_event(self)
+    }
+}
 
 type Command<M> = (
     Box<dyn FnOnce(&mut M) -> Result<(), ControlError> + Send>,
