@@ -295,13 +295,8 @@ impl FlowStatus {
         Ok(())
     }
 
-    /// Takes one status off the front of `buf`; `Ok(None)` when more bytes are needed.
-    pub fn decode(buf: &mut impl Buf) -> Result<Option<Self>, DecodeError> {
-        let mut prefix = [0u8; FLOW_STATUS_PREFIX_LEN];
-        if !peek(buf, &mut prefix) {
-            return Ok(None);
-        }
-        let code = u16::from_be_bytes([prefix[0], prefix[1]]);
+    /// The detail's length from a status prefix, checked against its limit.
+    pub(crate) fn detail_len(prefix: [u8; FLOW_STATUS_PREFIX_LEN]) -> Result<usize, DecodeError> {
         let len = usize::from(u16::from_be_bytes([prefix[2], prefix[3]]));
         if len > MAX_TEXT_LEN {
             return Err(DecodeError::TooLong {
@@ -311,6 +306,17 @@ impl FlowStatus {
                 limit: MAX_TEXT_LEN,
             });
         }
+        Ok(len)
+    }
+
+    /// Takes one status off the front of `buf`; `Ok(None)` when more bytes are needed.
+    pub fn decode(buf: &mut impl Buf) -> Result<Option<Self>, DecodeError> {
+        let mut prefix = [0u8; FLOW_STATUS_PREFIX_LEN];
+        if !peek(buf, &mut prefix) {
+            return Ok(None);
+        }
+        let code = u16::from_be_bytes([prefix[0], prefix[1]]);
+        let len = Self::detail_len(prefix)?;
         if buf.remaining() < FLOW_STATUS_PREFIX_LEN + len {
             return Ok(None);
         }

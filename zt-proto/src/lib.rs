@@ -192,7 +192,9 @@ pub use transport::{
         AcceptError, ConnectError, ControlSendError, DatagramError, EndpointError, OpenError,
         RespondError,
     },
-    links::{ClientConnection, ClientLink, Connection, ConnectorConnection, ConnectorLink},
+    links::{
+        ClientConnection, ClientLink, Connection, ConnectorConnection, ConnectorLink, EdgeLink,
+    },
     register::{Admission, Authenticator},
     serve::{FlowRequest, FlowResponder},
     set::{ConnectionSet, MemberReport, Pinned, Placement},

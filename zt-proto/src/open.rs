@@ -179,25 +179,13 @@ impl FlowOpener {
     /// Feeds bytes read from the stream; returns how many belong to the status (the rest
     /// are the flow's). An error means the answer can never be a valid status.
     pub fn handle_input(&mut self, data: &[u8]) -> Result<usize, DecodeError> {
-        let body_len = |p: [u8; 4]| {
-            let len = usize::from(u16::from_be_bytes([p[2], p[3]]));
-            if len > MAX_TEXT_LEN {
-                return Err(DecodeError::TooLong {
-                    frame: "flow status",
-                    field: "detail",
-                    len,
-                    limit: MAX_TEXT_LEN,
-                });
-            }
-            Ok(len)
-        };
         let decode = |bytes: Vec<u8>| {
             FlowStatus::decode(&mut &bytes[..])?.ok_or(DecodeError::Truncated {
                 frame: "flow status",
                 field: "detail",
             })
         };
-        self.state.feed(data, body_len, decode)
+        self.state.feed(data, FlowStatus::detail_len, decode)
     }
 
     /// The server's answer, once it is complete (returned once).

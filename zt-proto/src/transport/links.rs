@@ -2,10 +2,10 @@
 //!
 //! [`Connection`] is what every registered zt connection offers whatever its role: the
 //! peer's address, datagrams, draining, close. Each role's handle adds its own verbs and
-//! dereferences to the core, so the four are thin: the edge's [`ConnectorLink`] (opens flows
-//! to a connector) and [`ClientLink`] (serves a client's flows, pushes routes), and the
-//! peers' [`ConnectorConnection`] (serves the edge's flows, unregisters) and
-//! [`ClientConnection`] (opens flows, reports posture).
+//! dereferences to the core, so they are thin: the edge's [`EdgeLink`] — [`ConnectorLink`]
+//! (opens flows to a connector) and [`ClientLink`] (serves a client's flows, pushes routes)
+//! are its two kinds — and the peers' [`ConnectorConnection`] (serves the edge's flows,
+//! unregisters) and [`ClientConnection`] (opens flows, reports posture).
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -114,20 +114,37 @@ macro_rules! deref_core {
     };
 }
 
-/// The edge's handle on a registered connector connection.
-pub struct ConnectorLink<T: Transport = Quic> {
+/// The edge's handle on a registered peer whose claim is a `C`: a connector
+/// ([`ConnectorLink`], whose flows the edge opens) or a client ([`ClientLink`], whose flows
+/// the edge serves and to which it pushes routes).
+pub struct EdgeLink<C, T: Transport = Quic> {
     pub(crate) core: Connection<T>,
     pub(crate) control: ControlHandle<EdgeControl>,
-    pub(crate) claim: ConnectorClaim,
+    /// The peer's flow requests (clients only: a connector opens none). Boxed, so a
+    /// connector's handle does not carry the empty slot's size.
+    pub(crate) flows: Option<Box<Mutex<mpsc::Receiver<FlowRequest<T>>>>>,
+    pub(crate) claim: C,
     pub(crate) connection_id: uuid::Uuid,
     pub(crate) software_version: String,
     pub(crate) features: Vec<String>,
 }
-deref_core!(ConnectorLink);
 
-impl<T: Transport> std::fmt::Debug for ConnectorLink<T> {
+/// The edge's handle on a registered connector connection.
+pub type ConnectorLink<T = Quic> = EdgeLink<ConnectorClaim, T>;
+
+/// The edge's handle on a registered client connection.
+pub type ClientLink<T = Quic> = EdgeLink<ClientClaim, T>;
+
+impl<C, T: Transport> Deref for EdgeLink<C, T> {
+    type Target = Connection<T>;
+    fn deref(&self) -> &Connection<T> {
+        &self.core
+    }
+}
+
+impl<C: std::fmt::Debug, T: Transport> std::fmt::Debug for EdgeLink<C, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectorLink")
+        f.debug_struct("EdgeLink")
             .field("claim", &self.claim)
             .field("connection_id", &self.connection_id)
             .field("remote", &self.remote_address())
@@ -135,9 +152,9 @@ impl<T: Transport> std::fmt::Debug for ConnectorLink<T> {
     }
 }
 
-impl<T: Transport> ConnectorLink<T> {
-    /// Who the connector is.
-    pub fn claim(&self) -> &ConnectorClaim {
+impl<C, T: Transport> EdgeLink<C, T> {
+    /// Who the peer is.
+    pub fn claim(&self) -> &C {
         &self.claim
     }
 
@@ -146,11 +163,32 @@ impl<T: Transport> ConnectorLink<T> {
         self.connection_id
     }
 
-    /// The connector's software version and features.
+    /// The peer's software version and features.
     pub fn software(&self) -> (&str, &[String]) {
         (&self.software_version, &self.features)
     }
 
+    /// Tells the peer the edge is draining; no new flows are opened on this link.
+    pub async fn go_away(&self, drain: Duration, reason: &str) -> Result<(), ControlSendError> {
+        self.core.mark_draining();
+        let reason = reason.to_owned();
+        self.control.call(move |m| m.go_away(drain, &reason)).await
+    }
+
+    /// Sends a ping; the answer arrives as [`EdgeEvent::Pong`].
+    pub async fn ping(&self, nonce: u64) -> Result<(), ControlSendError> {
+        self.control.call(move |m| m.ping(nonce)).await
+    }
+
+    /// The next control event ([`EdgeEvent::Unregister`] from a connector,
+    /// [`EdgeEvent::Posture`] from a client, [`EdgeEvent::Pong`]); `None` once the control
+    /// stream has ended.
+    pub async fn next_event(&self) -> Option<EdgeEvent> {
+        self.control.next_event().await
+    }
+}
+
+impl<T: Transport> EdgeLink<ConnectorClaim, T> {
     /// Opens a flow to `dest` through the connector. [`OpenError::Unanswered`] means the
     /// connector did not answer within the open timeout: retry on another connection.
     pub async fn open_flow(
@@ -171,90 +209,17 @@ impl<T: Transport> ConnectorLink<T> {
     ) -> Result<UdpFlow<T>, OpenError> {
         self.core.shared.open_udp_flow(dest, metadata).await
     }
-
-    /// Tells the connector the edge is draining; no new flows are opened on this link.
-    pub async fn go_away(&self, drain: Duration, reason: &str) -> Result<(), ControlSendError> {
-        self.core.mark_draining();
-        let reason = reason.to_owned();
-        self.control.call(move |m| m.go_away(drain, &reason)).await
-    }
-
-    /// Sends a ping; the answer arrives as [`EdgeEvent::Pong`].
-    pub async fn ping(&self, nonce: u64) -> Result<(), ControlSendError> {
-        self.control.call(move |m| m.ping(nonce)).await
-    }
-
-    /// The next control event ([`EdgeEvent::Unregister`], [`EdgeEvent::Pong`]); `None` once
-    /// the control stream has ended.
-    pub async fn next_event(&self) -> Option<EdgeEvent> {
-        self.control.next_event().await
-    }
 }
 
-/// The edge's handle on a registered client connection.
-pub struct ClientLink<T: Transport = Quic> {
-    pub(crate) core: Connection<T>,
-    pub(crate) control: ControlHandle<EdgeControl>,
-    pub(crate) flows: Mutex<mpsc::Receiver<FlowRequest<T>>>,
-    pub(crate) claim: ClientClaim,
-    pub(crate) connection_id: uuid::Uuid,
-    pub(crate) software_version: String,
-    pub(crate) features: Vec<String>,
-}
-deref_core!(ClientLink);
-
-impl<T: Transport> std::fmt::Debug for ClientLink<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientLink")
-            .field("claim", &self.claim)
-            .field("connection_id", &self.connection_id)
-            .field("remote", &self.remote_address())
-            .finish()
-    }
-}
-
-impl<T: Transport> ClientLink<T> {
-    /// Who the client is.
-    pub fn claim(&self) -> &ClientClaim {
-        &self.claim
-    }
-
-    /// The id the edge gave this connection.
-    pub fn connection_id(&self) -> uuid::Uuid {
-        self.connection_id
-    }
-
-    /// The client's software version and features.
-    pub fn software(&self) -> (&str, &[String]) {
-        (&self.software_version, &self.features)
-    }
-
+impl<T: Transport> EdgeLink<ClientClaim, T> {
     /// The next flow the client opens; `None` when the connection is gone.
     pub async fn accept_flow(&self) -> Option<FlowRequest<T>> {
-        self.flows.lock().await.recv().await
+        self.flows.as_ref()?.lock().await.recv().await
     }
 
     /// Sends the client the routes it should capture.
     pub async fn push_routes(&self, push: RoutePush) -> Result<(), ControlSendError> {
         self.control.call(move |m| m.push_routes(push)).await
-    }
-
-    /// Tells the client the edge is draining.
-    pub async fn go_away(&self, drain: Duration, reason: &str) -> Result<(), ControlSendError> {
-        self.core.mark_draining();
-        let reason = reason.to_owned();
-        self.control.call(move |m| m.go_away(drain, &reason)).await
-    }
-
-    /// Sends a ping; the answer arrives as [`EdgeEvent::Pong`].
-    pub async fn ping(&self, nonce: u64) -> Result<(), ControlSendError> {
-        self.control.call(move |m| m.ping(nonce)).await
-    }
-
-    /// The next control event ([`EdgeEvent::Posture`], [`EdgeEvent::Pong`]); `None` once
-    /// the control stream has ended.
-    pub async fn next_event(&self) -> Option<EdgeEvent> {
-        self.control.next_event().await
     }
 }
 

@@ -156,6 +156,7 @@ pub(crate) async fn register_at_edge<T: Transport>(
                         EdgeRegistered::Connector(ConnectorLink {
                             core,
                             control,
+                            flows: None,
                             claim,
                             connection_id,
                             software_version,
@@ -172,7 +173,7 @@ pub(crate) async fn register_at_edge<T: Transport>(
                         EdgeRegistered::Client(ClientLink {
                             core,
                             control,
-                            flows,
+                            flows: Some(Box::new(flows)),
                             claim,
                             connection_id,
                             software_version,
