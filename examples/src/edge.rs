@@ -18,7 +18,77 @@ pub(crate) struct EdgeArgs {
 #[derive(Debug, Subcommand)]
 enum EdgeCommand {
     /// Run the edge: accept connectors and clients, route, enforce policy, audit.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Copy a single edge's records (its state directory's state.redb) into an empty
+    /// PostgreSQL database, then check every record arrived. The source is only read.
+    Migrate(MigrateArgs),
+    /// Apply pending schema migrations to a PostgreSQL database (the edge also applies them
+    /// when it starts).
+    MigrateSchema(MigrateSchemaArgs),
+}
+
+/// Where the edge keeps its records, when not in the state directory's redb file.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Keep the records in PostgreSQL: `postgres://USER@HOST[:PORT]/DATABASE` (no password
+    /// in it). Default: $ZT_STORE; without either, the redb file in the state directory.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// File holding the database password (mode 0600). Default: the PostgreSQL password
+    /// file ($PGPASSFILE, else ~/.pgpass), when it exists.
+    #[arg(long, value_name = "FILE")]
+    store_password_file: Option<PathBuf>,
+    /// CA certificate(s), PEM, that sign the database server's certificate; required
+    /// when the server is not on loopback (TLS with full verification).
+    #[arg(long, value_name = "FILE")]
+    store_ca_file: Option<PathBuf>,
+    /// Key file sealing proof keys and verifiers in the database (32 random bytes, 0600,
+    /// created on first use; every edge of one database needs the same). Default:
+    /// secrets.key in the state directory.
+    #[arg(long, value_name = "FILE")]
+    secrets_key_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The URL from `--store` or `$ZT_STORE`.
+    fn url(&self) -> Option<String> {
+        self.store
+            .clone()
+            .or_else(|| std::env::var("ZT_STORE").ok().filter(|s| !s.is_empty()))
+    }
+
+    fn options(&self, url: String, state_dir: &std::path::Path) -> zt_edge::PostgresOptions {
+        let mut o = zt_edge::PostgresOptions::new(
+            url,
+            self.secrets_key_file
+                .clone()
+                .unwrap_or_else(|| state_dir.join("secrets.key")),
+        );
+        o.password_file = self.store_password_file.clone();
+        o.ca_file = self.store_ca_file.clone();
+        o
+    }
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// The state directory whose records to copy (the edge must be stopped).
+    #[arg(long, value_name = "STATE_DIR")]
+    from: PathBuf,
+    /// The PostgreSQL database to copy into (empty; its schema is created).
+    #[arg(long, value_name = "URL")]
+    to: String,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+struct MigrateSchemaArgs {
+    /// State directory, for the default secrets key path. Default as for `zt edge run`.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +147,8 @@ struct RunArgs {
     /// deleted at the next rotation. Default: 5.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     audit_keep: Option<u32>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 fn parse_header_timeout(s: &str) -> Result<std::time::Duration, String> {
@@ -107,7 +179,11 @@ fn parse_idle_timeout(s: &str) -> Result<std::time::Duration, String> {
 }
 
 pub(crate) fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
-    let EdgeCommand::Run(args) = args.command;
+    let args = match args.command {
+        EdgeCommand::Run(args) => *args,
+        EdgeCommand::Migrate(args) => return migrate(args),
+        EdgeCommand::MigrateSchema(args) => return migrate_schema(args),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -162,6 +238,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         config.audit_limits.keep = n;
     }
     let state_dir = config.state_dir.clone();
+    if let Some(url) = args.store.url() {
+        let options = args.store.options(url, &state_dir);
+        let store = tokio::task::spawn_blocking(move || zt_edge::PostgresStore::open(&options))
+            .await
+            .context("the store's opening task failed")??;
+        println!("  State on PostgreSQL: {}.", store.url());
+        config.store = Some(std::sync::Arc::new(store));
+    }
     let edge = Edge::start(config).await.with_context(|| {
         format!(
             "cannot start the edge with state in {}",
@@ -200,6 +284,62 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     println!("Shutting down: telling connectors and clients, draining open flows...");
     edge.shutdown().await;
     println!("zt edge stopped.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let db = args.from.join("state.redb");
+    if !db.exists() {
+        anyhow::bail!(
+            "{} has no state.redb: give the state directory of an edge that kept its state \
+             in redb (--from STATE_DIR)",
+            args.from.display()
+        );
+    }
+    let source = zt_edge::RedbStore::open(&db)
+        .with_context(|| format!("cannot open the source database {}", db.display()))?;
+    let options = args.store.options(args.to, &args.from);
+    let dest = zt_edge::PostgresStore::open(&options)?;
+    let report = zt_edge::copy_store(&source, &dest)
+        .with_context(|| format!("cannot copy {} into {}", db.display(), dest.url()))?;
+    println!(
+        "Copied {} entries from {} into {} and checked them:",
+        report.total(),
+        db.display(),
+        dest.url()
+    );
+    for (table, n) in &report.tables {
+        println!("  {:8} {n}", table.name());
+    }
+    println!(
+        "The source is unchanged. Start the edge on the database with\n  zt edge run \
+         --state-dir {} --store {}",
+        args.from.display(),
+        dest.url()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn migrate_schema(args: MigrateSchemaArgs) -> anyhow::Result<ExitCode> {
+    let Some(url) = args.store.url() else {
+        anyhow::bail!(
+            "give the database with --store postgres://USER@HOST/DATABASE (or $ZT_STORE)"
+        );
+    };
+    let state_dir = args.state_dir.unwrap_or_else(zt_edge::default_state_dir);
+    let options = args.store.options(url, &state_dir);
+    let status = zt_edge::PostgresStore::migrate_schema(&options)?;
+    if status.before == status.after {
+        println!(
+            "The database schema is at version {}: nothing to do.",
+            status.after
+        );
+    } else {
+        println!(
+            "Migrated the database schema from version {} to {}.",
+            status.before, status.after
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

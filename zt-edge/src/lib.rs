@@ -98,6 +98,13 @@ pub use store::{
 pub use store::{
     BackendError, KeyValue, OpenDbError, RedbStore, Revision, Store, StoreRead, StoreWrite, Table,
 };
+// The PostgreSQL backend, secrets at rest and moving state between backends.
+pub use store::{
+    copy_store, CopyError, CopyReport, EphemeralChange, EphemeralTable, NoticeError,
+    OpenPostgresError, PostgresOptions, PostgresStore, SchemaError, SchemaStatus, SealError,
+    SecretsKey, SecretsKeyError, TargetError, CONFIG_CHANNEL, EPHEMERAL_CHANNEL,
+    FEED_APPLICATION_NAME, MAX_EPHEMERAL_KEY, OP_TIMEOUT, SCHEMA_VERSION, SECRETS_KEY_LEN,
+};
 
 // Audit log.
 pub use audit::{
@@ -131,6 +138,18 @@ pub mod fuzzing {
             Sniffed::Tls(host) => Some(("tls", host)),
             Sniffed::Http(host) => Some(("http", host)),
             Sniffed::Other => Some(("other", None)),
+        }
+    }
+
+    /// The PostgreSQL backend's reading of a notification on `channel`: the payload it
+    /// would send for what it understood (a revision in decimal, or `TABLE:KEY_HEX`), or
+    /// the error's message.
+    pub fn notification(channel: &str, payload: &str) -> Result<String, String> {
+        use crate::store::{parse_notification, Notice};
+        match parse_notification(channel, payload) {
+            Ok(Notice::Config(revision)) => Ok(revision.to_string()),
+            Ok(Notice::Ephemeral(change)) => Ok(change.payload()),
+            Err(e) => Err(e.to_string()),
         }
     }
 }

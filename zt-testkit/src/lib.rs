@@ -19,6 +19,7 @@
 //! - [`cloudflared`]: a connector speaking cloudflared's protocol (Cap'n Proto RPC through
 //!   capnp-rpc, an implementation independent of the edge's codec).
 //! - [`impair`]: a userspace UDP relay that loses, duplicates, reorders and delays packets.
+//! - [`postgres`]: a real PostgreSQL server per test binary, a fresh database per test.
 //!
 //! What it is not: a library for production code. Everything panics on failure, since a
 //! failure here is a failed test; nothing is tuned for speed beyond what the tests need.
@@ -46,6 +47,7 @@ pub mod impair;
 pub mod loopback;
 pub mod origin;
 pub mod pki;
+pub mod postgres;
 pub mod quic;
 pub mod socks;
 pub mod stand_in;

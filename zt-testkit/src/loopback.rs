@@ -43,9 +43,11 @@ pub const CONNECTOR_VERSION: &str = "test-connector 1";
 pub const CLIENT_VERSION: &str = "test-client 1";
 
 /// An edge keeping its state in `dir`, listening on 127.0.0.1 (any port), named
-/// `test-edge`, with no admin API and a 2 s shutdown grace.
+/// `test-edge`, with no admin API and a 2 s shutdown grace; its records on PostgreSQL with
+/// `ZT_TEST_STORE=postgres` ([`crate::postgres::env_store`]).
 pub fn test_config(dir: &Path) -> EdgeConfig {
     let mut c = EdgeConfig::new(dir);
+    c.store = crate::postgres::env_store("test edge on PostgreSQL", dir);
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.admin = None;
     c.edge_name = "test-edge".into();

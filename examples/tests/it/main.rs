@@ -25,6 +25,7 @@ mod e2e_half_close;
 mod e2e_identity_posture;
 mod e2e_kubectl_path;
 mod e2e_policy;
+mod e2e_postgres;
 mod e2e_replicas;
 mod e2e_rolling_restart;
 mod e2e_tun;

@@ -143,6 +143,9 @@ pub struct EdgeConfig {
     /// connect (default true). Only tunnels that opted in accept them; see
     /// docs/CLOUDFLARED.md.
     pub cloudflared: bool,
+    /// The state backend; `None` is the redb file in the state directory. The state
+    /// directory keeps the CA, certificates and admin token either way.
+    pub store: Option<std::sync::Arc<dyn crate::store::Store>>,
 }
 
 impl EdgeConfig {
@@ -170,6 +173,7 @@ impl EdgeConfig {
             audit_path: None,
             audit_limits: AuditLimits::default(),
             cloudflared: true,
+            store: None,
         }
     }
 }

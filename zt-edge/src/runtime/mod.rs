@@ -111,6 +111,7 @@ impl Edge {
         if let Some(names) = config.server_names.clone() {
             options = options.with_server_names(names);
         }
+        options.store = config.store.clone();
         let state = Arc::new(EdgeState::open_or_init(&config.state_dir, &options)?);
         let audit_path = config
             .audit_path

@@ -144,14 +144,25 @@ pub(super) fn check_fresh(dir: &Path) -> Result<(), StateError> {
 }
 
 /// Refuses a directory with a marker but without every file a first start creates.
-pub(super) fn check_complete(dir: &Path) -> Result<(), StateError> {
+/// `needs_database` is false when the records live in another backend (PostgreSQL).
+pub(super) fn check_complete(dir: &Path, needs_database: bool) -> Result<(), StateError> {
     let missing: Vec<&str> = REQUIRED
         .iter()
         .copied()
+        .filter(|f| needs_database || *f != DATABASE)
         .filter(|f| !dir.join(f).exists())
         .collect();
     if missing.is_empty() {
         return Ok(());
+    }
+    if missing == [DATABASE] {
+        return Err(StateError::Incomplete {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "{DATABASE} missing: if this edge keeps its records in PostgreSQL, start it \
+                 with --store URL (or $ZT_STORE); otherwise restore {DATABASE} from a backup"
+            ),
+        });
     }
     Err(StateError::Incomplete {
         dir: dir.to_path_buf(),

@@ -11,7 +11,8 @@
 //! | `cloudflared.pem`, `cloudflared.key` | certificate for `quic.cftunnel.com`, once issued |
 //! | `admin-token` | bearer token of the admin API |
 //! | `reset-secret` | secret the QUIC stateless-reset key is derived from (created on the first start that lacks it) |
-//! | `state.redb` | the database |
+//! | `state.redb` | the database (absent when the records live in PostgreSQL) |
+//! | `secrets.key` | with a PostgreSQL store: the key sealing secrets at rest (default path) |
 //!
 //! `edge.json` is the commit point of a first start. Without it, any other state file means
 //! an interrupted first start or a lost `edge.json`; the edge then refuses to start rather
@@ -37,7 +38,7 @@ pub use error::StateError;
 pub use secrets::AdminToken;
 
 use crate::pki::{self, Ca, ServerNames};
-use crate::store::{Db, RedbStore, VirtualNetwork};
+use crate::store::{Db, RedbStore, Store, VirtualNetwork};
 use crate::timestamp::Timestamp;
 use dir::Marker;
 use secrets::ResetSecret;
@@ -56,12 +57,20 @@ pub struct StateOptions {
     /// start and keeps the current certificate later; `Some` reissues the certificate
     /// (under the same CA) whenever its names differ.
     pub server_names: Option<ServerNames>,
+    /// The state backend; `None` opens (or creates) `state.redb` in the directory.
+    pub store: Option<Arc<dyn Store>>,
 }
 
 impl StateOptions {
     /// Sets the names the server certificate must carry.
     pub fn with_server_names(mut self, names: ServerNames) -> Self {
         self.server_names = Some(names);
+        self
+    }
+
+    /// Keeps the records in `store` (PostgreSQL, say) instead of `state.redb`.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
         self
     }
 }
@@ -117,8 +126,15 @@ impl EdgeState {
         let (ca, server) = certs::create(&dir, &account_tag, options)?;
         let admin_token = AdminToken::create(&dir)?;
         let reset_secret = ResetSecret::load_or_create(&dir)?;
-        let db = Db::new(Arc::new(RedbStore::open(&dir.join(dir::DATABASE))?));
+        let db = match &options.store {
+            Some(store) => Db::new(store.clone()),
+            None => Db::new(Arc::new(RedbStore::open(&dir.join(dir::DATABASE))?)),
+        };
+        // A shared store may already have one, made by another edge's first start.
         db.update(|txn| {
+            if txn.default_vnet()?.is_some() {
+                return Ok(());
+            }
             let mut vnet = VirtualNetwork::new(DEFAULT_VNET_NAME);
             vnet.is_default = true;
             vnet.comment = "created on first start".to_owned();
@@ -146,14 +162,26 @@ impl EdgeState {
     /// server certificate refreshed if due.
     fn load(dir: PathBuf, options: &StateOptions) -> Result<Self, StateError> {
         dir::check_mode(&dir, crate::fsutil::DIR_MODE)?;
-        dir::check_complete(&dir)?;
+        dir::check_complete(&dir, options.store.is_none())?;
         let marker = Marker::read(&dir)?;
         let ca = certs::load_ca(&dir)?;
         let server = certs::load_server(&ca, &dir)?;
         let cloudflared = certs::load_cloudflared(&ca, &dir)?;
         let admin_token = AdminToken::load(&dir)?;
         let reset_secret = ResetSecret::load_or_create(&dir)?;
-        let db = Db::new(Arc::new(RedbStore::open(&dir::database(&dir)?)?));
+        let db = match &options.store {
+            Some(store) => {
+                if dir.join(dir::DATABASE).exists() {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "this state directory's state.redb is not used: the records come from \
+                         the configured store (copy them with `zt edge migrate` if they belong there)"
+                    );
+                }
+                Db::new(store.clone())
+            }
+            None => Db::new(Arc::new(RedbStore::open(&dir::database(&dir)?)?)),
+        };
 
         let ca_fingerprint = pki::fingerprint_hex(&ca);
         let state = Self {

@@ -1,14 +1,27 @@
-//! Edge state storage: the backend trait, the typed records and the default redb backend.
+//! Edge state storage: the backend trait, the typed records, the default redb backend and
+//! the PostgreSQL backend for edges that share their state.
 
 mod backend;
+mod copy;
 mod db;
+mod postgres;
 mod records;
 mod redb_store;
+mod seal;
 
 pub use backend::{BackendError, KeyValue, Revision, Store, StoreRead, StoreWrite, Table};
+pub use copy::{copy_store, CopyError, CopyReport};
 pub use db::{Db, ReadTxn, StoreError, WriteTxn, MAX_ATTEMPTS};
+#[cfg(fuzzing)]
+pub(crate) use postgres::{parse_notification, Notice};
+pub use postgres::{
+    EphemeralChange, EphemeralTable, NoticeError, OpenPostgresError, PostgresOptions,
+    PostgresStore, SchemaError, SchemaStatus, TargetError, CONFIG_CHANNEL, EPHEMERAL_CHANNEL,
+    FEED_APPLICATION_NAME, MAX_EPHEMERAL_KEY, OP_TIMEOUT, SCHEMA_VERSION,
+};
 pub use records::{
     Device, DeviceInfo, List, ListKind, Record, RecordKind, Route, Rule, SecretSha256, Tunnel,
     TunnelInfo, User, VirtualNetwork, MAX_NAME_LEN,
 };
 pub use redb_store::{OpenDbError, RedbStore};
+pub use seal::{SealError, SecretsKey, SecretsKeyError, SECRETS_KEY_LEN};

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use zt_creds::{CaFingerprint, DeviceCredentials, TunnelCredentials};
 use zt_edge::{
     AdminError, AdminServer, ConnectionSummary, ConnectorKind, Device, EdgeState, LiveView,
-    NoLiveView, StateOptions, Timestamp, Tunnel, ADMIN_ADDR_FILE, MAX_ADMIN_BODY,
+    NoLiveView, Timestamp, Tunnel, ADMIN_ADDR_FILE, MAX_ADMIN_BODY,
 };
 
 /// A live view with connections set by the test.
@@ -42,7 +42,11 @@ impl Api {
     async fn start(live: Arc<dyn LiveView>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let state = Arc::new(
-            EdgeState::open_or_init(dir.path().join("edge"), &StateOptions::default()).unwrap(),
+            EdgeState::open_or_init(
+                dir.path().join("edge"),
+                &crate::common::state_options(&dir.path().join("edge")),
+            )
+            .unwrap(),
         );
         let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), state.clone(), live)
             .await
@@ -191,7 +195,9 @@ async fn requests_without_the_right_token_are_refused_and_the_address_is_publish
 #[tokio::test]
 async fn a_non_loopback_address_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(EdgeState::open_or_init(dir.path(), &StateOptions::default()).unwrap());
+    let state = Arc::new(
+        EdgeState::open_or_init(dir.path(), &crate::common::state_options(dir.path())).unwrap(),
+    );
     let err = AdminServer::bind("0.0.0.0:0".parse().unwrap(), state, Arc::new(NoLiveView))
         .await
         .unwrap_err();

@@ -138,3 +138,13 @@ impl Store for MemStore {
         self.tx.subscribe()
     }
 }
+
+/// State options for the suites that run on either backend: the redb default, or a fresh
+/// PostgreSQL database with `ZT_TEST_STORE=postgres`.
+pub fn state_options(dir: &std::path::Path) -> zt_edge::StateOptions {
+    let options = zt_edge::StateOptions::default();
+    match zt_testkit::postgres::env_store("admin API suite on PostgreSQL", dir) {
+        Some(store) => options.with_store(store),
+        None => options,
+    }
+}

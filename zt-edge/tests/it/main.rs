@@ -16,6 +16,7 @@ mod cloudflared_replay;
 mod cloudflared_wire;
 mod durability;
 mod metrics_abuse;
+mod postgres;
 mod runtime;
 mod state_dir;
 mod store;

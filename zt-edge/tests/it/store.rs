@@ -15,7 +15,8 @@ use zt_edge::{
 
 const TAG: &str = "0123456789abcdef0123456789abcdef";
 
-/// Runs `check` on a fresh redb-backed and a fresh memory-backed [`Db`].
+/// Runs `check` on a fresh redb-backed, a fresh memory-backed and (where PostgreSQL is
+/// installed) a fresh PostgreSQL-backed [`Db`].
 fn on_both(check: impl Fn(&Db)) {
     let tmp = tempfile::tempdir().unwrap();
     let redb = Db::new(Arc::new(
@@ -23,6 +24,10 @@ fn on_both(check: impl Fn(&Db)) {
     ));
     check(&redb);
     check(&Db::new(Arc::new(MemStore::new())));
+    if let Some(pg) = zt_testkit::postgres::PgServer::shared("store suite on PostgreSQL") {
+        let (_, store) = crate::postgres::fresh(pg, tmp.path());
+        check(&Db::new(Arc::new(store)));
+    }
 }
 
 fn net(s: &str) -> IpNet {
