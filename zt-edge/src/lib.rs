@@ -70,6 +70,7 @@
 //! ```
 
 mod admin;
+pub mod config;
 mod audit;
 mod fsutil;
 mod hex;
