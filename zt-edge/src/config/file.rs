@@ -296,6 +296,17 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// The first place `value` is written on or after line `from` (1-based).
+    fn locate_text(&self, value: &str, from: usize) -> Location {
+        for (i, line) in self.text.lines().enumerate().skip(from.saturating_sub(1)) {
+            if let Some(byte) = line.find(value) {
+                let column = line[..byte].chars().count() + 1;
+                return Location::new(Some(i + 1), Some(column));
+            }
+        }
+        Location::default()
+    }
+
     fn err(&self, key: impl Into<String>, at: Location, reason: impl Into<String>) -> ConfigError {
         ConfigError::new(self.path, self.text, key.into(), at, reason.into())
     }
@@ -471,9 +482,18 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
                 at = zt_diag::locate_key(text, k);
             }
         }
-        source.err(e.key.clone(), at, e.reason.clone())
+        // The reader names the enclosing mapping in the reason of an unknown field,
+        // which the key path already says.
+        let mut reason = e.reason.clone();
+        if let Some((head, rest)) = reason.split_once(": ") {
+            if !head.is_empty() && e.key.starts_with(head) {
+                reason = rest.to_owned();
+            }
+        }
+        source.err(e.key.clone(), at, reason)
     })?;
     check(&source, &file)?;
+    check_list_items(&source, &file)?;
     Ok(file)
 }
 
@@ -772,13 +792,14 @@ fn check_list_items(s: &Source<'_>, f: &ConfigFile) -> Result<(), ConfigError> {
         };
         if let Err(e) = zt_policy::ListSet::build(&[candidate]) {
             let text = e.to_string();
+            let list_at = s.locate("name", &l.name, 0);
             let at = l
                 .items
                 .iter()
-                .find(|item| text.contains(item.as_str()))
-                .map(|item| s.locate("", item, 0))
+                .find(|item| text.contains(&format!("`{item}`")))
+                .map(|item| s.locate_text(item, list_at.line.unwrap_or(1)))
                 .filter(Location::is_known)
-                .unwrap_or_else(|| s.locate("name", &l.name, 0));
+                .unwrap_or(list_at);
             return Err(s.err(format!("lists[{i}].items"), at, text));
         }
     }

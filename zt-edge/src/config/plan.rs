@@ -242,6 +242,9 @@ pub struct Outcome {
     /// secrets leave the edge.
     #[serde(skip)]
     pub credentials: Vec<(String, TunnelCredentials)>,
+    /// The store revision the apply committed; the edge serves it once
+    /// [`EdgeHandle::applied_revision`](crate::EdgeHandle::applied_revision) reaches it.
+    pub revision: u64,
 }
 
 /// The live connections of a tunnel, for pruning (the edge's registry; none in tests of
@@ -855,6 +858,7 @@ pub(crate) fn apply_in(
     Ok(Outcome {
         changes: plan.changes,
         credentials,
+        revision: 0,
     })
 }
 

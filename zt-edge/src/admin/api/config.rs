@@ -104,7 +104,11 @@ pub(super) fn apply(ctx: &Ctx, req: &ApiRequest) -> Reply {
             .map_err(|e| ApiError::internal(format!("cannot encode the credentials: {e}")))?;
         credentials.push(json!({ "tunnel": name, "credentials": c }));
     }
-    ok(json!({ "changes": outcome.changes, "credentials": credentials }))
+    ok(json!({
+        "changes": outcome.changes,
+        "credentials": credentials,
+        "revision": outcome.revision,
+    }))
 }
 
 pub(super) fn drift(ctx: &Ctx) -> Reply {
