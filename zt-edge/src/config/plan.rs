@@ -147,6 +147,10 @@ pub struct Applied {
     pub applied_at: Option<Timestamp>,
     /// Every resource the file named, with its version right after the apply.
     pub resources: BTreeMap<String, u64>,
+    /// The resources at the edge the file did not name, right after the apply: their later
+    /// changes are not the file's business, and they are not "created since".
+    #[serde(default)]
+    pub unmanaged: std::collections::BTreeSet<String>,
 }
 
 /// A change made outside the file since the last apply.
@@ -849,10 +853,21 @@ pub(crate) fn apply_in(
             resources.insert(k, v);
         }
     }
+    let unmanaged = after
+        .vnets
+        .keys()
+        .chain(after.tunnels.keys())
+        .chain(after.routes.keys())
+        .chain(after.lists.keys())
+        .chain(after.rules.keys())
+        .filter(|k| !resources.contains_key(*k))
+        .cloned()
+        .collect();
     let applied = Applied {
         file_hash: plan.file_hash.clone(),
         applied_at: Some(Timestamp::now()),
         resources,
+        unmanaged,
     };
     txn.put_config_entry(APPLIED_KEY, &json!(applied))?;
     Ok(Outcome {
@@ -945,7 +960,7 @@ fn check_loadable(txn: &WriteTxn<'_>) -> Result<(), ApplyError> {
 }
 
 /// The drift since the last apply: resources the file wrote that changed or went away, and
-/// resources created since that no apply wrote. Users and the default virtual network
+/// resources created since the apply (neither the file's nor there when it was applied). Users and the default virtual network
 /// count only when a file wrote them (users come and go with `zt user add` and logins).
 pub(crate) fn drift_in(r: &impl Reader) -> Result<Option<(Applied, Vec<Drift>)>, StoreError> {
     let Some(applied) = r.applied()? else {
@@ -980,7 +995,7 @@ pub(crate) fn drift_in(r: &impl Reader) -> Result<Option<(Applied, Vec<Drift>)>,
         .chain(live.lists.iter().map(|(k, v)| (k, v.version)))
         .chain(live.rules.iter().map(|(k, v)| (k, v.version)));
     for (k, v) in created {
-        if !applied.resources.contains_key(k) {
+        if !applied.resources.contains_key(k) && !applied.unmanaged.contains(k) {
             out.push(Drift {
                 resource: k.clone(),
                 what: "created".into(),

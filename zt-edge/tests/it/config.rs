@@ -167,7 +167,7 @@ fn a_concurrent_change_to_a_planned_resource_fails_the_apply_and_nothing_is_writ
     apply(&db, &file, PlanOptions::default()).unwrap();
     let edited = parse(
         &SEED
-            .replace("precedence: 100\n", "precedence: 110\n")
+            .replace("precedence: 1000\n", "precedence: 1010\n")
             .replace("comment: Kubernetes API Server (IPv6)", "comment: v6"),
     )
     .unwrap();
@@ -225,7 +225,7 @@ fn a_concurrent_change_to_a_planned_resource_fails_the_apply_and_nothing_is_writ
     )
     .unwrap();
     let r = db.read().unwrap();
-    assert_eq!(r.rule_by_name(rule_name).unwrap().unwrap().precedence, 110);
+    assert_eq!(r.rule_by_name(rule_name).unwrap().unwrap().precedence, 1010);
     // The hand edit of the description is overwritten only because this plan was made
     // after it, and showed it.
     assert_eq!(
