@@ -70,8 +70,8 @@
 //! ```
 
 mod admin;
-pub mod config;
 mod audit;
+pub mod config;
 mod fsutil;
 mod hex;
 mod live;

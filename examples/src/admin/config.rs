@@ -347,7 +347,12 @@ pub(crate) fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                         .map(|n| format!("rule `{n}`"))
                         .unwrap_or_else(|| "the default".into());
                     if r.passed {
-                        println!("{} {}: {} by {by}", paint.wrap("32", "ok  "), r.name, r.decision);
+                        println!(
+                            "{} {}: {} by {by}",
+                            paint.wrap("32", "ok  "),
+                            r.name,
+                            r.decision
+                        );
                     } else {
                         println!(
                             "{} {}: {} ({} by {by})",

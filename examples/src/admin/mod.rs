@@ -35,11 +35,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub(crate) use account::run as account;
-pub(crate) use config::{apply, export, plan, policy};
 pub(crate) use args::{
     AccountArgs, ApplyArgs, ExportArgs, ListArgs, PlanArgs, PolicyArgs, RouteArgs, RuleArgs,
     TunnelArgs, UserArgs, VnetArgs,
 };
+pub(crate) use config::{apply, export, plan, policy};
 pub(crate) use list::run as list;
 pub(crate) use route::run as route;
 pub(crate) use rule::run as rule;

@@ -153,7 +153,10 @@ async fn the_seed_file_applies_replans_clean_and_exports_the_same() {
     show("plan", &out);
     assert_eq!(code(&out), 4, "changes pending");
     let plan = text(&out.stdout);
-    assert!(plan.contains("+ create tunnel/k8s_zero_trust_tunnel"), "{plan}");
+    assert!(
+        plan.contains("+ create tunnel/k8s_zero_trust_tunnel"),
+        "{plan}"
+    );
     assert!(!plan.contains("\x1b["), "no colour when piped");
 
     // The plan creates a tunnel: no credentials directory, no apply.
@@ -174,34 +177,38 @@ async fn the_seed_file_applies_replans_clean_and_exports_the_same() {
 
     std::fs::create_dir(h.work.path().join("creds")).unwrap();
     let out = h
-        .zt(&["apply", "-f", seed_arg, "--credentials-dir", "creds"], true)
+        .zt(
+            &["apply", "-f", seed_arg, "--credentials-dir", "creds"],
+            true,
+        )
         .await;
     show("apply", &out);
     assert_eq!(code(&out), 0);
     let creds_path = h.work.path().join("creds/k8s_zero_trust_tunnel.json");
     let mode = std::fs::metadata(&creds_path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let creds = zt_creds::TunnelCredentials::from_json(&std::fs::read(&creds_path).unwrap())
-        .unwrap();
+    let creds =
+        zt_creds::TunnelCredentials::from_json(&std::fs::read(&creds_path).unwrap()).unwrap();
     let secret_b64 = {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(creds.secret.expose_bytes())
     };
     assert!(!text(&out.stdout).contains(&secret_b64), "secret printed");
     assert!(!text(&out.stderr).contains(&secret_b64), "secret printed");
-    let stored = h
-        .lb
-        .edge
-        .state()
-        .db()
-        .read()
-        .unwrap()
-        .tunnel_by_name("k8s_zero_trust_tunnel")
-        .unwrap()
-        .unwrap();
+    let stored =
+        h.lb.edge
+            .state()
+            .db()
+            .read()
+            .unwrap()
+            .tunnel_by_name("k8s_zero_trust_tunnel")
+            .unwrap()
+            .unwrap();
     assert_eq!(stored.id, creds.tunnel_id);
 
-    let out = h.zt(&["plan", "-f", seed_arg, "--detect-drift"], true).await;
+    let out = h
+        .zt(&["plan", "-f", seed_arg, "--detect-drift"], true)
+        .await;
     show("plan after apply", &out);
     assert_eq!(code(&out), 0, "nothing to do");
     assert!(text(&out.stdout).contains("no changes"));
@@ -211,7 +218,10 @@ async fn the_seed_file_applies_replans_clean_and_exports_the_same() {
     let before = std::fs::read(&creds_path).unwrap();
     let rev = h.revision();
     let out = h
-        .zt(&["apply", "-f", seed_arg, "--credentials-dir", "creds"], true)
+        .zt(
+            &["apply", "-f", seed_arg, "--credentials-dir", "creds"],
+            true,
+        )
         .await;
     assert_eq!(code(&out), 0);
     assert_eq!(h.revision(), rev, "a no-op apply commits nothing");
@@ -254,7 +264,11 @@ async fn the_seed_file_applies_replans_clean_and_exports_the_same() {
     show("plan of the export", &out);
     assert_eq!(code(&out), 0);
     let parsed = zt_edge::config::parse(Path::new("exported.yaml"), &exported).unwrap();
-    let want = zt_edge::config::parse(Path::new("edited.yaml"), &std::fs::read_to_string(&edited).unwrap()).unwrap();
+    let want = zt_edge::config::parse(
+        Path::new("edited.yaml"),
+        &std::fs::read_to_string(&edited).unwrap(),
+    )
+    .unwrap();
     for r in &want.routes {
         assert!(parsed.routes.contains(r), "{r:?} missing from the export");
     }
@@ -277,7 +291,9 @@ async fn the_seed_file_applies_replans_clean_and_exports_the_same() {
         )
         .await;
     assert_eq!(status, 200);
-    let out = h.zt(&["plan", "-f", edited_arg, "--detect-drift"], true).await;
+    let out = h
+        .zt(&["plan", "-f", edited_arg, "--detect-drift"], true)
+        .await;
     show("plan --detect-drift", &out);
     assert_eq!(code(&out), 5);
     assert!(text(&out.stdout).contains("! changed rule/k8s-admins reach the Kubernetes API"));
@@ -296,7 +312,13 @@ async fn a_failing_policy_test_or_a_hostile_file_changes_nothing_at_the_edge() {
     let rev = h.revision();
     let out = h
         .zt(
-            &["apply", "-f", failing.to_str().unwrap(), "--credentials-dir", "."],
+            &[
+                "apply",
+                "-f",
+                failing.to_str().unwrap(),
+                "--credentials-dir",
+                ".",
+            ],
             true,
         )
         .await;
@@ -304,12 +326,16 @@ async fn a_failing_policy_test_or_a_hostile_file_changes_nothing_at_the_edge() {
     assert_eq!(code(&out), 1);
     let err = text(&out.stderr);
     assert!(
-        err.contains("FAIL `alice cannot reach another port of the API server`: expected allow, got block"),
+        err.contains(
+            "FAIL `alice cannot reach another port of the API server`: expected allow, got block"
+        ),
         "{err}"
     );
     assert!(err.contains("by the default"), "{err}");
     assert!(err.contains("nothing was sent to the edge"), "{err}");
-    let out = h.zt(&["policy", "test", "-f", failing.to_str().unwrap()], false).await;
+    let out = h
+        .zt(&["policy", "test", "-f", failing.to_str().unwrap()], false)
+        .await;
     assert_eq!(code(&out), 1);
     assert_eq!(h.revision(), rev);
 
@@ -332,7 +358,9 @@ async fn a_failing_policy_test_or_a_hostile_file_changes_nothing_at_the_edge() {
     ];
     for (name, body, want) in hostile {
         h.write(name, body);
-        let out = h.zt(&["apply", "-f", name, "--prune", "--force"], true).await;
+        let out = h
+            .zt(&["apply", "-f", name, "--prune", "--force"], true)
+            .await;
         show(name, &out);
         assert_eq!(code(&out), 1);
         assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
@@ -382,7 +410,9 @@ lists:
 ",
         ),
     );
-    let out = h.zt(&["apply", "-f", unrelated.to_str().unwrap()], true).await;
+    let out = h
+        .zt(&["apply", "-f", unrelated.to_str().unwrap()], true)
+        .await;
     show("unrelated apply", &out);
     assert_eq!(code(&out), 0);
     flow.write_all(b"two..").await.unwrap();
@@ -404,7 +434,10 @@ lists:
         )),
     );
     let out = h
-        .zt(&["apply", "-f", deny.to_str().unwrap(), "--output", "json"], true)
+        .zt(
+            &["apply", "-f", deny.to_str().unwrap(), "--output", "json"],
+            true,
+        )
         .await;
     show("deny apply", &out);
     assert_eq!(code(&out), 0);
@@ -414,7 +447,10 @@ lists:
     tokio::time::timeout(Duration::from_secs(30), h.lb.edge.wait_applied(rev))
         .await
         .unwrap();
-    println!("MEASURED the edge served the applied revision {:?} after the apply returned", t.elapsed());
+    println!(
+        "MEASURED the edge served the applied revision {:?} after the apply returned",
+        t.elapsed()
+    );
     let status = refused(h.lb.open(echo.addr).await);
     println!("refused: {status:?}");
     assert!(status.detail.contains("deny echo"), "{status:?}");
@@ -527,10 +563,19 @@ async fn prune_spares_unmanaged_users_and_needs_force_for_a_connected_tunnel() {
     assert_eq!(code(&out), 4);
     let plan = text(&out.stdout);
     assert!(plan.contains("- delete rule/allow loopback"), "{plan}");
-    assert!(plan.contains("- delete route/default/127.0.0.0/29"), "{plan}");
+    assert!(
+        plan.contains("- delete route/default/127.0.0.0/29"),
+        "{plan}"
+    );
     assert!(plan.contains("- delete tunnel/prod"), "{plan}");
-    assert!(plan.contains("blocked: 1 live connector connection(s); pruning it needs --force"), "{plan}");
-    assert!(!plan.contains("alice"), "unmanaged users are never pruned: {plan}");
+    assert!(
+        plan.contains("blocked: 1 live connector connection(s); pruning it needs --force"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("alice"),
+        "unmanaged users are never pruned: {plan}"
+    );
 
     let rev = h.revision();
     let out = h.zt(&["apply", "-f", bob_arg, "--prune"], true).await;
@@ -544,7 +589,9 @@ async fn prune_spares_unmanaged_users_and_needs_force_for_a_connected_tunnel() {
     flow.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"ping");
 
-    let out = h.zt(&["apply", "-f", bob_arg, "--prune", "--force"], true).await;
+    let out = h
+        .zt(&["apply", "-f", bob_arg, "--prune", "--force"], true)
+        .await;
     show("apply --prune --force", &out);
     assert_eq!(code(&out), 0);
     let r = h.lb.edge.state().db().read().unwrap();
@@ -558,7 +605,9 @@ async fn prune_spares_unmanaged_users_and_needs_force_for_a_connected_tunnel() {
     // bob leaves the file: pruned, being the file's.
     drop(r);
     let none = h.write("none.yaml", "version: 1\n");
-    let out = h.zt(&["apply", "-f", none.to_str().unwrap(), "--prune"], true).await;
+    let out = h
+        .zt(&["apply", "-f", none.to_str().unwrap(), "--prune"], true)
+        .await;
     show("apply --prune of an empty file", &out);
     assert_eq!(code(&out), 0);
     let r = h.lb.edge.state().db().read().unwrap();

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -258,7 +258,7 @@ fn is_false(b: &bool) -> bool {
 #[non_exhaustive]
 pub struct ConfigError {
     /// The file.
-    pub file: PathBuf,
+    pub file: Box<Path>,
     /// The key path, such as `rules[3].traffic`; empty for the file as a whole.
     pub key: String,
     /// Where in the file.
@@ -266,14 +266,14 @@ pub struct ConfigError {
     /// What is wrong.
     pub reason: String,
     /// The underlined line, when the position is known.
-    pub excerpt: Option<String>,
+    pub excerpt: Option<Box<str>>,
 }
 
 impl ConfigError {
     fn new(file: &Path, text: &str, key: String, location: Location, reason: String) -> Self {
         Self {
-            file: file.to_owned(),
-            excerpt: zt_diag::underline(text, location),
+            file: file.into(),
+            excerpt: zt_diag::underline(text, location).map(String::into_boxed_str),
             key,
             location,
             reason,
@@ -389,7 +389,7 @@ fn nesting_depth(text: &str) -> usize {
 /// `items_file` lists are read relative to it.
 pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
     let io = |p: &Path, e: std::io::Error, what: &str| ConfigError {
-        file: p.to_owned(),
+        file: p.into(),
         key: String::new(),
         location: Location::default(),
         reason: format!("cannot {what}: {e}"),
@@ -407,8 +407,13 @@ pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
         let key = format!("lists[{i}].items_file");
         let at = source.locate("items_file", &rel, 0);
         let items_path = base.join(&rel);
-        let items_text = read_bounded(&items_path, MAX_RESOLVED_BYTES)
-            .map_err(|e| source.err(&key, at, format!("cannot read {}: {e}", items_path.display())))?;
+        let items_text = read_bounded(&items_path, MAX_RESOLVED_BYTES).map_err(|e| {
+            source.err(
+                &key,
+                at,
+                format!("cannot read {}: {e}", items_path.display()),
+            )
+        })?;
         for line in items_text.lines() {
             let item = line.split('#').next().unwrap_or("").trim();
             if item.is_empty() {
@@ -555,17 +560,41 @@ fn check(s: &Source<'_>, f: &ConfigFile) -> Result<(), ConfigError> {
         }
         Ok(())
     };
-    dup("vnets", "name", f.vnets.iter().map(|v| v.name.clone()).collect())?;
-    dup("tunnels", "name", f.tunnels.iter().map(|v| v.name.clone()).collect())?;
-    dup("lists", "name", f.lists.iter().map(|v| v.name.clone()).collect())?;
+    dup(
+        "vnets",
+        "name",
+        f.vnets.iter().map(|v| v.name.clone()).collect(),
+    )?;
+    dup(
+        "tunnels",
+        "name",
+        f.tunnels.iter().map(|v| v.name.clone()).collect(),
+    )?;
+    dup(
+        "lists",
+        "name",
+        f.lists.iter().map(|v| v.name.clone()).collect(),
+    )?;
     dup(
         "lists",
         "slug",
         f.lists.iter().filter_map(|v| v.slug.clone()).collect(),
     )?;
-    dup("rules", "name", f.rules.iter().map(|v| v.name.clone()).collect())?;
-    dup("users", "email", f.users.iter().map(|v| v.email.clone()).collect())?;
-    dup("tests", "name", f.tests.iter().map(|v| v.name.clone()).collect())?;
+    dup(
+        "rules",
+        "name",
+        f.rules.iter().map(|v| v.name.clone()).collect(),
+    )?;
+    dup(
+        "users",
+        "email",
+        f.users.iter().map(|v| v.email.clone()).collect(),
+    )?;
+    dup(
+        "tests",
+        "name",
+        f.tests.iter().map(|v| v.name.clone()).collect(),
+    )?;
 
     for (section, names) in [
         ("vnets", f.vnets.iter().map(|v| &v.name).collect::<Vec<_>>()),
@@ -699,7 +728,8 @@ fn check(s: &Source<'_>, f: &ConfigFile) -> Result<(), ConfigError> {
             // `$name` references must name a list of this file (by slug, or by id when
             // the list is not in the file, which the edge then checks).
             for reference in dollar_refs(expr) {
-                let is_id = reference.len() == 32 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+                let is_id =
+                    reference.len() == 32 && reference.bytes().all(|b| b.is_ascii_hexdigit());
                 if !is_id && !slugs.contains(&reference) {
                     return Err(s.err(
                         format!("rules[{i}].{slot}"),
@@ -852,7 +882,9 @@ pub(crate) fn dollar_refs(expr: &str) -> Vec<&str> {
                 let start = i + 1;
                 let mut end = start;
                 while end < bytes.len()
-                    && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_' || bytes[end] == b'-')
+                    && (bytes[end].is_ascii_alphanumeric()
+                        || bytes[end] == b'_'
+                        || bytes[end] == b'-')
                 {
                     end += 1;
                 }

@@ -60,9 +60,8 @@ pub fn apply(
     live_count: LiveCount<'_>,
     account_tag: &str,
 ) -> Result<Outcome, ApplyError> {
-    let (mut outcome, revision) = db.update(|txn| {
-        plan::apply_in(txn, file, options, expected, live_count, account_tag)
-    })?;
+    let (mut outcome, revision) =
+        db.update(|txn| plan::apply_in(txn, file, options, expected, live_count, account_tag))?;
     outcome.revision = revision.get();
     Ok(outcome)
 }

@@ -283,13 +283,15 @@ macro_rules! reader {
             fn applied(&self) -> Result<Option<Applied>, StoreError> {
                 match self.config_entry(APPLIED_KEY)? {
                     None => Ok(None),
-                    Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
-                        StoreError::Corrupt {
-                            table: "config",
-                            key: APPLIED_KEY.into(),
-                            reason: e.to_string(),
-                        }
-                    }),
+                    Some(v) => {
+                        serde_json::from_value(v)
+                            .map(Some)
+                            .map_err(|e| StoreError::Corrupt {
+                                table: "config",
+                                key: APPLIED_KEY.into(),
+                                reason: e.to_string(),
+                            })
+                    }
                 }
             }
         }
@@ -412,8 +414,18 @@ fn opt(v: &Option<String>) -> Value {
 
 fn rule_fields(live: &Rule, want: &RuleSpec) -> Vec<FieldChange> {
     let mut f = Vec::new();
-    diff(&mut f, "description", json!(live.description), json!(want.description));
-    diff(&mut f, "precedence", json!(live.precedence), json!(want.precedence));
+    diff(
+        &mut f,
+        "description",
+        json!(live.description),
+        json!(want.description),
+    );
+    diff(
+        &mut f,
+        "precedence",
+        json!(live.precedence),
+        json!(want.precedence),
+    );
     diff(
         &mut f,
         "action",
@@ -422,10 +434,20 @@ fn rule_fields(live: &Rule, want: &RuleSpec) -> Vec<FieldChange> {
     );
     diff(&mut f, "enabled", json!(live.enabled), json!(want.enabled));
     let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
-    diff(&mut f, "filters", json!(lower(&live.filters)), json!(lower(&want.filters)));
+    diff(
+        &mut f,
+        "filters",
+        json!(lower(&live.filters)),
+        json!(lower(&want.filters)),
+    );
     diff(&mut f, "traffic", opt(&live.traffic), opt(&want.traffic));
     diff(&mut f, "identity", opt(&live.identity), opt(&want.identity));
-    diff(&mut f, "device_posture", opt(&live.device_posture), opt(&want.device_posture));
+    diff(
+        &mut f,
+        "device_posture",
+        opt(&live.device_posture),
+        opt(&want.device_posture),
+    );
     f
 }
 
@@ -440,7 +462,9 @@ fn list_fields(live: &List, want: &ListSpec) -> Vec<FieldChange> {
         let added: Vec<&&String> = after.difference(&before).collect();
         let removed: Vec<&&String> = before.difference(&after).collect();
         let small = |v: &[&String]| v.len() <= 20;
-        if small(&live.items.iter().collect::<Vec<_>>()) && small(&want.items.iter().collect::<Vec<_>>()) {
+        if small(&live.items.iter().collect::<Vec<_>>())
+            && small(&want.items.iter().collect::<Vec<_>>())
+        {
             diff(&mut f, "items", json!(live.items), json!(want.items));
         } else {
             f.push(FieldChange {
@@ -451,12 +475,21 @@ fn list_fields(live: &List, want: &ListSpec) -> Vec<FieldChange> {
                     want.items.len(),
                     added.len(),
                     removed.len(),
-                    if added.is_empty() && removed.is_empty() { ", reordered" } else { "" }
+                    if added.is_empty() && removed.is_empty() {
+                        ", reordered"
+                    } else {
+                        ""
+                    }
                 )),
             });
         }
     }
-    diff(&mut f, "description", json!(live.description), json!(want.description));
+    diff(
+        &mut f,
+        "description",
+        json!(live.description),
+        json!(want.description),
+    );
     f
 }
 
@@ -491,7 +524,13 @@ pub(crate) fn plan_in(
         let key = format!("vnet/{}", v.name);
         named.insert(key.clone());
         match live.vnets.get(&key) {
-            None => push(&mut changes, key, Action::Create, create_fields(json!(v)), None),
+            None => push(
+                &mut changes,
+                key,
+                Action::Create,
+                create_fields(json!(v)),
+                None,
+            ),
             Some(l) => {
                 let mut f = Vec::new();
                 diff(&mut f, "comment", json!(l.comment), json!(v.comment));
@@ -509,7 +548,13 @@ pub(crate) fn plan_in(
         let key = format!("tunnel/{}", t.name);
         named.insert(key.clone());
         if !live.tunnels.contains_key(&key) {
-            push(&mut changes, key, Action::Create, create_fields(json!(t)), None);
+            push(
+                &mut changes,
+                key,
+                Action::Create,
+                create_fields(json!(t)),
+                None,
+            );
         }
     }
     for l in &file.lists {
@@ -535,7 +580,13 @@ pub(crate) fn plan_in(
         let key = format!("user/{}", u.email.to_lowercase());
         named.insert(key.clone());
         match live.users.get(&key) {
-            None => push(&mut changes, key, Action::Create, create_fields(json!(u)), None),
+            None => push(
+                &mut changes,
+                key,
+                Action::Create,
+                create_fields(json!(u)),
+                None,
+            ),
             Some(x) => {
                 let mut f = Vec::new();
                 diff(&mut f, "groups", json!(x.groups), json!(u.groups));
@@ -550,10 +601,20 @@ pub(crate) fn plan_in(
         let key = route_key(&vnet, rt.network);
         named.insert(key.clone());
         match live.routes.get(&key) {
-            None => push(&mut changes, key, Action::Create, create_fields(json!(rt)), None),
+            None => push(
+                &mut changes,
+                key,
+                Action::Create,
+                create_fields(json!(rt)),
+                None,
+            ),
             Some(x) => {
                 let mut f = Vec::new();
-                let tunnel = live.tunnel_names.get(&x.tunnel_id).cloned().unwrap_or_default();
+                let tunnel = live
+                    .tunnel_names
+                    .get(&x.tunnel_id)
+                    .cloned()
+                    .unwrap_or_default();
                 diff(&mut f, "tunnel", json!(tunnel), json!(rt.tunnel));
                 diff(&mut f, "comment", json!(x.comment), json!(rt.comment));
                 if !f.is_empty() {
@@ -602,9 +663,8 @@ pub(crate) fn plan_in(
     }
     for (k, x) in &live.tunnels {
         let n = live_count(x.id);
-        let blocked = (n > 0 && !options.force).then(|| {
-            format!("{n} live connector connection(s); pruning it needs --force")
-        });
+        let blocked = (n > 0 && !options.force)
+            .then(|| format!("{n} live connector connection(s); pruning it needs --force"));
         deletes.push((k.clone(), x.version, blocked));
     }
     for (k, x) in &live.vnets {
@@ -772,7 +832,11 @@ pub(crate) fn apply_in(
     // network, or a rule renamed, never collides with its old self.
     delete_kind(txn, &plan, &live, "route/", live_count, options)?;
     delete_kind(txn, &plan, &live, "rule/", live_count, options)?;
-    if plan.changes.iter().any(|c| c.resource.starts_with("route/")) {
+    if plan
+        .changes
+        .iter()
+        .any(|c| c.resource.starts_with("route/"))
+    {
         let vnets_now: BTreeMap<String, VirtualNetwork> = txn
             .list::<VirtualNetwork>()?
             .into_iter()
@@ -784,11 +848,13 @@ pub(crate) fn apply_in(
             if !touched.contains(&key) || by_key(&key).is_some_and(|c| c.action == Action::Delete) {
                 continue;
             }
-            let vnet = vnets_now.get(&vnet_name).ok_or_else(|| ApplyError::Invalid {
-                resource: key.clone(),
-                reason: format!("vnet: no virtual network named `{vnet_name}`"),
-                detail: Value::Null,
-            })?;
+            let vnet = vnets_now
+                .get(&vnet_name)
+                .ok_or_else(|| ApplyError::Invalid {
+                    resource: key.clone(),
+                    reason: format!("vnet: no virtual network named `{vnet_name}`"),
+                    detail: Value::Null,
+                })?;
             let tunnel = txn
                 .tunnel_by_name(&rt.tunnel)
                 .map_err(store_err(&key))?
@@ -812,9 +878,10 @@ pub(crate) fn apply_in(
         if !touched.contains(&key) {
             continue;
         }
-        let mut rec = live.rules.get(&key).cloned().unwrap_or_else(|| {
-            Rule::new(&rule.name, rule.precedence, &rule.action, Vec::new())
-        });
+        let mut rec =
+            live.rules.get(&key).cloned().unwrap_or_else(|| {
+                Rule::new(&rule.name, rule.precedence, &rule.action, Vec::new())
+            });
         rec.description = rule.description.clone();
         rec.precedence = rule.precedence;
         rec.action = rule.action.clone();
@@ -841,7 +908,11 @@ pub(crate) fn apply_in(
     keys.extend(file.vnets.iter().map(|v| format!("vnet/{}", v.name)));
     keys.extend(file.tunnels.iter().map(|v| format!("tunnel/{}", v.name)));
     keys.extend(file.lists.iter().map(|v| format!("list/{}", v.name)));
-    keys.extend(file.users.iter().map(|v| format!("user/{}", v.email.to_lowercase())));
+    keys.extend(
+        file.users
+            .iter()
+            .map(|v| format!("user/{}", v.email.to_lowercase())),
+    );
     keys.extend(file.rules.iter().map(|v| format!("rule/{}", v.name)));
     keys.extend(
         file.routes
@@ -906,7 +977,11 @@ fn delete_kind(
                 let id = live.users[key].id;
                 // A user's devices go with it (their records are the credentials' only
                 // verifiers), as `zt user remove` does.
-                for d in txn.list::<Device>()?.into_iter().filter(|d| d.user_id == id) {
+                for d in txn
+                    .list::<Device>()?
+                    .into_iter()
+                    .filter(|d| d.user_id == id)
+                {
                     txn.delete::<Device>(d.id).map_err(store_err(key))?;
                 }
                 txn.delete::<User>(id).map_err(err)?;
@@ -918,7 +993,8 @@ fn delete_kind(
                 txn.put(&t).map_err(err)?;
             }
             "vnet/" => {
-                txn.delete::<VirtualNetwork>(live.vnets[key].id).map_err(err)?;
+                txn.delete::<VirtualNetwork>(live.vnets[key].id)
+                    .map_err(err)?;
             }
             _ => {}
         }
@@ -933,9 +1009,11 @@ fn check_loadable(txn: &WriteTxn<'_>) -> Result<(), ApplyError> {
         crate::policy_records::compile_policy(&lists, &rules, zt_policy::PolicyConfig::default())
     {
         let detail = match &e {
-            crate::policy_records::PolicyBuildError::Compile(zt_policy::CompileError::Expression {
-                rule, slot, error, ..
-            }) => {
+            crate::policy_records::PolicyBuildError::Compile(
+                zt_policy::CompileError::Expression {
+                    rule, slot, error, ..
+                },
+            ) => {
                 let span = error.span();
                 json!({
                     "rule": rule,
@@ -1041,7 +1119,11 @@ pub(crate) fn export_in(r: &impl Reader) -> Result<ConfigFile, StoreError> {
                 let vnet = live.vnet_names.get(&r.vnet).cloned();
                 RouteSpec {
                     network: r.network,
-                    tunnel: live.tunnel_names.get(&r.tunnel_id).cloned().unwrap_or_default(),
+                    tunnel: live
+                        .tunnel_names
+                        .get(&r.tunnel_id)
+                        .cloned()
+                        .unwrap_or_default(),
                     vnet: vnet.filter(|v| Some(v) != default_name.as_ref()),
                     comment: r.comment.clone(),
                 }

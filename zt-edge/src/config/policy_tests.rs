@@ -68,7 +68,11 @@ pub fn run_policy_tests(file: &ConfigFile) -> Result<Vec<CaseResult>, PolicyTest
         .collect())
 }
 
-fn run_case(file: &ConfigFile, policy: &zt_policy::CompiledPolicy, case: &PolicyTest) -> CaseResult {
+fn run_case(
+    file: &ConfigFile,
+    policy: &zt_policy::CompiledPolicy,
+    case: &PolicyTest,
+) -> CaseResult {
     let identity = case.user.as_ref().map(|email| Identity {
         id: email.to_lowercase(),
         email: email.clone(),
@@ -80,9 +84,7 @@ fn run_case(file: &ConfigFile, policy: &zt_policy::CompiledPolicy, case: &Policy
                 .unwrap_or_default()
         }),
     });
-    let source: IpAddr = case
-        .source
-        .unwrap_or(IpAddr::from([192, 0, 2, 1]));
+    let source: IpAddr = case.source.unwrap_or(IpAddr::from([192, 0, 2, 1]));
     let protocol = if case.protocol == "udp" {
         NetProtocol::Udp
     } else {

@@ -267,13 +267,15 @@ macro_rules! read_methods {
         pub fn config_entry(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
             match self.raw().get(Table::Config, key.as_bytes())? {
                 None => Ok(None),
-                Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                    StoreError::Corrupt {
-                        table: Table::Config.name(),
-                        key: key.to_owned(),
-                        reason: e.to_string(),
-                    }
-                }),
+                Some(bytes) => {
+                    serde_json::from_slice(&bytes)
+                        .map(Some)
+                        .map_err(|e| StoreError::Corrupt {
+                            table: Table::Config.name(),
+                            key: key.to_owned(),
+                            reason: e.to_string(),
+                        })
+                }
             }
         }
     };

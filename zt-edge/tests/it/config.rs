@@ -123,9 +123,11 @@ fn the_seed_applies_then_plans_no_change_and_exports_the_same_resources() {
     // And the export, written as YAML and read back, plans no change.
     let text = config::to_yaml(&config::export(&db).unwrap());
     let back = parse(&text).unwrap();
-    assert!(config::plan(&db, &back, PlanOptions::default(), &no_connectors)
-        .unwrap()
-        .is_empty());
+    assert!(
+        config::plan(&db, &back, PlanOptions::default(), &no_connectors)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -245,7 +247,10 @@ fn a_rule_that_does_not_compile_refuses_the_whole_apply() {
     .unwrap();
     let err = apply(&db, &bad, PlanOptions::default()).unwrap_err();
     println!("refused: {err}");
-    assert!(err.to_string().contains("did you mean `net.dst.port`?"), "{err}");
+    assert!(
+        err.to_string().contains("did you mean `net.dst.port`?"),
+        "{err}"
+    );
     assert!(err.to_string().contains("nothing was applied"), "{err}");
     let r = db.read().unwrap();
     assert!(r.list::<Tunnel>().unwrap().is_empty());
@@ -262,8 +267,12 @@ fn prune_deletes_what_the_file_dropped_and_spares_users_it_never_managed() {
     db.update(|t| t.put(&bob)).unwrap();
     // The file drops the IPv6 route, the "off" rule and alice.
     let mut smaller = file.clone();
-    smaller.routes.retain(|r| r.network.to_string() != "2001:db8::101/128");
-    smaller.rules.retain(|r| r.name != "Don't inspect Kubernetes API");
+    smaller
+        .routes
+        .retain(|r| r.network.to_string() != "2001:db8::101/128");
+    smaller
+        .rules
+        .retain(|r| r.name != "Don't inspect Kubernetes API");
     smaller.users.clear();
     smaller.tests.clear();
     let kept = config::plan(&db, &smaller, PlanOptions::default(), &no_connectors).unwrap();
@@ -387,7 +396,7 @@ fn hostile_cases() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
         let prev = format!("*a{}", i - 1);
         bomb.push_str(&format!(
             "  - email: a{i}@example.com\n    groups: &a{i} [{}]\n",
-            vec![prev.as_str(); 9].join(",")
+            [prev.as_str(); 9].join(",")
         ));
     }
     let mut oversized =
@@ -487,12 +496,22 @@ fn hostile_files_get_located_errors_in_bounded_memory() {
         module_path!().split_once("::").map_or("", |(_, m)| m)
     );
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", &child_test, "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            &child_test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let growth: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("PEAK-GROWTH-KIB "))
@@ -511,7 +530,11 @@ fn a_file_over_the_size_limit_is_refused_before_it_is_read() {
     std::fs::write(&path, text).unwrap();
     let err = config::load(&path).unwrap_err();
     println!("{}", err.report());
-    assert!(err.to_string().contains("larger than the limit of 1048576 bytes"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("larger than the limit of 1048576 bytes"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -529,7 +552,10 @@ fn lists_from_a_file_are_read_relative_to_the_config_and_bounded() {
     )
     .unwrap();
     let file = config::load(&path).unwrap();
-    assert_eq!(file.lists[0].items, ["198.51.100.101/32", "2001:db8::101/128"]);
+    assert_eq!(
+        file.lists[0].items,
+        ["198.51.100.101/32", "2001:db8::101/128"]
+    );
     assert_eq!(file.lists[0].items_file, None);
     std::fs::write(dir.path().join("ips.txt"), "10.0.0.1\nnope\n").unwrap();
     let err = config::load(&path).unwrap_err();
@@ -556,10 +582,16 @@ fn policy_tests_name_the_case_the_decision_and_the_rule() {
     let results = config::run_policy_tests(&failing).unwrap();
     let bad: Vec<_> = results.iter().filter(|r| !r.passed).collect();
     assert_eq!(bad.len(), 1);
-    assert_eq!(bad[0].name, "alice cannot reach another port of the API server");
+    assert_eq!(
+        bad[0].name,
+        "alice cannot reach another port of the API server"
+    );
     assert_eq!(bad[0].decision, "block");
     assert_eq!(bad[0].rule, None);
-    assert_eq!(bad[0].mismatch.as_deref(), Some("expected allow, got block"));
+    assert_eq!(
+        bad[0].mismatch.as_deref(),
+        Some("expected allow, got block")
+    );
 }
 
 #[test]

@@ -74,17 +74,20 @@ pub(super) fn apply(ctx: &Ctx, req: &ApiRequest) -> Reply {
     .map_err(|e| {
         let message = e.to_string();
         match e {
-            ApplyError::Changed { resource, planned, now } => {
-                ApiError::conflict("changed_since_plan", message).with_detail(
-                    json!({ "resource": resource, "planned_version": planned, "version": now }),
-                )
-            }
+            ApplyError::Changed {
+                resource,
+                planned,
+                now,
+            } => ApiError::conflict("changed_since_plan", message).with_detail(
+                json!({ "resource": resource, "planned_version": planned, "version": now }),
+            ),
             ApplyError::ChangedOutsidePlan { resource, now } => {
                 ApiError::conflict("changed_since_plan", message)
                     .with_detail(json!({ "resource": resource, "version": now }))
             }
-            ApplyError::Blocked { resource, .. } => ApiError::conflict("blocked", message)
-                .with_detail(json!({ "resource": resource })),
+            ApplyError::Blocked { resource, .. } => {
+                ApiError::conflict("blocked", message).with_detail(json!({ "resource": resource }))
+            }
             ApplyError::Invalid {
                 resource, detail, ..
             } => ApiError::bad_request("invalid_config", message)

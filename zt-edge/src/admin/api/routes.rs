@@ -215,7 +215,9 @@ pub(super) fn update(ctx: &Ctx, req: &ApiRequest, key: &str) -> Reply {
     };
     let (value, _) = ctx.state.db().update(|txn| {
         let mut route = txn.get::<Route>(id)?.ok_or_else(|| {
-            ApiError::not_found(format!("no route with id {id}; `zt route ip show` lists them"))
+            ApiError::not_found(format!(
+                "no route with id {id}; `zt route ip show` lists them"
+            ))
         })?;
         if let Some(t) = &body.tunnel {
             route.tunnel_id = find_tunnel(txn, t)?.id;
