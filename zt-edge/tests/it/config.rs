@@ -614,3 +614,123 @@ fn store_errors_name_the_resource() {
     );
     assert!(db.read().unwrap().list::<Tunnel>().unwrap().is_empty());
 }
+
+/// A check of `value` against the subset of JSON Schema that `docs/zt-config.schema.json`
+/// uses (type, required, properties, additionalProperties, items, enum, lengths, bounds);
+/// the errors name the JSON path. Deliberately small: no validator crate in the workspace.
+fn schema_errors(schema: &serde_json::Value, value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    use serde_json::Value as V;
+    let ty = schema["type"].as_str().unwrap_or("");
+    let ok = match ty {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "boolean" => value.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        out.push(format!("{path}: expected {ty}, found {value}"));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            out.push(format!("{path}: {value} is not one of {allowed:?}"));
+        }
+    }
+    match value {
+        V::Object(map) => {
+            for r in schema["required"].as_array().into_iter().flatten() {
+                if !map.contains_key(r.as_str().unwrap()) {
+                    out.push(format!("{path}: missing required {r}"));
+                }
+            }
+            for (k, v) in map {
+                match schema["properties"].get(k) {
+                    Some(sub) => schema_errors(sub, v, &format!("{path}.{k}"), out),
+                    None if schema["additionalProperties"] == V::Bool(false) => {
+                        out.push(format!("{path}: property `{k}` is not in the schema"))
+                    }
+                    None => {}
+                }
+            }
+        }
+        V::Array(items) => {
+            if let Some(max) = schema["maxItems"].as_u64() {
+                if items.len() as u64 > max {
+                    out.push(format!("{path}: {} items, over maxItems {max}", items.len()));
+                }
+            }
+            for (i, item) in items.iter().enumerate() {
+                schema_errors(&schema["items"], item, &format!("{path}[{i}]"), out);
+            }
+        }
+        V::String(s) => {
+            let n = s.chars().count() as u64;
+            if schema["minLength"].as_u64().is_some_and(|m| n < m) {
+                out.push(format!("{path}: shorter than minLength"));
+            }
+            if schema["maxLength"].as_u64().is_some_and(|m| n > m) {
+                out.push(format!("{path}: longer than maxLength"));
+            }
+        }
+        V::Number(num) => {
+            if let Some(x) = num.as_f64() {
+                if schema["minimum"].as_f64().is_some_and(|m| x < m)
+                    || schema["maximum"].as_f64().is_some_and(|m| x > m)
+                {
+                    out.push(format!("{path}: {x} is out of bounds"));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn yaml_as_json(text: &str) -> serde_json::Value {
+    let v: serde_norway::Value = serde_norway::from_str(text).unwrap();
+    serde_json::to_value(v).unwrap()
+}
+
+#[test]
+fn the_json_schema_accepts_the_example_files_and_every_field_the_format_writes() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/zt-config.schema.json")).unwrap();
+    let check = |what: &str, v: &serde_json::Value| {
+        let mut errors = Vec::new();
+        schema_errors(&schema, v, "$", &mut errors);
+        assert!(errors.is_empty(), "{what}: {errors:#?}");
+    };
+    check("examples/config/seed.yaml", &yaml_as_json(SEED));
+    // An export writes what the schema describes.
+    let (_d, db) = db();
+    apply(&db, &parse(SEED).unwrap(), PlanOptions::default()).unwrap();
+    let exported = config::to_yaml(&config::export(&db).unwrap());
+    check("an export", &yaml_as_json(&exported));
+    // Every field the format has, set: the schema names them all.
+    let full = yaml_as_json(
+        "version: 1
+vnets: [{name: v, comment: c, default: true}]
+tunnels: [{name: t}]
+routes: [{network: 10.0.0.0/8, tunnel: t, vnet: v, comment: c}]
+lists: [{name: l, slug: s, type: IP, items: [10.0.0.1], items_file: f.txt, description: d}]
+rules: [{name: r, description: d, precedence: 1, action: allow, enabled: true, filters: [l4],
+         traffic: 'net.dst.port == 1', identity: 'identity.email == \"a@b.c\"', device_posture: 'device.posture.x'}]
+users: [{email: a@b.c, groups: [g]}]
+tests: [{name: n, user: a@b.c, groups: [g], source: 192.0.2.1, destination: '10.0.0.1:1',
+         protocol: tcp, host: h, expect: allow, rule: r, http: 'off'}]
+",
+    );
+    let as_file: ConfigFile = serde_json::from_value(full.clone()).unwrap();
+    check("every field", &serde_json::to_value(&as_file).unwrap());
+    check("every field as written", &full);
+    // And the check is not vacuous: a field the format does not have is refused.
+    let mut errors = Vec::new();
+    schema_errors(
+        &schema,
+        &yaml_as_json("version: 1\ntunnels: [{name: t, secret: x}]\n"),
+        "$",
+        &mut errors,
+    );
+    assert_eq!(errors, ["$.tunnels[0]: property `secret` is not in the schema"]);
+}
