@@ -618,7 +618,12 @@ fn store_errors_name_the_resource() {
 /// A check of `value` against the subset of JSON Schema that `docs/zt-config.schema.json`
 /// uses (type, required, properties, additionalProperties, items, enum, lengths, bounds);
 /// the errors name the JSON path. Deliberately small: no validator crate in the workspace.
-fn schema_errors(schema: &serde_json::Value, value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+fn schema_errors(
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
     use serde_json::Value as V;
     let ty = schema["type"].as_str().unwrap_or("");
     let ok = match ty {
@@ -658,7 +663,10 @@ fn schema_errors(schema: &serde_json::Value, value: &serde_json::Value, path: &s
         V::Array(items) => {
             if let Some(max) = schema["maxItems"].as_u64() {
                 if items.len() as u64 > max {
-                    out.push(format!("{path}: {} items, over maxItems {max}", items.len()));
+                    out.push(format!(
+                        "{path}: {} items, over maxItems {max}",
+                        items.len()
+                    ));
                 }
             }
             for (i, item) in items.iter().enumerate() {
@@ -732,5 +740,8 @@ tests: [{name: n, user: a@b.c, groups: [g], source: 192.0.2.1, destination: '10.
         "$",
         &mut errors,
     );
-    assert_eq!(errors, ["$.tunnels[0]: property `secret` is not in the schema"]);
+    assert_eq!(
+        errors,
+        ["$.tunnels[0]: property `secret` is not in the schema"]
+    );
 }
