@@ -347,32 +347,72 @@ impl Source<'_> {
 fn nesting_depth(text: &str) -> usize {
     let mut deepest = 0;
     let mut indents: Vec<usize> = Vec::new();
+    // Inside a block scalar (`key: |`), the lines indented deeper than its key are text.
+    let mut block_owner: Option<usize> = None;
     for line in text.lines() {
         let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if let Some(owner) = block_owner {
+            if trimmed.is_empty() || indent > owner {
+                continue;
+            }
+            block_owner = None;
+        }
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let indent = line.len() - trimmed.len();
+        let value = trimmed.split(" #").next().unwrap_or("").trim_end();
+        if let Some(last) = value.rsplit(' ').next() {
+            let header = last.trim_start_matches(['|', '>']);
+            let is_block = last.starts_with(['|', '>'])
+                && header
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '-' || c == '+')
+                && (value.len() == last.len()
+                    || value[..value.len() - last.len()].ends_with(": ")
+                    || value[..value.len() - last.len()].ends_with("- "));
+            if is_block {
+                block_owner = Some(indent);
+            }
+        }
         while indents.last().is_some_and(|&i| i >= indent) {
             indents.pop();
         }
         indents.push(indent);
+        // A bracket opens a flow collection only where a value starts (after `key: `,
+        // `- `, `[`, `{` or `,`) or inside one; in a plain scalar it is text, as in the
+        // expression `any(http.conn.dst_ip[*] in $list)`.
         let mut flow = 0usize;
         let mut flow_max = 0usize;
         let mut in_quote: Option<char> = None;
+        let mut value_start = true;
+        let mut leading_dashes = true;
+        let mut prev = ' ';
         for c in trimmed.chars() {
+            if leading_dashes && c != '-' && c != ' ' {
+                leading_dashes = false;
+            }
             match (in_quote, c) {
                 (Some(q), c) if c == q => in_quote = None,
                 (Some(_), _) => {}
-                (None, '"' | '\'') => in_quote = Some(c),
-                (None, '#') => break,
-                (None, '[' | '{') => {
+                (None, '"' | '\'') if value_start || flow > 0 => in_quote = Some(c),
+                (None, '#') if prev == ' ' => break,
+                (None, '[' | '{') if value_start || flow > 0 => {
                     flow += 1;
                     flow_max = flow_max.max(flow);
+                    value_start = true;
                 }
-                (None, ']' | '}') => flow = flow.saturating_sub(1),
-                _ => {}
+                (None, ']' | '}') if flow > 0 => flow -= 1,
+                (None, ',') if flow > 0 => value_start = true,
+                (None, ' ') => {
+                    if prev == ':' || (prev == '-' && leading_dashes) {
+                        value_start = true;
+                    }
+                }
+                (None, ':') => value_start = false,
+                _ => value_start = false,
             }
+            prev = c;
         }
         // "- - - x" nests one sequence per dash.
         let dashes = trimmed

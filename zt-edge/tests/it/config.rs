@@ -745,3 +745,16 @@ tests: [{name: n, user: a@b.c, groups: [g], source: 192.0.2.1, destination: '10.
         ["$.tunnels[0]: property `secret` is not in the schema"]
     );
 }
+
+#[test]
+fn brackets_in_expressions_and_text_are_not_nesting() {
+    let deep = "[".repeat(40);
+    let text = format!(
+        "version: 1\nrules:\n  - name: r {deep}\n    description: |\n      {deep}\n      {deep}\n    precedence: 1\n    action: allow\n    filters: [l4]\n    traffic: any(http.conn.dst_ip[*] in {{10.0.0.1}}) and net.dst.port == 443\n"
+    );
+    let file = parse(&text).unwrap();
+    assert_eq!(file.rules[0].description, format!("{deep}\n{deep}\n"));
+    // Written out and read back, whatever the writer chose to quote.
+    let again = parse(&config::to_yaml(&file)).unwrap();
+    assert_eq!(again, file);
+}
