@@ -934,13 +934,22 @@ pub(crate) fn apply_in(
         .filter(|k| !resources.contains_key(*k))
         .cloned()
         .collect();
-    let applied = Applied {
-        file_hash: plan.file_hash.clone(),
-        applied_at: Some(Timestamp::now()),
-        resources,
-        unmanaged,
-    };
-    txn.put_config_entry(APPLIED_KEY, &json!(applied))?;
+    let previous = txn.applied()?;
+    let unchanged = plan.changes.is_empty()
+        && previous.as_ref().is_some_and(|p| {
+            p.file_hash == plan.file_hash && p.resources == resources && p.unmanaged == unmanaged
+        });
+    // Re-applying the same file to the same state writes nothing at all, so the
+    // revision does not move and the edge reloads nothing.
+    if !unchanged {
+        let applied = Applied {
+            file_hash: plan.file_hash.clone(),
+            applied_at: Some(Timestamp::now()),
+            resources,
+            unmanaged,
+        };
+        txn.put_config_entry(APPLIED_KEY, &json!(applied))?;
+    }
     Ok(Outcome {
         changes: plan.changes,
         credentials,
