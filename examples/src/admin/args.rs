@@ -416,7 +416,8 @@ pub(crate) struct AccountArgs {
 
 /// The exit codes of `zt plan` and `zt apply`.
 pub(super) const PLAN_EXIT_CODES: &str = "Exit codes: 0 nothing to do (plan) or applied \
-(apply), 1 the file or a policy test failed or the edge refused, 2 usage error, 3 the admin API \
+(apply), 1 the file or one of its policy tests failed (both commands run them first) or the \
+edge refused, 2 usage error, 3 the admin API \
 cannot be reached or refused the token, 4 changes are pending (plan), 5 drift: changes made \
 outside the file since the last apply (plan --detect-drift).";
 

@@ -171,6 +171,8 @@ fn print_drift(paint: &Paint, drift: &Value) -> usize {
 pub(crate) fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let r = (|| -> CliResult<u8> {
         let file = load(&args.file.file)?;
+        // A plan of a file whose own tests fail is no plan to review.
+        policy_tests(&args.file.file, &file, false)?;
         let c = AdminClient::new(&args.admin)?;
         let plan = c.call(
             Method::POST,
@@ -242,6 +244,13 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
                 print_json(&json!({ "changes": [], "credentials_written": [] }));
             }
             return Ok(());
+        }
+        if let Some(b) = arr(&plan["changes"]).iter().find(|c| c["blocked"].is_string()) {
+            return Err(CliError::Local(format!(
+                "{}: {}; nothing was applied",
+                s(&b["resource"]),
+                s(&b["blocked"])
+            )));
         }
         // Every credentials file is checked before anything changes at the edge, since a
         // tunnel's secret exists only in the apply's answer.
