@@ -245,7 +245,10 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
             }
             return Ok(());
         }
-        if let Some(b) = arr(&plan["changes"]).iter().find(|c| c["blocked"].is_string()) {
+        if let Some(b) = arr(&plan["changes"])
+            .iter()
+            .find(|c| c["blocked"].is_string())
+        {
             return Err(CliError::Local(format!(
                 "{}: {}; nothing was applied",
                 s(&b["resource"]),

@@ -539,6 +539,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
     })?;
     check(&source, &file)?;
     check_list_items(&source, &file)?;
+    check_policy(&source, &file)?;
     Ok(file)
 }
 
@@ -874,6 +875,93 @@ fn check_list_items(s: &Source<'_>, f: &ConfigFile) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// The file's rules compiled against its lists, as the edge will compile them; an
+/// expression error points at the expression's line and the offending text in it.
+fn check_policy(s: &Source<'_>, f: &ConfigFile) -> Result<(), ConfigError> {
+    use crate::policy_records::PolicyBuildError;
+    use zt_policy::{CompileError, ExprSlot, RuleError};
+    let (lists, rules) = super::policy_tests::records(f);
+    let err = match crate::policy_records::compile_policy(
+        &lists,
+        &rules,
+        zt_policy::PolicyConfig::default(),
+    ) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    let rule_at = |name: &str| {
+        let i = f.rules.iter().position(|r| r.name == name).unwrap_or(0);
+        (i, s.locate("name", name, 0))
+    };
+    Err(match err {
+        PolicyBuildError::Compile(CompileError::Expression {
+            rule,
+            slot,
+            filter,
+            error,
+            ..
+        }) => {
+            let key = match slot {
+                ExprSlot::Identity => "identity",
+                ExprSlot::DevicePosture => "device_posture",
+                _ => "traffic",
+            };
+            let (i, at) = rule_at(&rule);
+            let span = error.span();
+            let offending = error.source_text().get(span.clone()).unwrap_or("");
+            // The slot's line after the rule's name, then the offending text on it.
+            let slot_line = s
+                .text
+                .lines()
+                .enumerate()
+                .skip(at.line.unwrap_or(1))
+                .find(|(_, l)| {
+                    let t = l.trim_start();
+                    t.strip_prefix(key)
+                        .is_some_and(|r| r.trim_start().starts_with(':'))
+                })
+                .map(|(n, _)| n + 1);
+            let loc = match slot_line {
+                Some(n) if !offending.trim().is_empty() => {
+                    let found = s.locate_text(offending.trim(), n);
+                    if found.line == Some(n) {
+                        found
+                    } else {
+                        Location::new(Some(n), None)
+                    }
+                }
+                Some(n) => Location::new(Some(n), None),
+                None => at,
+            };
+            s.err(
+                format!("rules[{i}].{key}"),
+                loc,
+                format!("{} (rule `{rule}`, {filter} filter)", error.kind()),
+            )
+        }
+        PolicyBuildError::Compile(CompileError::Rule(RuleError::DuplicatePrecedence {
+            filter,
+            precedence,
+            first,
+            second,
+        })) => {
+            let (i, at) = rule_at(&second);
+            s.err(
+                format!("rules[{i}].precedence"),
+                at,
+                format!(
+                    "rules `{first}` and `{second}` both have precedence {precedence} in the {filter} filter"
+                ),
+            )
+        }
+        other => s.err(
+            "rules",
+            zt_diag::locate_key(s.text, "rules"),
+            other.to_string(),
+        ),
+    })
 }
 
 fn count_before(names: &[String], i: usize, n: &str) -> usize {

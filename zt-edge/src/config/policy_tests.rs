@@ -35,8 +35,8 @@ pub struct CaseResult {
 #[error("the file's policy does not compile: {0}")]
 pub struct PolicyTestError(pub String);
 
-/// Runs every test case of `file` against its lists and rules.
-pub fn run_policy_tests(file: &ConfigFile) -> Result<Vec<CaseResult>, PolicyTestError> {
+/// The file's lists and rules as the edge would store them (fresh ids).
+pub(crate) fn records(file: &ConfigFile) -> (Vec<List>, Vec<Rule>) {
     let lists: Vec<List> = file
         .lists
         .iter()
@@ -59,6 +59,12 @@ pub fn run_policy_tests(file: &ConfigFile) -> Result<Vec<CaseResult>, PolicyTest
             rule
         })
         .collect();
+    (lists, rules)
+}
+
+/// Runs every test case of `file` against its lists and rules.
+pub fn run_policy_tests(file: &ConfigFile) -> Result<Vec<CaseResult>, PolicyTestError> {
+    let (lists, rules) = records(file);
     let policy = crate::policy_records::compile_policy(&lists, &rules, PolicyConfig::default())
         .map_err(|e| PolicyTestError(e.to_string()))?;
     Ok(file

@@ -240,11 +240,10 @@ fn a_concurrent_change_to_a_planned_resource_fails_the_apply_and_nothing_is_writ
 #[test]
 fn a_rule_that_does_not_compile_refuses_the_whole_apply() {
     let (_d, db) = db();
-    let bad = parse(&SEED.replace(
-        "traffic: net.dst.ip in $k8s_apiserver_ips and net.dst.port == 443",
-        "traffic: net.dst.prot == 443",
-    ))
-    .unwrap();
+    // The reader refuses such a file with the line; the edge must refuse it too when a
+    // caller sends it straight to the API.
+    let mut bad = parse(SEED).unwrap();
+    bad.rules[1].traffic = Some("net.dst.prot == 443".into());
     let err = apply(&db, &bad, PlanOptions::default()).unwrap_err();
     println!("refused: {err}");
     assert!(
@@ -453,6 +452,22 @@ fn hostile_cases() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             format!("{base}lists:\n  - name: ips\n    type: IP\n    items: [10.0.0.1, not-an-ip]\n"),
             "not-an-ip",
             Some(7),
+        ),
+        (
+            "bad expression",
+            format!(
+                "{base}lists:\n  - name: ips\n    slug: ips\n    type: IP\n    items: [10.0.0.1]\nrules:\n  - name: r\n    precedence: 1\n    action: allow\n    filters: [l4]\n    traffic: net.dst.ip in $ips and net.dst.prot == 443\n"
+            ),
+            "unknown field `net.dst.prot`; did you mean `net.dst.port`? (rule `r`, l4 filter)",
+            Some(14),
+        ),
+        (
+            "duplicate precedence",
+            format!(
+                "{base}rules:\n  - name: a\n    precedence: 1\n    action: allow\n    filters: [l4]\n  - name: b\n    precedence: 1\n    action: block\n    filters: [l4]\n"
+            ),
+            "rules `a` and `b` both have precedence 1 in the l4 filter",
+            Some(9),
         ),
         ("oversized list", oversized, "over the limit of 20000 per list", Some(3)),
         ("deep nesting", deep, "over the limit of 16", None),
@@ -750,7 +765,7 @@ tests: [{name: n, user: a@b.c, groups: [g], source: 192.0.2.1, destination: '10.
 fn brackets_in_expressions_and_text_are_not_nesting() {
     let deep = "[".repeat(40);
     let text = format!(
-        "version: 1\nrules:\n  - name: r {deep}\n    description: |\n      {deep}\n      {deep}\n    precedence: 1\n    action: allow\n    filters: [l4]\n    traffic: any(http.conn.dst_ip[*] in {{10.0.0.1}}) and net.dst.port == 443\n"
+        "version: 1\nrules:\n  - name: r {deep}\n    description: |\n      {deep}\n      {deep}\n    precedence: 1\n    action: \"off\"\n    filters: [http]\n    traffic: any(http.conn.dst_ip[*] in {{10.0.0.1}})\n"
     );
     let file = parse(&text).unwrap();
     assert_eq!(file.rules[0].description, format!("{deep}\n{deep}\n"));
