@@ -614,3 +614,64 @@ async fn prune_spares_unmanaged_users_and_needs_force_for_a_connected_tunnel() {
     assert!(r.user_by_email("bob@example.com").unwrap().is_none());
     assert!(r.user_by_email("alice@example.com").unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_users_update_in_place() {
+    let h = Harness::start().await;
+    let (_, routes) = h.api("GET", "/v1/routes", None).await;
+    let route = &routes.as_array().unwrap()[0];
+    let id = route["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/routes/{id}");
+    let (status, updated) = h
+        .api(
+            "PATCH",
+            &path,
+            Some(json!({ "comment": "the loopback cluster" })),
+        )
+        .await;
+    println!("{status} {updated}");
+    assert_eq!(status, 200);
+    assert_eq!(updated["id"], route["id"], "same route, same id");
+    assert_eq!(updated["comment"], "the loopback cluster");
+    let stored =
+        h.lb.edge
+            .state()
+            .db()
+            .read()
+            .unwrap()
+            .get::<zt_edge::Route>(id.parse().unwrap())
+            .unwrap()
+            .unwrap();
+    assert_eq!(stored.comment, "the loopback cluster");
+    assert_eq!(stored.version, 2, "one write after the harness's");
+    let (status, body) = h
+        .api("PATCH", &path, Some(json!({ "tunnel": "nowhere" })))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = h
+        .api("PATCH", &path, Some(json!({ "network": "10.0.0.0/8" })))
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, user) = h
+        .api(
+            "PATCH",
+            "/v1/users/ALICE@example.com",
+            Some(json!({ "groups": ["sre", "k8s-admins", "sre"] })),
+        )
+        .await;
+    println!("{status} {user}");
+    assert_eq!(status, 200);
+    assert_eq!(user["groups"], json!(["sre", "k8s-admins"]));
+    assert_eq!(user["id"], json!(h.lb.records.device.user_id));
+    // The user's device still authenticates: a new session of it connects.
+    h.lb.connect_client().await.unwrap();
+    let (status, body) = h
+        .api(
+            "PATCH",
+            "/v1/users/alice@example.com",
+            Some(json!({ "groups": [" "] })),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
