@@ -830,8 +830,8 @@ pub(crate) fn apply_in(
     }
     // Deletes of routes and rules come before creates, so a route moved to another
     // network, or a rule renamed, never collides with its old self.
-    delete_kind(txn, &plan, &live, "route/", live_count, options)?;
-    delete_kind(txn, &plan, &live, "rule/", live_count, options)?;
+    delete_kind(txn, &plan, &live, "route/")?;
+    delete_kind(txn, &plan, &live, "rule/")?;
     if plan
         .changes
         .iter()
@@ -892,10 +892,10 @@ pub(crate) fn apply_in(
         rec.device_posture = rule.device_posture.clone();
         txn.put(&rec).map_err(store_err(&key))?;
     }
-    delete_kind(txn, &plan, &live, "list/", live_count, options)?;
-    delete_kind(txn, &plan, &live, "user/", live_count, options)?;
-    delete_kind(txn, &plan, &live, "tunnel/", live_count, options)?;
-    delete_kind(txn, &plan, &live, "vnet/", live_count, options)?;
+    delete_kind(txn, &plan, &live, "list/")?;
+    delete_kind(txn, &plan, &live, "user/")?;
+    delete_kind(txn, &plan, &live, "tunnel/")?;
+    delete_kind(txn, &plan, &live, "vnet/")?;
 
     // The state as the edge will load it: every rule compiles against every list, and
     // the routes form a table.
@@ -962,8 +962,6 @@ fn delete_kind(
     plan: &Plan,
     live: &Live,
     prefix: &str,
-    _live_count: LiveCount<'_>,
-    _options: PlanOptions,
 ) -> Result<(), ApplyError> {
     for c in plan
         .changes

@@ -107,8 +107,10 @@ fn run_case(
     let name = |n: Option<&str>| n.map(str::to_owned);
     let (decision, phase, rule, http) = if l4.action == PolicyAction::Block {
         ("block", "l4", name(l4.rule_name), None)
-    } else if let Some(off) = policy.http_off(&ctx) {
-        let _ = off;
+    } else if protocol == NetProtocol::Udp {
+        // UDP flows meet no http phase.
+        ("allow", "l4", name(l4.rule_name), None)
+    } else if policy.http_off(&ctx).is_some() {
         ("allow", "l4", name(l4.rule_name), Some("off"))
     } else {
         let mut inspect_ctx = ctx;

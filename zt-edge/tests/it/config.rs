@@ -346,8 +346,6 @@ fn drift_names_each_resource_changed_outside_the_file() {
         let mut r = t.rule_by_name("Don't inspect Kubernetes API")?.unwrap();
         r.enabled = false;
         t.put(&r)?;
-        let l = t.list_by_name("Kubernetes API IPs")?.unwrap();
-        let _ = l;
         let mut extra = Rule::new("added by hand", 7, "allow", vec!["l4".into()]);
         extra.traffic = Some("net.dst.port == 8443".into());
         t.put(&extra)?;
