@@ -51,6 +51,14 @@ enum Command {
     User(admin::UserArgs),
     /// Show the edge's account tag and CA fingerprint.
     Account(admin::AccountArgs),
+    /// Show what applying a configuration file would change (exit 4 when changes are pending).
+    Plan(admin::PlanArgs),
+    /// Apply a configuration file in one transaction, after its policy tests pass.
+    Apply(admin::ApplyArgs),
+    /// Write the edge's live state in the configuration file's format.
+    Export(admin::ExportArgs),
+    /// Run a configuration file's policy tests, with no edge (`zt policy test -f FILE`).
+    Policy(admin::PolicyArgs),
     /// Run the edge.
     Edge(edge::EdgeArgs),
     /// Run the client: port-forward or SOCKS5 proxy into the private network.
@@ -89,6 +97,10 @@ fn main() -> std::process::ExitCode {
         Command::Rule(args) => admin::rule(args),
         Command::User(args) => admin::user(args),
         Command::Account(args) => admin::account(args),
+        Command::Plan(args) => admin::plan(args),
+        Command::Apply(args) => admin::apply(args),
+        Command::Export(args) => admin::export(args),
+        Command::Policy(args) => admin::policy(args),
         Command::Edge(args) => edge::run(args),
         Command::Client(args) => client::run(args),
         Command::Demo(args) => demo::run(args),

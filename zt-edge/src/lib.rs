@@ -15,7 +15,11 @@
 //!   a distributed backend can replace the embedded [`RedbStore`] (one ACID file that
 //!   survives `kill -9`). [`Db`] puts typed records on top ([`Tunnel`], [`VirtualNetwork`],
 //!   [`Route`], [`List`], [`Rule`], [`User`], [`Device`]) and keeps uniqueness and references
-//!   consistent inside each transaction, for every backend alike.
+//!   consistent inside each transaction, for every backend alike; every record carries a
+//!   version that only its own writes move ([`Record::version`]).
+//! - **Configuration as code** ([`config`]): the YAML file naming every resource, its
+//!   located errors and limits, offline policy tests, and plan, apply (one transaction
+//!   against the planned versions), drift and export over a [`Db`].
 //! - **Audit log** ([`AuditLog`]): one JSON line per flow ([`FlowRecord`]) and per refused
 //!   authentication ([`AuthRefusal`]; repeats from one source beyond its failure budget
 //!   share a line with a `count`), rotated by size within [`AuditLimits`].
@@ -71,6 +75,7 @@
 
 mod admin;
 mod audit;
+pub mod config;
 mod fsutil;
 mod hex;
 mod live;

@@ -413,3 +413,85 @@ pub(crate) struct AccountArgs {
     #[command(flatten)]
     pub(super) admin: AdminOpts,
 }
+
+/// The exit codes of `zt plan` and `zt apply`.
+pub(super) const PLAN_EXIT_CODES: &str = "Exit codes: 0 nothing to do (plan) or applied \
+(apply), 1 the file or one of its policy tests failed (both commands run them first) or the \
+edge refused, 2 usage error, 3 the admin API \
+cannot be reached or refused the token, 4 changes are pending (plan), 5 drift: changes made \
+outside the file since the last apply (plan --detect-drift).";
+
+/// The file and how to plan it.
+#[derive(Debug, Args)]
+pub(crate) struct FileOpts {
+    /// The configuration file (YAML).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub(super) file: PathBuf,
+    /// Also delete what the file does not name (never users no apply wrote, devices, or
+    /// the default virtual network).
+    #[arg(long)]
+    pub(super) prune: bool,
+    /// With --prune: delete tunnels even while connectors are connected.
+    #[arg(long, requires = "prune")]
+    pub(super) force: bool,
+}
+
+/// `zt plan -f FILE`
+#[derive(Debug, Args)]
+#[command(after_help = PLAN_EXIT_CODES)]
+pub(crate) struct PlanArgs {
+    #[command(flatten)]
+    pub(super) file: FileOpts,
+    /// Also report changes made outside the file since it was last applied, by resource.
+    #[arg(long)]
+    pub(super) detect_drift: bool,
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+}
+
+/// `zt apply -f FILE`
+#[derive(Debug, Args)]
+#[command(after_help = PLAN_EXIT_CODES)]
+pub(crate) struct ApplyArgs {
+    #[command(flatten)]
+    pub(super) file: FileOpts,
+    /// Where to write the credentials of tunnels the apply creates (`NAME.json`, mode
+    /// 0600, never overwritten); required when the plan creates a tunnel.
+    #[arg(long, value_name = "DIR")]
+    pub(super) credentials_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+}
+
+/// `zt export`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct ExportArgs {
+    /// Write to this file instead of standard output (refused if it exists).
+    #[arg(long = "out", value_name = "FILE")]
+    pub(super) out: Option<PathBuf>,
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+}
+
+/// `zt policy …`
+#[derive(Debug, Args)]
+pub(crate) struct PolicyArgs {
+    #[command(subcommand)]
+    pub(super) command: PolicyCommand,
+}
+
+/// Subcommands of `zt policy`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Run a configuration file's policy tests against its own policy; needs no edge.
+    /// Exit codes: 0 every case passed, 1 a case failed or the file is refused, 2 usage.
+    Test {
+        /// The configuration file (YAML).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// `table` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}

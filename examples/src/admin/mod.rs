@@ -10,7 +10,9 @@
 //! - 1: the edge refused the change (validation, conflict, not found) or a local step failed
 //!   (a credentials file already exists);
 //! - 2: the command line is wrong (usage);
-//! - 3: the admin API cannot be reached or refused the token.
+//! - 3: the admin API cannot be reached or refused the token;
+//! - 4: `zt plan`: changes are pending;
+//! - 5: `zt plan --detect-drift`: the edge changed outside the file since the last apply.
 //!
 //! The parts: `args` (the clap types, whose doc comments are the help text), `http` (the
 //! admin API client), `output` (tables and JSON), and one module per resource with its
@@ -19,6 +21,7 @@
 
 mod account;
 mod args;
+mod config;
 mod http;
 mod list;
 mod output;
@@ -32,7 +35,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub(crate) use account::run as account;
-pub(crate) use args::{AccountArgs, ListArgs, RouteArgs, RuleArgs, TunnelArgs, UserArgs, VnetArgs};
+pub(crate) use args::{
+    AccountArgs, ApplyArgs, ExportArgs, ListArgs, PlanArgs, PolicyArgs, RouteArgs, RuleArgs,
+    TunnelArgs, UserArgs, VnetArgs,
+};
+pub(crate) use config::{apply, export, plan, policy};
 pub(crate) use list::run as list;
 pub(crate) use route::run as route;
 pub(crate) use rule::run as rule;

@@ -17,6 +17,7 @@ mod abuse_secrets;
 mod admin_cli;
 mod cli;
 mod client_socks;
+mod config_as_code;
 mod connector_run;
 mod demo;
 mod e2e_cloudflared;

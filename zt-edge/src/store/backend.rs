@@ -33,11 +33,14 @@ pub enum Table {
     Devices,
     /// Unique-value index: `kind \0 field \0 value` → record id.
     UniqueIndex,
+    /// Configuration-as-code bookkeeping: a JSON document per key (the last applied file's
+    /// hash and the versions of the resources it wrote, for drift detection).
+    Config,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Tunnels,
         Table::VirtualNetworks,
         Table::Routes,
@@ -46,6 +49,7 @@ impl Table {
         Table::Users,
         Table::Devices,
         Table::UniqueIndex,
+        Table::Config,
     ];
 
     /// A stable name for the table, usable as a table or key-prefix name in a backend.
@@ -59,6 +63,7 @@ impl Table {
             Table::Users => "users",
             Table::Devices => "devices",
             Table::UniqueIndex => "unique",
+            Table::Config => "config",
         }
     }
 }

@@ -261,6 +261,23 @@ macro_rules! read_methods {
         pub fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
             by_unique::<User>(self.raw(), "email", &email.to_lowercase())
         }
+
+        /// The JSON document stored under `key` in the configuration table (what the last
+        /// `zt apply` left: the file's hash and the versions of the resources it wrote).
+        pub fn config_entry(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+            match self.raw().get(Table::Config, key.as_bytes())? {
+                None => Ok(None),
+                Some(bytes) => {
+                    serde_json::from_slice(&bytes)
+                        .map(Some)
+                        .map_err(|e| StoreError::Corrupt {
+                            table: Table::Config.name(),
+                            key: key.to_owned(),
+                            reason: e.to_string(),
+                        })
+                }
+            }
+        }
     };
 }
 
@@ -279,7 +296,8 @@ impl WriteTxn<'_> {
 
     read_methods!();
 
-    /// Inserts or replaces a record, keeping uniqueness and references.
+    /// Inserts or replaces a record, keeping uniqueness and references. The stored copy's
+    /// version is the previous one plus one (1 for a new record), whatever `record` says.
     pub fn put<R: Record>(&mut self, record: &R) -> Result<(), StoreError> {
         let id = record.id();
         record.check().map_err(|reason| StoreError::Invalid {
@@ -319,7 +337,11 @@ impl WriteTxn<'_> {
                 None => self.inner.put(Table::UniqueIndex, &ikey, id.as_bytes())?,
             }
         }
-        let value = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+        // The stored copy carries the next version: callers never set it, so a version
+        // only moves through this one place.
+        let mut stored = record.clone();
+        stored.set_version(old.as_ref().map_or(0, Record::version).saturating_add(1));
+        let value = serde_json::to_vec(&stored).map_err(|e| StoreError::Corrupt {
             table: R::KIND.table().name(),
             key: id.to_string(),
             reason: format!("cannot encode: {e}"),
@@ -346,6 +368,21 @@ impl WriteTxn<'_> {
         }
         self.inner.remove(R::KIND.table(), id.as_bytes())?;
         Ok(old)
+    }
+
+    /// Stores a JSON document under `key` in the configuration table.
+    pub fn put_config_entry(
+        &mut self,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+            table: Table::Config.name(),
+            key: key.to_owned(),
+            reason: format!("cannot encode: {e}"),
+        })?;
+        self.inner.put(Table::Config, key.as_bytes(), &bytes)?;
+        Ok(())
     }
 
     /// Makes `id` the default virtual network (and the previous default not).

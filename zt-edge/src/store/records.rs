@@ -112,6 +112,8 @@ mod sealed {
     }
 
     pub trait Sealed {
+        /// Sets the version the store gives the record when writing it.
+        fn set_version(&mut self, version: u64);
         fn unique_keys(&self) -> Vec<UniqueKey>;
         fn references(&self) -> Vec<Reference>;
         /// A record that is not live (a soft-deleted tunnel) may not be referenced.
@@ -134,6 +136,14 @@ pub trait Record: Serialize + DeserializeOwned + Clone + fmt::Debug + sealed::Se
     const KIND: RecordKind;
     /// The record's id (its key).
     fn id(&self) -> Uuid;
+    /// The record's version: 1 when first written, one more with every write of it
+    /// ([`WriteTxn::put`](super::WriteTxn::put) sets it); 0 for a record not yet written
+    /// (and for records written before versions existed, until their next write).
+    ///
+    /// Unlike the store's revision, which every commit moves, a version only moves when
+    /// this record is written, so `zt apply` can tell "someone changed a resource this
+    /// plan touches" from "someone changed something else".
+    fn version(&self) -> u64;
 }
 
 pub(crate) use sealed::{Reference, Sealed, UniqueKey};
@@ -246,6 +256,9 @@ mod auth_key_hex {
 /// A tunnel: a named group of connectors that serve routes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tunnel {
+    /// The record's version; see [`Record::version`]. Set by the store on every write.
+    #[serde(default)]
+    pub version: u64,
     /// The tunnel id (cloudflared's `TunnelID`).
     pub id: Uuid,
     /// The name, unique among tunnels that are not deleted.
@@ -275,6 +288,7 @@ impl Tunnel {
     ) -> Self {
         Self {
             id: Uuid::new_v4(),
+            version: 0,
             name: name.into(),
             account_tag: account_tag.into(),
             auth_key: secret.derive_auth_key(),
@@ -321,6 +335,9 @@ pub struct TunnelInfo {
 }
 
 impl Sealed for Tunnel {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
     fn unique_keys(&self) -> Vec<UniqueKey> {
         // A deleted tunnel frees its name, as cloudflared's do.
         if self.is_active() {
@@ -349,11 +366,17 @@ impl Record for Tunnel {
     fn id(&self) -> Uuid {
         self.id
     }
+    fn version(&self) -> u64 {
+        self.version
+    }
 }
 
 /// A virtual network: a separate address space, so two clusters may both use 10.0.0.0/8.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtualNetwork {
+    /// The record's version; see [`Record::version`]. Set by the store on every write.
+    #[serde(default)]
+    pub version: u64,
     /// The id.
     pub id: Uuid,
     /// The name, unique.
@@ -372,6 +395,7 @@ impl VirtualNetwork {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             id: Uuid::new_v4(),
+            version: 0,
             name: name.into(),
             comment: String::new(),
             is_default: false,
@@ -381,6 +405,9 @@ impl VirtualNetwork {
 }
 
 impl Sealed for VirtualNetwork {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
     fn unique_keys(&self) -> Vec<UniqueKey> {
         let mut keys = vec![unique("name", self.name.clone())];
         if self.is_default {
@@ -409,11 +436,17 @@ impl Record for VirtualNetwork {
     fn id(&self) -> Uuid {
         self.id
     }
+    fn version(&self) -> u64 {
+        self.version
+    }
 }
 
 /// A route: traffic to `network` in virtual network `vnet` goes to tunnel `tunnel_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
+    /// The record's version; see [`Record::version`]. Set by the store on every write.
+    #[serde(default)]
+    pub version: u64,
     /// The id.
     pub id: Uuid,
     /// The destination prefix; unique per virtual network. Whether it has host bits set is
@@ -435,6 +468,7 @@ impl Route {
     pub fn new(network: IpNet, vnet: Uuid, tunnel_id: Uuid) -> Self {
         Self {
             id: Uuid::new_v4(),
+            version: 0,
             network,
             vnet,
             tunnel_id,
@@ -445,6 +479,9 @@ impl Route {
 }
 
 impl Sealed for Route {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
     fn unique_keys(&self) -> Vec<UniqueKey> {
         vec![unique(
             "network",
@@ -475,6 +512,9 @@ impl Record for Route {
     fn id(&self) -> Uuid {
         self.id
     }
+    fn version(&self) -> u64 {
+        self.version
+    }
 }
 
 /// What a gateway list holds.
@@ -497,6 +537,9 @@ pub enum ListKind {
 /// A gateway list, referenced from rule expressions as `$<id without dashes>` or `$<slug>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct List {
+    /// The record's version; see [`Record::version`]. Set by the store on every write.
+    #[serde(default)]
+    pub version: u64,
     /// The id.
     pub id: Uuid,
     /// The name, unique.
@@ -518,6 +561,7 @@ impl List {
     pub fn new(name: impl Into<String>, kind: ListKind, items: Vec<String>) -> Self {
         Self {
             id: Uuid::new_v4(),
+            version: 0,
             name: name.into(),
             slug: None,
             kind,
@@ -528,6 +572,9 @@ impl List {
 }
 
 impl Sealed for List {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
     fn unique_keys(&self) -> Vec<UniqueKey> {
         let mut keys = vec![unique("name", self.name.clone())];
         if let Some(slug) = &self.slug {
@@ -559,11 +606,17 @@ impl Record for List {
     fn id(&self) -> Uuid {
         self.id
     }
+    fn version(&self) -> u64 {
+        self.version
+    }
 }
 
 /// A gateway rule, stored as written; zt-policy compiles the rule set at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
+    /// The record's version; see [`Record::version`]. Set by the store on every write.
+    #[serde(default)]
+    pub version: u64,
     /// The id.
     pub id: Uuid,
     /// The name, unique (refusals say `denied by rule <name>`).
@@ -600,6 +653,7 @@ impl Rule {
     ) -> Self {
         Self {
             id: Uuid::new_v4(),
+            version: 0,
             name: name.into(),
             description: String::new(),
             precedence,
@@ -614,6 +668,9 @@ impl Rule {
 }
 
 impl Sealed for Rule {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
     fn unique_keys(&self) -> Vec<UniqueKey> {
         vec![unique("name", self.name.clone())]
     }
@@ -630,11 +687,17 @@ impl Record for Rule {
     fn id(&self) -> Uuid {
         self.id
     }
+    fn version(&self) -> u64 {
+        self.version
+    }
 }
 
 /// A user, known by email, in groups that identity expressions test.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
+    /// The record's version; see [`Record::version`]. Set by the store on every write.
+    #[serde(default)]
+    pub version: u64,
     /// The id.
     pub id: Uuid,
     /// The email, unique regardless of letter case.
@@ -651,6 +714,7 @@ impl User {
     pub fn new(email: impl Into<String>, groups: Vec<String>) -> Self {
         Self {
             id: Uuid::new_v4(),
+            version: 0,
             email: email.into(),
             groups,
             created_at: Timestamp::now(),
@@ -659,6 +723,9 @@ impl User {
 }
 
 impl Sealed for User {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
     fn unique_keys(&self) -> Vec<UniqueKey> {
         vec![unique("email", self.email.to_lowercase())]
     }
@@ -685,11 +752,17 @@ impl Record for User {
     fn id(&self) -> Uuid {
         self.id
     }
+    fn version(&self) -> u64 {
+        self.version
+    }
 }
 
 /// A device of a user, holding the key derived from its device credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
+    /// The record's version; see [`Record::version`]. Set by the store on every write.
+    #[serde(default)]
+    pub version: u64,
     /// The id (carried in the device credential).
     pub id: Uuid,
     /// The owner.
@@ -715,6 +788,7 @@ impl Device {
     pub fn new(user_id: Uuid, name: impl Into<String>, secret: &TunnelSecret) -> Self {
         Self {
             id: Uuid::new_v4(),
+            version: 0,
             user_id,
             name: name.into(),
             auth_key: secret.derive_auth_key(),
@@ -758,6 +832,9 @@ pub struct DeviceInfo {
 }
 
 impl Sealed for Device {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
     fn unique_keys(&self) -> Vec<UniqueKey> {
         Vec::new()
     }
@@ -780,6 +857,9 @@ impl Record for Device {
     const KIND: RecordKind = RecordKind::Device;
     fn id(&self) -> Uuid {
         self.id
+    }
+    fn version(&self) -> u64 {
+        self.version
     }
 }
 

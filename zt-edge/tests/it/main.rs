@@ -14,6 +14,7 @@ mod audit_bounds;
 mod cloudflared_edge;
 mod cloudflared_replay;
 mod cloudflared_wire;
+mod config;
 mod durability;
 mod metrics_abuse;
 mod postgres;

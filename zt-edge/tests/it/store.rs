@@ -267,7 +267,7 @@ fn lists_rules_users_devices() {
                 .list_by_slug("cluster_ips")
                 .unwrap()
                 .unwrap(),
-            ips
+            List { version: 1, ..ips }
         );
 
         let mut rule = Rule::new("allow k8s", 10, "allow", vec!["l4".into()]);
@@ -292,7 +292,7 @@ fn lists_rules_users_devices() {
                 .rule_by_name("allow k8s")
                 .unwrap()
                 .unwrap(),
-            rule
+            Rule { version: 1, ..rule }
         );
 
         let user = User::new("Ada@Example.com", vec!["sre".into()]);

@@ -19,7 +19,12 @@
 //! | GET, POST | `/v1/lists`, `/v1/rules` | list; create |
 //! | GET, PATCH, DELETE | `/v1/lists/{key}`, `/v1/rules/{key}` | show; update; delete |
 //! | GET, POST | `/v1/users` | list; add (returns the device credentials once) |
-//! | DELETE | `/v1/users/{id or email}` | remove the user and revoke its devices |
+//! | PATCH, DELETE | `/v1/users/{id or email}` | set groups; remove the user and revoke its devices |
+//! | PATCH | `/v1/routes/{id}` | change a route's tunnel or comment |
+//! | POST | `/v1/config/plan` | the plan of a configuration file (`{file, options}`) |
+//! | POST | `/v1/config/apply` | apply it in one transaction (`{file, options, expected}`) |
+//! | GET | `/v1/config/drift` | changes made outside the file since the last apply |
+//! | GET | `/v1/config/export` | the live state in the file's format |
 //!
 //! The routing table is [`handle`], the one place that maps a method and a path to an
 //! operation; the operations live in one module per resource (`account`, `tunnels`,
@@ -27,6 +32,7 @@
 //! (with the not-found errors that say which command lists the records) in `lookup`.
 
 mod account;
+mod config;
 mod lists;
 mod lookup;
 mod routes;
@@ -128,7 +134,13 @@ pub(crate) fn handle(ctx: &Ctx, req: &ApiRequest) -> Reply {
         ["v1", "users"] if m == Method::GET => users::list(ctx),
         ["v1", "users"] if m == Method::POST => users::add(ctx, req),
         ["v1", "users", key] if m == Method::DELETE => users::remove(ctx, key),
-        ["v1", "account" | "tunnels" | "routes" | "vnets" | "lists" | "rules" | "users", ..] => {
+        ["v1", "users", key] if m == Method::PATCH => users::update(ctx, req, key),
+        ["v1", "routes", id] if m == Method::PATCH => routes::update(ctx, req, id),
+        ["v1", "config", "plan"] if m == Method::POST => config::plan(ctx, req),
+        ["v1", "config", "apply"] if m == Method::POST => config::apply(ctx, req),
+        ["v1", "config", "drift"] if m == Method::GET => config::drift(ctx),
+        ["v1", "config", "export"] if m == Method::GET => config::export(ctx),
+        ["v1", "account" | "tunnels" | "routes" | "vnets" | "lists" | "rules" | "users" | "config", ..] => {
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

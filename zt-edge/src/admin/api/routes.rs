@@ -192,3 +192,43 @@ pub(super) fn get(ctx: &Ctx, req: &ApiRequest, ip: &str) -> Reply {
         "also_covering": explanation.also_covering.iter().filter_map(view).collect::<Vec<_>>(),
     }))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRoute {
+    #[serde(default)]
+    tunnel: Option<String>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// Changes a route's tunnel or comment in place, in one transaction: the route keeps its
+/// id and network, and flows to it never see a moment without a route (as a delete and
+/// re-add would give them).
+pub(super) fn update(ctx: &Ctx, req: &ApiRequest, key: &str) -> Reply {
+    let body: UpdateRoute = req.json()?;
+    let Some(id) = as_id(key) else {
+        return Err(ApiError::bad_request(
+            "invalid_id",
+            format!("`{key}` is not a route id; `zt route ip show` lists them"),
+        ));
+    };
+    let (value, _) = ctx.state.db().update(|txn| {
+        let mut route = txn.get::<Route>(id)?.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no route with id {id}; `zt route ip show` lists them"
+            ))
+        })?;
+        if let Some(t) = &body.tunnel {
+            route.tunnel_id = find_tunnel(txn, t)?.id;
+        }
+        if let Some(c) = &body.comment {
+            route.comment = c.clone();
+        }
+        txn.put(&route)?;
+        let names = Names::load(txn)?;
+        Ok::<_, ApiError>(names.route(&route))
+    })?;
+    tracing::info!(route = %id, "route updated");
+    ok(value)
+}

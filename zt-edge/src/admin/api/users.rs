@@ -144,3 +144,36 @@ pub(super) fn remove(ctx: &Ctx, key: &str) -> Reply {
         "revoked_devices": devices.iter().map(|d| d.id).collect::<Vec<_>>(),
     }))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateUser {
+    groups: Vec<String>,
+}
+
+/// Sets a user's groups in place; the user keeps its id and devices, so its sessions and
+/// credentials stay valid.
+pub(super) fn update(ctx: &Ctx, req: &ApiRequest, key: &str) -> Reply {
+    let body: UpdateUser = req.json()?;
+    let mut groups: Vec<String> = Vec::new();
+    for g in &body.groups {
+        let g = g.trim();
+        if g.is_empty() || g.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_group",
+                format!("group name {g:?} is empty or has control characters"),
+            ));
+        }
+        if !groups.iter().any(|x| x == g) {
+            groups.push(g.to_owned());
+        }
+    }
+    let (user, _) = ctx.state.db().update(|txn| {
+        let mut user = find_user(txn, key)?;
+        user.groups = groups.clone();
+        txn.put(&user)?;
+        Ok::<_, ApiError>(txn.get::<User>(user.id)?.unwrap_or(user))
+    })?;
+    tracing::info!(user = %user.email, "user updated");
+    ok(json!(user))
+}
