@@ -77,10 +77,13 @@ fn proof_keys_and_verifiers_are_sealed_at_rest() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert!(!stored.contains(&name_hex));
-    // Read back through the store: the same record.
+    // Read back through the store: the same record, at its first version.
     assert_eq!(
         db.read().unwrap().get::<Tunnel>(tunnel.id).unwrap(),
-        Some(tunnel.clone())
+        Some(Tunnel {
+            version: 1,
+            ..tunnel.clone()
+        })
     );
     let mode = std::fs::metadata(tmp.path().join("secrets.key")).unwrap();
     assert_eq!(
