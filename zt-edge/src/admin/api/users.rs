@@ -70,19 +70,7 @@ pub(super) fn add(ctx: &Ctx, req: &ApiRequest) -> Reply {
     for a in &edge {
         check_edge_address(a)?;
     }
-    let mut groups = Vec::new();
-    for g in &body.groups {
-        let g = g.trim();
-        if g.is_empty() || g.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(
-                "invalid_group",
-                format!("group name {g:?} is empty or has control characters"),
-            ));
-        }
-        if !groups.iter().any(|x| x == g) {
-            groups.push(g.to_owned());
-        }
-    }
+    let groups = checked_groups(&body.groups)?;
     let ca_fingerprint: CaFingerprint =
         ctx.state.ca_fingerprint().parse().map_err(|e| {
             ApiError::internal(format!("the edge's CA fingerprint is unusable: {e}"))
@@ -155,8 +143,22 @@ struct UpdateUser {
 /// credentials stay valid.
 pub(super) fn update(ctx: &Ctx, req: &ApiRequest, key: &str) -> Reply {
     let body: UpdateUser = req.json()?;
+    let groups = checked_groups(&body.groups)?;
+    let (user, _) = ctx.state.db().update(|txn| {
+        let mut user = find_user(txn, key)?;
+        user.groups = groups.clone();
+        txn.put(&user)?;
+        Ok::<_, ApiError>(txn.get::<User>(user.id)?.unwrap_or(user))
+    })?;
+    tracing::info!(user = %user.email, "user updated");
+    ok(json!(user))
+}
+
+/// The groups of a request, trimmed and without repeats; an empty name or one with control
+/// characters is refused.
+fn checked_groups(given: &[String]) -> Result<Vec<String>, ApiError> {
     let mut groups: Vec<String> = Vec::new();
-    for g in &body.groups {
+    for g in given {
         let g = g.trim();
         if g.is_empty() || g.chars().any(char::is_control) {
             return Err(ApiError::bad_request(
@@ -168,12 +170,5 @@ pub(super) fn update(ctx: &Ctx, req: &ApiRequest, key: &str) -> Reply {
             groups.push(g.to_owned());
         }
     }
-    let (user, _) = ctx.state.db().update(|txn| {
-        let mut user = find_user(txn, key)?;
-        user.groups = groups.clone();
-        txn.put(&user)?;
-        Ok::<_, ApiError>(txn.get::<User>(user.id)?.unwrap_or(user))
-    })?;
-    tracing::info!(user = %user.email, "user updated");
-    ok(json!(user))
+    Ok(groups)
 }
