@@ -14,45 +14,74 @@ use crate::file::{
     read_private_file, write_private_file, ExistingFile, LoadError, PermissionMode, WriteError,
 };
 use crate::fingerprint::CaFingerprint;
-use crate::json::{capacity_for, Fields, ObjectWriter, Origin, ParseError};
+use crate::device_key::DeviceKey;
+use crate::json::{capacity_for_len, Fields, ObjectWriter, Origin, ParseError};
 use crate::secret::TunnelSecret;
 
 const DEVICE_ID: &str = "DeviceID";
 const USER_EMAIL: &str = "UserEmail";
 const DEVICE_SECRET: &str = "DeviceSecret";
+const DEVICE_PRIVATE_KEY: &str = "DevicePrivateKey";
 const EDGE: &str = "Edge";
 const CA_FINGERPRINT: &str = "EdgeCAFingerprint";
 const VIRTUAL_NETWORK: &str = "DefaultVirtualNetwork";
+const IDENTITY_PROVIDER: &str = "IdentityProvider";
 const KEYS: &[&str] = &[
     DEVICE_ID,
     USER_EMAIL,
     DEVICE_SECRET,
+    DEVICE_PRIVATE_KEY,
     EDGE,
     CA_FINGERPRINT,
     VIRTUAL_NETWORK,
+    IDENTITY_PROVIDER,
 ];
+
+/// How a device proves who it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DeviceAuth {
+    /// A secret shared with the edge, which stores a key derived from it (`DeviceSecret`;
+    /// devices made by `zt user add`).
+    Secret(TunnelSecret),
+    /// An Ed25519 key made on the device; the edge stores only its public half
+    /// (`DevicePrivateKey`; devices enrolled through an identity provider).
+    Key(DeviceKey),
+}
+
+impl DeviceAuth {
+    fn secret_len(&self) -> usize {
+        match self {
+            Self::Secret(s) => s.len(),
+            Self::Key(k) => k.expose_pkcs8().len(),
+        }
+    }
+}
 
 /// A client device's credentials.
 ///
 /// JSON form, keys in this order:
-/// `{"DeviceID":uuid,"UserEmail":…,"DeviceSecret":base64,"Edge":["host:port",…],
-/// "EdgeCAFingerprint":hex,"DefaultVirtualNetwork":uuid}`, the last one only when set.
-/// `Debug` never shows the secret.
+/// `{"DeviceID":uuid,"UserEmail":…,"DeviceSecret":base64 | "DevicePrivateKey":base64,
+/// "Edge":["host:port",…],"EdgeCAFingerprint":hex,"DefaultVirtualNetwork":uuid,
+/// "IdentityProvider":name}`, the last two only when set; exactly one of `DeviceSecret` and
+/// `DevicePrivateKey`. `Debug` never shows the secret or the private key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DeviceCredentials {
     /// The device's id (`DeviceID`).
     pub device_id: Uuid,
     /// The email of the user the device is enrolled for (`UserEmail`).
     pub user_email: String,
-    /// The device secret (`DeviceSecret`): same length rules and protections as a tunnel
-    /// secret.
-    pub secret: TunnelSecret,
+    /// What the device proves possession of: the device secret (`DeviceSecret`, same
+    /// length rules and protections as a tunnel secret) or its private key
+    /// (`DevicePrivateKey`, base64 of an Ed25519 PKCS#8 document).
+    pub auth: DeviceAuth,
     /// Edge addresses, each `host:port` (`Edge`); at least one.
     pub edge: Vec<String>,
     /// SHA-256 fingerprint of the edge's CA certificate (`EdgeCAFingerprint`, hex).
     pub ca_fingerprint: CaFingerprint,
     /// The virtual network the device uses unless told otherwise (`DefaultVirtualNetwork`).
     pub default_vnet: Option<Uuid>,
+    /// The identity provider the device was enrolled through (`IdentityProvider`), if any.
+    pub identity_provider: Option<String>,
 }
 
 impl DeviceCredentials {
@@ -74,7 +103,25 @@ impl DeviceCredentials {
             Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {}
             _ => return Err(ParseError::NotEmail { field: USER_EMAIL }),
         }
-        let secret = f.required_secret(DEVICE_SECRET)?;
+        let auth = match (f.has(DEVICE_SECRET), f.has(DEVICE_PRIVATE_KEY)) {
+            (true, false) => DeviceAuth::Secret(f.required_secret(DEVICE_SECRET)?),
+            (false, true) => {
+                let bytes = f.required_secret_bytes(DEVICE_PRIVATE_KEY)?;
+                DeviceAuth::Key(DeviceKey::from_pkcs8(&bytes).map_err(|source| {
+                    ParseError::DeviceKey {
+                        field: DEVICE_PRIVATE_KEY,
+                        source,
+                    }
+                })?)
+            }
+            (both, _) => {
+                return Err(ParseError::OneOf {
+                    first: DEVICE_SECRET,
+                    second: DEVICE_PRIVATE_KEY,
+                    found: if both { "both are" } else { "neither is" },
+                })
+            }
+        };
         let edge = f.edge_list(EDGE, true)?;
         let Some(ca_fingerprint) = f.fingerprint(CA_FINGERPRINT, true)? else {
             return Err(ParseError::MissingField {
@@ -84,25 +131,34 @@ impl DeviceCredentials {
         Ok(Self {
             device_id,
             user_email,
-            secret,
+            auth,
             edge,
             ca_fingerprint,
             default_vnet: f.optional_uuid(VIRTUAL_NETWORK)?,
+            identity_provider: f.optional_str(IDENTITY_PROVIDER)?,
         })
     }
 
     /// The compact JSON form (see the type's docs for the key order). It holds the secret
     /// and is zeroized when dropped.
     pub fn to_json(&self) -> Zeroizing<String> {
-        let text = self.user_email.len() + self.edge.iter().map(|e| e.len() + 3).sum::<usize>();
-        let mut w = ObjectWriter::with_capacity(capacity_for(&self.secret, text));
+        let text = self.user_email.len()
+            + self.edge.iter().map(|e| e.len() + 3).sum::<usize>()
+            + self.identity_provider.as_ref().map_or(0, |p| p.len() + 24);
+        let mut w = ObjectWriter::with_capacity(capacity_for_len(self.auth.secret_len(), text));
         w.str(DEVICE_ID, &self.device_id.hyphenated().to_string());
         w.str(USER_EMAIL, &self.user_email);
-        w.secret(DEVICE_SECRET, &self.secret);
+        match &self.auth {
+            DeviceAuth::Secret(secret) => w.secret(DEVICE_SECRET, secret),
+            DeviceAuth::Key(key) => w.secret_bytes(DEVICE_PRIVATE_KEY, key.expose_pkcs8()),
+        }
         w.str_list(EDGE, &self.edge);
         w.str(CA_FINGERPRINT, &self.ca_fingerprint.to_string());
         if let Some(vnet) = &self.default_vnet {
             w.str(VIRTUAL_NETWORK, &vnet.hyphenated().to_string());
+        }
+        if let Some(idp) = &self.identity_provider {
+            w.str(IDENTITY_PROVIDER, idp);
         }
         w.finish()
     }
@@ -130,10 +186,17 @@ impl fmt::Debug for DeviceCredentials {
         f.debug_struct("DeviceCredentials")
             .field("device_id", &self.device_id)
             .field("user_email", &self.user_email)
-            .field("secret", &format_args!("[redacted]"))
+            .field(
+                "auth",
+                &match &self.auth {
+                    DeviceAuth::Secret(_) => format_args!("secret [redacted]"),
+                    DeviceAuth::Key(_) => format_args!("device key [redacted]"),
+                },
+            )
             .field("edge", &self.edge)
             .field("ca_fingerprint", &self.ca_fingerprint)
             .field("default_vnet", &self.default_vnet)
+            .field("identity_provider", &self.identity_provider)
             .finish()
     }
 }

@@ -133,6 +133,25 @@ pub enum ParseError {
         /// The JSON key.
         field: &'static str,
     },
+    /// Exactly one of two fields must be present; both or neither were.
+    #[error("exactly one of `{first}` and `{second}` must be present; {found}")]
+    OneOf {
+        /// The first JSON key.
+        first: &'static str,
+        /// The second JSON key.
+        second: &'static str,
+        /// "both are" or "neither is".
+        found: &'static str,
+    },
+    /// A field that must hold a device key (base64 of an Ed25519 PKCS#8 document) did not.
+    #[error("field `{field}`: {source}")]
+    DeviceKey {
+        /// The JSON key.
+        field: &'static str,
+        /// What is wrong with it.
+        #[source]
+        source: crate::device_key::DeviceKeyError,
+    },
 }
 
 fn url_safe_hint(url_safe_chars: bool) -> &'static str {
@@ -277,6 +296,31 @@ impl Fields {
         field: &'static str,
     ) -> Result<Option<Uuid>, ParseError> {
         self.take(field).map(|v| parse_uuid(field, v)).transpose()
+    }
+
+    /// Whether a field is present (not absent, not `null`).
+    pub(crate) fn has(&self, field: &'static str) -> bool {
+        !matches!(self.map.get(field), None | Some(Value::Null))
+    }
+
+    /// Takes a required field of secret bytes in standard base64, zeroizing every copy.
+    pub(crate) fn required_secret_bytes(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Zeroizing<Vec<u8>>, ParseError> {
+        let v = self.take_required(field)?;
+        let text = Zeroizing::new(into_string(field, v, "a base64 string")?);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(text.len()));
+        if BASE64_STANDARD_LENIENT
+            .decode_vec(text.as_bytes(), &mut bytes)
+            .is_err()
+        {
+            return Err(ParseError::NotBase64 {
+                field,
+                url_safe_chars: text.bytes().any(|b| b == b'-' || b == b'_'),
+            });
+        }
+        Ok(bytes)
     }
 
     pub(crate) fn required_secret(
@@ -511,11 +555,14 @@ impl ObjectWriter {
     }
 
     pub(crate) fn secret(&mut self, key: &str, secret: &TunnelSecret) {
+        self.secret_bytes(key, secret.expose_bytes());
+    }
+
+    pub(crate) fn secret_bytes(&mut self, key: &str, bytes: &[u8]) {
         self.key(key);
         self.out.push('"');
         // Base64 needs no JSON escaping.
-        base64::engine::general_purpose::STANDARD
-            .encode_string(secret.expose_bytes(), &mut self.out);
+        base64::engine::general_purpose::STANDARD.encode_string(bytes, &mut self.out);
         self.out.push('"');
     }
 
@@ -547,7 +594,12 @@ impl ObjectWriter {
 /// fingerprint and punctuation of the largest document (device credentials, about 260
 /// bytes) with room to spare.
 pub(crate) fn capacity_for(secret: &TunnelSecret, text: usize) -> usize {
-    secret.len().div_ceil(3) * 4 + text.saturating_mul(6) + 512
+    capacity_for_len(secret.len(), text)
+}
+
+/// Like [`capacity_for`], for a secret of `secret_len` bytes of any kind.
+pub(crate) fn capacity_for_len(secret_len: usize, text: usize) -> usize {
+    secret_len.div_ceil(3) * 4 + text.saturating_mul(6) + 512
 }
 
 fn push_json_string(out: &mut String, s: &str) {

@@ -58,6 +58,7 @@
 
 mod credentials;
 mod device;
+mod device_key;
 mod file;
 mod fingerprint;
 mod json;
@@ -70,7 +71,10 @@ pub use secret::{
 };
 
 pub use credentials::TunnelCredentials;
-pub use device::DeviceCredentials;
+pub use device::{DeviceAuth, DeviceCredentials};
+pub use device_key::{
+    DeviceKey, DeviceKeyError, DevicePublicKey, DEVICE_PUBLIC_KEY_LEN, DEVICE_SIGNATURE_LEN,
+};
 pub use token::{TokenError, TunnelToken, MAX_TOKEN_LEN, TOKEN_KEY_CA, TOKEN_KEY_EDGE};
 
 pub use fingerprint::{CaFingerprint, FingerprintError};

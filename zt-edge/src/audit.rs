@@ -195,6 +195,12 @@ pub struct FlowRecord {
     /// The client's device session (one id across all of the connections that carry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<Uuid>,
+    /// The identity provider the device signed in through (`zt login`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
+    /// The sign-in session (one per `zt login`), for devices enrolled through a provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_session: Option<Uuid>,
     /// The client's address as the edge saw it.
     pub source: SocketAddr,
     /// The private destination asked for.
@@ -257,6 +263,8 @@ impl FlowRecord {
             identity_email: None,
             device_id: None,
             session_id: None,
+            idp: None,
+            login_session: None,
             source,
             destination,
             vnet: None,

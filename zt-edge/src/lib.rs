@@ -95,8 +95,10 @@ pub use state::{
 
 // Typed records and their database.
 pub use store::{
-    Db, Device, DeviceInfo, List, ListKind, ReadTxn, Record, RecordKind, Route, Rule, SecretSha256,
-    StoreError, Tunnel, TunnelInfo, User, VirtualNetwork, WriteTxn, MAX_ATTEMPTS, MAX_NAME_LEN,
+    Db, Device, DeviceInfo, DeviceLogin, IdentityProvider, IdentityProviderInfo, IdpSubject, List,
+    ListKind, ReadTxn, Record, RecordKind, Route, Rule, SecretSha256, StoreError, Tunnel,
+    TunnelInfo, User, VirtualNetwork, WriteTxn, DEFAULT_GROUPS_CLAIM, DEFAULT_SESSION_LENGTH,
+    MAX_ATTEMPTS, MAX_NAME_LEN,
 };
 
 // Storage backends.

@@ -39,6 +39,7 @@ pub(crate) enum StrSrc {
     Host,
     Email,
     IdentityId,
+    Idp,
     DeviceId,
 }
 
@@ -228,6 +229,7 @@ impl Compiler {
             FieldId::HttpHost => self.str_node(StrSrc::Host, c),
             FieldId::IdentityEmail => self.str_node(StrSrc::Email, c),
             FieldId::IdentityId => self.str_node(StrSrc::IdentityId, c),
+            FieldId::IdentityIdp => self.str_node(StrSrc::Idp, c),
             FieldId::DeviceId => self.str_node(StrSrc::DeviceId, c),
             // Only reachable through any()/all(), handled in `quant`.
             FieldId::IdentityGroups => Node::Groups {
@@ -391,6 +393,7 @@ impl Node {
                     StrSrc::Host => ctx.request_host(),
                     StrSrc::Email => ctx.identity.map(|i| i.email.as_str()),
                     StrSrc::IdentityId => ctx.identity.map(|i| i.id.as_str()),
+                    StrSrc::Idp => ctx.identity.and_then(|i| i.idp.as_deref()),
                     StrSrc::DeviceId => ctx.device.map(|d| d.id.as_str()),
                 };
                 let Some(v) = v else { return false };

@@ -40,8 +40,12 @@ pub struct Identity {
     pub id: String,
     /// `identity.email`.
     pub email: String,
-    /// `identity.groups`.
+    /// `identity.groups`: the operator's groups for the user and, for a device enrolled
+    /// through an identity provider, the provider's groups at sign-in.
     pub groups: Vec<String>,
+    /// `identity.idp`: the name of the identity provider the device signed in through;
+    /// `None` for devices enrolled with `zt user add`.
+    pub idp: Option<String>,
 }
 
 /// The device of a session (`device.*`).

@@ -298,6 +298,7 @@ fn field(name: &str, ctx: &FlowContext<'_>) -> V {
         "http.request.host" => opt_str(ctx.sni.or(ctx.http_host)),
         "identity.email" => opt_str(ctx.identity.map(|i| i.email.as_str())),
         "identity.id" => opt_str(ctx.identity.map(|i| i.id.as_str())),
+        "identity.idp" => opt_str(ctx.identity.and_then(|i| i.idp.as_deref())),
         "identity.groups" => V::Arr(
             ctx.identity
                 .map(|i| i.groups.iter().map(|g| V::Str(g.clone())).collect())

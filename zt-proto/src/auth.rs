@@ -8,12 +8,18 @@
 //! only `auth_key`, recomputes it and compares in constant time. A proof captured from one
 //! connection fails on every other one because the exporter differs, and it also covers
 //! every field of the register frame, so a claim cannot be edited under a valid proof.
+//!
+//! A device enrolled through an identity provider holds an Ed25519 key instead, and signs
+//! `SIGNATURE_DOMAIN || exporter || register-without-proof`; the edge stores only the public
+//! key, so nothing it holds is enough to pose as the device. Which kind of proof a claim
+//! needs is decided by what the edge stores for it ([`VerifyKey`]), never by the frame: a
+//! signature never verifies against a shared key, nor a MAC against a public key.
 
 use ring::hmac;
-use zt_creds::AuthKey;
+use zt_creds::{AuthKey, DeviceKey, DevicePublicKey};
 
 use crate::error::EncodeError;
-use crate::frame::{Register, PROOF_LEN};
+use crate::frame::{Proof, Register, PROOF_LEN};
 
 /// TLS exporter label for the registration proof.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-zt/1 register";
@@ -24,6 +30,38 @@ pub const EXPORTER_LEN: usize = 32;
 /// Domain separator that starts the HMAC input, so the key is never used for another
 /// message format by accident.
 pub const PROOF_DOMAIN: &[u8] = b"zt/1 register proof\0";
+/// Domain separator that starts the signed message of an Ed25519 registration proof.
+pub const SIGNATURE_DOMAIN: &[u8] = b"zt/1 register signature\0";
+
+/// What a peer proves its identity with.
+#[derive(Debug, Clone)]
+pub enum ProofKey {
+    /// The key derived from a tunnel or device secret (HMAC proof).
+    Shared(AuthKey),
+    /// A device's own Ed25519 key (signature proof).
+    Device(DeviceKey),
+}
+
+impl From<AuthKey> for ProofKey {
+    fn from(key: AuthKey) -> Self {
+        Self::Shared(key)
+    }
+}
+
+/// What the edge checks a proof against.
+#[derive(Debug, Clone)]
+pub enum VerifyKey {
+    /// The stored key derived from the secret.
+    Shared(AuthKey),
+    /// The device's stored public key.
+    Device(DevicePublicKey),
+}
+
+impl From<AuthKey> for VerifyKey {
+    fn from(key: AuthKey) -> Self {
+        Self::Shared(key)
+    }
+}
 
 /// The exporter value of one connection, as both ends derive it.
 pub type Exporter = [u8; EXPORTER_LEN];
@@ -50,28 +88,54 @@ pub fn compute_proof(
     Ok(out)
 }
 
-/// Fills in `register.proof` for this connection.
+/// The message an Ed25519 registration proof signs.
+fn signed_message(exporter: &Exporter, signed: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(SIGNATURE_DOMAIN.len() + exporter.len() + signed.len());
+    msg.extend_from_slice(SIGNATURE_DOMAIN);
+    msg.extend_from_slice(exporter);
+    msg.extend_from_slice(signed);
+    msg
+}
+
+/// Fills in `register.proof` for this connection: an HMAC for a shared key, an Ed25519
+/// signature for a device key.
 pub fn sign_register(
     register: &mut Register,
-    key: &AuthKey,
+    key: &ProofKey,
     exporter: &Exporter,
 ) -> Result<(), EncodeError> {
-    register.proof = compute_proof(key, exporter, register)?;
+    register.proof = match key {
+        ProofKey::Shared(key) => Proof::Mac(compute_proof(key, exporter, register)?),
+        ProofKey::Device(key) => {
+            let signed = register.signed_bytes()?;
+            Proof::Signature(key.sign(&signed_message(exporter, &signed)))
+        }
+    };
     Ok(())
 }
 
-/// Checks `register.proof` against `key` for this connection, in constant time.
+/// Checks `register.proof` against `key` for this connection (an HMAC in constant time, or
+/// an Ed25519 signature).
 ///
-/// Returns `false` for any mismatch, including a register frame too large to re-encode.
-pub fn verify_proof(key: &AuthKey, exporter: &Exporter, register: &Register) -> bool {
+/// Returns `false` for any mismatch, including a proof of the other kind and a register
+/// frame too large to re-encode.
+pub fn verify_proof(key: &VerifyKey, exporter: &Exporter, register: &Register) -> bool {
     let Ok(signed) = register.signed_bytes() else {
         return false;
     };
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key.expose_bytes());
-    let mut msg = Vec::with_capacity(PROOF_DOMAIN.len() + exporter.len() + signed.len());
-    msg.extend_from_slice(PROOF_DOMAIN);
-    msg.extend_from_slice(exporter);
-    msg.extend_from_slice(&signed);
-    // ring's verify compares the tags in constant time.
-    hmac::verify(&k, &msg, &register.proof).is_ok()
+    match (key, &register.proof) {
+        (VerifyKey::Shared(key), Proof::Mac(tag)) => {
+            let k = hmac::Key::new(hmac::HMAC_SHA256, key.expose_bytes());
+            let mut msg = Vec::with_capacity(PROOF_DOMAIN.len() + exporter.len() + signed.len());
+            msg.extend_from_slice(PROOF_DOMAIN);
+            msg.extend_from_slice(exporter);
+            msg.extend_from_slice(&signed);
+            // ring's verify compares the tags in constant time.
+            hmac::verify(&k, &msg, tag).is_ok()
+        }
+        (VerifyKey::Device(public), Proof::Signature(sig)) => {
+            public.verify(&signed_message(exporter, &signed), sig)
+        }
+        _ => false,
+    }
 }

@@ -92,9 +92,44 @@ pub struct Register {
     pub software_version: String,
     /// Optional features the peer supports, by name.
     pub features: Vec<String>,
-    /// HMAC-SHA256 proving possession of the claimed identity's secret, bound to this
+    /// Proof of possession of the claimed identity's secret or key, bound to this
     /// connection (see the crate's `auth` functions).
-    pub proof: [u8; PROOF_LEN],
+    pub proof: Proof,
+}
+
+/// Length of an Ed25519 registration proof.
+pub const SIGNATURE_PROOF_LEN: usize = 64;
+
+/// A register frame's proof: the last bytes of the frame, whose length says the kind.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// HMAC-SHA256 with the key derived from a shared secret (32 bytes).
+    Mac([u8; PROOF_LEN]),
+    /// Ed25519 signature with a device's own key (64 bytes).
+    Signature([u8; SIGNATURE_PROOF_LEN]),
+}
+
+impl Proof {
+    /// An all-zero MAC, the placeholder before signing.
+    pub const EMPTY: Proof = Proof::Mac([0; PROOF_LEN]);
+
+    /// The proof's bytes as they go on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Mac(b) => b,
+            Self::Signature(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Proof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not secret, but long and meaningless to a reader.
+        match self {
+            Self::Mac(_) => f.write_str("Proof::Mac(..)"),
+            Self::Signature(_) => f.write_str("Proof::Signature(..)"),
+        }
+    }
 }
 
 /// The edge accepted a registration.
@@ -343,7 +378,11 @@ impl Register {
         for _ in 0..n {
             features.push(r.str8("feature")?);
         }
-        let proof = r.array::<PROOF_LEN>("proof")?;
+        let proof = if r.remaining() == SIGNATURE_PROOF_LEN {
+            Proof::Signature(r.array::<SIGNATURE_PROOF_LEN>("proof")?)
+        } else {
+            Proof::Mac(r.array::<PROOF_LEN>("proof")?)
+        };
         r.finish()?;
         Ok(Self {
             protocol_version,
@@ -404,7 +443,7 @@ impl ControlFrame {
         match self {
             Self::Register(r) => {
                 r.put_unsigned(out)?;
-                out.put_slice(&r.proof);
+                out.put_slice(r.proof.as_bytes());
             }
             Self::Registered(r) => {
                 out.put_slice(r.connection_id.as_bytes());

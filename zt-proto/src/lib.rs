@@ -154,7 +154,8 @@ pub use flow::{
 pub use frame::{
     session_feature, Claim, ClientClaim, ConnectorClaim, ControlFrame, GoAway, PostureCheck,
     PostureReport, Register, RegisterError, RegisterErrorCode, Registered, RetryAdvice, RoutePush,
-    Unregister, ALPN_ZT1, CONTROL_HEADER_LEN, PROOF_LEN, PROTOCOL_VERSION, SESSION_FEATURE_PREFIX,
+    Proof, Unregister, ALPN_ZT1, CONTROL_HEADER_LEN, PROOF_LEN, PROTOCOL_VERSION,
+    SESSION_FEATURE_PREFIX, SIGNATURE_PROOF_LEN,
 };
 pub use limits::{
     Limits, DEFAULT_MAX_CONTROL_FRAME_LEN, DEFAULT_MAX_DATAGRAM_PAYLOAD, DEFAULT_MAX_HEADER_LEN,
@@ -167,8 +168,8 @@ pub use open::{FlowAcceptor, FlowOpener};
 
 // Proof of possession.
 pub use auth::{
-    compute_proof, sign_register, verify_proof, Exporter, EXPORTER_CONTEXT, EXPORTER_LABEL,
-    EXPORTER_LEN, PROOF_DOMAIN,
+    compute_proof, sign_register, verify_proof, Exporter, ProofKey, VerifyKey, EXPORTER_CONTEXT,
+    EXPORTER_LABEL, EXPORTER_LEN, PROOF_DOMAIN, SIGNATURE_DOMAIN,
 };
 
 // Control-stream state machines.

@@ -213,9 +213,13 @@ pub struct PolicyTest {
     /// The user of the flow (their groups come from `users`); absent means no identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// Groups to use instead of the user's.
+    /// Groups to use instead of the user's (as an identity provider would give them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<String>>,
+    /// The identity provider the user signed in through (`identity.idp`); absent means a
+    /// device enrolled with `zt user add`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
     /// The flow's source address (default 192.0.2.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<std::net::IpAddr>,

@@ -89,6 +89,7 @@ fn run_case(
                 .map(|u| u.groups.clone())
                 .unwrap_or_default()
         }),
+        idp: case.idp.clone(),
     });
     let source: IpAddr = case.source.unwrap_or(IpAddr::from([192, 0, 2, 1]));
     let protocol = if case.protocol == "udp" {

@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use zt_creds::AuthKey;
-use zt_proto::{Admission, Authenticator, Claim, RefusalReason};
+use zt_proto::{Admission, Authenticator, Claim, RefusalReason, VerifyKey};
 
 use super::config::AuthRateLimit;
 use super::metrics::Metrics;
@@ -154,7 +153,7 @@ impl Authenticator for EdgeAuthenticator {
         }
     }
 
-    fn auth_key(&self, claim: &Claim) -> Option<AuthKey> {
+    fn verify_key(&self, claim: &Claim) -> Option<VerifyKey> {
         let snapshot = self.snapshot.load();
         match claim {
             Claim::Connector(c) => snapshot
@@ -164,8 +163,17 @@ impl Authenticator for EdgeAuthenticator {
                     // Account tags are not secret; a plain comparison is fine.
                     t.account_tag == c.account_tag
                 })
-                .map(|t| t.key.clone()),
-            Claim::Client(c) => snapshot.devices.get(&c.device_id).map(|d| d.key.clone()),
+                .map(|t| VerifyKey::Shared(t.key.clone())),
+            Claim::Client(c) => snapshot
+                .devices
+                .get(&c.device_id)
+                // A sign-in past its end no longer registers; `zt login` again.
+                .filter(|d| {
+                    d.login
+                        .as_ref()
+                        .is_none_or(|l| l.expires_at > crate::timestamp::Timestamp::now())
+                })
+                .map(|d| d.key.clone()),
             _ => None,
         }
     }
@@ -185,7 +193,7 @@ impl Authenticator for EdgeAuthenticator {
         let within_budget = counts && self.limiter.record_failure(source.ip());
         let why = match reason {
             RefusalReason::UnknownIdentity => {
-                "unknown identity: no such tunnel or device, deleted or revoked, or wrong account tag".to_owned()
+                "unknown identity: no such tunnel or device, deleted or revoked, sign-in expired, or wrong account tag".to_owned()
             }
             RefusalReason::BadProof => "proof does not match the stored key".to_owned(),
             RefusalReason::UnsupportedVersion(v) => format!("unsupported protocol version {v}"),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use uuid::Uuid;
 use zt_creds::AuthKey;
+use zt_proto::VerifyKey;
 use zt_policy::{CompiledPolicy, PolicyConfig};
 use zt_routes::RouteSnapshot;
 
@@ -30,8 +31,17 @@ pub(crate) struct TunnelEntry {
 /// A device and its user as registration and policy need them.
 #[derive(Clone)]
 pub(crate) struct DeviceEntry {
-    pub(crate) key: AuthKey,
+    pub(crate) key: VerifyKey,
     pub(crate) identity: Arc<zt_policy::Identity>,
+    /// For a device enrolled by a sign-in: the login session and when it ends.
+    pub(crate) login: Option<LoginEntry>,
+}
+
+/// A device's sign-in, as registration and audit need it.
+#[derive(Clone, Debug)]
+pub(crate) struct LoginEntry {
+    pub(crate) session_id: Uuid,
+    pub(crate) expires_at: crate::timestamp::Timestamp,
 }
 
 /// A virtual network as sessions need it.
@@ -126,14 +136,33 @@ pub(crate) fn load(
         .filter(|d| !d.revoked)
         .filter_map(|d| {
             let user = users.get(&d.user_id)?;
+            let key = match (d.auth_key, d.public_key) {
+                (Some(k), _) => VerifyKey::Shared(k),
+                (None, Some(pk)) => VerifyKey::Device(pk),
+                (None, None) => return None,
+            };
+            // Operator groups first, then the provider's, each once.
+            let mut groups = user.groups.clone();
+            if let Some(login) = &d.login {
+                for g in &login.groups {
+                    if !groups.contains(g) {
+                        groups.push(g.clone());
+                    }
+                }
+            }
             Some((
                 d.id,
                 DeviceEntry {
-                    key: d.auth_key,
+                    key,
                     identity: Arc::new(zt_policy::Identity {
                         id: user.id.to_string(),
                         email: user.email.clone(),
-                        groups: user.groups.clone(),
+                        groups,
+                        idp: d.login.as_ref().map(|l| l.provider.clone()),
+                    }),
+                    login: d.login.map(|l| LoginEntry {
+                        session_id: l.session_id,
+                        expires_at: l.expires_at,
                     }),
                 },
             ))

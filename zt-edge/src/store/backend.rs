@@ -36,11 +36,13 @@ pub enum Table {
     /// Configuration-as-code bookkeeping: a JSON document per key (the last applied file's
     /// hash and the versions of the resources it wrote, for drift detection).
     Config,
+    /// Identity-provider records, keyed by id.
+    IdentityProviders,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Tunnels,
         Table::VirtualNetworks,
         Table::Routes,
@@ -50,6 +52,7 @@ impl Table {
         Table::Devices,
         Table::UniqueIndex,
         Table::Config,
+        Table::IdentityProviders,
     ];
 
     /// A stable name for the table, usable as a table or key-prefix name in a backend.
@@ -64,6 +67,7 @@ impl Table {
             Table::Devices => "devices",
             Table::UniqueIndex => "unique",
             Table::Config => "config",
+            Table::IdentityProviders => "idps",
         }
     }
 }

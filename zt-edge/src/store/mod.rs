@@ -4,6 +4,7 @@
 mod backend;
 mod copy;
 mod db;
+mod idp;
 mod postgres;
 mod records;
 mod redb_store;
@@ -19,9 +20,10 @@ pub use postgres::{
     PostgresStore, SchemaError, SchemaStatus, TargetError, CONFIG_CHANNEL, EPHEMERAL_CHANNEL,
     FEED_APPLICATION_NAME, MAX_EPHEMERAL_KEY, OP_TIMEOUT, SCHEMA_VERSION,
 };
+pub use idp::{IdentityProvider, IdentityProviderInfo, DEFAULT_GROUPS_CLAIM, DEFAULT_SESSION_LENGTH};
 pub use records::{
-    Device, DeviceInfo, List, ListKind, Record, RecordKind, Route, Rule, SecretSha256, Tunnel,
-    TunnelInfo, User, VirtualNetwork, MAX_NAME_LEN,
+    Device, DeviceInfo, DeviceLogin, IdpSubject, List, ListKind, Record, RecordKind, Route, Rule,
+    SecretSha256, Tunnel, TunnelInfo, User, VirtualNetwork, MAX_NAME_LEN,
 };
 pub use redb_store::{OpenDbError, RedbStore};
 pub use seal::{SealError, SecretsKey, SecretsKeyError, SECRETS_KEY_LEN};

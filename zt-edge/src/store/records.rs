@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
-use zt_creds::{AuthKey, TunnelSecret};
+use zt_creds::{AuthKey, DevicePublicKey, TunnelSecret};
 
 use super::backend::Table;
 use crate::hex;
@@ -39,6 +39,8 @@ pub enum RecordKind {
     User,
     /// [`Device`].
     Device,
+    /// [`IdentityProvider`](super::IdentityProvider).
+    IdentityProvider,
 }
 
 impl RecordKind {
@@ -52,6 +54,7 @@ impl RecordKind {
             RecordKind::Rule => Table::Rules,
             RecordKind::User => Table::Users,
             RecordKind::Device => Table::Devices,
+            RecordKind::IdentityProvider => Table::IdentityProviders,
         }
     }
 
@@ -65,6 +68,7 @@ impl RecordKind {
             RecordKind::Rule => "rule",
             RecordKind::User => "user",
             RecordKind::Device => "device",
+            RecordKind::IdentityProvider => "identity provider",
         }
     }
 
@@ -78,6 +82,7 @@ impl RecordKind {
             RecordKind::Rule => "rule",
             RecordKind::User => "user",
             RecordKind::Device => "device",
+            RecordKind::IdentityProvider => "idp",
         }
     }
 }
@@ -151,7 +156,7 @@ pub(crate) use sealed::{Reference, Sealed, UniqueKey};
 /// Longest name accepted for tunnels, networks, lists, rules and devices.
 pub const MAX_NAME_LEN: usize = 255;
 
-fn check_name(name: &str) -> Result<(), &'static str> {
+pub(super) fn check_name(name: &str) -> Result<(), &'static str> {
     if name.trim().is_empty() {
         return Err("name is empty");
     }
@@ -164,7 +169,7 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn unique(field: &'static str, value: impl Into<String>) -> UniqueKey {
+pub(super) fn unique(field: &'static str, value: impl Into<String>) -> UniqueKey {
     UniqueKey {
         field,
         value: value.into(),
@@ -250,6 +255,56 @@ mod auth_key_hex {
         hex::decode_array::<32>(&text)
             .map(AuthKey::from_bytes)
             .ok_or_else(|| serde::de::Error::custom("expected 64 lowercase hex digits"))
+    }
+}
+
+/// Serde for an optional [`AuthKey`] (absent for devices that prove with their own key).
+mod opt_auth_key_hex {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(key: &Option<AuthKey>, s: S) -> Result<S::Ok, S::Error> {
+        match key {
+            Some(key) => auth_key_hex::serialize(key, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<AuthKey>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|text| {
+            hex::decode_array::<32>(&text)
+                .map(AuthKey::from_bytes)
+                .ok_or_else(|| serde::de::Error::custom("expected 64 lowercase hex digits"))
+        })
+        .transpose()
+    }
+}
+
+/// Serde for an optional [`DevicePublicKey`] as 64 lowercase hex digits.
+mod opt_public_key_hex {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(
+        key: &Option<DevicePublicKey>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match key {
+            Some(key) => s.serialize_str(&key.to_hex()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DevicePublicKey>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|text| {
+            DevicePublicKey::from_hex(&text)
+                .ok_or_else(|| serde::de::Error::custom("expected 64 lowercase hex digits"))
+        })
+        .transpose()
     }
 }
 
@@ -702,11 +757,25 @@ pub struct User {
     pub id: Uuid,
     /// The email, unique regardless of letter case.
     pub email: String,
-    /// Group names.
+    /// Group names set by the operator (`zt user add`, the configuration file). Groups
+    /// from an identity provider are kept apart, on each device's [`DeviceLogin`].
     #[serde(default)]
     pub groups: Vec<String>,
     /// When the user was added.
     pub created_at: Timestamp,
+    /// The identity-provider account this user is, for users created by `zt login`:
+    /// users are keyed by (issuer, subject), never by email alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_subject: Option<IdpSubject>,
+}
+
+/// An account at an identity provider: the ID token's `iss` and `sub`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdpSubject {
+    /// The issuer URL.
+    pub issuer: String,
+    /// The subject, unique at the issuer.
+    pub subject: String,
 }
 
 impl User {
@@ -718,6 +787,7 @@ impl User {
             email: email.into(),
             groups,
             created_at: Timestamp::now(),
+            idp_subject: None,
         }
     }
 }
@@ -727,7 +797,11 @@ impl Sealed for User {
         self.version = version;
     }
     fn unique_keys(&self) -> Vec<UniqueKey> {
-        vec![unique("email", self.email.to_lowercase())]
+        let mut keys = vec![unique("email", self.email.to_lowercase())];
+        if let Some(s) = &self.idp_subject {
+            keys.push(unique("idp_subject", format!("{}\0{}", s.issuer, s.subject)));
+        }
+        keys
     }
     fn references(&self) -> Vec<Reference> {
         Vec::new()
@@ -770,9 +844,21 @@ pub struct Device {
     /// A name for people, such as the host name.
     #[serde(default)]
     pub name: String,
-    /// Key derived from the device secret.
-    #[serde(with = "auth_key_hex")]
-    pub auth_key: AuthKey,
+    /// Key derived from the device secret, for devices made by `zt user add`.
+    #[serde(
+        default,
+        with = "opt_auth_key_hex",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_key: Option<AuthKey>,
+    /// The device's own Ed25519 public key, for devices enrolled by `zt login`; exactly one
+    /// of this and `auth_key` is set.
+    #[serde(
+        default,
+        with = "opt_public_key_hex",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub public_key: Option<DevicePublicKey>,
     /// Labels set by the operator, visible to posture expressions.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -781,6 +867,27 @@ pub struct Device {
     /// A revoked device is refused at authentication.
     #[serde(default)]
     pub revoked: bool,
+    /// The sign-in this device was enrolled by, for devices enrolled by `zt login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<DeviceLogin>,
+}
+
+/// What a sign-in through an identity provider gave a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLogin {
+    /// The provider's id.
+    pub provider_id: Uuid,
+    /// The provider's name, as policy sees it (`identity.idp`).
+    pub provider: String,
+    /// Groups from the provider's groups claim at this sign-in.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The login session's id, named in audit lines.
+    pub session_id: Uuid,
+    /// When the user signed in.
+    pub signed_in_at: Timestamp,
+    /// When the session ends: sign-in plus the provider's session length.
+    pub expires_at: Timestamp,
 }
 
 impl Device {
@@ -791,10 +898,33 @@ impl Device {
             version: 0,
             user_id,
             name: name.into(),
-            auth_key: secret.derive_auth_key(),
+            auth_key: Some(secret.derive_auth_key()),
+            public_key: None,
             labels: BTreeMap::new(),
             created_at: Timestamp::now(),
             revoked: false,
+            login: None,
+        }
+    }
+
+    /// A new device of `user_id` enrolled by a sign-in, proving with its own key.
+    pub fn enrolled(
+        user_id: Uuid,
+        name: impl Into<String>,
+        public_key: DevicePublicKey,
+        login: DeviceLogin,
+    ) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            version: 0,
+            user_id,
+            name: name.into(),
+            auth_key: None,
+            public_key: Some(public_key),
+            labels: BTreeMap::new(),
+            created_at: Timestamp::now(),
+            revoked: false,
+            login: Some(login),
         }
     }
 }
@@ -810,6 +940,8 @@ impl Device {
             labels: self.labels.clone(),
             created_at: self.created_at,
             revoked: self.revoked,
+            public_key: self.public_key,
+            login: self.login.clone(),
         }
     }
 }
@@ -829,6 +961,16 @@ pub struct DeviceInfo {
     pub created_at: Timestamp,
     /// Whether it is revoked.
     pub revoked: bool,
+    /// The device's public key, for devices enrolled by `zt login` (not secret).
+    #[serde(
+        default,
+        with = "opt_public_key_hex",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub public_key: Option<DevicePublicKey>,
+    /// The sign-in that enrolled it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<DeviceLogin>,
 }
 
 impl Sealed for Device {
@@ -849,7 +991,10 @@ impl Sealed for Device {
         if self.name.len() > MAX_NAME_LEN {
             return Err("name is longer than 255 bytes");
         }
-        Ok(())
+        match (&self.auth_key, &self.public_key) {
+            (Some(_), None) | (None, Some(_)) => Ok(()),
+            _ => Err("exactly one of auth_key and public_key must be set"),
+        }
     }
 }
 
@@ -895,7 +1040,7 @@ mod tests {
         let device = Device::new(Uuid::new_v4(), "laptop", &secret);
         let info = serde_json::to_string(&device.info()).unwrap();
         assert!(
-            !info.contains(&hex::encode(device.auth_key.expose_bytes())),
+            !info.contains(&hex::encode(device.auth_key.as_ref().unwrap().expose_bytes())),
             "{info}"
         );
     }

@@ -195,7 +195,10 @@ fn aad(table: &str, key: &[u8]) -> Vec<u8> {
 
 /// Whether a table's values hold secrets (proof keys, verifiers) and are sealed at rest.
 pub(crate) fn is_secret(table: Table) -> bool {
-    matches!(table, Table::Tunnels | Table::Devices)
+    matches!(
+        table,
+        Table::Tunnels | Table::Devices | Table::IdentityProviders
+    )
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ pub(crate) enum FieldId {
     HttpHost,
     IdentityEmail,
     IdentityId,
+    IdentityIdp,
     IdentityGroups,
     DeviceId,
     Posture(Box<str>),
@@ -94,6 +95,7 @@ const FIXED: &[(&str, FieldId, FieldType)] = &[
     ("http.request.host", FieldId::HttpHost, FieldType::String),
     ("identity.email", FieldId::IdentityEmail, FieldType::String),
     ("identity.id", FieldId::IdentityId, FieldType::String),
+    ("identity.idp", FieldId::IdentityIdp, FieldType::String),
     (
         "identity.groups",
         FieldId::IdentityGroups,
@@ -208,7 +210,10 @@ impl FieldId {
     pub(crate) fn is_identity(&self) -> bool {
         matches!(
             self,
-            FieldId::IdentityEmail | FieldId::IdentityId | FieldId::IdentityGroups
+            FieldId::IdentityEmail
+                | FieldId::IdentityId
+                | FieldId::IdentityIdp
+                | FieldId::IdentityGroups
         )
     }
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use zt_creds::AuthKey;
 
 use super::{frame_name, Codec, ControlError, REFUSED_MESSAGE};
-use crate::auth::{verify_proof, Exporter};
+use crate::auth::{verify_proof, Exporter, VerifyKey};
 use crate::frame::{
     Claim, ControlFrame, GoAway, PostureReport, Register, RegisterError, RegisterErrorCode,
     Registered, RetryAdvice, RoutePush, Unregister, PROTOCOL_VERSION,
@@ -190,7 +190,7 @@ impl EdgeControl {
     /// Answers an [`EdgeEvent::AuthRequired`] with the key stored for the claim, or `None`
     /// if there is none. The proof is checked in constant time; an unknown claim costs the
     /// same work as a wrong proof and gets the same answer on the wire.
-    pub fn authenticate(&mut self, key: Option<&AuthKey>) {
+    pub fn authenticate(&mut self, key: Option<&VerifyKey>) {
         let EdgeState::AwaitingKey(register) =
             std::mem::replace(&mut self.state, EdgeState::Closed)
         else {
@@ -198,7 +198,7 @@ impl EdgeControl {
         };
         // Verify against a fixed dummy key when the claim is unknown, so both failures take
         // the same time.
-        let dummy = AuthKey::from_bytes([0u8; 32]);
+        let dummy = VerifyKey::Shared(AuthKey::from_bytes([0u8; 32]));
         let ok = verify_proof(key.unwrap_or(&dummy), &self.exporter, &register);
         let claim = register.claim.clone();
         match (key, ok) {

@@ -6,14 +6,13 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use zt_creds::AuthKey;
 
 use super::{frame_name, Codec, ControlError};
-use crate::auth::{sign_register, Exporter};
+use crate::auth::{sign_register, Exporter, ProofKey};
 use crate::error::EncodeError;
 use crate::frame::{
     Claim, ClientClaim, ConnectorClaim, ControlFrame, GoAway, PostureReport, Register,
-    RegisterError, Registered, RoutePush, Unregister, PROOF_LEN, PROTOCOL_VERSION,
+    Proof, RegisterError, Registered, RoutePush, Unregister, PROTOCOL_VERSION,
 };
 use crate::limits::Limits;
 
@@ -67,7 +66,7 @@ impl PeerCore {
         claim: Claim,
         software_version: String,
         features: Vec<String>,
-        key: &AuthKey,
+        key: &ProofKey,
         exporter: &Exporter,
         now: Instant,
         register_timeout: Duration,
@@ -79,7 +78,7 @@ impl PeerCore {
             claim,
             software_version,
             features,
-            proof: [0; PROOF_LEN],
+            proof: Proof::EMPTY,
         };
         sign_register(&mut register, key, exporter)?;
         let mut codec = Codec::new(limits);
@@ -221,7 +220,7 @@ impl<R: PeerRole> PeerControl<R> {
         claim: R::Claim,
         software_version: impl Into<String>,
         features: Vec<String>,
-        key: &AuthKey,
+        key: &ProofKey,
         exporter: &Exporter,
         now: Instant,
         register_timeout: Duration,

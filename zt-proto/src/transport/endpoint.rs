@@ -14,6 +14,7 @@ use socket2::{Domain, Socket, Type};
 use tokio::time::timeout_at;
 use tracing::{debug, warn};
 use zt_creds::AuthKey;
+use crate::auth::ProofKey;
 
 use crate::control::{ClientControl, ConnectorControl};
 use crate::flow::CloseCode;
@@ -419,7 +420,7 @@ impl PeerEndpoint {
             registration.claim,
             registration.software_version,
             registration.features,
-            key,
+            &ProofKey::Shared(key.clone()),
             &exp,
             started,
             self.settings.register_timeout,
@@ -429,13 +430,14 @@ impl PeerEndpoint {
         register_connector(conn, machine, &self.settings).await
     }
 
-    /// Connects to the edge and registers a client connection for a device.
+    /// Connects to the edge and registers a client connection for a device, proving
+    /// possession of its secret or device key.
     pub async fn connect_client(
         &self,
         edge: SocketAddr,
         server_name: &str,
         registration: ClientRegistration,
-        key: &AuthKey,
+        key: &ProofKey,
     ) -> Result<ClientConnection, ConnectError> {
         let started = Instant::now();
         let deadline = started + self.settings.register_timeout;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::time::timeout_at;
 use tracing::{debug, info};
 use uuid::Uuid;
-use zt_creds::AuthKey;
+use crate::auth::VerifyKey;
 
 use crate::control::{ClientControl, ConnectorControl};
 use crate::control::{EdgeControl, EdgeEvent, PeerEvent, RefusalReason};
@@ -57,7 +57,7 @@ pub trait Authenticator: Send + Sync {
 
     /// The key stored for the claim, or `None` if the claim is unknown. For a connector the
     /// implementation must check that the account tag matches the tunnel's.
-    fn auth_key(&self, claim: &Claim) -> Option<AuthKey>;
+    fn verify_key(&self, claim: &Claim) -> Option<VerifyKey>;
 
     /// A registration was refused, with its true reason (for the audit log and for counting
     /// failures per address). The peer was told only the generic answer.
@@ -122,7 +122,7 @@ pub(crate) async fn register_at_edge<T: Transport>(
         match driver.next().await {
             Step::Event(EdgeEvent::AuthRequired(claim)) => match auth.admit(addr) {
                 Admission::Admit => {
-                    let key = auth.auth_key(&claim);
+                    let key = auth.verify_key(&claim);
                     driver.machine.authenticate(key.as_ref());
                 }
                 Admission::RateLimited => driver.machine.refuse_for(RefusalReason::RateLimited),

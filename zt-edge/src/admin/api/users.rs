@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use zt_creds::{CaFingerprint, DeviceCredentials, TunnelSecret};
+use zt_creds::{CaFingerprint, DeviceAuth, DeviceCredentials, TunnelSecret};
 
 use super::lookup::find_user;
 use super::{created, ok, ApiRequest, Ctx, Reply};
@@ -100,10 +100,11 @@ pub(super) fn add(ctx: &Ctx, req: &ApiRequest) -> Reply {
     let credentials = DeviceCredentials {
         device_id: device.id,
         user_email: user.email.clone(),
-        secret,
+        auth: DeviceAuth::Secret(secret),
         edge,
         ca_fingerprint,
         default_vnet: vnet,
+        identity_provider: None,
     };
     // The only time the device secret leaves the edge.
     let credentials: Value = serde_json::from_str(&credentials.to_json())

@@ -71,6 +71,8 @@ pub(super) fn decide(
         ));
     };
     rec.identity_email = Some(device.identity.email.clone());
+    rec.idp = device.identity.idp.clone();
+    rec.login_session = device.login.as_ref().map(|l| l.session_id);
     let Some(vnet) = snapshot.resolve_vnet(&session.vnet_requested) else {
         return Err(refuse(
             FlowStatusCode::NoRoute,
