@@ -158,6 +158,7 @@ fn identity() -> Identity {
         id: "u5".into(),
         email: "user5@example.com".into(),
         groups: vec!["team5".into(), "everyone".into()],
+        idp: None,
     }
 }
 

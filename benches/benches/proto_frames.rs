@@ -21,9 +21,14 @@ fn register() -> ControlFrame {
         }),
         software_version: "zt 0.1.0".into(),
         features: vec!["half-close".into()],
-        proof: [0; PROOF_LEN],
+        proof: zt_proto::Proof::EMPTY,
     };
-    sign_register(&mut r, &AuthKey::from_bytes([1; 32]), &[2; 32]).unwrap();
+    sign_register(
+        &mut r,
+        &zt_proto::ProofKey::Shared(AuthKey::from_bytes([1; 32])),
+        &[2; 32],
+    )
+    .unwrap();
     ControlFrame::Register(r)
 }
 
@@ -131,12 +136,25 @@ fn bench(c: &mut Criterion) {
         b.iter(|| Datagram::decode(black_box(wire.clone()), &limits).unwrap())
     });
 
-    let key = AuthKey::from_bytes([1; 32]);
+    let key = zt_proto::VerifyKey::Shared(AuthKey::from_bytes([1; 32]));
     let ControlFrame::Register(r) = register() else {
         unreachable!()
     };
     g.bench_function("verify_register_proof", |b| {
         b.iter(|| assert!(verify_proof(&key, black_box(&[2; 32]), black_box(&r))))
+    });
+    // The Ed25519 proof of a device enrolled by `zt login`, beside the HMAC one above.
+    let device = zt_creds::DeviceKey::generate();
+    let mut signed = r.clone();
+    sign_register(
+        &mut signed,
+        &zt_proto::ProofKey::Device(device.clone()),
+        &[2; 32],
+    )
+    .unwrap();
+    let public = zt_proto::VerifyKey::Device(device.public_key());
+    g.bench_function("verify_register_signature", |b| {
+        b.iter(|| assert!(verify_proof(&public, black_box(&[2; 32]), black_box(&signed))))
     });
     g.finish();
 }

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 use zt_creds::{AuthKey, TunnelSecret};
+use zt_proto::VerifyKey;
 use zt_proto::*;
 
 const BULK: usize = 16 * 1024 * 1024;
@@ -22,10 +23,10 @@ const NAME: &str = "zt-edge.bench";
 struct Keys(std::collections::HashMap<Uuid, AuthKey>);
 
 impl Authenticator for Keys {
-    fn auth_key(&self, claim: &Claim) -> Option<AuthKey> {
+    fn verify_key(&self, claim: &Claim) -> Option<VerifyKey> {
         match claim {
-            Claim::Client(c) => self.0.get(&c.device_id).cloned(),
-            Claim::Connector(c) => self.0.get(&c.tunnel_id).cloned(),
+            Claim::Client(c) => self.0.get(&c.device_id).cloned().map(VerifyKey::Shared),
+            Claim::Connector(c) => self.0.get(&c.tunnel_id).cloned().map(VerifyKey::Shared),
             _ => None,
         }
     }
@@ -122,7 +123,7 @@ async fn setup() -> Setup {
                 software_version: "bench".into(),
                 features: vec![],
             },
-            &device.1.derive_auth_key(),
+            &zt_proto::ProofKey::Shared(device.1.derive_auth_key()),
         )
         .await
         .unwrap();

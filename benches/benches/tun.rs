@@ -207,10 +207,11 @@ fn start_cluster(ns: String) -> Cluster {
             let device = DeviceCredentials {
                 device_id: device.id,
                 user_email: user.email.clone(),
-                secret: device_secret,
+                auth: zt_creds::DeviceAuth::Secret(device_secret),
                 edge: vec![edge.local_addr().to_string()],
                 ca_fingerprint: state.ca_fingerprint().parse().unwrap(),
                 default_vnet: Some(vnet),
+                identity_provider: None,
             };
             tx.send((echo, sink, device)).unwrap();
             let _ = stopped.await;

@@ -139,10 +139,11 @@ pub async fn start_edge(dir: &Path) -> Result<ProvisionedEdge, SetupError> {
     let device = DeviceCredentials {
         device_id: device.id,
         user_email: user.email.clone(),
-        secret: device_secret,
+        auth: zt_creds::DeviceAuth::Secret(device_secret),
         edge: vec![edge.local_addr().to_string()],
         ca_fingerprint: state.ca_fingerprint().parse()?,
         default_vnet: Some(vnet),
+        identity_provider: None,
     };
     Ok(ProvisionedEdge {
         edge,

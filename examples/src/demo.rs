@@ -301,13 +301,14 @@ async fn start(dir: &Path) -> anyhow::Result<Running> {
     let creds = DeviceCredentials {
         device_id: device.id,
         user_email: USER_EMAIL.to_owned(),
-        secret: device_secret,
+        auth: zt_creds::DeviceAuth::Secret(device_secret),
         edge: vec![edge.local_addr().to_string()],
         ca_fingerprint: state
             .ca_fingerprint()
             .parse()
             .context("reading the edge's CA fingerprint")?,
         default_vnet: Some(vnet),
+        identity_provider: None,
     };
     let client = Client::connect(&creds, ClientOptions::default())
         .await

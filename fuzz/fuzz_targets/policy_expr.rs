@@ -86,6 +86,7 @@ fuzz_target!(|data: &[u8]| {
         id: "u1".into(),
         email: "Ops@example.com".into(),
         groups: vec!["eng".into(), "SRE".into()],
+        idp: Some("corp".into()),
     };
     let device = Device {
         id: "dev-1".into(),

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
-use zt_creds::{AuthKey, DeviceCredentials};
+use zt_creds::DeviceCredentials;
 use zt_proto::{
     Backoff, ClientClaim, ClientConnection, ClientRegistration, CloseCode, ConnectionSet,
     EdgeTrust, FlowError, MemberReport, OpenError, PeerEndpoint, PeerEvent, Pinned, Placement,
@@ -220,7 +220,7 @@ impl Drop for Client {
 /// key derived from it.
 struct Dialer {
     device_id: uuid::Uuid,
-    key: AuthKey,
+    key: zt_proto::ProofKey,
     vnet: String,
     edges: Vec<String>,
     trust: EdgeTrust,
@@ -403,7 +403,12 @@ impl Client {
         let session_id = uuid::Uuid::new_v4();
         let dialer = Arc::new(Dialer {
             device_id: credentials.device_id,
-            key: credentials.secret.derive_auth_key(),
+            key: match &credentials.auth {
+                zt_creds::DeviceAuth::Secret(secret) => {
+                    zt_proto::ProofKey::Shared(secret.derive_auth_key())
+                }
+                zt_creds::DeviceAuth::Key(key) => zt_proto::ProofKey::Device(key.clone()),
+            },
             vnet: vnet.clone(),
             edges,
             trust: options

@@ -139,6 +139,14 @@ impl DeviceCredentials {
         })
     }
 
+    /// The device secret, for devices that prove with one (`DeviceSecret`).
+    pub fn secret(&self) -> Option<&TunnelSecret> {
+        match &self.auth {
+            DeviceAuth::Secret(s) => Some(s),
+            DeviceAuth::Key(_) => None,
+        }
+    }
+
     /// The compact JSON form (see the type's docs for the key order). It holds the secret
     /// and is zeroized when dropped.
     pub fn to_json(&self) -> Zeroizing<String> {

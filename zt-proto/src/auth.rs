@@ -139,3 +139,64 @@ pub fn verify_proof(key: &VerifyKey, exporter: &Exporter, register: &Register) -
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use uuid::Uuid;
+    use zt_creds::{AuthKey, DeviceKey};
+
+    use super::*;
+    use crate::frame::{Claim, ClientClaim, ControlFrame, PROTOCOL_VERSION};
+
+    fn register() -> Register {
+        Register {
+            protocol_version: PROTOCOL_VERSION,
+            claim: Claim::Client(ClientClaim {
+                device_id: Uuid::from_bytes([7; 16]),
+                vnet: String::new(),
+            }),
+            software_version: "zt test".into(),
+            features: vec![],
+            proof: Proof::EMPTY,
+        }
+    }
+
+    #[test]
+    fn a_device_signature_verifies_with_its_public_key_only() {
+        let device = DeviceKey::generate();
+        let mut r = register();
+        sign_register(&mut r, &ProofKey::Device(device.clone()), &[1; 32]).unwrap();
+        assert!(matches!(r.proof, Proof::Signature(_)));
+        let public = VerifyKey::Device(device.public_key());
+        assert!(verify_proof(&public, &[1; 32], &r));
+        // Another connection, another key, an edited claim: all refused.
+        assert!(!verify_proof(&public, &[2; 32], &r));
+        let other = VerifyKey::Device(DeviceKey::generate().public_key());
+        assert!(!verify_proof(&other, &[1; 32], &r));
+        let mut edited = r.clone();
+        edited.software_version = "zt tesT".into();
+        assert!(!verify_proof(&public, &[1; 32], &edited));
+        // The frame carries the 64-byte proof and decodes to the same kind.
+        let mut buf = bytes::BytesMut::new();
+        ControlFrame::Register(r.clone()).encode(&mut buf).unwrap();
+        let mut wire = Bytes::from(buf.to_vec());
+        let Some(ControlFrame::Register(back)) = ControlFrame::decode(&mut wire).unwrap() else {
+            panic!("not a register frame")
+        };
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_proof_of_one_kind_never_verifies_against_a_key_of_the_other() {
+        let shared = AuthKey::from_bytes([9; 32]);
+        let device = DeviceKey::generate();
+        let mut mac = register();
+        sign_register(&mut mac, &ProofKey::Shared(shared.clone()), &[1; 32]).unwrap();
+        let mut sig = register();
+        sign_register(&mut sig, &ProofKey::Device(device.clone()), &[1; 32]).unwrap();
+        assert!(verify_proof(&VerifyKey::Shared(shared.clone()), &[1; 32], &mac));
+        assert!(!verify_proof(&VerifyKey::Device(device.public_key()), &[1; 32], &mac));
+        assert!(!verify_proof(&VerifyKey::Shared(shared), &[1; 32], &sig));
+    }
+}

@@ -78,9 +78,9 @@
 //!
 //! struct OneDevice(uuid::Uuid, AuthKey);
 //! impl Authenticator for OneDevice {
-//!     fn auth_key(&self, claim: &Claim) -> Option<AuthKey> {
+//!     fn verify_key(&self, claim: &Claim) -> Option<VerifyKey> {
 //!         match claim {
-//!             Claim::Client(c) if c.device_id == self.0 => Some(self.1.clone()),
+//!             Claim::Client(c) if c.device_id == self.0 => Some(VerifyKey::Shared(self.1.clone())),
 //!             _ => None,
 //!         }
 //!     }
@@ -122,7 +122,7 @@
 //!         software_version: "example".into(),
 //!         features: vec![],
 //!     };
-//!     let conn = endpoint.connect_client(edge_addr, "edge.example", registration, &secret.derive_auth_key()).await?;
+//!     let conn = endpoint.connect_client(edge_addr, "edge.example", registration, &ProofKey::Shared(secret.derive_auth_key())).await?;
 //!     let mut flow = conn.open_flow("198.51.100.101:443".parse()?, Protocol::Tcp, vec![]).await?;
 //!     let mut reply = String::new();
 //!     flow.read_to_string(&mut reply).await?;

@@ -28,6 +28,7 @@ use zt_edge::{
     WriteTxn,
 };
 use zt_proto::{
+    ProofKey,
     ClientClaim, ClientConnection, ClientRegistration, ConnectError, ConnectorClaim,
     ConnectorConnection, ConnectorRegistration, EdgeTrust, FlowResponder, FlowStatus,
     FlowStatusCode, FlowStream, OpenError, PeerEndpoint, Protocol, TransportSettings,
@@ -332,7 +333,7 @@ pub async fn connect_client(
         edge.local_addr(),
         "localhost",
         reg,
-        &secret.derive_auth_key(),
+        &ProofKey::Shared(secret.derive_auth_key()),
     )
     .await
 }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 use zt_creds::{AuthKey, DeviceCredentials, TunnelSecret};
 use zt_proto::{
+    VerifyKey,
     Authenticator, Claim, ClientClaim, ClientLink, CloseCode, EdgeEvent, EdgeListener, EdgePeer,
     EndpointError, FlowHeader, FlowResponder, FlowStatus, FlowStream, PostureReport, Protocol,
     ResetCode, TransportSettings,
@@ -51,9 +52,9 @@ pub enum Answer {
 struct OneDevice(Uuid, AuthKey);
 
 impl Authenticator for OneDevice {
-    fn auth_key(&self, claim: &Claim) -> Option<AuthKey> {
+    fn verify_key(&self, claim: &Claim) -> Option<VerifyKey> {
         match claim {
-            Claim::Client(c) if c.device_id == self.0 => Some(self.1.clone()),
+            Claim::Client(c) if c.device_id == self.0 => Some(VerifyKey::Shared(self.1.clone())),
             _ => None,
         }
     }
@@ -122,10 +123,11 @@ impl ClientEdge {
         DeviceCredentials {
             device_id: self.device,
             user_email: "dev@example.com".into(),
-            secret: self.secret.clone(),
+            auth: zt_creds::DeviceAuth::Secret(self.secret.clone()),
             edge: vec![self.addr.to_string()],
             ca_fingerprint: self.pki.ca_fingerprint(),
             default_vnet: None,
+            identity_provider: None,
         }
     }
 

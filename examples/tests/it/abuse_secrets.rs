@@ -144,10 +144,10 @@ fn no_secret_appears_in_any_log_audit_line_metric_or_error() {
             "token tunnel key",
             token.secret.derive_auth_key().expose_bytes().to_vec(),
         ),
-        ("device secret", device.secret.expose_bytes().to_vec()),
+        ("device secret", device.secret().expect("a device with a secret").expose_bytes().to_vec()),
         (
             "device key",
-            device.secret.derive_auth_key().expose_bytes().to_vec(),
+            device.secret().expect("a device with a secret").derive_auth_key().expose_bytes().to_vec(),
         ),
         ("admin token", admin_token.as_bytes().to_vec()),
     ];
@@ -296,7 +296,7 @@ fn no_secret_appears_in_any_log_audit_line_metric_or_error() {
             "{creds:?} {creds:#?} {device:?} {device:#?} {token:?} {:?} {:?} {:?}",
             creds.secret,
             creds.secret.derive_auth_key(),
-            device.secret
+            device.secret().expect("a device with a secret")
         )
         .into_bytes(),
     ));

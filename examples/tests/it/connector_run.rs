@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use zt_creds::{AuthKey, ExistingFile, TunnelCredentials, TunnelSecret};
+use zt_creds::{ExistingFile, TunnelCredentials, TunnelSecret};
+use zt_proto::VerifyKey;
 use zt_proto::{Authenticator, Claim, EdgeEvent, EdgeListener, EdgePeer, TransportSettings};
 
 struct OneTunnel {
@@ -18,13 +19,13 @@ struct OneTunnel {
 }
 
 impl Authenticator for OneTunnel {
-    fn auth_key(&self, claim: &Claim) -> Option<AuthKey> {
+    fn verify_key(&self, claim: &Claim) -> Option<VerifyKey> {
         match claim {
             Claim::Connector(c)
                 if c.tunnel_id == self.creds.tunnel_id
                     && c.account_tag == self.creds.account_tag =>
             {
-                Some(self.creds.secret.derive_auth_key())
+                Some(VerifyKey::Shared(self.creds.secret.derive_auth_key()))
             }
             _ => None,
         }

@@ -19,10 +19,11 @@ fn credentials(lb: &Loopback, edges: Vec<String>) -> DeviceCredentials {
     DeviceCredentials {
         device_id: lb.records.device.id,
         user_email: "alice@example.com".into(),
-        secret: lb.records.device_secret.clone(),
+        auth: zt_creds::DeviceAuth::Secret(lb.records.device_secret.clone()),
         edge: edges,
         ca_fingerprint: lb.edge.state().ca_fingerprint().parse().unwrap(),
         default_vnet: Some(lb.records.vnet),
+        identity_provider: None,
     }
 }
 

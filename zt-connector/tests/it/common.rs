@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 use zt_creds::{AuthKey, TunnelCredentials, TunnelSecret};
+use zt_proto::VerifyKey;
 use zt_proto::*;
 pub use zt_testkit::data::{payload, sha256};
 use zt_testkit::pki::Leaf;
@@ -54,10 +55,10 @@ struct Auth {
 }
 
 impl Authenticator for Auth {
-    fn auth_key(&self, claim: &Claim) -> Option<AuthKey> {
+    fn verify_key(&self, claim: &Claim) -> Option<VerifyKey> {
         match claim {
             Claim::Connector(c) if c.tunnel_id == self.tunnel && c.account_tag == ACCOUNT => {
-                Some(self.key.clone())
+                Some(VerifyKey::Shared(self.key.clone()))
             }
             _ => None,
         }

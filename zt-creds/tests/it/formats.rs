@@ -187,10 +187,11 @@ fn device() -> DeviceCredentials {
     DeviceCredentials {
         device_id: Uuid::parse_str("3d0f6b2a-8c1e-4f5a-9b7d-2e4c6a8f0b1d").unwrap(),
         user_email: "engineer@example.com".into(),
-        secret: TunnelSecret::from_vec((100u8..132).collect()).unwrap(),
+        auth: zt_creds::DeviceAuth::Secret(TunnelSecret::from_vec((100u8..132).collect()).unwrap()),
         edge: vec!["edge.example.com:7844".into(), "198.51.100.7:7844".into()],
         ca_fingerprint: CaFingerprint::from_bytes([0x5c; 32]),
         default_vnet: Some(Uuid::from_bytes([9; 16])),
+        identity_provider: None,
     }
 }
 

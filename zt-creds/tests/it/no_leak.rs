@@ -136,10 +136,11 @@ fn check_secret(secret_bytes: &[u8]) {
     let device = DeviceCredentials {
         device_id: uuid::Uuid::from_bytes([4; 16]),
         user_email: "engineer@example.com".into(),
-        secret: secret.clone(),
+        auth: zt_creds::DeviceAuth::Secret(secret.clone()),
         edge: vec!["edge.example.com:7844".into()],
         ca_fingerprint: CaFingerprint::of_der(b"ca"),
         default_vnet: None,
+        identity_provider: None,
     };
     clean("DeviceCredentials", &format!("{device:?}\n{device:#?}"));
     // The serialised forms do hold it (they are meant to); make sure the check can fail.

@@ -89,10 +89,11 @@ fn device() -> impl Strategy<Value = DeviceCredentials> {
                 DeviceCredentials {
                     device_id,
                     user_email,
-                    secret,
+                    auth: zt_creds::DeviceAuth::Secret(secret),
                     edge,
                     ca_fingerprint,
                     default_vnet,
+                    identity_provider: None,
                 }
             },
         )

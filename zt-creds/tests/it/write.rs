@@ -143,10 +143,11 @@ fn device_credentials_write_and_load_like_tunnel_credentials() {
     let device = DeviceCredentials {
         device_id: uuid::Uuid::from_bytes([1; 16]),
         user_email: "engineer@example.com".into(),
-        secret: zt_creds::TunnelSecret::generate(),
+        auth: zt_creds::DeviceAuth::Secret(zt_creds::TunnelSecret::generate()),
         edge: vec!["[::1]:7844".into()],
         ca_fingerprint: zt_creds::CaFingerprint::of_der(b"ca"),
         default_vnet: None,
+        identity_provider: None,
     };
     device.write(&path, ExistingFile::Refuse).unwrap();
     assert_eq!(mode_of(&path), 0o600);

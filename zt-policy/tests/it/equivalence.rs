@@ -414,6 +414,7 @@ fn flow_strategy() -> impl Strategy<Value = Flow> {
                 id: id.into(),
                 email: email.into(),
                 groups: groups.into_iter().map(String::from).collect(),
+                idp: None,
             }),
     );
     let device = proptest::option::of(

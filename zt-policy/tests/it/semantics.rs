@@ -340,6 +340,7 @@ fn absent_identity_and_posture() {
         id: "u1".into(),
         email: "ops@example.com".into(),
         groups: vec![],
+        idp: None,
     };
     let c = FlowContext {
         identity: Some(&ops),
@@ -354,6 +355,7 @@ fn absent_identity_and_posture() {
         id: "u2".into(),
         email: "someone@example.com".into(),
         groups: vec!["dev".into(), "sre".into()],
+        idp: None,
     };
     let c = FlowContext {
         identity: Some(&sre),
@@ -390,6 +392,7 @@ fn quantifiers_over_groups() {
         id: "u".into(),
         email: "e@example.com".into(),
         groups: vec!["Eng".into(), "eng-oncall".into()],
+        idp: None,
     };
     let empty = Identity {
         groups: vec![],

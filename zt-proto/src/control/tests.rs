@@ -20,6 +20,8 @@ fn connector_claim() -> ConnectorClaim {
     }
 }
 
+use crate::auth::{ProofKey, VerifyKey};
+
 fn key() -> AuthKey {
     AuthKey::from_bytes([0x42; 32])
 }
@@ -35,7 +37,7 @@ impl Pair {
             connector_claim(),
             "zt test",
             vec!["half-close".into()],
-            &key(),
+            &ProofKey::Shared(key()),
             &peer_exporter,
             now,
             NOW_OFFSET,
@@ -86,7 +88,7 @@ fn registration_is_accepted_with_the_right_key_and_exporter() {
         p.edge.poll_event(),
         Some(EdgeEvent::AuthRequired(Claim::Connector(connector_claim())))
     );
-    p.edge.authenticate(Some(&key()));
+    p.edge.authenticate(Some(&VerifyKey::Shared(key())));
     assert!(matches!(
         p.edge.poll_event(),
         Some(EdgeEvent::Registered { claim: Claim::Connector(c), ref software_version, ref features })
@@ -118,7 +120,7 @@ fn wrong_key_unknown_claim_and_foreign_exporter_get_identical_answers() {
     let mut a = Pair::new([1; 32], [1; 32], now);
     a.pump();
     a.edge.poll_event();
-    a.edge.authenticate(Some(&AuthKey::from_bytes([0x43; 32])));
+    a.edge.authenticate(Some(&VerifyKey::Shared(AuthKey::from_bytes([0x43; 32]))));
     assert_eq!(
         a.edge.poll_event(),
         Some(EdgeEvent::Refused {
@@ -142,7 +144,7 @@ fn wrong_key_unknown_claim_and_foreign_exporter_get_identical_answers() {
     let mut c = Pair::new([2; 32], [1; 32], now);
     c.pump();
     c.edge.poll_event();
-    c.edge.authenticate(Some(&key()));
+    c.edge.authenticate(Some(&VerifyKey::Shared(key())));
     assert!(matches!(
         c.edge.poll_event(),
         Some(EdgeEvent::Refused {
@@ -187,7 +189,7 @@ fn an_edited_claim_under_a_valid_proof_is_refused() {
     ControlFrame::Register(r).encode(&mut bytes).unwrap();
     p.edge.handle_input(&bytes).unwrap();
     p.edge.poll_event();
-    p.edge.authenticate(Some(&key()));
+    p.edge.authenticate(Some(&VerifyKey::Shared(key())));
     assert!(matches!(
         p.edge.poll_event(),
         Some(EdgeEvent::Refused {
@@ -268,7 +270,7 @@ fn an_unencodable_answer_becomes_an_internal_refusal() {
     );
     p.pump();
     p.edge.poll_event();
-    p.edge.authenticate(Some(&key()));
+    p.edge.authenticate(Some(&VerifyKey::Shared(key())));
     assert!(matches!(
         p.edge.poll_event(),
         Some(EdgeEvent::Refused {
@@ -357,7 +359,7 @@ fn registered_pair(client: bool) -> (Box<dyn PeerLike>, EdgeControl) {
                 },
                 "zt",
                 vec![],
-                &key(),
+                &ProofKey::Shared(key()),
                 &[1; 32],
                 now,
                 NOW_OFFSET,
@@ -371,7 +373,7 @@ fn registered_pair(client: bool) -> (Box<dyn PeerLike>, EdgeControl) {
                 connector_claim(),
                 "zt",
                 vec![],
-                &key(),
+                &ProofKey::Shared(key()),
                 &[1; 32],
                 now,
                 NOW_OFFSET,
@@ -382,7 +384,7 @@ fn registered_pair(client: bool) -> (Box<dyn PeerLike>, EdgeControl) {
     };
     edge.handle_input(&peer.transmit().unwrap()).unwrap();
     edge.poll_event();
-    edge.authenticate(Some(&key()));
+    edge.authenticate(Some(&VerifyKey::Shared(key())));
     edge.poll_event();
     peer.input(&edge.poll_transmit().unwrap()).unwrap();
     assert!(matches!(peer.event(), Some(PeerEvent::Registered(_))));
@@ -464,7 +466,7 @@ fn unregister_routes_and_posture_go_only_where_they_belong() {
         connector_claim(),
         "zt",
         vec![],
-        &key(),
+        &ProofKey::Shared(key()),
         &[1; 32],
         now,
         NOW_OFFSET,
@@ -516,7 +518,7 @@ fn connector_unregister_and_client_posture_arrive_as_events() {
         connector_claim(),
         "zt",
         vec![],
-        &key(),
+        &ProofKey::Shared(key()),
         &[1; 32],
         now,
         NOW_OFFSET,
@@ -525,7 +527,7 @@ fn connector_unregister_and_client_posture_arrive_as_events() {
     .unwrap();
     edge.handle_input(&conn.poll_transmit().unwrap()).unwrap();
     edge.poll_event();
-    edge.authenticate(Some(&key()));
+    edge.authenticate(Some(&VerifyKey::Shared(key())));
     edge.poll_event();
     conn.handle_input(&edge.poll_transmit().unwrap()).unwrap();
     conn.unregister(Duration::from_secs(30)).unwrap();
@@ -552,7 +554,7 @@ fn connector_unregister_and_client_posture_arrive_as_events() {
         },
         "zt",
         vec![],
-        &key(),
+        &ProofKey::Shared(key()),
         &[1; 32],
         now,
         NOW_OFFSET,
@@ -563,7 +565,7 @@ fn connector_unregister_and_client_posture_arrive_as_events() {
     assert!(
         matches!(edge.poll_event(), Some(EdgeEvent::AuthRequired(Claim::Client(c))) if c.vnet == "prod")
     );
-    edge.authenticate(Some(&key()));
+    edge.authenticate(Some(&VerifyKey::Shared(key())));
     edge.poll_event();
     client.handle_input(&edge.poll_transmit().unwrap()).unwrap();
     let report = PostureReport {

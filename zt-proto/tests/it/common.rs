@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 use zt_creds::{AuthKey, TunnelSecret};
+use zt_proto::VerifyKey;
 use zt_proto::*;
 pub use zt_testkit::data::{random_bytes, sha256};
 use zt_testkit::pki::Leaf;
@@ -53,11 +54,11 @@ impl Authenticator for TestAuth {
         }
     }
 
-    fn auth_key(&self, claim: &Claim) -> Option<AuthKey> {
+    fn verify_key(&self, claim: &Claim) -> Option<VerifyKey> {
         let keys = self.keys.lock().unwrap();
         match claim {
-            Claim::Connector(c) if c.account_tag == ACCOUNT => keys.get(&c.tunnel_id).cloned(),
-            Claim::Client(c) => keys.get(&c.device_id).cloned(),
+            Claim::Connector(c) if c.account_tag == ACCOUNT => keys.get(&c.tunnel_id).cloned().map(VerifyKey::Shared),
+            Claim::Client(c) => keys.get(&c.device_id).cloned().map(VerifyKey::Shared),
             _ => None,
         }
     }
@@ -221,7 +222,7 @@ pub async fn connect_device(
         addr,
         name,
         client_registration(device.id),
-        &device.secret.derive_auth_key(),
+        &zt_proto::ProofKey::Shared(device.secret.derive_auth_key()),
     )
     .await
 }

@@ -488,11 +488,11 @@ async fn a_flow_whose_header_never_completes_is_cut_after_the_header_timeout() {
         claim: Claim::Client(client_registration(device.id).claim),
         software_version: "raw".into(),
         features: vec![],
-        proof: [0; PROOF_LEN],
+        proof: zt_proto::Proof::EMPTY,
     };
     sign_register(
         &mut register,
-        &device.secret.derive_auth_key(),
+        &zt_proto::ProofKey::Shared(device.secret.derive_auth_key()),
         &exporter_of(&conn),
     )
     .unwrap();

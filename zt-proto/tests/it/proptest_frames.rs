@@ -74,7 +74,7 @@ fn control_frame() -> impl Strategy<Value = ControlFrame> {
                     claim,
                     software_version: sw,
                     features,
-                    proof
+                    proof: zt_proto::Proof::Mac(proof)
                 })
             ),
         (uuid(), short(), any::<u16>()).prop_map(|(c, e, v)| ControlFrame::Registered(

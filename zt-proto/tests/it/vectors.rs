@@ -38,9 +38,9 @@ fn expected() -> Vec<(&'static str, Expected)> {
         }),
         software_version: "zt 0.1.0".into(),
         features: vec!["half-close".into()],
-        proof: [0; 32],
+        proof: zt_proto::Proof::EMPTY,
     };
-    sign_register(&mut register, &key(), &EXPORTER).unwrap();
+    sign_register(&mut register, &zt_proto::ProofKey::Shared(key()), &EXPORTER).unwrap();
     let mut client_register = Register {
         protocol_version: 1,
         claim: Claim::Client(ClientClaim {
@@ -49,9 +49,9 @@ fn expected() -> Vec<(&'static str, Expected)> {
         }),
         software_version: "zt 0.1.0".into(),
         features: vec![],
-        proof: [0; 32],
+        proof: zt_proto::Proof::EMPTY,
     };
-    sign_register(&mut client_register, &key(), &EXPORTER).unwrap();
+    sign_register(&mut client_register, &zt_proto::ProofKey::Shared(key()), &EXPORTER).unwrap();
     use Expected::*;
     vec![
         (
@@ -265,9 +265,9 @@ fn documented_register_proofs_verify_with_the_documented_key_and_exporter() {
         let Some(ControlFrame::Register(r)) = ControlFrame::decode(&mut buf).unwrap() else {
             panic!("{name} is not a register frame");
         };
-        assert!(verify_proof(&key(), &EXPORTER, &r), "{name}");
+        assert!(verify_proof(&zt_proto::VerifyKey::Shared(key()), &EXPORTER, &r), "{name}");
         assert!(
-            !verify_proof(&key(), &[0x5a; 32], &r),
+            !verify_proof(&zt_proto::VerifyKey::Shared(key()), &[0x5a; 32], &r),
             "{name} with another exporter"
         );
     }

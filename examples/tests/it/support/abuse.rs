@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use zt_creds::{AuthKey, DeviceCredentials};
 use zt_proto::{
     sign_register, Claim, ClientClaim, ControlFrame, Exporter, Register, EXPORTER_CONTEXT,
-    EXPORTER_LABEL, EXPORTER_LEN, PROOF_LEN, PROTOCOL_VERSION,
+    EXPORTER_LABEL, EXPORTER_LEN, PROTOCOL_VERSION,
 };
 
 use super::{Edge, DEADLINE};
@@ -82,9 +82,9 @@ pub fn signed_register(claim: Claim, key: &AuthKey, exporter: &Exporter) -> Regi
         claim,
         software_version: "zt abuse test".into(),
         features: vec![],
-        proof: [0; PROOF_LEN],
+        proof: zt_proto::Proof::EMPTY,
     };
-    sign_register(&mut register, key, exporter).unwrap();
+    sign_register(&mut register, &zt_proto::ProofKey::Shared(key.clone()), exporter).unwrap();
     register
 }
 
@@ -182,7 +182,7 @@ pub async fn client_session(
         device_id: device.device_id,
         vnet: String::new(),
     });
-    let key = device.secret.derive_auth_key();
+    let key = device.secret().expect("a device with a secret").derive_auth_key();
     let (answer, control) =
         register_session(&conn, signed_register(claim, &key, &exporter_of(&conn))).await;
     assert!(answer.registered(), "{:?}", answer.frame);
