@@ -348,6 +348,41 @@ impl AuthRefusal {
     }
 }
 
+/// One sign-in through an identity provider (`zt login`), accepted or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRecord {
+    /// When.
+    pub time: Timestamp,
+    /// The laptop's address.
+    pub source: IpAddr,
+    /// The provider's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
+    /// `browser`, `device_code` or `logout`.
+    pub flow: String,
+    /// Whether the sign-in enrolled a device (or the logout took effect).
+    pub accepted: bool,
+    /// The user's verified email, once the ID token was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The provider's subject for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The provider's groups the sign-in gave.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The enrolled (or logged-out) device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<Uuid>,
+    /// The sign-in session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_session: Option<Uuid>,
+    /// Why it was refused, for the operator (the laptop is told the same words unless
+    /// they would help an attacker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// One line of the audit log, tagged by `"type"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -357,6 +392,8 @@ pub enum AuditEvent {
     Flow(FlowRecord),
     /// `{"type":"auth_refusal", …}`.
     AuthRefusal(AuthRefusal),
+    /// `{"type":"login", …}`.
+    Login(LoginRecord),
 }
 
 /// An error of the audit log.
@@ -420,6 +457,7 @@ pub enum RefusalLogged {
 enum EventRef<'a> {
     Flow(&'a FlowRecord),
     AuthRefusal(&'a AuthRefusal),
+    Login(&'a LoginRecord),
 }
 
 struct AuditFiles {
@@ -553,6 +591,12 @@ impl AuditLog {
     /// Records a finished flow.
     pub fn record_flow(&self, record: &FlowRecord) -> Result<(), AuditError> {
         self.write_event(&EventRef::Flow(record), false)
+    }
+
+    /// Records a sign-in or logout, flushed at once. Refused sign-ins count against the
+    /// source's budget before they get here, so they cannot flood the log.
+    pub fn record_login(&self, record: &LoginRecord) -> Result<(), AuditError> {
+        self.write_event(&EventRef::Login(record), true)
     }
 
     /// Records a refused authentication: written (and flushed) at once when it is the first

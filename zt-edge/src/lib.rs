@@ -115,6 +115,7 @@ pub use store::{
 
 // Audit log.
 pub use audit::{
+    LoginRecord,
     AuditError, AuditEvent, AuditLimits, AuditLog, AuthRefusal, CloseReason, ConnectorKind,
     FlowAction, FlowProtocol, FlowRecord, HalfClose, PeerRole, PolicyPhase, RefusalLogged,
     AUDIT_BUFFER_BYTES, AUDIT_FLUSH_INTERVAL, MAX_CLAIMED_ID_LEN,

@@ -136,6 +136,7 @@
 
 mod auth;
 mod control;
+mod enroll;
 mod error;
 mod flow;
 mod frame;
@@ -170,6 +171,13 @@ pub use open::{FlowAcceptor, FlowOpener};
 pub use auth::{
     compute_proof, sign_register, verify_proof, Exporter, ProofKey, VerifyKey, EXPORTER_CONTEXT,
     EXPORTER_LABEL, EXPORTER_LEN, PROOF_DOMAIN, SIGNATURE_DOMAIN,
+};
+
+// The enrollment exchange (`zt login`).
+pub use enroll::{
+    from_hex, login_nonce, parse_message, possession_message, to_hex, EnrollDecoder, EnrollError,
+    EnrollFlow, EnrollMessage, ALPN_ENROLL, CHALLENGE_LEN, ENROLL_VERSION, MAX_ENROLL_MESSAGE_LEN,
+    POSSESSION_DOMAIN,
 };
 
 // Control-stream state machines.
