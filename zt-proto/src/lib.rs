@@ -193,6 +193,7 @@ pub use transport::{
     backoff::{Backoff, BackoffPolicy},
     carrier::{ConnectionLost, Quic, Transport},
     datagrams::UdpFlow,
+    enrollment::EnrollmentConnection,
     endpoint::{
         ClientRegistration, ConnectorRegistration, EdgeListener, EdgePeer, IncomingPeer,
         PeerEndpoint, SocketBuffers,

@@ -20,6 +20,7 @@ use crate::control::{ClientControl, ConnectorControl};
 use crate::flow::CloseCode;
 use crate::frame::{ClientClaim, ConnectorClaim};
 use crate::transport::argotunnel::ArgotunnelConnection;
+use crate::transport::enrollment::EnrollmentConnection;
 use crate::transport::carrier::{Quic, Transport};
 use crate::transport::error::{AcceptError, ConnectError, EndpointError};
 use crate::transport::links::{ClientConnection, ClientLink, ConnectorConnection, ConnectorLink};
@@ -145,6 +146,9 @@ pub enum EdgePeer {
     /// a listener bound with [`EdgeListener::bind_with_argotunnel`]. Nothing has been read
     /// from it and nothing authenticated: the caller runs cloudflared's registration.
     Argotunnel(ArgotunnelConnection),
+    /// A connection that chose ALPN `zt-enroll/1`: a `zt login` before the device has any
+    /// credential. Nothing has been read or authenticated; the caller runs the exchange.
+    Enrollment(EnrollmentConnection),
 }
 
 /// The edge's QUIC listener.
@@ -294,6 +298,10 @@ impl IncomingPeer {
             debug!(remote = %addr, "argotunnel connection");
             return Ok(EdgePeer::Argotunnel(ArgotunnelConnection::new(conn)));
         }
+        if negotiated_alpn(&conn).as_deref() == Some(crate::enroll::ALPN_ENROLL) {
+            debug!(remote = %addr, "enrollment connection");
+            return Ok(EdgePeer::Enrollment(EnrollmentConnection::new(Quic(conn))));
+        }
         match register_at_edge(Quic(conn), settings, &self.edge_name, started, auth).await? {
             EdgeRegistered::Connector(link) => Ok(EdgePeer::Connector(link)),
             EdgeRegistered::Client(link) => Ok(EdgePeer::Client(link)),
@@ -333,6 +341,8 @@ pub struct ClientRegistration {
 pub struct PeerEndpoint {
     endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
+    /// The same trust, offering ALPN `zt-enroll/1` (for `zt login`).
+    enroll_config: quinn::ClientConfig,
     settings: TransportSettings,
     buffers: SocketBuffers,
 }
@@ -348,6 +358,9 @@ impl PeerEndpoint {
         let crypto = trust.quic_client_config()?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
         client_config.transport_config(settings.quinn_config()?);
+        let crypto = trust.quic_client_config_for(crate::enroll::ALPN_ENROLL)?;
+        let mut enroll_config = quinn::ClientConfig::new(Arc::new(crypto));
+        enroll_config.transport_config(settings.quinn_config()?);
         let (socket, buffers) = bind_socket(bind, &settings)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
@@ -359,6 +372,7 @@ impl PeerEndpoint {
         Ok(Self {
             endpoint,
             client_config,
+            enroll_config,
             settings,
             buffers,
         })
@@ -384,15 +398,40 @@ impl PeerEndpoint {
         self.endpoint.wait_idle().await;
     }
 
+    /// Connects to the edge's enrollment exchange (ALPN `zt-enroll/1`, the same trust as
+    /// every other connection). Used by `zt login` before the device has a credential.
+    pub async fn connect_enrollment(
+        &self,
+        edge: SocketAddr,
+        server_name: &str,
+    ) -> Result<EnrollmentConnection, ConnectError> {
+        let deadline = Instant::now() + self.settings.register_timeout;
+        let (conn, _) = self
+            .handshake_with(&self.enroll_config, edge, server_name, deadline)
+            .await?;
+        Ok(EnrollmentConnection::new(conn))
+    }
+
     async fn handshake(
         &self,
         edge: SocketAddr,
         server_name: &str,
         deadline: Instant,
     ) -> Result<(Quic, crate::auth::Exporter), ConnectError> {
+        self.handshake_with(&self.client_config, edge, server_name, deadline)
+            .await
+    }
+
+    async fn handshake_with(
+        &self,
+        config: &quinn::ClientConfig,
+        edge: SocketAddr,
+        server_name: &str,
+        deadline: Instant,
+    ) -> Result<(Quic, crate::auth::Exporter), ConnectError> {
         let connecting = self
             .endpoint
-            .connect_with(self.client_config.clone(), edge, server_name)
+            .connect_with(config.clone(), edge, server_name)
             .map_err(|source| ConnectError::Start { addr: edge, source })?;
         let conn = match timeout_at(tokio_deadline(deadline), connecting).await {
             Ok(Ok(c)) => c,

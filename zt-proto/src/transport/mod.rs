@@ -9,6 +9,7 @@ pub(crate) mod carrier;
 pub(crate) mod datagrams;
 pub(crate) mod driver;
 pub(crate) mod endpoint;
+pub(crate) mod enrollment;
 pub(crate) mod error;
 pub(crate) mod hybrid_kx;
 #[cfg(test)]

@@ -180,7 +180,7 @@ impl ServerIdentity {
                 argotunnel: cf.certified_key(&provider, "argotunnel certificate and key")?,
             })),
         };
-        cfg.alpn_protocols = vec![ALPN_ZT1.to_vec()];
+        cfg.alpn_protocols = vec![ALPN_ZT1.to_vec(), crate::enroll::ALPN_ENROLL.to_vec()];
         if argotunnel.is_some() {
             cfg.alpn_protocols.push(ALPN_ARGOTUNNEL.to_vec());
         }
@@ -275,6 +275,14 @@ impl EdgeTrust {
     }
 
     pub(crate) fn quic_client_config(&self) -> Result<QuicClientConfig, TlsConfigError> {
+        self.quic_client_config_for(ALPN_ZT1)
+    }
+
+    /// The client configuration offering `alpn` alone.
+    pub(crate) fn quic_client_config_for(
+        &self,
+        alpn: &[u8],
+    ) -> Result<QuicClientConfig, TlsConfigError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|source| TlsConfigError::Rustls {
@@ -300,7 +308,7 @@ impl EdgeTrust {
                 }))
                 .with_no_client_auth(),
         };
-        cfg.alpn_protocols = vec![ALPN_ZT1.to_vec()];
+        cfg.alpn_protocols = vec![alpn.to_vec()];
         cfg.enable_early_data = false;
         QuicClientConfig::try_from(cfg).map_err(|e| TlsConfigError::Rustls {
             what: "QUIC client configuration",
