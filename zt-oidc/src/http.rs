@@ -352,3 +352,62 @@ pub(crate) fn oauth_error(body: &[u8]) -> (Option<String>, Option<String>) {
     };
     (field("error", 64), field("error_description", 200))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = Target::parse("https://idp.example/realms/x/token?a=b").expect("parses");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path_and_query.as_str()),
+            ("idp.example", 443, "/realms/x/token?a=b")
+        );
+        let t = Target::parse("https://[::1]:8443").expect("parses");
+        assert_eq!(
+            (
+                t.host.as_str(),
+                t.port,
+                t.authority.as_str(),
+                t.path_and_query.as_str()
+            ),
+            ("::1", 8443, "[::1]:8443", "/")
+        );
+        let t = Target::parse("https://127.0.0.1:9?x").expect("parses");
+        assert_eq!(t.path_and_query, "/?x");
+        for bad in [
+            "http://idp.example/",
+            "https://",
+            "https://user:pw@idp.example/",
+            "https://idp.example/#frag",
+            "https://idp.example:0/",
+            "https://idp.example:99999/",
+            "https://idp.example/a b",
+            "https://[::1/",
+            "https://bad_host!/",
+            "HTTPS://idp.example/",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn oauth_errors_are_bounded() {
+        let long = "x".repeat(5000);
+        let body = serde_json::json!({"error": "invalid_grant\u{7}", "error_description": long})
+            .to_string();
+        let (e, d) = oauth_error(body.as_bytes());
+        assert_eq!(e.as_deref(), Some("invalid_grant"));
+        assert_eq!(d.map(|d| d.chars().count()), Some(201));
+        assert_eq!(oauth_error(b"<html>"), (None, None));
+    }
+
+    #[test]
+    fn form_encoding_keeps_only_unreserved() {
+        assert_eq!(
+            form_encode("a-b.c_d~e f&g=h+/:"),
+            "a-b.c_d~e%20f%26g%3Dh%2B%2F%3A"
+        );
+    }
+}
