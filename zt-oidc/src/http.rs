@@ -154,7 +154,24 @@ impl HttpClient {
                     .add(cert)
                     .map_err(|e| OidcError::Settings(format!("CA file {}: {e}", path.display())))?;
             }
-        } else if added == 0 {
+        }
+        if let Some(pem) = &settings.ca_pem {
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| OidcError::Settings(format!("the provider's CA PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(OidcError::Settings(
+                    "the provider's CA PEM holds no certificate".into(),
+                ));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| OidcError::Settings(format!("the provider's CA PEM: {e}")))?;
+            }
+        }
+        if settings.ca_file.is_none() && settings.ca_pem.is_none() && added == 0 {
             warn!("no system root certificates found and no CA file set: the IdP's certificate cannot be checked");
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -50,6 +50,9 @@ pub struct ProviderSettings {
     pub allowed_domains: Vec<String>,
     /// Extra trust anchors (PEM) besides the system roots.
     pub ca_file: Option<PathBuf>,
+    /// Extra trust anchors given as PEM text (as the edge stores them with the provider's
+    /// record), besides the system roots and `ca_file`.
+    pub ca_pem: Option<String>,
     /// Clock skew allowed on `exp`, `nbf` and `iat` (default 60 s).
     pub clock_skew: Duration,
 }
@@ -66,6 +69,7 @@ impl ProviderSettings {
             groups_claim: "groups".into(),
             allowed_domains: Vec::new(),
             ca_file: None,
+            ca_pem: None,
             clock_skew: DEFAULT_CLOCK_SKEW,
         }
     }

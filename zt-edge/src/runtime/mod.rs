@@ -18,6 +18,7 @@ mod auth;
 mod clients;
 mod cloudflared;
 mod config;
+mod enroll;
 mod flow;
 mod link;
 mod metrics;
@@ -171,6 +172,8 @@ impl Edge {
             revision: watch::channel(first_revision).0,
             stop,
             client_flows: AtomicU64::new(0),
+            providers: Default::default(),
+            enrollments: Arc::new(tokio::sync::Semaphore::new(enroll::MAX_ENROLLMENTS)),
             config,
         });
         let authenticator = Arc::new(EdgeAuthenticator {
@@ -225,6 +228,7 @@ impl Edge {
         tokio::spawn(accept_loop(shared.clone(), listener.clone(), authenticator));
         tokio::spawn(reload_loop(shared.clone(), revisions, policy_config));
         tokio::spawn(flush_loop(shared.clone()));
+        tokio::spawn(key_refresh_loop(shared.clone()));
         metrics.ready.store(true, Ordering::Release);
         info!(listen = %local_addr, edge = %shared.config.edge_name, ca_fingerprint = %state.ca_fingerprint(), "edge started");
         Ok(EdgeHandle {
@@ -374,10 +378,47 @@ async fn accept_loop(
                 Ok(EdgePeer::Argotunnel(conn)) => {
                     cloudflared::register::serve(shared, auth, conn).await
                 }
+                Ok(EdgePeer::Enrollment(conn)) => serve_enrollment(shared, auth, conn).await,
                 Ok(_) => warn!(remote = %remote, "peer of an unknown role"),
                 Err(e) => tracing::debug!(remote = %remote, error = %e, "registration failed"),
             }
         });
+    }
+}
+
+/// One `zt login` over QUIC: the exchange runs on the first stream the laptop opens.
+async fn serve_enrollment(
+    shared: Arc<Shared>,
+    auth: Arc<EdgeAuthenticator>,
+    conn: zt_proto::EnrollmentConnection,
+) {
+    let source = conn.remote_address();
+    let Some(exporter) = conn.exporter() else {
+        return;
+    };
+    let stream =
+        tokio::time::timeout(shared.config.transport.register_timeout, conn.accept_stream()).await;
+    let Ok(Ok((send, recv))) = stream else {
+        auth.limiter.record_failure(source.ip());
+        conn.close(CloseCode::PROTOCOL_VIOLATION, "no enrollment stream in time");
+        return;
+    };
+    let gate = shared.enrollments.clone();
+    enroll::serve(shared, auth, gate, source, exporter, recv, send).await;
+    // Let the last message reach the laptop before the connection goes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    conn.close(CloseCode::NO_ERROR, "enrollment done");
+}
+
+/// Fetches the identity providers' signing keys on a schedule, so rotated keys are known
+/// before the first token signed with them arrives.
+async fn key_refresh_loop(shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(enroll::KEY_REFRESH_INTERVAL) => shared.providers.refresh_all().await,
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -41,6 +41,10 @@ pub(crate) struct Shared {
     pub(crate) stop: watch::Sender<bool>,
     /// Client flows being served.
     pub(crate) client_flows: AtomicU64,
+    /// Identity providers met by `zt login`, discovered on first use.
+    pub(crate) providers: super::enroll::Providers,
+    /// Enrollment exchanges served at once.
+    pub(crate) enrollments: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
