@@ -33,6 +33,12 @@ if (mode !== 'login' && mode !== 'device') usage();
 
 class Failure extends Error {}
 
+// Whatever hangs (a browser that does not close), the process ends within a minute.
+setTimeout(() => {
+  process.stderr.write(`browser.mjs ${mode}: still running after 60 s; giving up\n`);
+  process.exit(1);
+}, 60_000).unref();
+
 // The text of the provider's error page, when the page is one.
 async function errorText(page) {
   const title = await page.title();
