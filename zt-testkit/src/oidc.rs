@@ -150,8 +150,9 @@ impl Account {
     }
 }
 
-/// How the provider is set up; see [`Default`] for the usual values.
-#[derive(Clone, Debug)]
+/// How the provider is set up; see [`Default`] for the usual values. `Debug` leaves the
+/// client secret out.
+#[derive(Clone)]
 pub struct ProviderOptions {
     /// The accounts that can sign in.
     pub accounts: Vec<Account>,
@@ -169,6 +170,23 @@ pub struct ProviderOptions {
     pub id_token_ttl: Duration,
     /// The key that signs ID tokens, the only one in the JWKS.
     pub signing_key: SigningKey,
+}
+
+impl fmt::Debug for ProviderOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderOptions")
+            .field("accounts", &self.accounts)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("claims_in_id_token", &self.claims_in_id_token)
+            .field("groups_claim", &self.groups_claim)
+            .field("id_token_ttl", &self.id_token_ttl)
+            .field("signing_key", &self.signing_key)
+            .finish()
+    }
 }
 
 impl Default for ProviderOptions {
@@ -567,13 +585,14 @@ async fn https_exchange(
 
 /// A running OpenID Provider; see the module docs. Dropping it kills the Node.js process.
 pub struct OidcProvider {
+    // First, so it is dropped (killed) before the directory holding its files goes.
+    process: Option<Running>,
     options: ProviderOptions,
     dir: tempfile::TempDir,
     ca_file: PathBuf,
     ca_pem: String,
     port: u16,
     issuer: String,
-    process: Option<Running>,
 }
 
 /// The provider's process, and its standard input: the provider exits when that closes.
@@ -614,13 +633,13 @@ impl OidcProvider {
         write_private(&dir.path().join("cert.pem"), leaf.chain_pem().as_bytes())?;
         write_private(&dir.path().join("key.pem"), leaf.key_pem().as_bytes())?;
         let mut provider = OidcProvider {
+            process: None,
             options,
             dir,
             ca_file,
             ca_pem: ca.pem(),
             port: 0,
             issuer: String::new(),
-            process: None,
         };
         provider.launch().await?;
         Ok(provider)
