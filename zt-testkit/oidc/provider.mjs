@@ -145,7 +145,11 @@ server.listen(port, '127.0.0.1', () => {
     },
     async findAccount(_ctx, sub) {
       const account = accounts.get(sub);
-      if (!account) return undefined;
+      if (!account) {
+        // oidc-provider then fails the sign-in with a bare server_error; say why here.
+        process.stderr.write(`provider.mjs: no account with login ${JSON.stringify(sub)}\n`);
+        return undefined;
+      }
       return { accountId: sub, claims: async () => claimsOf(account) };
     },
   });

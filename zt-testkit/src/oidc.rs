@@ -665,6 +665,12 @@ impl OidcProvider {
         &self.options.signing_key
     }
 
+    /// What the provider said on stderr so far (its errors: a refused request, an unknown
+    /// login), without its start-up warnings; for a failing test's message.
+    pub fn log(&self) -> String {
+        read_log(&self.dir.path().join("provider.log"))
+    }
+
     /// What the provider runs with.
     pub fn options(&self) -> &ProviderOptions {
         &self.options
@@ -756,11 +762,8 @@ impl OidcProvider {
             });
         }
         let log_tail = || {
-            let mut text = String::new();
-            if let Ok(mut f) = std::fs::File::open(&log_file) {
-                let _ = f.read_to_string(&mut text);
-            }
-            let lines: Vec<&str> = text.lines().filter(|l| !l.contains("WARNING")).collect();
+            let text = read_log(&log_file);
+            let lines: Vec<&str> = text.lines().collect();
             lines[lines.len().saturating_sub(10)..].join("\n")
         };
         let line = match tokio::time::timeout(DEADLINE, rx).await {
@@ -796,6 +799,19 @@ impl OidcProvider {
         self.process = Some(running);
         Ok(())
     }
+}
+
+/// The provider's log without oidc-provider's start-up warnings (the Node.js version, the
+/// development adapter and interactions), which every start prints.
+fn read_log(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut text);
+    }
+    text.lines()
+        .filter(|l| !l.starts_with("oidc-provider WARNING"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {

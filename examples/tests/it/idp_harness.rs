@@ -198,6 +198,22 @@ async fn a_browser_login_with_pkce_gets_verified_tokens_in_both_claim_modes() {
     let refused = Browser::login(&no_pkce, "alice").await.unwrap();
     assert!(refused.contains("error=invalid_request"), "{refused}");
 
+    // An account the provider does not know: the error page's text, and the log says why.
+    let (port, _unused) = callback_listener().await;
+    let (_, challenge) = pkce();
+    let unknown = format!(
+        "{}?client_id=zt&response_type=code&scope=openid&redirect_uri={}&state=s&code_challenge={challenge}&code_challenge_method=S256",
+        discovery["authorization_endpoint"].as_str().unwrap(),
+        form_encode(&format!("http://127.0.0.1:{port}/callback")),
+    );
+    let err = Browser::login(&unknown, "mallory").await.unwrap_err();
+    assert!(err.contains("error page"), "{err}");
+    assert!(
+        op.log().contains("no account with login \"mallory\""),
+        "{}",
+        op.log()
+    );
+
     let tokens = login(&op, "alice", None).await;
     let id = op
         .current_key()
