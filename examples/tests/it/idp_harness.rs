@@ -102,8 +102,9 @@ async fn callback_listener() -> (u16, tokio::task::JoinHandle<String>) {
     (port, task)
 }
 
-/// One browser login through the provider's pages with PKCE; returns the token response.
-async fn login(op: &OidcProvider, who: &str, secret: Option<&str>) -> Value {
+/// One browser login through the provider's pages with PKCE (asking for a refresh token too
+/// when `offline`); returns the token response.
+async fn login(op: &OidcProvider, who: &str, secret: Option<&str>, offline: bool) -> Value {
     let client_id = op.options().client_id.clone();
     let discovery = get_json(
         op,
@@ -114,11 +115,19 @@ async fn login(op: &OidcProvider, who: &str, secret: Option<&str>) -> Value {
     let redirect_uri = format!("http://127.0.0.1:{port}/callback");
     let (verifier, challenge) = pkce();
     let state = format!("state-{port}");
+    let (scope, prompt) = if offline {
+        (
+            "openid email profile groups offline_access",
+            "&prompt=consent",
+        )
+    } else {
+        ("openid email profile groups", "")
+    };
     let url = format!(
-        "{}?client_id={}&response_type=code&scope={}&redirect_uri={}&state={state}&nonce=n-{port}&code_challenge={challenge}&code_challenge_method=S256",
+        "{}?client_id={}&response_type=code&scope={}&redirect_uri={}&state={state}&nonce=n-{port}&code_challenge={challenge}&code_challenge_method=S256{prompt}",
         discovery["authorization_endpoint"].as_str().unwrap(),
         form_encode(&client_id),
-        form_encode("openid email profile groups"),
+        form_encode(scope),
         form_encode(&redirect_uri),
     );
     let t = Instant::now();
@@ -214,7 +223,7 @@ async fn a_browser_login_with_pkce_gets_verified_tokens_in_both_claim_modes() {
         op.log()
     );
 
-    let tokens = login(&op, "alice", None).await;
+    let tokens = login(&op, "alice", None, false).await;
     let id = op
         .current_key()
         .verify(tokens["id_token"].as_str().unwrap())
@@ -254,7 +263,7 @@ async fn a_browser_login_with_pkce_gets_verified_tokens_in_both_claim_modes() {
     .await
     .unwrap();
     step("provider started (claims in the ID token)", t);
-    let tokens = login(&op, "alice", Some("test-client-secret")).await;
+    let tokens = login(&op, "alice", Some("test-client-secret"), false).await;
     let id = op
         .current_key()
         .verify(tokens["id_token"].as_str().unwrap())
@@ -268,7 +277,7 @@ async fn a_browser_login_with_pkce_gets_verified_tokens_in_both_claim_modes() {
         id["exp"].as_u64().unwrap() - id["iat"].as_u64().unwrap(),
         120
     );
-    let tokens = login(&op, "bob", Some("test-client-secret")).await;
+    let tokens = login(&op, "bob", Some("test-client-secret"), true).await;
     let id = op
         .current_key()
         .verify(tokens["id_token"].as_str().unwrap())
@@ -280,12 +289,33 @@ async fn a_browser_login_with_pkce_gets_verified_tokens_in_both_claim_modes() {
         "{id}"
     );
 
-    // Without the secret the client is refused.
+    // offline_access gave a refresh token; it gets a new ID token for the same account.
     let discovery = get_json(
         &op,
         &format!("{}/.well-known/openid-configuration", op.issuer()),
     )
     .await;
+    let t = Instant::now();
+    let refresh = tokens["refresh_token"].as_str().expect("a refresh token");
+    let (status, refreshed) = post_json(
+        &op,
+        discovery["token_endpoint"].as_str().unwrap(),
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+        Some(("zt", "test-client-secret")),
+    )
+    .await;
+    step("refresh_token grant", t);
+    assert_eq!(status, 200, "{refreshed}");
+    let id = op
+        .current_key()
+        .verify(refreshed["id_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        (id["sub"].as_str(), id["email"].as_str()),
+        (Some("bob"), Some("bob@example.com"))
+    );
+
+    // Without the secret the client is refused.
     let (status, reply) = post_json(
         &op,
         discovery["token_endpoint"].as_str().unwrap(),
