@@ -20,6 +20,8 @@
 //!   capnp-rpc, an implementation independent of the edge's codec).
 //! - [`impair`]: a userspace UDP relay that loses, duplicates, reorders and delays packets.
 //! - [`postgres`]: a real PostgreSQL server per test binary, a fresh database per test.
+//! - [`oidc`]: a real OpenID Provider (oidc-provider on Node.js, over HTTPS) and a real
+//!   browser (headless Chromium) through its login, consent and device pages.
 //!
 //! What it is not: a library for production code. Everything panics on failure, since a
 //! failure here is a failed test; nothing is tuned for speed beyond what the tests need.
@@ -45,6 +47,7 @@ pub mod cloudflared;
 pub mod data;
 pub mod impair;
 pub mod loopback;
+pub mod oidc;
 pub mod origin;
 pub mod pki;
 pub mod postgres;

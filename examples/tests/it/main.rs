@@ -35,5 +35,6 @@ mod faults_blackhole;
 mod faults_impairment;
 mod faults_k8s_streams;
 mod faults_rolling;
+mod idp_harness;
 mod manifests;
 mod soak;
