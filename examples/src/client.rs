@@ -92,7 +92,7 @@ enum Mode {
     },
 }
 
-fn credentials_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn credentials_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = given {
         return Ok(p);
     }

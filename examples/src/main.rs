@@ -15,6 +15,7 @@ mod client;
 mod connector;
 mod demo;
 mod edge;
+mod login;
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +50,8 @@ enum Command {
     Rule(admin::RuleArgs),
     /// Manage users and their device credentials.
     User(admin::UserArgs),
+    /// Manage the identity providers engineers sign in with (`zt login`).
+    Idp(admin::IdpArgs),
     /// Show the edge's account tag and CA fingerprint.
     Account(admin::AccountArgs),
     /// Show what applying a configuration file would change (exit 4 when changes are pending).
@@ -63,6 +66,10 @@ enum Command {
     Edge(edge::EdgeArgs),
     /// Run the client: port-forward or SOCKS5 proxy into the private network.
     Client(client::ClientArgs),
+    /// Sign this device in through the edge's identity provider.
+    Login(login::LoginArgs),
+    /// End this device's sign-in at the edge and delete its credentials.
+    Logout(login::LogoutArgs),
     /// Run a complete local demo on loopback.
     Demo(demo::DemoArgs),
 }
@@ -96,6 +103,7 @@ fn main() -> std::process::ExitCode {
         Command::List(args) => admin::list(args),
         Command::Rule(args) => admin::rule(args),
         Command::User(args) => admin::user(args),
+        Command::Idp(args) => admin::idp(args),
         Command::Account(args) => admin::account(args),
         Command::Plan(args) => admin::plan(args),
         Command::Apply(args) => admin::apply(args),
@@ -103,6 +111,8 @@ fn main() -> std::process::ExitCode {
         Command::Policy(args) => admin::policy(args),
         Command::Edge(args) => edge::run(args),
         Command::Client(args) => client::run(args),
+        Command::Login(args) => login::run_login(args),
+        Command::Logout(args) => login::run_logout(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

@@ -56,6 +56,7 @@ mod client;
 mod error;
 #[cfg(feature = "runtime")]
 mod forward;
+pub mod login;
 mod posture;
 #[cfg(feature = "runtime")]
 mod proxy;

@@ -59,6 +59,7 @@
 mod credentials;
 mod device;
 mod device_key;
+mod enrollment;
 mod file;
 mod fingerprint;
 mod json;
@@ -72,6 +73,7 @@ pub use secret::{
 
 pub use credentials::TunnelCredentials;
 pub use device::{DeviceAuth, DeviceCredentials};
+pub use enrollment::{Enrollment, EnrollmentError, ENROLLMENT_PREFIX, MAX_ENROLLMENT_LEN};
 pub use device_key::{
     DeviceKey, DeviceKeyError, DevicePublicKey, DEVICE_PUBLIC_KEY_LEN, DEVICE_SIGNATURE_LEN,
 };

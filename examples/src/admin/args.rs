@@ -495,3 +495,59 @@ pub(crate) enum PolicyCommand {
         output: Output,
     },
 }
+
+/// `zt idp …`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct IdpArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+    #[command(subcommand)]
+    pub(super) command: IdpCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum IdpCommand {
+    /// Trust an OpenID Provider for `zt login`.
+    Add {
+        /// A short name, as policy sees it (`identity.idp == "corp"`).
+        name: String,
+        /// The issuer URL, exactly as the provider's discovery document says it.
+        #[arg(long)]
+        issuer: String,
+        /// The client id zt is registered under at the provider.
+        #[arg(long)]
+        client_id: String,
+        /// A file holding the client secret, only where the provider insists on one.
+        #[arg(long, value_name = "FILE")]
+        client_secret_file: Option<std::path::PathBuf>,
+        /// Scopes to ask for (repeatable; default `openid email profile groups`).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// The claim holding the user's groups.
+        #[arg(long, default_value = "groups")]
+        groups_claim: String,
+        /// Email domains allowed to sign in (repeatable; none allows any verified email).
+        #[arg(long = "allowed-domain", value_name = "DOMAIN")]
+        allowed_domains: Vec<String>,
+        /// How long a sign-in lasts (`12h`, `30m`, `7d`); capped by the edge's
+        /// `--max-session-lifetime`.
+        #[arg(long, default_value = "12h")]
+        session_length: String,
+        /// A PEM file of CA certificates for a provider behind a private CA.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<std::path::PathBuf>,
+    },
+    /// List the identity providers (client secrets are never shown).
+    List,
+    /// Stop trusting a provider.
+    Remove {
+        /// Name or id.
+        idp: String,
+    },
+    /// Print the one-line enrollment string engineers pass to `zt login`.
+    Enrollment {
+        /// Name or id.
+        idp: String,
+    },
+}

@@ -30,6 +30,7 @@ mod rule;
 mod tunnel;
 mod user;
 mod vnet;
+mod idp;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -37,7 +38,7 @@ use std::process::ExitCode;
 pub(crate) use account::run as account;
 pub(crate) use args::{
     AccountArgs, ApplyArgs, ExportArgs, ListArgs, PlanArgs, PolicyArgs, RouteArgs, RuleArgs,
-    TunnelArgs, UserArgs, VnetArgs,
+    IdpArgs, TunnelArgs, UserArgs, VnetArgs,
 };
 pub(crate) use config::{apply, export, plan, policy};
 pub(crate) use list::run as list;
@@ -46,6 +47,7 @@ pub(crate) use rule::run as rule;
 pub(crate) use tunnel::run as tunnel;
 pub(crate) use user::run as user;
 pub(crate) use vnet::run as vnet;
+pub(crate) use idp::run as idp;
 
 const EXIT_REFUSED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 3;

@@ -33,6 +33,7 @@
 
 mod account;
 mod config;
+mod idps;
 mod lists;
 mod lookup;
 mod routes;
@@ -136,11 +137,15 @@ pub(crate) fn handle(ctx: &Ctx, req: &ApiRequest) -> Reply {
         ["v1", "users", key] if m == Method::DELETE => users::remove(ctx, key),
         ["v1", "users", key] if m == Method::PATCH => users::update(ctx, req, key),
         ["v1", "routes", id] if m == Method::PATCH => routes::update(ctx, req, id),
+        ["v1", "idps"] if m == Method::GET => idps::list(ctx),
+        ["v1", "idps"] if m == Method::POST => idps::add(ctx, req),
+        ["v1", "idps", key] if m == Method::DELETE => idps::remove(ctx, key),
+        ["v1", "idps", key, "enrollment"] if m == Method::GET => idps::enrollment(ctx, key),
         ["v1", "config", "plan"] if m == Method::POST => config::plan(ctx, req),
         ["v1", "config", "apply"] if m == Method::POST => config::apply(ctx, req),
         ["v1", "config", "drift"] if m == Method::GET => config::drift(ctx),
         ["v1", "config", "export"] if m == Method::GET => config::export(ctx),
-        ["v1", "account" | "tunnels" | "routes" | "vnets" | "lists" | "rules" | "users" | "config", ..] => {
+        ["v1", "account" | "tunnels" | "routes" | "vnets" | "lists" | "rules" | "users" | "idps" | "config", ..] => {
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
