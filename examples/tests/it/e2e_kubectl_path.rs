@@ -18,7 +18,7 @@ use zt_testkit::pki::KubePki;
 const VERSION_JSON: &str = r#"{"major":"1","minor":"24","gitVersion":"v1.24.1","gitCommit":"3ddd0f45aa91e2f30c70734b175631bec5b5825a","gitTreeState":"clean","buildDate":"2022-05-24T12:18:48Z","goVersion":"go1.18.2","compiler":"gc","platform":"linux/amd64"}"#;
 
 /// The stand-in API server: mutual TLS, one HTTP/1.1 request per connection.
-fn api_server(bind: &str, config: Arc<rustls::ServerConfig>) -> Origin {
+pub(crate) fn api_server(bind: &str, config: Arc<rustls::ServerConfig>) -> Origin {
     Origin::spawn(bind, move |tcp| {
         let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
             return;
@@ -50,7 +50,7 @@ fn api_server(bind: &str, config: Arc<rustls::ServerConfig>) -> Origin {
 }
 
 /// A hand-written HTTPS `GET /version` over `tcp`, verifying the server as `name`.
-fn get_version(
+pub(crate) fn get_version(
     tcp: TcpStream,
     name: &str,
     config: Arc<rustls::ClientConfig>,
@@ -79,7 +79,7 @@ fn get_version(
     Ok(body.to_owned())
 }
 
-fn assert_version(body: &str, how: &str) {
+pub(crate) fn assert_version(body: &str, how: &str) {
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(v["gitVersion"], "v1.24.1", "{how}: {body}");
     assert_eq!(body, VERSION_JSON, "{how}: the bytes the origin sent");
@@ -147,7 +147,7 @@ fn setup(v6: bool) -> Setup {
     }
 }
 
-fn kubeconfig(
+pub(crate) fn kubeconfig(
     dir: &std::path::Path,
     pki: &KubePki,
     server: &str,
@@ -184,7 +184,7 @@ fn fastrand_suffix() -> u128 {
         .as_nanos()
 }
 
-fn kubectl_version(kubeconfig: &std::path::Path, how: &str) {
+pub(crate) fn kubectl_version(kubeconfig: &std::path::Path, how: &str) {
     let t = Instant::now();
     let out = Command::new("kubectl")
         .arg("--kubeconfig")

@@ -35,6 +35,7 @@ mod faults_blackhole;
 mod faults_impairment;
 mod faults_k8s_streams;
 mod faults_rolling;
+mod e2e_idp_login;
 mod idp_harness;
 mod manifests;
 mod soak;

@@ -417,6 +417,10 @@ where
                 ));
             };
             check_loopback_redirect(&redirect_uri)?;
+            // The browser is about to be sent to the provider: make sure it answers (and
+            // pick up a rotated key) rather than leave the person at an error page while
+            // the laptop waits for a redirect that cannot come.
+            provider.refresh_keys().await?;
             let state = to_hex(&random::<16>()?);
             let url = provider.authorization_url(&redirect_uri, &state, &nonce, &code_challenge);
             write(
@@ -483,7 +487,12 @@ where
         }
         EnrollFlow::Logout => unreachable!("handled above"),
     };
-    let login = provider.verify(&tokens, Some(&nonce)).await?;
+    // The browser flow's request carries the nonce and the ID token must return it. The
+    // device grant has no nonce of its own (RFC 8628): providers may drop it, and the binding
+    // to this key is that the edge itself asked for and redeemed the device code on this
+    // exchange.
+    let expected_nonce = (flow == EnrollFlow::Browser).then_some(nonce.as_str());
+    let login = provider.verify(&tokens, expected_nonce).await?;
     facts.email = Some(login.email.clone());
     facts.subject = Some(login.subject.clone());
     facts.groups = login.groups.clone();
