@@ -10,6 +10,7 @@
 mod support;
 
 mod abuse_auth;
+mod abuse_enroll;
 mod abuse_exhaustion;
 mod abuse_flood;
 mod abuse_policy;

@@ -219,11 +219,15 @@ pub(crate) async fn serve<R, W>(
             (true, None)
         }
         Err(refusal) => {
-            if refusal.counts {
-                auth.limiter.record_failure(source.ip());
-            }
+            // Within the source's budget every refusal is logged; past it (a flood), only
+            // at debug level: the budget's refusal says the rest.
+            let within = !refusal.counts || auth.limiter.record_failure(source.ip());
             let _ = write(&mut send, &failed(refusal.code, &refusal.message)).await;
-            info!(remote = %source, code = refusal.code, reason = %refusal.message, "sign-in refused");
+            if within {
+                info!(remote = %source, code = refusal.code, reason = %refusal.message, "sign-in refused");
+            } else {
+                debug!(remote = %source, code = refusal.code, reason = %refusal.message, "sign-in refused again");
+            }
             (false, Some(refusal.message))
         }
     };

@@ -41,6 +41,11 @@ impl EnrollmentConnection {
         self.conn.open_bi().await
     }
 
+    /// Waits until the connection ends, by either side or by the idle timeout.
+    pub async fn closed(&self) -> ConnectionLost {
+        self.conn.closed().await
+    }
+
     /// Closes the connection.
     pub fn close(&self, code: CloseCode, reason: &str) {
         self.conn.close(code, reason.as_bytes());
