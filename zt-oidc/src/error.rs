@@ -81,8 +81,9 @@ pub enum OidcError {
         /// The header's `alg`.
         alg: String,
     },
-    /// No JWKS key has the header's `kid`, even after a refresh of the JWKS.
-    #[error("unknown signing key id {kid:?} (after refreshing the JWKS; keys known: {known:?})")]
+    /// No JWKS key has the header's `kid` ([`Provider::verify`](crate::Provider::verify)
+    /// refreshes the JWKS once before it says so).
+    #[error("unknown signing key id {kid:?}: the IdP's JWKS has {known:?}")]
     UnknownKid {
         /// The header's `kid` (or `<none>`).
         kid: String,
