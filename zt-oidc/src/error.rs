@@ -181,7 +181,7 @@ pub enum OidcError {
         description: Option<String>,
     },
     /// A document from the IdP (or a token) does not parse or lacks a field.
-    #[error("malformed {document}: {field}{}: {reason}", offset.map(|o| format!(" (at byte {o})")).unwrap_or_default())]
+    #[error("malformed {document}{}{}: {reason}", if field == "-" { String::new() } else { format!(", field {field}") }, offset.map(|o| format!(" at byte {o}")).unwrap_or_default())]
     Malformed {
         /// Which document: `discovery document`, `JWKS`, `ID token`, `token response`, ...
         document: &'static str,
