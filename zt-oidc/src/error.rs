@@ -81,8 +81,9 @@ pub enum OidcError {
         /// The header's `alg`.
         alg: String,
     },
-    /// No JWKS key has the header's `kid`, even after a refresh of the JWKS.
-    #[error("unknown signing key id {kid:?} (after refreshing the JWKS; keys known: {known:?})")]
+    /// No JWKS key has the header's `kid` ([`Provider::verify`](crate::Provider::verify)
+    /// refreshes the JWKS once before it says so).
+    #[error("unknown signing key id {kid:?}: the IdP's JWKS has {known:?}")]
     UnknownKid {
         /// The header's `kid` (or `<none>`).
         kid: String,
@@ -180,7 +181,7 @@ pub enum OidcError {
         description: Option<String>,
     },
     /// A document from the IdP (or a token) does not parse or lacks a field.
-    #[error("malformed {document}: {field}{}: {reason}", offset.map(|o| format!(" (at byte {o})")).unwrap_or_default())]
+    #[error("malformed {document}{}{}: {reason}", if field == "-" { String::new() } else { format!(", field {field}") }, offset.map(|o| format!(" at byte {o}")).unwrap_or_default())]
     Malformed {
         /// Which document: `discovery document`, `JWKS`, `ID token`, `token response`, ...
         document: &'static str,

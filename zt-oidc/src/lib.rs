@@ -66,3 +66,24 @@ pub use provider::{
 };
 pub use settings::{ClientSecret, ProviderSettings, DEFAULT_CLOCK_SKEW};
 pub use verify::{verify_id_token, Checks, IdTokenClaims, ALLOWED_ALGS};
+
+/// The IdP response parsers the fuzz targets reach directly.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use crate::{DeviceAuthorization, OidcError, Tokens};
+
+    /// The token endpoint's success response.
+    pub fn parse_tokens(body: &[u8]) -> Result<Tokens, OidcError> {
+        crate::provider::parse_tokens(body)
+    }
+
+    /// The device authorization response.
+    pub fn parse_device(body: &[u8]) -> Result<DeviceAuthorization, OidcError> {
+        crate::provider::parse_device(body)
+    }
+
+    /// The OAuth `error` and `error_description` of an error body, bounded.
+    pub fn oauth_error(body: &[u8]) -> (Option<String>, Option<String>) {
+        crate::http::oauth_error(body)
+    }
+}

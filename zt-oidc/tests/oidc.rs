@@ -783,6 +783,14 @@ async fn key_rotation_new_kid_works_after_refresh_and_cached_keys_go_on() {
     idp.state().jwks = json!({"nope": 1});
     assert!(p.refresh_keys().await.is_err());
     assert_eq!(p.keys().kids(), vec!["old", "new"]);
+    // A JWKS over the 1 MiB cap is refused as such, and the cached keys stay.
+    idp.state().jwks = json!({"keys": [], "padding": "x".repeat(1024 * 1024 + 1)});
+    let err = p.refresh_keys().await.unwrap_err();
+    println!("{err}");
+    assert!(
+        matches!(err, OidcError::Malformed { document: "JWKS", ref reason, .. } if reason.contains("larger than"))
+    );
+    assert_eq!(p.keys().kids(), vec!["old", "new"]);
 }
 
 #[tokio::test]
@@ -936,4 +944,49 @@ fn http_issuer_is_refused() {
         .unwrap_err();
     println!("{err}");
     assert!(matches!(err, OidcError::Settings(_)));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let idp = Idp::start(jwks(&[&Signer::es256("e1")])).await;
+    let mut settings = idp.settings();
+    settings.issuer = format!("{}/moved/here", idp.issuer);
+    let err = Provider::discover(settings).await.unwrap_err();
+    println!("{err}");
+    assert!(
+        matches!(err, OidcError::IdpError { status: 302, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        idp.state().discovery_hits,
+        0,
+        "the redirect's target was not fetched"
+    );
+}
+
+#[tokio::test]
+async fn an_idp_that_never_answers_times_out() {
+    // Accepts TCP connections and never says a word (not even the TLS handshake).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let idp = Idp::start(jwks(&[&Signer::es256("e1")])).await;
+    let mut settings = idp.settings();
+    settings.issuer = format!("https://{addr}");
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(60), Provider::discover(settings))
+        .await
+        .expect("discover must give up by itself")
+        .unwrap_err();
+    println!("silent IdP: {err} after {:?}", started.elapsed());
+    assert!(
+        matches!(err, OidcError::IdpUnreachable { ref cause, .. } if cause.contains("no complete answer")),
+        "{err:?}"
+    );
+    hold.abort();
 }

@@ -415,6 +415,14 @@ async fn handle(
             s.userinfo_auth.push(auth);
             reply(200, &s.userinfo.clone())
         }
+        p if p.starts_with("/moved/") => Response::builder()
+            .status(302)
+            .header(
+                "location",
+                format!("{issuer}/.well-known/openid-configuration"),
+            )
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
         _ => reply(404, &json!({"error": "not_found"})),
     }
 }
