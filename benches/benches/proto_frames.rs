@@ -154,7 +154,13 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let public = zt_proto::VerifyKey::Device(device.public_key());
     g.bench_function("verify_register_signature", |b| {
-        b.iter(|| assert!(verify_proof(&public, black_box(&[2; 32]), black_box(&signed))))
+        b.iter(|| {
+            assert!(verify_proof(
+                &public,
+                black_box(&[2; 32]),
+                black_box(&signed)
+            ))
+        })
     });
     g.finish();
 }

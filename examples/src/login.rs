@@ -70,7 +70,14 @@ fn open_browser(url: &str) -> bool {
     if let Ok(b) = std::env::var("BROWSER") {
         candidates.extend(b.split(':').filter(|s| !s.is_empty()).map(str::to_owned));
     }
-    candidates.push(if cfg!(target_os = "macos") { "open" } else { "xdg-open" }.to_owned());
+    candidates.push(
+        if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        }
+        .to_owned(),
+    );
     candidates.into_iter().any(|cmd| {
         std::process::Command::new(&cmd)
             .arg(url)
@@ -176,8 +183,7 @@ pub(crate) fn run_login(args: LoginArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let existing = if args.force {
         ExistingFile::Replace
@@ -190,7 +196,10 @@ pub(crate) fn run_login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "Signed in as {} through {} in {:.1} s; device {} (key kept in {}, mode 0600).",
         creds.user_email,
-        creds.identity_provider.as_deref().unwrap_or("the identity provider"),
+        creds
+            .identity_provider
+            .as_deref()
+            .unwrap_or("the identity provider"),
         started.elapsed().as_secs_f64(),
         creds.device_id,
         path.display()
@@ -206,9 +215,16 @@ pub(crate) fn run_logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match rt.block_on(logout(&creds)) {
         Ok(device) => {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("signed out at the edge, but cannot delete {}", path.display()))?;
-            eprintln!("Signed out: device {device} is revoked at the edge and {} is deleted.", path.display());
+            std::fs::remove_file(&path).with_context(|| {
+                format!(
+                    "signed out at the edge, but cannot delete {}",
+                    path.display()
+                )
+            })?;
+            eprintln!(
+                "Signed out: device {device} is revoked at the edge and {} is deleted.",
+                path.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

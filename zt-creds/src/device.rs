@@ -10,11 +10,11 @@ use std::path::Path;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::device_key::DeviceKey;
 use crate::file::{
     read_private_file, write_private_file, ExistingFile, LoadError, PermissionMode, WriteError,
 };
 use crate::fingerprint::CaFingerprint;
-use crate::device_key::DeviceKey;
 use crate::json::{capacity_for_len, Fields, ObjectWriter, Origin, ParseError};
 use crate::secret::TunnelSecret;
 

@@ -114,7 +114,9 @@ pub struct DevicePublicKey(pub [u8; DEVICE_PUBLIC_KEY_LEN]);
 impl DevicePublicKey {
     /// Reads 32 bytes.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        <[u8; DEVICE_PUBLIC_KEY_LEN]>::try_from(bytes).ok().map(Self)
+        <[u8; DEVICE_PUBLIC_KEY_LEN]>::try_from(bytes)
+            .ok()
+            .map(Self)
     }
 
     /// Whether `sig` is this key's Ed25519 signature over `message`.

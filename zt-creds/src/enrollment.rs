@@ -39,7 +39,9 @@ pub struct Enrollment {
 #[non_exhaustive]
 pub enum EnrollmentError {
     /// Too long.
-    #[error("the enrollment string is {len} characters; at most {MAX_ENROLLMENT_LEN} are accepted")]
+    #[error(
+        "the enrollment string is {len} characters; at most {MAX_ENROLLMENT_LEN} are accepted"
+    )]
     TooLong {
         /// Its length.
         len: usize,

@@ -73,10 +73,10 @@ pub use secret::{
 
 pub use credentials::TunnelCredentials;
 pub use device::{DeviceAuth, DeviceCredentials};
-pub use enrollment::{Enrollment, EnrollmentError, ENROLLMENT_PREFIX, MAX_ENROLLMENT_LEN};
 pub use device_key::{
     DeviceKey, DeviceKeyError, DevicePublicKey, DEVICE_PUBLIC_KEY_LEN, DEVICE_SIGNATURE_LEN,
 };
+pub use enrollment::{Enrollment, EnrollmentError, ENROLLMENT_PREFIX, MAX_ENROLLMENT_LEN};
 pub use token::{TokenError, TunnelToken, MAX_TOKEN_LEN, TOKEN_KEY_CA, TOKEN_KEY_EDGE};
 
 pub use fingerprint::{CaFingerprint, FingerprintError};

@@ -115,10 +115,9 @@ pub use store::{
 
 // Audit log.
 pub use audit::{
-    LoginRecord,
     AuditError, AuditEvent, AuditLimits, AuditLog, AuthRefusal, CloseReason, ConnectorKind,
-    FlowAction, FlowProtocol, FlowRecord, HalfClose, PeerRole, PolicyPhase, RefusalLogged,
-    AUDIT_BUFFER_BYTES, AUDIT_FLUSH_INTERVAL, MAX_CLAIMED_ID_LEN,
+    FlowAction, FlowProtocol, FlowRecord, HalfClose, LoginRecord, PeerRole, PolicyPhase,
+    RefusalLogged, AUDIT_BUFFER_BYTES, AUDIT_FLUSH_INTERVAL, MAX_CLAIMED_ID_LEN,
 };
 
 // The admin API.

@@ -195,8 +195,16 @@ mod tests {
         sign_register(&mut mac, &ProofKey::Shared(shared.clone()), &[1; 32]).unwrap();
         let mut sig = register();
         sign_register(&mut sig, &ProofKey::Device(device.clone()), &[1; 32]).unwrap();
-        assert!(verify_proof(&VerifyKey::Shared(shared.clone()), &[1; 32], &mac));
-        assert!(!verify_proof(&VerifyKey::Device(device.public_key()), &[1; 32], &mac));
+        assert!(verify_proof(
+            &VerifyKey::Shared(shared.clone()),
+            &[1; 32],
+            &mac
+        ));
+        assert!(!verify_proof(
+            &VerifyKey::Device(device.public_key()),
+            &[1; 32],
+            &mac
+        ));
         assert!(!verify_proof(&VerifyKey::Shared(shared), &[1; 32], &sig));
     }
 }

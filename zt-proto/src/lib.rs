@@ -154,8 +154,8 @@ pub use flow::{
 };
 pub use frame::{
     session_feature, Claim, ClientClaim, ConnectorClaim, ControlFrame, GoAway, PostureCheck,
-    PostureReport, Register, RegisterError, RegisterErrorCode, Registered, RetryAdvice, RoutePush,
-    Proof, Unregister, ALPN_ZT1, CONTROL_HEADER_LEN, PROOF_LEN, PROTOCOL_VERSION,
+    PostureReport, Proof, Register, RegisterError, RegisterErrorCode, Registered, RetryAdvice,
+    RoutePush, Unregister, ALPN_ZT1, CONTROL_HEADER_LEN, PROOF_LEN, PROTOCOL_VERSION,
     SESSION_FEATURE_PREFIX, SIGNATURE_PROOF_LEN,
 };
 pub use limits::{
@@ -193,11 +193,11 @@ pub use transport::{
     backoff::{Backoff, BackoffPolicy},
     carrier::{ConnectionLost, Quic, Transport},
     datagrams::UdpFlow,
-    enrollment::EnrollmentConnection,
     endpoint::{
         ClientRegistration, ConnectorRegistration, EdgeListener, EdgePeer, IncomingPeer,
         PeerEndpoint, SocketBuffers,
     },
+    enrollment::EnrollmentConnection,
     error::{
         AcceptError, ConnectError, ControlSendError, DatagramError, EndpointError, OpenError,
         RespondError,

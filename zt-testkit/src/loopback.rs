@@ -28,10 +28,9 @@ use zt_edge::{
     WriteTxn,
 };
 use zt_proto::{
-    ProofKey,
     ClientClaim, ClientConnection, ClientRegistration, ConnectError, ConnectorClaim,
     ConnectorConnection, ConnectorRegistration, EdgeTrust, FlowResponder, FlowStatus,
-    FlowStatusCode, FlowStream, OpenError, PeerEndpoint, Protocol, TransportSettings,
+    FlowStatusCode, FlowStream, OpenError, PeerEndpoint, ProofKey, Protocol, TransportSettings,
 };
 
 use crate::origin::assert_hash_answer;

@@ -15,10 +15,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 use zt_creds::{AuthKey, DeviceCredentials, TunnelSecret};
 use zt_proto::{
-    VerifyKey,
     Authenticator, Claim, ClientClaim, ClientLink, CloseCode, EdgeEvent, EdgeListener, EdgePeer,
     EndpointError, FlowHeader, FlowResponder, FlowStatus, FlowStream, PostureReport, Protocol,
-    ResetCode, TransportSettings,
+    ResetCode, TransportSettings, VerifyKey,
 };
 
 use crate::pki::Leaf;

@@ -7,17 +7,20 @@ use hyper::Method;
 use serde_json::json;
 
 use super::args::{IdpArgs, IdpCommand};
-use super::{finish, CliError};
 use super::http::{enc, AdminClient};
 use super::output::{arr, print_json, print_table, s};
+use super::{finish, CliError};
 
 /// Reads `12h`, `30m`, `45s`, `7d` (or plain seconds).
 fn parse_duration(text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("session length {text:?}: expected a number and s, m, h or d, like 12h"))?;
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = num.parse().with_context(|| {
+        format!("session length {text:?}: expected a number and s, m, h or d, like 12h")
+    })?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -48,17 +51,21 @@ pub(crate) fn run(args: IdpArgs) -> anyhow::Result<ExitCode> {
                 let secret = match &client_secret_file {
                     Some(p) => Some(
                         std::fs::read_to_string(p)
-                            .map_err(|e| CliError::Local(format!("cannot read the client secret file {}: {e}", p.display())))?
+                            .map_err(|e| {
+                                CliError::Local(format!(
+                                    "cannot read the client secret file {}: {e}",
+                                    p.display()
+                                ))
+                            })?
                             .trim()
                             .to_owned(),
                     ),
                     None => None,
                 };
                 let ca_pem = match &ca_file {
-                    Some(p) => Some(
-                        std::fs::read_to_string(p)
-                            .map_err(|e| CliError::Local(format!("cannot read the CA file {}: {e}", p.display())))?,
-                    ),
+                    Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                        CliError::Local(format!("cannot read the CA file {}: {e}", p.display()))
+                    })?),
                     None => None,
                 };
                 let mut body = json!({
@@ -104,12 +111,25 @@ pub(crate) fn run(args: IdpArgs) -> anyhow::Result<ExitCode> {
                                     .collect::<Vec<_>>()
                                     .join(","),
                                 format!("{}s", s(&p["session_length_secs"])),
-                                if p["has_client_secret"] == true { "yes" } else { "no" }.to_owned(),
+                                if p["has_client_secret"] == true {
+                                    "yes"
+                                } else {
+                                    "no"
+                                }
+                                .to_owned(),
                             ]
                         })
                         .collect();
                     print_table(
-                        &["NAME", "ISSUER", "CLIENT ID", "GROUPS CLAIM", "DOMAINS", "SESSION", "SECRET"],
+                        &[
+                            "NAME",
+                            "ISSUER",
+                            "CLIENT ID",
+                            "GROUPS CLAIM",
+                            "DOMAINS",
+                            "SESSION",
+                            "SECRET",
+                        ],
                         &rows,
                     );
                     return Ok(());

@@ -23,6 +23,7 @@ mod account;
 mod args;
 mod config;
 mod http;
+mod idp;
 mod list;
 mod output;
 mod route;
@@ -30,24 +31,23 @@ mod rule;
 mod tunnel;
 mod user;
 mod vnet;
-mod idp;
 
 use std::path::Path;
 use std::process::ExitCode;
 
 pub(crate) use account::run as account;
 pub(crate) use args::{
-    AccountArgs, ApplyArgs, ExportArgs, ListArgs, PlanArgs, PolicyArgs, RouteArgs, RuleArgs,
-    IdpArgs, TunnelArgs, UserArgs, VnetArgs,
+    AccountArgs, ApplyArgs, ExportArgs, IdpArgs, ListArgs, PlanArgs, PolicyArgs, RouteArgs,
+    RuleArgs, TunnelArgs, UserArgs, VnetArgs,
 };
 pub(crate) use config::{apply, export, plan, policy};
+pub(crate) use idp::run as idp;
 pub(crate) use list::run as list;
 pub(crate) use route::run as route;
 pub(crate) use rule::run as rule;
 pub(crate) use tunnel::run as tunnel;
 pub(crate) use user::run as user;
 pub(crate) use vnet::run as vnet;
-pub(crate) use idp::run as idp;
 
 const EXIT_REFUSED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 3;

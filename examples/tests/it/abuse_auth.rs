@@ -74,8 +74,15 @@ fn only_the_valid_identity_gets_in_and_every_refusal_is_the_same_on_the_wire() {
     let rt = runtime(2);
     let answers = rt.block_on(async {
         let valid = attempt(&edge, connector_claim(&good), &good_key).await;
-        let valid_client =
-            attempt(&edge, client_claim(&alice), &alice.secret().expect("a device with a secret").derive_auth_key()).await;
+        let valid_client = attempt(
+            &edge,
+            client_claim(&alice),
+            &alice
+                .secret()
+                .expect("a device with a secret")
+                .derive_auth_key(),
+        )
+        .await;
         let mut wrong_id = good.clone();
         wrong_id.tunnel_id = stranger;
         let mut wrong_account = good.clone();
@@ -114,7 +121,14 @@ fn only_the_valid_identity_gets_in_and_every_refusal_is_the_same_on_the_wire() {
                 "removed user",
                 bob.device_id,
                 "unknown identity",
-                attempt(&edge, client_claim(&bob), &bob.secret().expect("a device with a secret").derive_auth_key()).await,
+                attempt(
+                    &edge,
+                    client_claim(&bob),
+                    &bob.secret()
+                        .expect("a device with a secret")
+                        .derive_auth_key(),
+                )
+                .await,
             ),
         ];
         (valid, valid_client, refusals)

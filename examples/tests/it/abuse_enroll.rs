@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt;
 use zt_creds::DeviceKey;
 use zt_proto::{
     from_hex, possession_message, to_hex, EdgeTrust, EnrollDecoder, EnrollFlow, EnrollMessage,
@@ -113,7 +113,11 @@ fn hostile_enrollments_are_refused_and_spend_the_registration_budget() {
         let challenge = from_hex::<CHALLENGE_LEN>(&challenge).unwrap();
         let exporter = raw.conn.exporter().unwrap();
         let other = DeviceKey::generate();
-        let sig = other.sign(&possession_message(&exporter, &challenge, &key.public_key().0));
+        let sig = other.sign(&possession_message(
+            &exporter,
+            &challenge,
+            &key.public_key().0,
+        ));
         raw.send(&EnrollMessage::Possession {
             signature: to_hex(&sig),
         })
@@ -128,7 +132,11 @@ fn hostile_enrollments_are_refused_and_spend_the_registration_budget() {
             panic!("expected a challenge")
         };
         let challenge = from_hex::<CHALLENGE_LEN>(&challenge).unwrap();
-        let sig = key.sign(&possession_message(&[0u8; 32], &challenge, &key.public_key().0));
+        let sig = key.sign(&possession_message(
+            &[0u8; 32],
+            &challenge,
+            &key.public_key().0,
+        ));
         raw.send(&EnrollMessage::Possession {
             signature: to_hex(&sig),
         })

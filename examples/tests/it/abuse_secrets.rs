@@ -144,10 +144,22 @@ fn no_secret_appears_in_any_log_audit_line_metric_or_error() {
             "token tunnel key",
             token.secret.derive_auth_key().expose_bytes().to_vec(),
         ),
-        ("device secret", device.secret().expect("a device with a secret").expose_bytes().to_vec()),
+        (
+            "device secret",
+            device
+                .secret()
+                .expect("a device with a secret")
+                .expose_bytes()
+                .to_vec(),
+        ),
         (
             "device key",
-            device.secret().expect("a device with a secret").derive_auth_key().expose_bytes().to_vec(),
+            device
+                .secret()
+                .expect("a device with a secret")
+                .derive_auth_key()
+                .expose_bytes()
+                .to_vec(),
         ),
         ("admin token", admin_token.as_bytes().to_vec()),
     ];

@@ -16,7 +16,9 @@ use zt_testkit::oidc::{
 };
 use zt_testkit::pki::KubePki;
 
-use crate::e2e_kubectl_path::{api_server, assert_version, get_version, kubeconfig, kubectl_version};
+use crate::e2e_kubectl_path::{
+    api_server, assert_version, get_version, kubeconfig, kubectl_version,
+};
 use crate::support::*;
 
 fn unavailable(test: &str) -> bool {
@@ -40,7 +42,13 @@ fn has_kubectl() -> bool {
 fn edge_with_idp(idp: &OidcProvider) -> (Edge, Connector, String) {
     let edge = Edge::start();
     let creds = edge.tunnel("k8s_zero_trust_tunnel");
-    edge.admin(&["route", "ip", "add", "127.0.0.2/32", "k8s_zero_trust_tunnel"]);
+    edge.admin(&[
+        "route",
+        "ip",
+        "add",
+        "127.0.0.2/32",
+        "k8s_zero_trust_tunnel",
+    ]);
     edge.rule(
         "Allow k8s-admins from corp",
         100,
@@ -69,7 +77,10 @@ fn edge_with_idp(idp: &OidcProvider) -> (Edge, Connector, String) {
         "example.com",
     ]);
     let listed = edge.admin(&["idp", "list"]);
-    assert!(listed.contains("corp") && listed.contains(idp.issuer()), "{listed}");
+    assert!(
+        listed.contains("corp") && listed.contains(idp.issuer()),
+        "{listed}"
+    );
     let enrollment = edge.admin(&["idp", "enrollment", "corp"]).trim().to_owned();
     assert!(enrollment.starts_with("zt-enroll1."), "{enrollment}");
     let connector = Connector::start(&edge, "k8s_zero_trust_tunnel", &creds, "connector", 2);
@@ -78,7 +89,12 @@ fn edge_with_idp(idp: &OidcProvider) -> (Edge, Connector, String) {
 }
 
 /// `zt login` through the browser as `login`; returns the credentials file.
-fn browser_login(rt: &tokio::runtime::Runtime, edge: &Edge, enrollment: &str, login: &str) -> std::path::PathBuf {
+fn browser_login(
+    rt: &tokio::runtime::Runtime,
+    edge: &Edge,
+    enrollment: &str,
+    login: &str,
+) -> std::path::PathBuf {
     let file = edge.path(&format!("login-{login}.json"));
     let mut p = Proc::spawn(
         &format!("login-{login}"),
@@ -132,7 +148,10 @@ fn browser_and_device_sign_ins_reach_kubectl_with_the_provider_s_groups() {
         0o600
     );
     let text = std::fs::read_to_string(&alice).unwrap();
-    assert!(text.contains("DevicePrivateKey") && !text.contains("DeviceSecret"), "{text}");
+    assert!(
+        text.contains("DevicePrivateKey") && !text.contains("DeviceSecret"),
+        "{text}"
+    );
     let (_socks, proxy) = client_socks(&alice);
     let body = get_version(
         socks_connect(proxy, api.addr).expect("alice is allowed"),
@@ -179,7 +198,11 @@ fn browser_and_device_sign_ins_reach_kubectl_with_the_provider_s_groups() {
     let t = Instant::now();
     rt.block_on(Browser::approve_device(&uri, &code, "bob"))
         .unwrap_or_else(|e| panic!("device approval: {e}\n{}", p.output()));
-    assert!(p.wait_exit().success(), "zt login --device-code: {}", p.output());
+    assert!(
+        p.wait_exit().success(),
+        "zt login --device-code: {}",
+        p.output()
+    );
     eprintln!("device code approved to signed in: {:?}", t.elapsed());
     let (_bob_socks, bob_proxy) = client_socks(&bob_file);
     assert!(
@@ -206,8 +229,12 @@ fn browser_and_device_sign_ins_reach_kubectl_with_the_provider_s_groups() {
         assert_eq!(l["accepted"], true, "{l}");
         assert_eq!(l["idp"], "corp", "{l}");
     }
-    assert!(logins.iter().any(|l| l["flow"] == "browser" && l["email"] == "alice@example.com"));
-    assert!(logins.iter().any(|l| l["flow"] == "device_code" && l["email"] == "bob@example.com"));
+    assert!(logins
+        .iter()
+        .any(|l| l["flow"] == "browser" && l["email"] == "alice@example.com"));
+    assert!(logins
+        .iter()
+        .any(|l| l["flow"] == "device_code" && l["email"] == "bob@example.com"));
     let flows: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|l| l["type"] == "flow" && l["destination"] == api.addr.to_string())
@@ -216,15 +243,26 @@ fn browser_and_device_sign_ins_reach_kubectl_with_the_provider_s_groups() {
         .iter()
         .find(|l| l["identity_email"] == "alice@example.com")
         .expect("alice's flow");
-    assert_eq!(alice_flow["rule_name"], "Allow k8s-admins from corp", "{alice_flow}");
+    assert_eq!(
+        alice_flow["rule_name"], "Allow k8s-admins from corp",
+        "{alice_flow}"
+    );
     assert_eq!(alice_flow["idp"], "corp", "{alice_flow}");
     assert!(alice_flow["login_session"].is_string(), "{alice_flow}");
     let bob_flows: Vec<_> = flows
         .iter()
         .filter(|l| l["identity_email"] == "bob@example.com")
         .collect();
-    assert_eq!(bob_flows.len(), 1, "one audit line for bob's refused flow: {bob_flows:?}");
-    assert_eq!(bob_flows[0]["rule_name"], "Block everyone else", "{}", bob_flows[0]);
+    assert_eq!(
+        bob_flows.len(),
+        1,
+        "one audit line for bob's refused flow: {bob_flows:?}"
+    );
+    assert_eq!(
+        bob_flows[0]["rule_name"], "Block everyone else",
+        "{}",
+        bob_flows[0]
+    );
     assert_eq!(bob_flows[0]["action"], "block", "{}", bob_flows[0]);
 
     // zt logout: the edge revokes the device and the file is gone.
@@ -232,7 +270,11 @@ fn browser_and_device_sign_ins_reach_kubectl_with_the_provider_s_groups() {
         .args(["logout", "--credentials", bob_file.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!bob_file.exists());
     let users = edge.admin(&["user", "list", "--output", "json"]);
     assert!(users.contains("bob@example.com"), "{users}");
@@ -276,14 +318,23 @@ fn the_provider_rotating_its_key_or_going_down_and_a_wrong_ca_are_handled() {
     let file = edge.path("login-mallory.json");
     let mut p = Proc::spawn(
         "login-mallory",
-        &["login", &enrollment, "--no-browser", "--credentials", file.to_str().unwrap()],
+        &[
+            "login",
+            &enrollment,
+            "--no-browser",
+            "--credentials",
+            file.to_str().unwrap(),
+        ],
         &[],
     );
     let url = p.wait_for("https://").trim().to_owned();
     rt.block_on(Browser::login(&url, "mallory")).unwrap();
     assert!(!p.wait_exit().success());
     let said = p.wait_for("error:");
-    assert!(said.contains("domain") && said.contains("elsewhere.example"), "{said}");
+    assert!(
+        said.contains("domain") && said.contains("elsewhere.example"),
+        "{said}"
+    );
     assert!(!file.exists());
 
     // The provider rotates its signing key: the next sign-in is signed with a key the edge
@@ -321,8 +372,15 @@ fn the_provider_rotating_its_key_or_going_down_and_a_wrong_ca_are_handled() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("idp_unreachable") || stderr.contains("unreachable"), "{stderr}");
-    eprintln!("sign-in with the provider down failed in {:?}: {}", t.elapsed(), stderr.trim());
+    assert!(
+        stderr.contains("idp_unreachable") || stderr.contains("unreachable"),
+        "{stderr}"
+    );
+    eprintln!(
+        "sign-in with the provider down failed in {:?}: {}",
+        t.elapsed(),
+        stderr.trim()
+    );
 
     // An enrollment string whose CA fingerprint is not the edge's: refused before any
     // exchange, whatever the edge would say.

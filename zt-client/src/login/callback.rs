@@ -84,7 +84,8 @@ pub fn parse_callback(head: &[u8], path: &str) -> Result<Callback, CallbackError
     let mut description = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decoded = || decode(v).ok_or_else(|| CallbackError::BadEncoding(k.chars().take(32).collect()));
+        let decoded =
+            || decode(v).ok_or_else(|| CallbackError::BadEncoding(k.chars().take(32).collect()));
         match k {
             "code" => code = Some(decoded()?),
             "state" => state = Some(decoded()?),
@@ -140,7 +141,8 @@ mod tests {
                 state: "s1".into()
             })
         );
-        let head = b"GET /callback?error=access_denied&error_description=no+way&state=s HTTP/1.1\r\n\r\n";
+        let head =
+            b"GET /callback?error=access_denied&error_description=no+way&state=s HTTP/1.1\r\n\r\n";
         assert_eq!(
             parse_callback(head, "/callback"),
             Ok(Callback::Error {
@@ -162,7 +164,10 @@ mod tests {
             Err(CallbackError::Incomplete)
         );
         assert_eq!(
-            parse_callback(b"GET /callback?code=%zz&state=a HTTP/1.1\r\n\r\n", "/callback"),
+            parse_callback(
+                b"GET /callback?code=%zz&state=a HTTP/1.1\r\n\r\n",
+                "/callback"
+            ),
             Err(CallbackError::BadEncoding("code".into()))
         );
     }

@@ -159,7 +159,8 @@ impl Exchange {
                 } else {
                     (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
                 };
-                let endpoint = match PeerEndpoint::bind(bind, &trust, TransportSettings::default()) {
+                let endpoint = match PeerEndpoint::bind(bind, &trust, TransportSettings::default())
+                {
                     Ok(e) => e,
                     Err(e) => {
                         last = e.to_string();
@@ -207,7 +208,11 @@ impl Exchange {
             .map_err(|e| LoginError::Protocol(format!("cannot write to the edge: {e}")))
     }
 
-    async fn next(&mut self, within: Duration, waiting_for: &'static str) -> Result<EnrollMessage, LoginError> {
+    async fn next(
+        &mut self,
+        within: Duration,
+        waiting_for: &'static str,
+    ) -> Result<EnrollMessage, LoginError> {
         let mut buf = [0u8; 4096];
         let read = async {
             loop {
@@ -223,11 +228,10 @@ impl Exchange {
                         m => Ok(m),
                     };
                 }
-                let n = self
-                    .recv
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| LoginError::Protocol(format!("cannot read from the edge: {e}")))?;
+                let n =
+                    self.recv.read(&mut buf).await.map_err(|e| {
+                        LoginError::Protocol(format!("cannot read from the edge: {e}"))
+                    })?;
                 if n == 0 {
                     return Err(LoginError::Protocol(format!(
                         "the edge closed the exchange before the {waiting_for}"
@@ -277,9 +281,11 @@ pub async fn login(
     let public_key = key.public_key().to_hex();
     let enrolled = match options.flow {
         LoginFlow::Browser => {
-            let listener = TcpListener::bind(("127.0.0.1", 0))
-                .await
-                .map_err(|e| LoginError::Local(format!("cannot listen on a loopback port for the redirect: {e}")))?;
+            let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| {
+                LoginError::Local(format!(
+                    "cannot listen on a loopback port for the redirect: {e}"
+                ))
+            })?;
             let port = listener
                 .local_addr()
                 .map_err(|e| LoginError::Local(e.to_string()))?
@@ -301,8 +307,9 @@ pub async fn login(
                 &key,
             )
             .await?;
-            let EnrollMessage::Authorize { url, state } =
-                ex.next(Duration::from_secs(30), "authorization URL").await?
+            let EnrollMessage::Authorize { url, state } = ex
+                .next(Duration::from_secs(30), "authorization URL")
+                .await?
             else {
                 return Err(LoginError::Protocol("expected an authorization URL".into()));
             };
@@ -425,24 +432,35 @@ async fn wait_for_redirect(listener: &TcpListener) -> Result<(String, String), L
             .accept()
             .await
             .map_err(|e| LoginError::Local(format!("the loopback listener failed: {e}")))?;
-        let head = match tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream)).await {
+        let head = match tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream)).await
+        {
             Ok(Ok(h)) => h,
             _ => continue,
         };
         match parse_callback(&head, CALLBACK_PATH) {
             Ok(Callback::Code { code, state }) => {
-                respond(&mut stream, "200 OK", "Signed in to zt. You can close this window.").await;
+                respond(
+                    &mut stream,
+                    "200 OK",
+                    "Signed in to zt. You can close this window.",
+                )
+                .await;
                 return Ok((code, state));
             }
             Ok(Callback::Error {
-                error,
-                description,
-                ..
+                error, description, ..
             }) => {
-                respond(&mut stream, "400 Bad Request", "The identity provider refused the sign-in; see the terminal.").await;
+                respond(
+                    &mut stream,
+                    "400 Bad Request",
+                    "The identity provider refused the sign-in; see the terminal.",
+                )
+                .await;
                 return Err(LoginError::Provider { error, description });
             }
-            Err(CallbackError::OtherPath(_)) => respond(&mut stream, "404 Not Found", "Not found.").await,
+            Err(CallbackError::OtherPath(_)) => {
+                respond(&mut stream, "404 Not Found", "Not found.").await
+            }
             Err(_) => respond(&mut stream, "400 Bad Request", "Not a sign-in redirect.").await,
         }
     }

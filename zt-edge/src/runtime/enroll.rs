@@ -89,10 +89,7 @@ impl Providers {
 
 fn settings_of(record: &IdentityProvider) -> ProviderSettings {
     let mut s = ProviderSettings::new(record.issuer.clone(), record.client_id.clone());
-    s.client_secret = record
-        .client_secret
-        .clone()
-        .map(zt_oidc::ClientSecret::new);
+    s.client_secret = record.client_secret.clone().map(zt_oidc::ClientSecret::new);
     s.scopes = record.scopes.clone();
     s.groups_claim = record.groups_claim.clone();
     s.allowed_domains = record.allowed_domains.clone();
@@ -174,7 +171,10 @@ pub(crate) async fn serve<R, W>(
     let Ok(_permit) = gate.try_acquire() else {
         let _ = write(
             &mut send,
-            &failed("busy", "the edge is serving too many sign-ins; try again shortly"),
+            &failed(
+                "busy",
+                "the edge is serving too many sign-ins; try again shortly",
+            ),
         )
         .await;
         return;
@@ -368,8 +368,7 @@ where
     let public = from_hex::<32>(&public_key)
         .map(DevicePublicKey)
         .ok_or_else(|| Refusal::new("malformed", "public_key is not 64 hex digits", true))?;
-    if device_name.len() > crate::store::MAX_NAME_LEN || device_name.chars().any(char::is_control)
-    {
+    if device_name.len() > crate::store::MAX_NAME_LEN || device_name.chars().any(char::is_control) {
         return Err(Refusal::new(
             "malformed",
             "device_name is longer than 255 bytes or has control characters",
@@ -388,7 +387,11 @@ where
     .await
     .map_err(|e| Refusal::new("closed", e.to_string(), false))?;
     let possession = reader
-        .next(recv, shared.config.transport.register_timeout, "possession signature")
+        .next(
+            recv,
+            shared.config.transport.register_timeout,
+            "possession signature",
+        )
         .await?;
     let EnrollMessage::Possession { signature } = possession else {
         return Err(unexpected(&possession, "possession"));
@@ -437,7 +440,11 @@ where
             .await
             .map_err(|e| Refusal::new("closed", e.to_string(), false))?;
             let code = reader
-                .next(recv, BROWSER_TIMEOUT, "authorization code (browser sign-in)")
+                .next(
+                    recv,
+                    BROWSER_TIMEOUT,
+                    "authorization code (browser sign-in)",
+                )
                 .await?;
             let EnrollMessage::Code {
                 code,
@@ -520,7 +527,10 @@ fn pick_provider(shared: &Shared, name: Option<&str>) -> Result<IdentityProvider
             .ok_or_else(|| {
                 Refusal::new(
                     "unknown_idp",
-                    format!("this edge has no identity provider {name:?} (it has {:?})", names()),
+                    format!(
+                        "this edge has no identity provider {name:?} (it has {:?})",
+                        names()
+                    ),
                     true,
                 )
             }),
@@ -533,7 +543,10 @@ fn pick_provider(shared: &Shared, name: Option<&str>) -> Result<IdentityProvider
             )),
             _ => Err(Refusal::new(
                 "which_idp",
-                format!("this edge has several identity providers; name one with --idp ({:?})", names()),
+                format!(
+                    "this edge has several identity providers; name one with --idp ({:?})",
+                    names()
+                ),
                 false,
             )),
         },
@@ -665,20 +678,23 @@ fn logout(
         return Err(Refusal::new("malformed", "logout needs device_id", true));
     };
     facts.device_id = Some(device_id);
-    let written = shared.state.db().update(|txn| -> Result<_, crate::StoreError> {
-        let device: Option<Device> = txn.get(device_id)?;
-        match device {
-            // The signature was made with this key, so only the device itself gets here.
-            Some(mut d) if d.public_key == Some(public) => {
-                facts.idp = d.login.as_ref().map(|l| l.provider.clone());
-                facts.login_session = d.login.as_ref().map(|l| l.session_id);
-                d.revoked = true;
-                txn.put(&d)?;
-                Ok(true)
+    let written = shared
+        .state
+        .db()
+        .update(|txn| -> Result<_, crate::StoreError> {
+            let device: Option<Device> = txn.get(device_id)?;
+            match device {
+                // The signature was made with this key, so only the device itself gets here.
+                Some(mut d) if d.public_key == Some(public) => {
+                    facts.idp = d.login.as_ref().map(|l| l.provider.clone());
+                    facts.login_session = d.login.as_ref().map(|l| l.session_id);
+                    d.revoked = true;
+                    txn.put(&d)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
             }
-            _ => Ok(false),
-        }
-    });
+        });
     match written {
         Ok((true, _)) => {
             debug!(device = %device_id, "logged out");

@@ -396,11 +396,17 @@ async fn serve_enrollment(
     let Some(exporter) = conn.exporter() else {
         return;
     };
-    let stream =
-        tokio::time::timeout(shared.config.transport.register_timeout, conn.accept_stream()).await;
+    let stream = tokio::time::timeout(
+        shared.config.transport.register_timeout,
+        conn.accept_stream(),
+    )
+    .await;
     let Ok(Ok((send, recv))) = stream else {
         auth.limiter.record_failure(source.ip());
-        conn.close(CloseCode::PROTOCOL_VIOLATION, "no enrollment stream in time");
+        conn.close(
+            CloseCode::PROTOCOL_VIOLATION,
+            "no enrollment stream in time",
+        );
         return;
     };
     let gate = shared.enrollments.clone();

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use uuid::Uuid;
 use zt_creds::AuthKey;
-use zt_proto::VerifyKey;
 use zt_policy::{CompiledPolicy, PolicyConfig};
+use zt_proto::VerifyKey;
 use zt_routes::RouteSnapshot;
 
 use crate::store::{Db, Device, List, Route, Rule, SecretSha256, StoreError, Tunnel, User};

@@ -13,6 +13,9 @@ mod seal;
 pub use backend::{BackendError, KeyValue, Revision, Store, StoreRead, StoreWrite, Table};
 pub use copy::{copy_store, CopyError, CopyReport};
 pub use db::{Db, ReadTxn, StoreError, WriteTxn, MAX_ATTEMPTS};
+pub use idp::{
+    IdentityProvider, IdentityProviderInfo, DEFAULT_GROUPS_CLAIM, DEFAULT_SESSION_LENGTH,
+};
 #[cfg(fuzzing)]
 pub(crate) use postgres::{parse_notification, Notice};
 pub use postgres::{
@@ -20,7 +23,6 @@ pub use postgres::{
     PostgresStore, SchemaError, SchemaStatus, TargetError, CONFIG_CHANNEL, EPHEMERAL_CHANNEL,
     FEED_APPLICATION_NAME, MAX_EPHEMERAL_KEY, OP_TIMEOUT, SCHEMA_VERSION,
 };
-pub use idp::{IdentityProvider, IdentityProviderInfo, DEFAULT_GROUPS_CLAIM, DEFAULT_SESSION_LENGTH};
 pub use records::{
     Device, DeviceInfo, DeviceLogin, IdpSubject, List, ListKind, Record, RecordKind, Route, Rule,
     SecretSha256, Tunnel, TunnelInfo, User, VirtualNetwork, MAX_NAME_LEN,

@@ -799,7 +799,10 @@ impl Sealed for User {
     fn unique_keys(&self) -> Vec<UniqueKey> {
         let mut keys = vec![unique("email", self.email.to_lowercase())];
         if let Some(s) = &self.idp_subject {
-            keys.push(unique("idp_subject", format!("{}\0{}", s.issuer, s.subject)));
+            keys.push(unique(
+                "idp_subject",
+                format!("{}\0{}", s.issuer, s.subject),
+            ));
         }
         keys
     }
@@ -1040,7 +1043,9 @@ mod tests {
         let device = Device::new(Uuid::new_v4(), "laptop", &secret);
         let info = serde_json::to_string(&device.info()).unwrap();
         assert!(
-            !info.contains(&hex::encode(device.auth_key.as_ref().unwrap().expose_bytes())),
+            !info.contains(&hex::encode(
+                device.auth_key.as_ref().unwrap().expose_bytes()
+            )),
             "{info}"
         );
     }

@@ -663,7 +663,15 @@ async fn users_get_device_credentials_once_and_removal_revokes_devices() {
         read.default_vnet().unwrap().map(|v| v.id)
     );
     let device: Device = read.get(creds.device_id).unwrap().unwrap();
-    assert_eq!(device.auth_key, Some(creds.secret().expect("a device with a secret").derive_auth_key()));
+    assert_eq!(
+        device.auth_key,
+        Some(
+            creds
+                .secret()
+                .expect("a device with a secret")
+                .derive_auth_key()
+        )
+    );
     drop(read);
 
     let (status, _) = api

@@ -11,8 +11,8 @@ use super::{frame_name, Codec, ControlError};
 use crate::auth::{sign_register, Exporter, ProofKey};
 use crate::error::EncodeError;
 use crate::frame::{
-    Claim, ClientClaim, ConnectorClaim, ControlFrame, GoAway, PostureReport, Register,
-    Proof, RegisterError, Registered, RoutePush, Unregister, PROTOCOL_VERSION,
+    Claim, ClientClaim, ConnectorClaim, ControlFrame, GoAway, PostureReport, Proof, Register,
+    RegisterError, Registered, RoutePush, Unregister, PROTOCOL_VERSION,
 };
 use crate::limits::Limits;
 

@@ -120,7 +120,8 @@ fn wrong_key_unknown_claim_and_foreign_exporter_get_identical_answers() {
     let mut a = Pair::new([1; 32], [1; 32], now);
     a.pump();
     a.edge.poll_event();
-    a.edge.authenticate(Some(&VerifyKey::Shared(AuthKey::from_bytes([0x43; 32]))));
+    a.edge
+        .authenticate(Some(&VerifyKey::Shared(AuthKey::from_bytes([0x43; 32]))));
     assert_eq!(
         a.edge.poll_event(),
         Some(EdgeEvent::Refused {

@@ -10,18 +10,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::ProofKey;
 use socket2::{Domain, Socket, Type};
 use tokio::time::timeout_at;
 use tracing::{debug, warn};
 use zt_creds::AuthKey;
-use crate::auth::ProofKey;
 
 use crate::control::{ClientControl, ConnectorControl};
 use crate::flow::CloseCode;
 use crate::frame::{ClientClaim, ConnectorClaim};
 use crate::transport::argotunnel::ArgotunnelConnection;
-use crate::transport::enrollment::EnrollmentConnection;
 use crate::transport::carrier::{Quic, Transport};
+use crate::transport::enrollment::EnrollmentConnection;
 use crate::transport::error::{AcceptError, ConnectError, EndpointError};
 use crate::transport::links::{ClientConnection, ClientLink, ConnectorConnection, ConnectorLink};
 use crate::transport::register::{

@@ -7,10 +7,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::auth::VerifyKey;
 use tokio::time::timeout_at;
 use tracing::{debug, info};
 use uuid::Uuid;
-use crate::auth::VerifyKey;
 
 use crate::control::{ClientControl, ConnectorControl};
 use crate::control::{EdgeControl, EdgeEvent, PeerEvent, RefusalReason};

@@ -57,7 +57,9 @@ impl Authenticator for TestAuth {
     fn verify_key(&self, claim: &Claim) -> Option<VerifyKey> {
         let keys = self.keys.lock().unwrap();
         match claim {
-            Claim::Connector(c) if c.account_tag == ACCOUNT => keys.get(&c.tunnel_id).cloned().map(VerifyKey::Shared),
+            Claim::Connector(c) if c.account_tag == ACCOUNT => {
+                keys.get(&c.tunnel_id).cloned().map(VerifyKey::Shared)
+            }
             Claim::Client(c) => keys.get(&c.device_id).cloned().map(VerifyKey::Shared),
             _ => None,
         }

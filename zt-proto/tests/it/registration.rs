@@ -273,7 +273,12 @@ async fn a_proof_replayed_from_another_connection_is_refused() {
         features: reg.features,
         proof: zt_proto::Proof::EMPTY,
     };
-    sign_register(&mut register, &zt_proto::ProofKey::Shared(key.clone()), &exporter_of(&first)).unwrap();
+    sign_register(
+        &mut register,
+        &zt_proto::ProofKey::Shared(key.clone()),
+        &exporter_of(&first),
+    )
+    .unwrap();
     // The proof made for `first`, sent on `second`: refused.
     let answer = send_register_and_read_answer(&second, register.clone()).await;
     assert!(

@@ -51,7 +51,12 @@ fn expected() -> Vec<(&'static str, Expected)> {
         features: vec![],
         proof: zt_proto::Proof::EMPTY,
     };
-    sign_register(&mut client_register, &zt_proto::ProofKey::Shared(key()), &EXPORTER).unwrap();
+    sign_register(
+        &mut client_register,
+        &zt_proto::ProofKey::Shared(key()),
+        &EXPORTER,
+    )
+    .unwrap();
     use Expected::*;
     vec![
         (
@@ -265,7 +270,10 @@ fn documented_register_proofs_verify_with_the_documented_key_and_exporter() {
         let Some(ControlFrame::Register(r)) = ControlFrame::decode(&mut buf).unwrap() else {
             panic!("{name} is not a register frame");
         };
-        assert!(verify_proof(&zt_proto::VerifyKey::Shared(key()), &EXPORTER, &r), "{name}");
+        assert!(
+            verify_proof(&zt_proto::VerifyKey::Shared(key()), &EXPORTER, &r),
+            "{name}"
+        );
         assert!(
             !verify_proof(&zt_proto::VerifyKey::Shared(key()), &[0x5a; 32], &r),
             "{name} with another exporter"

@@ -84,7 +84,12 @@ pub fn signed_register(claim: Claim, key: &AuthKey, exporter: &Exporter) -> Regi
         features: vec![],
         proof: zt_proto::Proof::EMPTY,
     };
-    sign_register(&mut register, &zt_proto::ProofKey::Shared(key.clone()), exporter).unwrap();
+    sign_register(
+        &mut register,
+        &zt_proto::ProofKey::Shared(key.clone()),
+        exporter,
+    )
+    .unwrap();
     register
 }
 
@@ -182,7 +187,10 @@ pub async fn client_session(
         device_id: device.device_id,
         vnet: String::new(),
     });
-    let key = device.secret().expect("a device with a secret").derive_auth_key();
+    let key = device
+        .secret()
+        .expect("a device with a secret")
+        .derive_auth_key();
     let (answer, control) =
         register_session(&conn, signed_register(claim, &key, &exporter_of(&conn))).await;
     assert!(answer.registered(), "{:?}", answer.frame);

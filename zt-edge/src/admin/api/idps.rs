@@ -13,7 +13,10 @@ pub(super) fn list(ctx: &Ctx) -> Reply {
     let read = ctx.state.db().read()?;
     let mut idps = read.list::<IdentityProvider>()?;
     idps.sort_by(|a, b| a.name.cmp(&b.name));
-    ok(json!(idps.iter().map(IdentityProvider::info).collect::<Vec<_>>()))
+    ok(json!(idps
+        .iter()
+        .map(IdentityProvider::info)
+        .collect::<Vec<_>>()))
 }
 
 #[derive(Deserialize)]
@@ -92,7 +95,9 @@ pub(super) fn remove(ctx: &Ctx, key: &str) -> Reply {
 pub(super) fn enrollment(ctx: &Ctx, key: &str) -> Reply {
     let idp = find(ctx, key)?;
     let Some(fingerprint) = ctx.state.ca_fingerprint().parse().ok() else {
-        return Err(ApiError::internal("the edge's CA fingerprint does not parse"));
+        return Err(ApiError::internal(
+            "the edge's CA fingerprint does not parse",
+        ));
     };
     let enrollment = Enrollment {
         edge: ctx.edge_addresses.clone(),

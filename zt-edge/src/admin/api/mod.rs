@@ -145,13 +145,12 @@ pub(crate) fn handle(ctx: &Ctx, req: &ApiRequest) -> Reply {
         ["v1", "config", "apply"] if m == Method::POST => config::apply(ctx, req),
         ["v1", "config", "drift"] if m == Method::GET => config::drift(ctx),
         ["v1", "config", "export"] if m == Method::GET => config::export(ctx),
-        ["v1", "account" | "tunnels" | "routes" | "vnets" | "lists" | "rules" | "users" | "idps" | "config", ..] => {
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{m} is not supported on /{}", req.segments.join("/")),
-            ))
-        }
+        ["v1", "account" | "tunnels" | "routes" | "vnets" | "lists" | "rules" | "users" | "idps"
+        | "config", ..] => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{m} is not supported on /{}", req.segments.join("/")),
+        )),
         _ => Err(ApiError::not_found(format!(
             "no such endpoint: /{}",
             req.segments.join("/")
