@@ -16,6 +16,17 @@ fn key() -> AuthKey {
 
 const EXPORTER: Exporter = [0xa5; 32];
 
+/// The documented device key: the Ed25519 key whose 32-byte seed is `07 07 … 07`, as a
+/// PKCS#8 v1 document.
+fn device_key() -> zt_creds::DeviceKey {
+    let mut pkcs8 = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    pkcs8.extend_from_slice(&[0x07; 32]);
+    zt_creds::DeviceKey::from_pkcs8(&pkcs8).unwrap()
+}
+
 enum Expected {
     Control(ControlFrame),
     Header(FlowHeader),
@@ -57,6 +68,14 @@ fn expected() -> Vec<(&'static str, Expected)> {
         &EXPORTER,
     )
     .unwrap();
+    let mut signed_register = client_register.clone();
+    signed_register.software_version = "zt 0.2.0".into();
+    sign_register(
+        &mut signed_register,
+        &zt_proto::ProofKey::Device(device_key()),
+        &EXPORTER,
+    )
+    .unwrap();
     use Expected::*;
     vec![
         (
@@ -66,6 +85,10 @@ fn expected() -> Vec<(&'static str, Expected)> {
         (
             "register-client",
             Control(ControlFrame::Register(client_register)),
+        ),
+        (
+            "register-client-signed",
+            Control(ControlFrame::Register(signed_register)),
         ),
         (
             "registered",
@@ -270,12 +293,14 @@ fn documented_register_proofs_verify_with_the_documented_key_and_exporter() {
         let Some(ControlFrame::Register(r)) = ControlFrame::decode(&mut buf).unwrap() else {
             panic!("{name} is not a register frame");
         };
+        let key = if name.ends_with("-signed") {
+            zt_proto::VerifyKey::Device(device_key().public_key())
+        } else {
+            zt_proto::VerifyKey::Shared(key())
+        };
+        assert!(verify_proof(&key, &EXPORTER, &r), "{name}");
         assert!(
-            verify_proof(&zt_proto::VerifyKey::Shared(key()), &EXPORTER, &r),
-            "{name}"
-        );
-        assert!(
-            !verify_proof(&zt_proto::VerifyKey::Shared(key()), &[0x5a; 32], &r),
+            !verify_proof(&key, &[0x5a; 32], &r),
             "{name} with another exporter"
         );
     }
