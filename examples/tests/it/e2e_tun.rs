@@ -282,6 +282,50 @@ fn curl(ns: &str, dir: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `kubectl version` inside `ns` against the stand-in API server over TUN (no proxy), with
+/// the client certificate of the test PKI in `dir`; says loudly when kubectl is missing.
+fn kubectl_version_in(ns: &str, dir: &Path) {
+    if !have("kubectl") {
+        eprintln!("!!! SKIPPED: kubectl is not installed; the kubectl check over TUN did not run");
+        return;
+    }
+    let kubeconfig = dir.join("kubeconfig");
+    let pem = |f: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join(f)).unwrap())
+    };
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: private\n  cluster:\n    \
+             server: https://198.51.100.101\n    certificate-authority-data: {}\n\
+             users:\n- name: alice\n  user:\n    client-certificate-data: {}\n    \
+             client-key-data: {}\ncontexts:\n- name: private\n  context:\n    \
+             cluster: private\n    user: alice\ncurrent-context: private\n",
+            pem("ca.pem"),
+            pem("client.pem"),
+            pem("client.key")
+        ),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "kubectl", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args(["version", "-o", "json", "--request-timeout=20s"])
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("\"gitVersion\": \"v1.24.1\""),
+        "kubectl version over TUN: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("kubectl version over TUN: server v1.24.1 in {:?}", t.elapsed());
+}
+
 fn have(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
@@ -457,45 +501,7 @@ fn tun_mode_end_to_end() {
     assert_eq!(body, VERSION_JSON);
 
     // kubectl, when installed.
-    if have("kubectl") {
-        let kubeconfig = dir.path().join("kubeconfig");
-        let pem = |f: &str| {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD
-                .encode(std::fs::read(dir.path().join(f)).unwrap())
-        };
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: private\n  cluster:\n    \
-                 server: https://198.51.100.101\n    certificate-authority-data: {}\n\
-                 users:\n- name: alice\n  user:\n    client-certificate-data: {}\n    \
-                 client-key-data: {}\ncontexts:\n- name: private\n  context:\n    \
-                 cluster: private\n    user: alice\ncurrent-context: private\n",
-                pem("ca.pem"),
-                pem("client.pem"),
-                pem("client.key")
-            ),
-        )
-        .unwrap();
-        let out = Command::new("ip")
-            .args(["netns", "exec", &laptop, "kubectl", "--kubeconfig"])
-            .arg(&kubeconfig)
-            .args(["version", "-o", "json", "--request-timeout=20s"])
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && text.contains("\"gitVersion\": \"v1.24.1\""),
-            "kubectl version over TUN: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        println!("kubectl version over TUN: server v1.24.1");
-    } else {
-        eprintln!("SKIPPED: kubectl is not installed; the kubectl part of tun_mode_end_to_end did not run");
-    }
+    kubectl_version_in(&laptop, dir.path());
 
     // 20 MiB down and up, hash-checked.
     let want = sha256_hex(&pattern(BIG));
@@ -676,4 +682,149 @@ fn tun_mode_without_privilege_names_the_capability() {
         "without CAP_NET_ADMIN: {}",
         err.lines().last().unwrap_or("")
     );
+}
+
+/// A device-code sign-in run inside the laptop namespace (`zt login --device-code`, the code
+/// approved in headless Chromium at a real OpenID Provider), then `zt client tun` with the
+/// resulting credentials: kubectl reaches the stand-in API server with no proxy, because
+/// the provider put the engineer in `k8s-admins`.
+#[test]
+fn tun_mode_after_a_device_code_sign_in() {
+    use zt_testkit::oidc::{
+        browser_unavailable, provider_unavailable, skip, Account, Browser, OidcProvider,
+        ProviderOptions,
+    };
+    const TEST: &str = "e2e_tun::tun_mode_after_a_device_code_sign_in";
+    if let Some(why) = crate::support::netns::unavailable() {
+        skip(TEST, &format!("needs network namespaces: {why}"));
+        return;
+    }
+    if let Some(why) = provider_unavailable().or_else(browser_unavailable) {
+        skip(TEST, &why);
+        return;
+    }
+    if !have("curl") {
+        skip(TEST, "needs curl");
+        return;
+    }
+    let rt = runtime(2);
+    let idp = rt
+        .block_on(OidcProvider::start(ProviderOptions {
+            accounts: vec![Account::new("carol", "carol@example.com").with_groups(&["k8s-admins"])],
+            ..ProviderOptions::default()
+        }))
+        .expect("the OpenID Provider starts");
+    let pid = std::process::id();
+    let (laptop, cluster) = (format!("idpL{pid}"), format!("idpC{pid}"));
+    let (l_root, l_ns) = (format!("idpl{pid}a"), format!("idpl{pid}b"));
+    let (c_root, c_ns) = (format!("idpc{pid}a"), format!("idpc{pid}b"));
+    let dev = format!("zi{}", pid % 100_000);
+    let mut ns = Netns::new();
+    ns.add(&laptop);
+    ns.add(&cluster);
+    ns.veth(&l_root, "198.18.2.1/30", &laptop, &l_ns, "198.18.2.2/30");
+    ns.veth(&c_root, "198.18.2.5/30", &cluster, &c_ns, "198.18.2.6/30");
+    ip(&["-n", &cluster, "route", "add", "default", "via", "198.18.2.5"]);
+    for addr in ["198.51.100.101/32", "198.51.100.102/32", "198.51.100.53/32"] {
+        ip(&["-n", &cluster, "addr", "add", addr, "dev", "lo"]);
+    }
+    ip(&["-n", &cluster, "addr", "add", "2001:db8::101/128", "dev", "lo", "nodad"]);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("idptun{pid}"))
+        .tempdir()
+        .unwrap();
+    KubePki::new("e2e idp tun CA", &["198.51.100.101"]).write_to(dir.path());
+    let mut origin = Proc::from_command("origin", helper_cmd(&cluster, "cluster", dir.path()));
+    origin.wait_for("cluster origin ready");
+
+    let mut edge = Edge {
+        dir: tempfile::tempdir().unwrap(),
+        listen: free_udp("198.18.2.1"),
+        admin: free_tcp("127.0.0.1"),
+        metrics: free_tcp("127.0.0.1"),
+        proc: None,
+    };
+    let l = edge.listen.to_string();
+    edge.run_with(&["--server-name", "198.18.2.1", "--advertise", &l]);
+    let tunnel_creds = edge.tunnel("cluster");
+    edge.admin(&["route", "ip", "add", "198.51.100.101/32", "cluster"]);
+    edge.rule(
+        "allow k8s-admins",
+        100,
+        "allow",
+        "l4",
+        "any(identity.groups[*] == \"k8s-admins\") and net.dst.ip == 198.51.100.101",
+    );
+    edge.admin(&[
+        "idp",
+        "add",
+        "corp",
+        "--issuer",
+        idp.issuer(),
+        "--client-id",
+        "zt",
+        "--ca-file",
+        idp.ca_file().to_str().unwrap(),
+    ]);
+    let enrollment = edge.admin(&["idp", "enrollment", "corp"]).trim().to_owned();
+    let config = edge.path("connector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tunnel: cluster\ncredentials-file: {}\nmetrics: {}\nedge: {}\n\
+             cacert: {}\nha-connections: 1\nwarp-routing:\n  enabled: true\n",
+            tunnel_creds.display(),
+            free_tcp("127.0.0.1"),
+            edge.listen,
+            edge.path("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let connector = Netns::spawn_zt(
+        &cluster,
+        "connector",
+        &["tunnel", "--config", config.to_str().unwrap(), "run"],
+    );
+    connector.wait_for("registered with the edge");
+
+    // The sign-in, from inside the laptop namespace; the person approves on another
+    // machine's browser (here: Chromium in the root namespace).
+    let creds = dir.path().join("device.json");
+    let started = Instant::now();
+    let mut login = Netns::spawn_zt(
+        &laptop,
+        "login",
+        &[
+            "login",
+            &enrollment,
+            "--device-code",
+            "--credentials",
+            creds.to_str().unwrap(),
+        ],
+    );
+    let line = login.wait_for("enter the code:");
+    let rest = line.split("visit ").nth(1).unwrap();
+    let (uri, code) = rest.split_once(" and enter the code: ").unwrap();
+    rt.block_on(Browser::approve_device(uri.trim(), code.trim(), "carol"))
+        .unwrap_or_else(|e| panic!("device approval: {e}\n{}", login.output()));
+    assert!(login.wait_exit().success(), "zt login: {}", login.output());
+    println!("MEASURED zt login --device-code to signed in: {:?}", started.elapsed());
+
+    let mut client = Netns::spawn_zt(
+        &laptop,
+        "client-tun",
+        &["client", "--credentials", creds.to_str().unwrap(), "tun", "--name", &dev],
+    );
+    client.wait_for("TUN routes now");
+    let (ok, body, err) = curl(&laptop, dir.path(), &["https://198.51.100.101/version"]);
+    assert!(ok, "curl over TUN after the sign-in failed: {err}");
+    assert_eq!(body, VERSION_JSON);
+    println!(
+        "MEASURED zt login start to the first API answer over TUN: {:?}",
+        started.elapsed()
+    );
+    kubectl_version_in(&laptop, dir.path());
+    client.signal("TERM");
+    client.wait_exit();
+    drop(origin);
 }
