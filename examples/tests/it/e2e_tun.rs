@@ -323,7 +323,10 @@ fn kubectl_version_in(ns: &str, dir: &Path) {
         "kubectl version over TUN: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    println!("kubectl version over TUN: server v1.24.1 in {:?}", t.elapsed());
+    println!(
+        "kubectl version over TUN: server v1.24.1 in {:?}",
+        t.elapsed()
+    );
 }
 
 fn have(tool: &str) -> bool {
@@ -724,11 +727,28 @@ fn tun_mode_after_a_device_code_sign_in() {
     ns.add(&cluster);
     ns.veth(&l_root, "198.18.2.1/30", &laptop, &l_ns, "198.18.2.2/30");
     ns.veth(&c_root, "198.18.2.5/30", &cluster, &c_ns, "198.18.2.6/30");
-    ip(&["-n", &cluster, "route", "add", "default", "via", "198.18.2.5"]);
+    ip(&[
+        "-n",
+        &cluster,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.18.2.5",
+    ]);
     for addr in ["198.51.100.101/32", "198.51.100.102/32", "198.51.100.53/32"] {
         ip(&["-n", &cluster, "addr", "add", addr, "dev", "lo"]);
     }
-    ip(&["-n", &cluster, "addr", "add", "2001:db8::101/128", "dev", "lo", "nodad"]);
+    ip(&[
+        "-n",
+        &cluster,
+        "addr",
+        "add",
+        "2001:db8::101/128",
+        "dev",
+        "lo",
+        "nodad",
+    ]);
     let dir = tempfile::Builder::new()
         .prefix(&format!("idptun{pid}"))
         .tempdir()
@@ -808,12 +828,22 @@ fn tun_mode_after_a_device_code_sign_in() {
     rt.block_on(Browser::approve_device(uri.trim(), code.trim(), "carol"))
         .unwrap_or_else(|e| panic!("device approval: {e}\n{}", login.output()));
     assert!(login.wait_exit().success(), "zt login: {}", login.output());
-    println!("MEASURED zt login --device-code to signed in: {:?}", started.elapsed());
+    println!(
+        "MEASURED zt login --device-code to signed in: {:?}",
+        started.elapsed()
+    );
 
     let mut client = Netns::spawn_zt(
         &laptop,
         "client-tun",
-        &["client", "--credentials", creds.to_str().unwrap(), "tun", "--name", &dev],
+        &[
+            "client",
+            "--credentials",
+            creds.to_str().unwrap(),
+            "tun",
+            "--name",
+            &dev,
+        ],
     );
     client.wait_for("TUN routes now");
     let (ok, body, err) = curl(&laptop, dir.path(), &["https://198.51.100.101/version"]);

@@ -75,6 +75,11 @@ pub struct ConfigFile {
     /// The users this file manages, with their groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<UserSpec>,
+    /// Identity providers engineers sign in with (`zt login`). Client secrets are never in
+    /// the file: a provider that needs one is given it with `zt idp add --client-secret-file`,
+    /// and applying the file keeps it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity_providers: Vec<IdpSpec>,
     /// Policy test cases, run before anything is applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<PolicyTest>,
@@ -201,6 +206,47 @@ pub struct UserSpec {
     /// The groups the file gives the user.
     #[serde(default)]
     pub groups: Vec<String>,
+}
+
+/// An OpenID Provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct IdpSpec {
+    /// The name (its key), as policy sees it (`identity.idp`).
+    pub name: String,
+    /// The issuer URL, exactly as the provider says it.
+    pub issuer: String,
+    /// The client id zt is registered under.
+    pub client_id: String,
+    /// Scopes asked for (`openid` is always sent).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The claim holding the groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Email domains allowed to sign in; empty allows any verified email.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_domains: Vec<String>,
+    /// How long a sign-in lasts, in seconds (capped by the edge's
+    /// `--max-session-lifetime`).
+    #[serde(default = "default_session_length")]
+    pub session_length_secs: u64,
+    /// Extra CA certificates (PEM) for a provider behind a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    crate::store::IdentityProvider::new("x", "https://x", "x").scopes
+}
+
+fn default_groups_claim() -> String {
+    crate::store::DEFAULT_GROUPS_CLAIM.to_owned()
+}
+
+fn default_session_length() -> u64 {
+    crate::store::DEFAULT_SESSION_LENGTH.as_secs()
 }
 
 /// A policy test case: a flow, and the decision the file's policy must give it.
@@ -576,6 +622,11 @@ fn check(s: &Source<'_>, f: &ConfigFile) -> Result<(), ConfigError> {
         ("lists", f.lists.len(), MAX_RESOURCES),
         ("rules", f.rules.len(), MAX_RULES),
         ("users", f.users.len(), MAX_RESOURCES),
+        (
+            "identity_providers",
+            f.identity_providers.len(),
+            MAX_RESOURCES,
+        ),
         ("tests", f.tests.len(), MAX_RESOURCES),
     ];
     for (key, n, limit) in counts {
@@ -635,6 +686,28 @@ fn check(s: &Source<'_>, f: &ConfigFile) -> Result<(), ConfigError> {
         "email",
         f.users.iter().map(|v| v.email.clone()).collect(),
     )?;
+    dup(
+        "identity_providers",
+        "name",
+        f.identity_providers
+            .iter()
+            .map(|v| v.name.to_lowercase())
+            .collect(),
+    )?;
+    for (i, p) in f.identity_providers.iter().enumerate() {
+        let mut record = crate::store::IdentityProvider::new(&p.name, &p.issuer, &p.client_id);
+        record.scopes = p.scopes.clone();
+        record.groups_claim = p.groups_claim.clone();
+        record.allowed_domains = p.allowed_domains.clone();
+        record.session_length_secs = p.session_length_secs;
+        if let Err(reason) = crate::store::check_record(&record) {
+            return Err(s.err(
+                format!("identity_providers[{i}]"),
+                s.locate("name", &p.name, 0),
+                reason.to_owned(),
+            ));
+        }
+    }
     dup(
         "tests",
         "name",
@@ -1046,13 +1119,14 @@ impl fmt::Display for ConfigFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} virtual networks, {} tunnels, {} routes, {} lists, {} rules, {} users, {} tests",
+            "{} virtual networks, {} tunnels, {} routes, {} lists, {} rules, {} users, {} identity providers, {} tests",
             self.vnets.len(),
             self.tunnels.len(),
             self.routes.len(),
             self.lists.len(),
             self.rules.len(),
             self.users.len(),
+            self.identity_providers.len(),
             self.tests.len()
         )
     }

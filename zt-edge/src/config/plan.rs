@@ -21,11 +21,12 @@ use uuid::Uuid;
 use zt_creds::{TunnelCredentials, TunnelSecret};
 
 use super::file::{
-    file_hash, ConfigFile, ListSpec, RouteSpec, RuleSpec, TunnelSpec, UserSpec, VnetSpec,
+    file_hash, ConfigFile, IdpSpec, ListSpec, RouteSpec, RuleSpec, TunnelSpec, UserSpec, VnetSpec,
     FORMAT_VERSION,
 };
 use crate::store::{
-    Device, List, Record, Route, Rule, StoreError, Tunnel, User, VirtualNetwork, WriteTxn,
+    Device, IdentityProvider, List, Record, Route, Rule, StoreError, Tunnel, User, VirtualNetwork,
+    WriteTxn,
 };
 use crate::timestamp::Timestamp;
 
@@ -266,6 +267,7 @@ struct Live {
     lists: BTreeMap<String, List>,
     rules: BTreeMap<String, Rule>,
     users: BTreeMap<String, User>,
+    idps: BTreeMap<String, IdentityProvider>,
 }
 
 /// The read side both transaction kinds offer.
@@ -369,6 +371,11 @@ impl Live {
                 .into_iter()
                 .map(|u| (format!("user/{}", u.email.to_lowercase()), u))
                 .collect(),
+            idps: r
+                .all::<IdentityProvider>()?
+                .into_iter()
+                .map(|p| (idp_key(&p.name), p))
+                .collect(),
         })
     }
 
@@ -381,7 +388,37 @@ impl Live {
             .or_else(|| self.lists.get(key).map(Record::version))
             .or_else(|| self.rules.get(key).map(Record::version))
             .or_else(|| self.users.get(key).map(Record::version))
+            .or_else(|| self.idps.get(key).map(Record::version))
     }
+}
+
+fn idp_key(name: &str) -> String {
+    format!("idp/{}", name.to_lowercase())
+}
+
+/// What the file says of a provider, as the fields a plan compares.
+fn idp_json(p: &IdpSpec) -> Value {
+    json!({
+        "issuer": p.issuer,
+        "client_id": p.client_id,
+        "scopes": p.scopes,
+        "groups_claim": p.groups_claim,
+        "allowed_domains": p.allowed_domains,
+        "session_length_secs": p.session_length_secs,
+        "ca_pem": p.ca_pem,
+    })
+}
+
+fn idp_record_json(p: &IdentityProvider) -> Value {
+    json!({
+        "issuer": p.issuer,
+        "client_id": p.client_id,
+        "scopes": p.scopes,
+        "groups_claim": p.groups_claim,
+        "allowed_domains": p.allowed_domains,
+        "session_length_secs": p.session_length_secs,
+        "ca_pem": p.ca_pem,
+    })
 }
 
 fn diff(fields: &mut Vec<FieldChange>, field: &str, before: Value, after: Value) {
@@ -596,6 +633,36 @@ pub(crate) fn plan_in(
             }
         }
     }
+    for p in &file.identity_providers {
+        let key = idp_key(&p.name);
+        named.insert(key.clone());
+        match live.idps.get(&key) {
+            None => push(
+                &mut changes,
+                key,
+                Action::Create,
+                create_fields(idp_json(p)),
+                None,
+            ),
+            Some(x) => {
+                let (before, after) = (idp_record_json(x), idp_json(p));
+                let mut f = Vec::new();
+                if let (Value::Object(b), Value::Object(a)) = (before, after) {
+                    for (field, want) in a {
+                        diff(
+                            &mut f,
+                            &field,
+                            b.get(&field).cloned().unwrap_or(Value::Null),
+                            want,
+                        );
+                    }
+                }
+                if !f.is_empty() {
+                    push(&mut changes, key, Action::Update, f, Some(x.version));
+                }
+            }
+        }
+    }
     for rt in &file.routes {
         let vnet = vnet_label(&live, file, rt.vnet.as_deref());
         let key = route_key(&vnet, rt.network);
@@ -660,6 +727,9 @@ pub(crate) fn plan_in(
         if applied.resources.contains_key(k) {
             deletes.push((k.clone(), x.version, None));
         }
+    }
+    for (k, x) in &live.idps {
+        deletes.push((k.clone(), x.version, None));
     }
     for (k, x) in &live.tunnels {
         let n = live_count(x.id);
@@ -828,6 +898,26 @@ pub(crate) fn apply_in(
         rec.groups = u.groups.clone();
         txn.put(&rec).map_err(store_err(&key))?;
     }
+    for p in &file.identity_providers {
+        let key = idp_key(&p.name);
+        if !touched.contains(&key) {
+            continue;
+        }
+        // A client secret given with `zt idp add` stays: it is never in the file.
+        let mut rec = live
+            .idps
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| IdentityProvider::new(&p.name, &p.issuer, &p.client_id));
+        rec.issuer = p.issuer.clone();
+        rec.client_id = p.client_id.clone();
+        rec.scopes = p.scopes.clone();
+        rec.groups_claim = p.groups_claim.clone();
+        rec.allowed_domains = p.allowed_domains.clone();
+        rec.session_length_secs = p.session_length_secs;
+        rec.ca_pem = p.ca_pem.clone();
+        txn.put(&rec).map_err(store_err(&key))?;
+    }
     // Deletes of routes and rules come before creates, so a route moved to another
     // network, or a rule renamed, never collides with its old self.
     delete_kind(txn, &plan, &live, "route/")?;
@@ -894,6 +984,7 @@ pub(crate) fn apply_in(
     }
     delete_kind(txn, &plan, &live, "list/")?;
     delete_kind(txn, &plan, &live, "user/")?;
+    delete_kind(txn, &plan, &live, "idp/")?;
     delete_kind(txn, &plan, &live, "tunnel/")?;
     delete_kind(txn, &plan, &live, "vnet/")?;
 
@@ -914,6 +1005,7 @@ pub(crate) fn apply_in(
             .map(|v| format!("user/{}", v.email.to_lowercase())),
     );
     keys.extend(file.rules.iter().map(|v| format!("rule/{}", v.name)));
+    keys.extend(file.identity_providers.iter().map(|p| idp_key(&p.name)));
     keys.extend(
         file.routes
             .iter()
@@ -931,6 +1023,7 @@ pub(crate) fn apply_in(
         .chain(after.routes.keys())
         .chain(after.lists.keys())
         .chain(after.rules.keys())
+        .chain(after.idps.keys())
         .filter(|k| !resources.contains_key(*k))
         .cloned()
         .collect();
@@ -979,6 +1072,10 @@ fn delete_kind(
             }
             "list/" => {
                 txn.delete::<List>(live.lists[key].id).map_err(err)?;
+            }
+            "idp/" => {
+                txn.delete::<IdentityProvider>(live.idps[key].id)
+                    .map_err(err)?;
             }
             "user/" => {
                 let id = live.users[key].id;
@@ -1078,7 +1175,8 @@ pub(crate) fn drift_in(r: &impl Reader) -> Result<Option<(Applied, Vec<Drift>)>,
         .chain(live.tunnels.iter().map(|(k, v)| (k, v.version)))
         .chain(live.routes.iter().map(|(k, v)| (k, v.version)))
         .chain(live.lists.iter().map(|(k, v)| (k, v.version)))
-        .chain(live.rules.iter().map(|(k, v)| (k, v.version)));
+        .chain(live.rules.iter().map(|(k, v)| (k, v.version)))
+        .chain(live.idps.iter().map(|(k, v)| (k, v.version)));
     for (k, v) in created {
         if !applied.resources.contains_key(k) && !applied.unmanaged.contains(k) {
             out.push(Drift {
@@ -1165,9 +1263,25 @@ pub(crate) fn export_in(r: &impl Reader) -> Result<ConfigFile, StoreError> {
         users: live
             .users
             .values()
+            // Users a sign-in created belong to their provider, not to a file.
+            .filter(|u| u.idp_subject.is_none())
             .map(|u| UserSpec {
                 email: u.email.clone(),
                 groups: u.groups.clone(),
+            })
+            .collect(),
+        identity_providers: live
+            .idps
+            .values()
+            .map(|p| IdpSpec {
+                name: p.name.clone(),
+                issuer: p.issuer.clone(),
+                client_id: p.client_id.clone(),
+                scopes: p.scopes.clone(),
+                groups_claim: p.groups_claim.clone(),
+                allowed_domains: p.allowed_domains.clone(),
+                session_length_secs: p.session_length_secs,
+                ca_pem: p.ca_pem.clone(),
             })
             .collect(),
         tests: Vec::new(),

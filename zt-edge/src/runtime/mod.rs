@@ -22,6 +22,7 @@ mod enroll;
 mod flow;
 mod link;
 mod metrics;
+mod providers;
 mod registry;
 mod session;
 mod shared;
@@ -422,7 +423,7 @@ async fn key_refresh_loop(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(enroll::KEY_REFRESH_INTERVAL) => shared.providers.refresh_all().await,
+            _ = tokio::time::sleep(providers::KEY_REFRESH_INTERVAL) => shared.providers.refresh_all().await,
             _ = stop.changed() => return,
         }
     }

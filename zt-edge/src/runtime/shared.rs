@@ -42,7 +42,7 @@ pub(crate) struct Shared {
     /// Client flows being served.
     pub(crate) client_flows: AtomicU64,
     /// Identity providers met by `zt login`, discovered on first use.
-    pub(crate) providers: super::enroll::Providers,
+    pub(crate) providers: super::providers::Providers,
     /// Enrollment exchanges served at once.
     pub(crate) enrollments: Arc<tokio::sync::Semaphore>,
 }

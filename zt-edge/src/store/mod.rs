@@ -13,6 +13,11 @@ mod seal;
 pub use backend::{BackendError, KeyValue, Revision, Store, StoreRead, StoreWrite, Table};
 pub use copy::{copy_store, CopyError, CopyReport};
 pub use db::{Db, ReadTxn, StoreError, WriteTxn, MAX_ATTEMPTS};
+/// Runs a record's own field checks (what a write would refuse), for callers that validate
+/// before a transaction, such as the configuration file's checks.
+pub(crate) fn check_record<R: Record>(record: &R) -> Result<(), &'static str> {
+    records::Sealed::check(record)
+}
 pub use idp::{
     IdentityProvider, IdentityProviderInfo, DEFAULT_GROUPS_CLAIM, DEFAULT_SESSION_LENGTH,
 };

@@ -771,3 +771,56 @@ fn brackets_in_expressions_and_text_are_not_nesting() {
     let again = parse(&config::to_yaml(&file)).unwrap();
     assert_eq!(again, file);
 }
+
+#[test]
+fn identity_providers_plan_apply_export_and_keep_a_secret_set_outside_the_file() {
+    let (_d, db) = db();
+    let text = "version: 1\nidentity_providers:\n  - name: corp\n    issuer: https://login.example.com\n    client_id: zt\n    allowed_domains: [example.com]\n";
+    let file = parse(text).unwrap();
+    let plan = config::plan(&db, &file, PlanOptions::default(), &no_connectors).unwrap();
+    assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
+    assert_eq!(plan.changes[0].resource, "idp/corp");
+    assert_eq!(plan.changes[0].action, Action::Create);
+    apply(&db, &file, PlanOptions::default()).unwrap();
+    // A client secret given with `zt idp add` (here: written directly) survives an apply
+    // that changes another field, and never shows in the export.
+    db.update(|t| {
+        let mut p = t.list::<zt_edge::IdentityProvider>()?.remove(0);
+        p.client_secret = Some("s3cr3t".into());
+        t.put(&p)
+    })
+    .unwrap();
+    let edited = parse(&text.replace("[example.com]", "[example.com, example.org]")).unwrap();
+    let plan = config::plan(&db, &edited, PlanOptions::default(), &no_connectors).unwrap();
+    assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
+    assert_eq!(plan.changes[0].action, Action::Update);
+    assert_eq!(plan.changes[0].fields[0].field, "allowed_domains");
+    apply(&db, &edited, PlanOptions::default()).unwrap();
+    let p = db
+        .read()
+        .unwrap()
+        .list::<zt_edge::IdentityProvider>()
+        .unwrap()
+        .remove(0);
+    assert_eq!(p.client_secret.as_deref(), Some("s3cr3t"));
+    assert_eq!(p.allowed_domains, ["example.com", "example.org"]);
+    let exported = config::export(&db).unwrap();
+    let yaml = config::to_yaml(&exported);
+    assert!(
+        yaml.contains("identity_providers") && !yaml.contains("s3cr3t"),
+        "{yaml}"
+    );
+    assert!(
+        config::plan(&db, &edited, PlanOptions::default(), &no_connectors)
+            .unwrap()
+            .is_empty()
+    );
+    // An http:// issuer is refused with where it is.
+    let err = parse(&text.replace("https://", "http://")).unwrap_err();
+    assert!(
+        err.report().contains("identity_providers[0]"),
+        "{}",
+        err.report()
+    );
+    assert!(err.report().contains("https://"), "{}", err.report());
+}
