@@ -141,6 +141,7 @@ mod flow;
 mod frame;
 mod limits;
 mod open;
+mod session;
 #[cfg(feature = "transport")]
 mod transport;
 mod wire;
@@ -162,6 +163,9 @@ pub use limits::{
     MAX_POSTURE_CHECKS, MAX_TEXT_LEN,
 };
 
+// The TCP transport's session-stream frames (datagrams, close).
+pub use session::{SessionFrame, MAX_CLOSE_REASON, MAX_SESSION_DATAGRAM, SESSION_FRAME_HEADER_LEN};
+
 // The flow-open exchange.
 pub use open::{FlowAcceptor, FlowOpener};
 
@@ -182,7 +186,7 @@ pub use control::{
 pub use transport::{
     argotunnel::ArgotunnelConnection,
     backoff::{Backoff, BackoffPolicy},
-    carrier::{ConnectionLost, Quic, Transport},
+    carrier::{Carrier, ConnectionLost, Quic, Transport},
     datagrams::UdpFlow,
     endpoint::{
         ClientRegistration, ConnectorRegistration, EdgeListener, EdgePeer, IncomingPeer,
@@ -195,6 +199,7 @@ pub use transport::{
     links::{
         ClientConnection, ClientLink, Connection, ConnectorConnection, ConnectorLink, EdgeLink,
     },
+    over_tcp::{Tcp, TcpSessionError, PARKED_REVERSE},
     register::{Admission, Authenticator},
     serve::{FlowRequest, FlowResponder},
     set::{ConnectionSet, MemberReport, Pinned, Placement},
@@ -204,5 +209,6 @@ pub use transport::{
         RelayOutcome, RELAY_BATCH,
     },
     tcp::{SpliceCounter, TcpSplice, TcpSpliceOutcome, WriteFailure},
+    tcp_endpoint::{EdgeTcpListener, IncomingTcpPeer, OtherAlpn, TcpDialer, TcpPeer},
     tls::{EdgeTrust, ServerIdentity, TlsConfigError, ALPN_ARGOTUNNEL},
 };

@@ -19,7 +19,7 @@ use crate::control::{ClientControl, ConnectorControl};
 use crate::flow::CloseCode;
 use crate::frame::{ClientClaim, ConnectorClaim};
 use crate::transport::argotunnel::ArgotunnelConnection;
-use crate::transport::carrier::{Quic, Transport};
+use crate::transport::carrier::{Carrier, Quic, Transport};
 use crate::transport::error::{AcceptError, ConnectError, EndpointError};
 use crate::transport::links::{ClientConnection, ClientLink, ConnectorConnection, ConnectorLink};
 use crate::transport::register::{
@@ -293,7 +293,15 @@ impl IncomingPeer {
             debug!(remote = %addr, "argotunnel connection");
             return Ok(EdgePeer::Argotunnel(ArgotunnelConnection::new(conn)));
         }
-        match register_at_edge(Quic(conn), settings, &self.edge_name, started, auth).await? {
+        match register_at_edge(
+            Carrier::Quic(Quic(conn)),
+            settings,
+            &self.edge_name,
+            started,
+            auth,
+        )
+        .await?
+        {
             EdgeRegistered::Connector(link) => Ok(EdgePeer::Connector(link)),
             EdgeRegistered::Client(link) => Ok(EdgePeer::Client(link)),
         }
@@ -388,7 +396,7 @@ impl PeerEndpoint {
         edge: SocketAddr,
         server_name: &str,
         deadline: Instant,
-    ) -> Result<(Quic, crate::auth::Exporter), ConnectError> {
+    ) -> Result<(Carrier, crate::auth::Exporter), ConnectError> {
         let connecting = self
             .endpoint
             .connect_with(self.client_config.clone(), edge, server_name)
@@ -398,7 +406,7 @@ impl PeerEndpoint {
             Ok(Err(source)) => return Err(ConnectError::Handshake { addr: edge, source }),
             Err(_) => return Err(ConnectError::Timeout(self.settings.register_timeout)),
         };
-        let conn = Quic(conn);
+        let conn = Carrier::Quic(Quic(conn));
         let exp = conn.exporter().ok_or(ConnectError::Exporter)?;
         Ok((conn, exp))
     }

@@ -14,6 +14,7 @@ pub(crate) mod hybrid_kx;
 #[cfg(test)]
 mod hybrid_kx_openssl;
 pub(crate) mod links;
+pub(crate) mod over_tcp;
 pub(crate) mod register;
 pub(crate) mod serve;
 pub(crate) mod set;
@@ -21,6 +22,7 @@ pub(crate) mod settings;
 pub(crate) mod shared;
 pub(crate) mod stream;
 pub(crate) mod tcp;
+pub(crate) mod tcp_endpoint;
 pub(crate) mod tls;
 //
 // How the pieces stack (each uses only those below it):

@@ -160,6 +160,27 @@ impl ServerIdentity {
         &self,
         argotunnel: Option<&ServerIdentity>,
     ) -> Result<QuicServerConfig, TlsConfigError> {
+        let mut cfg = self.rustls_server_config(argotunnel)?;
+        if argotunnel.is_some() {
+            cfg.alpn_protocols.push(ALPN_ARGOTUNNEL.to_vec());
+        }
+        QuicServerConfig::try_from(cfg).map_err(|e| TlsConfigError::Rustls {
+            what: "QUIC server configuration",
+            source: rustls::Error::General(e.to_string()),
+        })
+    }
+
+    /// The edge's TLS-over-TCP configuration: the same TLS 1.3 only, the same certificate
+    /// and no early data as over QUIC, offering ALPN `zt/1` (a client that offers none of
+    /// the edge's protocols fails the handshake with `no_application_protocol`).
+    pub(crate) fn tcp_server_config(&self) -> Result<rustls::ServerConfig, TlsConfigError> {
+        self.rustls_server_config(None)
+    }
+
+    fn rustls_server_config(
+        &self,
+        argotunnel: Option<&ServerIdentity>,
+    ) -> Result<rustls::ServerConfig, TlsConfigError> {
         let provider = server_provider();
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -181,16 +202,10 @@ impl ServerIdentity {
             })),
         };
         cfg.alpn_protocols = vec![ALPN_ZT1.to_vec()];
-        if argotunnel.is_some() {
-            cfg.alpn_protocols.push(ALPN_ARGOTUNNEL.to_vec());
-        }
         // No 0-RTT: early data could be replayed, and registration must be bound to a
         // completed handshake.
         cfg.max_early_data_size = 0;
-        QuicServerConfig::try_from(cfg).map_err(|e| TlsConfigError::Rustls {
-            what: "QUIC server configuration",
-            source: rustls::Error::General(e.to_string()),
-        })
+        Ok(cfg)
     }
 }
 
@@ -275,6 +290,21 @@ impl EdgeTrust {
     }
 
     pub(crate) fn quic_client_config(&self) -> Result<QuicClientConfig, TlsConfigError> {
+        QuicClientConfig::try_from(self.rustls_client_config()?).map_err(|e| {
+            TlsConfigError::Rustls {
+                what: "QUIC client configuration",
+                source: rustls::Error::General(e.to_string()),
+            }
+        })
+    }
+
+    /// The peer's TLS-over-TCP configuration: the same TLS 1.3 only, the same CA pinning
+    /// (an intercepting middlebox fails the handshake) and ALPN `zt/1`, as over QUIC.
+    pub(crate) fn tcp_client_config(&self) -> Result<rustls::ClientConfig, TlsConfigError> {
+        self.rustls_client_config()
+    }
+
+    fn rustls_client_config(&self) -> Result<rustls::ClientConfig, TlsConfigError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|source| TlsConfigError::Rustls {
@@ -302,10 +332,7 @@ impl EdgeTrust {
         };
         cfg.alpn_protocols = vec![ALPN_ZT1.to_vec()];
         cfg.enable_early_data = false;
-        QuicClientConfig::try_from(cfg).map_err(|e| TlsConfigError::Rustls {
-            what: "QUIC client configuration",
-            source: rustls::Error::General(e.to_string()),
-        })
+        Ok(cfg)
     }
 }
 

@@ -7,6 +7,7 @@ mod common;
 
 mod argotunnel;
 mod flows;
+mod over_tcp;
 mod proptest_frames;
 mod registration;
 mod tcp_splice;
