@@ -26,8 +26,8 @@ use tracing::{debug, info, warn, Instrument};
 use zt_creds::{AuthKey, DeviceCredentials};
 use zt_proto::{
     Backoff, ClientClaim, ClientConnection, ClientRegistration, CloseCode, ConnectionSet,
-    EdgeTrust, FlowError, MemberReport, OpenError, PeerEndpoint, PeerEvent, Pinned, Placement, TcpDialer,
-    PostureReport, Protocol, RetryAdvice, RoutePush, TransportSettings, UdpFlow,
+    EdgeTrust, FlowError, MemberReport, OpenError, PeerEndpoint, PeerEvent, Pinned, Placement,
+    PostureReport, Protocol, RetryAdvice, RoutePush, TcpDialer, TransportSettings, UdpFlow,
 };
 
 use crate::backoff::RECONNECT_BACKOFF;
@@ -347,10 +347,12 @@ impl Dialer {
         };
         // An endpoint per connection: its socket matches the edge's address family, and a
         // connection draining after go-away keeps its own socket until it is done.
-        let endpoint = PeerEndpoint::bind(bind, &self.trust, self.transport.clone())
-            .map_err(|e| zt_proto::ConnectError::TcpConnect {
-                addr,
-                source: std::io::Error::other(e.to_string()),
+        let endpoint =
+            PeerEndpoint::bind(bind, &self.trust, self.transport.clone()).map_err(|e| {
+                zt_proto::ConnectError::TcpConnect {
+                    addr,
+                    source: std::io::Error::other(e.to_string()),
+                }
             })?;
         let conn = endpoint
             .connect_client(addr, name, self.registration(), &self.key)
@@ -862,7 +864,8 @@ async fn run_session(
     // The first tick is immediate; the connect already reported.
     posture_tick.tick().await;
     let probing = dialer.protocol == EdgeProtocol::Auto && session.endpoint.is_none();
-    let mut probe_tick = tokio::time::interval(dialer.quic_probe_interval.max(Duration::from_millis(100)));
+    let mut probe_tick =
+        tokio::time::interval(dialer.quic_probe_interval.max(Duration::from_millis(100)));
     probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     probe_tick.tick().await;
     loop {

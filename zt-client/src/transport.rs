@@ -177,7 +177,10 @@ impl HttpProxy {
             if answer.len() >= MAX_PROXY_ANSWER {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("the proxy at {} sent an answer over {MAX_PROXY_ANSWER} bytes", self.addr),
+                    format!(
+                        "the proxy at {} sent an answer over {MAX_PROXY_ANSWER} bytes",
+                        self.addr
+                    ),
                 ));
             }
             let b = s.read_u8().await?;
@@ -224,7 +227,13 @@ mod tests {
         assert_eq!(p.user.as_deref(), Some("al@ice"));
         assert_eq!(p.password.as_deref(), Some("s3cr:t"));
         assert!(!format!("{p:?}").contains("s3cr"));
-        for bad in ["https://p:1", "http://p", "http://:1", "http://p:x", "socks5://p:1"] {
+        for bad in [
+            "https://p:1",
+            "http://p",
+            "http://:1",
+            "http://p:x",
+            "socks5://p:1",
+        ] {
             assert!(HttpProxy::parse(bad).is_err(), "{bad}");
         }
         let e = HttpProxy::parse("ftp://u:hunter2@p:1").unwrap_err();

@@ -117,7 +117,9 @@ async fn auto_falls_back_to_tcp_when_udp_is_dropped_and_moves_new_flows_back_to_
     .unwrap();
     let fallback = started.elapsed();
     assert_eq!(transports(&client), ["tcp"]);
-    let mut on_tcp = within("dial over TCP", client.dial(origin.addr)).await.unwrap();
+    let mut on_tcp = within("dial over TCP", client.dial(origin.addr))
+        .await
+        .unwrap();
     echo(&mut on_tcp, 64 * 1024).await;
     println!(
         "UDP dropped: connected over TCP in {fallback:?}, first answer after {:?}",
@@ -131,8 +133,13 @@ async fn auto_falls_back_to_tcp_when_udp_is_dropped_and_moves_new_flows_back_to_
         transports(&client) == ["quic"]
     })
     .await;
-    println!("UDP back: new flows on QUIC after {:?}", unblocked.elapsed());
-    let mut on_quic = within("dial over QUIC", client.dial(origin.addr)).await.unwrap();
+    println!(
+        "UDP back: new flows on QUIC after {:?}",
+        unblocked.elapsed()
+    );
+    let mut on_quic = within("dial over QUIC", client.dial(origin.addr))
+        .await
+        .unwrap();
     echo(&mut on_quic, 256 * 1024).await;
     // The flow that started on TCP still runs there, nothing lost.
     echo(&mut on_tcp, 256 * 1024).await;
@@ -145,15 +152,23 @@ async fn auto_falls_back_to_tcp_when_udp_is_dropped_and_moves_new_flows_back_to_
         transports(&client) == ["tcp"]
     })
     .await;
-    println!("UDP dropped again: new flows on TCP after {:?}", blocked.elapsed());
-    let mut again = within("dial over TCP again", client.dial(origin.addr)).await.unwrap();
+    println!(
+        "UDP dropped again: new flows on TCP after {:?}",
+        blocked.elapsed()
+    );
+    let mut again = within("dial over TCP again", client.dial(origin.addr))
+        .await
+        .unwrap();
     echo(&mut again, 256 * 1024).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_takes_a_refusal_as_final_and_does_not_fall_back() {
     let lb = Loopback::start(|_| {}, &["127.0.0.0/8"], vec![allow_all()]).await;
-    let mut creds = credentials(&lb, vec![format!("127.0.0.1:{}", lb.edge.local_addr().port())]);
+    let mut creds = credentials(
+        &lb,
+        vec![format!("127.0.0.1:{}", lb.edge.local_addr().port())],
+    );
     creds.secret = zt_creds::TunnelSecret::generate();
     let err = within("refused connect", Client::connect(&creds, client_options()))
         .await
@@ -161,6 +176,9 @@ async fn auto_takes_a_refusal_as_final_and_does_not_fall_back() {
     assert!(matches!(err, ConnectError::Refused { .. }), "{err}");
     // The refusal was audited; the connect ended with it instead of trying TCP after it
     // (a TCP attempt already racing when QUIC's refusal came is dropped unfinished).
-    wait_for("the refusal audited", || !lb.audit_lines("auth_refusal").is_empty()).await;
+    wait_for("the refusal audited", || {
+        !lb.audit_lines("auth_refusal").is_empty()
+    })
+    .await;
     println!("refusals audited: {}", lb.audit_lines("auth_refusal").len());
 }

@@ -47,7 +47,7 @@ fn seed_config_loads_with_defaults() {
     assert_eq!(c.warp_routing.max_active_flows, None);
     assert_eq!(c.grace_period, Duration::from_secs(30));
     assert_eq!(c.ha_connections, 4);
-    assert_eq!(c.protocol, EdgeProtocol::Quic);
+    assert_eq!(c.protocol, EdgeProtocol::Auto);
     assert_eq!(c.credentials_permissions, PermissionMode::Default);
     assert!(c
         .allowed_destinations
@@ -178,7 +178,7 @@ some-future-key: 1
 protocol: http2
 ";
     let c = parse(text).unwrap();
-    assert_eq!(c.protocol, EdgeProtocol::Http2);
+    assert_eq!(c.protocol, EdgeProtocol::Tcp);
     assert!(c.tunnel.is_some());
 }
 

@@ -162,8 +162,9 @@ impl Edge {
         tcp_addrs.extend(config.tcp_listen.iter().copied());
         let mut tcp_listeners = Vec::new();
         for addr in tcp_addrs {
-            let l = EdgeTcpListener::bind(addr, &identity, &config.edge_name, config.transport.clone())
-                .await?;
+            let l =
+                EdgeTcpListener::bind(addr, &identity, &config.edge_name, config.transport.clone())
+                    .await?;
             tcp_listeners.push(l);
         }
         let tcp_local: Vec<SocketAddr> = tcp_listeners
@@ -239,7 +240,9 @@ impl Edge {
         let admin_addr = admin.as_ref().map(AdminServer::local_addr);
 
         // One authenticator, so one per-source failure budget, for every listener.
-        let tcp_slots = Arc::new(tokio::sync::Semaphore::new(shared.config.max_tcp_connections));
+        let tcp_slots = Arc::new(tokio::sync::Semaphore::new(
+            shared.config.max_tcp_connections,
+        ));
         for l in tcp_listeners {
             tokio::spawn(tcp_accept_loop(
                 shared.clone(),
@@ -456,7 +459,9 @@ async fn tcp_accept_loop(
                     tracing::debug!(remote = %remote, alpn = ?String::from_utf8_lossy(&other.alpn), "no handler for this ALPN over TCP")
                 }
                 Ok(_) => warn!(remote = %remote, "peer of an unknown role over TCP"),
-                Err(e) => tracing::debug!(remote = %remote, error = %e, "registration over TCP failed"),
+                Err(e) => {
+                    tracing::debug!(remote = %remote, error = %e, "registration over TCP failed")
+                }
             }
         });
     }
