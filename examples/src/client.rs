@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use tracing::{info, warn};
-use zt_client::{Client, ClientOptions, EdgeTrust, PostureSpec};
+use zt_client::{Client, ClientOptions, EdgeProtocol, EdgeTrust, HttpProxy, PostureSpec};
 use zt_creds::{DeviceCredentials, PermissionMode};
 
 /// `zt client` arguments.
@@ -49,6 +49,16 @@ pub(crate) struct ClientArgs {
     #[arg(long, value_name = "N", default_value_t = 1, global = true,
           value_parser = clap::value_parser!(u8).range(1..=16))]
     connections: u8,
+
+    /// How to reach the edge: auto (QUIC, with TLS over TCP raced in after 300 ms, for
+    /// networks that drop UDP; moves back to QUIC when it works), quic, or tcp.
+    #[arg(long, value_name = "auto|quic|tcp", default_value = "auto", global = true)]
+    protocol: EdgeProtocol,
+
+    /// An HTTP CONNECT proxy for the TCP transport, http://[user:password@]host:port
+    /// (default: $HTTPS_PROXY, then $https_proxy). QUIC never goes through it.
+    #[arg(long, value_name = "URL", global = true)]
+    proxy: Option<String>,
 
     #[command(subcommand)]
     mode: Mode,
@@ -109,8 +119,19 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         vnet: args.vnet.clone(),
         posture: args.posture.clone(),
         connections: usize::from(args.connections),
+        protocol: args.protocol,
         ..ClientOptions::default()
     };
+    let proxy = args
+        .proxy
+        .clone()
+        .or_else(|| std::env::var("HTTPS_PROXY").ok())
+        .or_else(|| std::env::var("https_proxy").ok())
+        .filter(|p| !p.is_empty());
+    if let Some(url) = proxy {
+        // The error never repeats the password.
+        options.proxy = Some(HttpProxy::parse(&url).context("cannot use the HTTP proxy")?);
+    }
     if !args.edges.is_empty() {
         options.edges = Some(args.edges.clone());
     }

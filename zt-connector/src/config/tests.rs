@@ -432,13 +432,8 @@ fn ignored_keys_are_named_in_one_warning() {
         unknown[0].contains("keys=mystery, warp-routing.extra"),
         "{logs}"
     );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("always connects to its edge over QUIC")
-                && l.contains("protocol=auto")),
-        "{logs}"
-    );
+    // `protocol` is honoured now (auto, quic, tcp, http2 = tcp): no warning about it.
+    assert!(!logs.contains("protocol"), "{logs}");
     // A plain zt configuration logs nothing.
     assert_eq!(capture_logs(|| drop(parse(SEED).unwrap())), "");
 }
