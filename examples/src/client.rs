@@ -52,7 +52,12 @@ pub(crate) struct ClientArgs {
 
     /// How to reach the edge: auto (QUIC, with TLS over TCP raced in after 300 ms, for
     /// networks that drop UDP; moves back to QUIC when it works), quic, or tcp.
-    #[arg(long, value_name = "auto|quic|tcp", default_value = "auto", global = true)]
+    #[arg(
+        long,
+        value_name = "auto|quic|tcp",
+        default_value = "auto",
+        global = true
+    )]
     protocol: EdgeProtocol,
 
     /// An HTTP CONNECT proxy for the TCP transport, http://[user:password@]host:port
