@@ -182,3 +182,119 @@ async fn auto_takes_a_refusal_as_final_and_does_not_fall_back() {
     .await;
     println!("refusals audited: {}", lb.audit_lines("auth_refusal").len());
 }
+
+/// A Debian tinyproxy started for the test: CONNECT only to `connect_port`, basic
+/// authentication `alice` / `s3cret`. Killed when dropped.
+struct Tinyproxy {
+    addr: SocketAddr,
+    log: std::path::PathBuf,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Tinyproxy {
+    async fn start(connect_port: u16) -> Option<Tinyproxy> {
+        if std::process::Command::new("tinyproxy")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIPPED: tinyproxy is not installed (apt-get install tinyproxy)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.path().join("tinyproxy.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 60\nMaxClients 50\nAllow 127.0.0.1\n\
+                 ConnectPort {connect_port}\nBasicAuth alice s3cret\nLogLevel Connect\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("tinyproxy.out");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let started = Instant::now();
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "tinyproxy never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(Tinyproxy {
+            addr,
+            log,
+            _child: child,
+            _dir: dir,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_goes_through_a_real_http_connect_proxy_when_udp_is_dropped() {
+    let lb = Loopback::start(|_| {}, &["127.0.0.0/8"], vec![allow_all()]).await;
+    let origin = Origin::echo("127.0.0.1:0");
+    let path = Impair::start("udp-path", lb.edge.local_addr());
+    let tcp = TcpListener::bind(SocketAddr::new(path.addr.ip(), path.addr.port()))
+        .await
+        .expect("the relay's port number is free for TCP");
+    tcp_forward(tcp, lb.edge.tcp_addrs()[0]);
+    path.blackhole(true);
+    let Some(proxy) = Tinyproxy::start(path.addr.port()).await else {
+        return;
+    };
+
+    // Wrong password: a clear refusal that never repeats the password.
+    let mut options = client_options();
+    options.protocol = EdgeProtocol::Tcp;
+    options.proxy =
+        Some(HttpProxy::parse(&format!("http://alice:wrongpass@{}", proxy.addr)).unwrap());
+    let err = within(
+        "connect with a wrong proxy password",
+        Client::connect(&credentials(&lb, vec![path.addr.to_string()]), options),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    println!("wrong proxy password: {text}");
+    assert!(text.contains("407") || text.contains("401"), "{text}");
+    assert!(!text.contains("wrongpass"), "{text}");
+
+    let mut options = client_options();
+    options.proxy = Some(HttpProxy::parse(&format!("http://alice:s3cret@{}", proxy.addr)).unwrap());
+    let started = Instant::now();
+    let client = within(
+        "client connect through the proxy",
+        Client::connect(&credentials(&lb, vec![path.addr.to_string()]), options),
+    )
+    .await
+    .unwrap();
+    assert_eq!(transports(&client), ["tcp"]);
+    let mut s = within("dial", client.dial(origin.addr)).await.unwrap();
+    echo(&mut s, 512 * 1024).await;
+    println!(
+        "through tinyproxy with UDP dropped: first answer after {:?}",
+        started.elapsed()
+    );
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    assert!(
+        log.contains(&format!("127.0.0.1:{}", path.addr.port())) || log.contains("CONNECT"),
+        "tinyproxy saw no CONNECT: {log}"
+    );
+}
