@@ -13,7 +13,9 @@
 #   rathole-noise  the same with the Noise transport (Noise_NK_25519_ChaChaPoly_BLAKE2s)
 #   ssh -L      OpenSSH local forward through sshd on loopback (default cipher)
 #   zt          the real binaries: zt edge run, zt tunnel run (4 HA connections),
-#               zt client forward (client -> edge -> connector -> origin)
+#               zt client forward (client -> edge -> connector -> origin), over QUIC
+#   zt-tcp      the same with the client leg over TLS on TCP (zt client --protocol tcp,
+#               what a network that drops UDP gets); the connector stays on QUIC
 # Workloads: iperf3 -t $ZT_PEERS_SECONDS (default 5) with 1 stream and with 8 (-P 8),
 # client to server; set-up latency: connect + 1-byte echo + close, $ZT_PEERS_PROBES (default
 # 1000) times, p50 and p99 (benches/peers_tool.py against a threaded Python echo origin).
@@ -184,9 +186,9 @@ EOF
 # zt client forward to 127.0.0.1:$2; sets $forward_port. (Not a command substitution:
 # that would run `start` in a subshell, and the process would escape the cleanup.)
 zt_forward() {
-    local zt=$1 to=$2 name=$3
+    local zt=$1 to=$2 name=$3 protocol=${4:-quic}
     forward_port=$(free_port tcp)
-    start "$name" "$zt" client --credentials "$work/device.json" forward \
+    start "$name" "$zt" client --credentials "$work/device.json" --protocol "$protocol" forward \
         --listen "127.0.0.1:$forward_port" --to "127.0.0.1:$to"
     wait_log "$name" "forwarding TCP"
 }
@@ -199,12 +201,17 @@ if [ "$mode" = smoke ]; then
     start_zt "$zt"
     zt_forward "$zt" "$echo_port" zt-echo
     zt_echo=$forward_port
+    zt_forward "$zt" "$echo_port" zt-tcp-echo tcp
+    zt_tcp_echo=$forward_port
     say "plain relay:"
     python3 "$tool" transfer "$(cat "$work/relay.port")" 16
     say "zt (client forward -> edge -> connector -> origin):"
     python3 "$tool" transfer "$zt_echo" 16
     python3 "$tool" probe "$zt_echo" 20 >/dev/null
-    echo "peers smoke: 2 passed, 0 failed"
+    say "zt over TCP (client --protocol tcp):"
+    python3 "$tool" transfer "$zt_tcp_echo" 16
+    python3 "$tool" probe "$zt_tcp_echo" 20 >/dev/null
+    echo "peers smoke: 3 passed, 0 failed"
     exit 0
 fi
 
@@ -324,8 +331,12 @@ zt_forward "$zt" "$iperf_port" zt-bulk
 bulk_port[zt]=$forward_port
 zt_forward "$zt" "$echo_port" zt-echo
 echo_fwd[zt]=$forward_port
+zt_forward "$zt" "$iperf_port" zt-tcp-bulk tcp
+bulk_port[zt-tcp]=$forward_port
+zt_forward "$zt" "$echo_port" zt-tcp-echo tcp
+echo_fwd[zt-tcp]=$forward_port
 
-paths=(direct socat rathole rathole-noise ssh zt)
+paths=(direct socat rathole rathole-noise ssh zt zt-tcp)
 for p in "${paths[@]}"; do
     wait_port "${bulk_port[$p]}"
     wait_port "${echo_fwd[$p]}"
