@@ -498,7 +498,7 @@ impl Dialer {
 enum SessionEnd {
     Shutdown,
     /// QUIC works again: new flows go to this connection, the TCP one keeps its flows.
-    Moved(EdgeConnection),
+    Moved(Box<EdgeConnection>),
     GoAway(Duration),
     Lost(String),
 }
@@ -816,7 +816,7 @@ async fn supervise(
             SessionEnd::Shutdown => return,
             SessionEnd::Moved(quic) => {
                 info!(slot, edge = %quic.edge, "QUIC works again; new flows move to it, flows on TCP finish there");
-                let quic = Arc::new(quic);
+                let quic = Arc::new(*quic);
                 let id = inner.set.insert(quic.clone(), placement(&quic));
                 // Flows still on the TCP connection hold it until they end.
                 drop(session);
@@ -884,7 +884,7 @@ async fn run_session(
             },
             _ = probe_tick.tick(), if probing => {
                 if let Some(quic) = dialer.probe_quic(session).await {
-                    return SessionEnd::Moved(quic);
+                    return SessionEnd::Moved(Box::new(quic));
                 }
             }
             _ = posture_tick.tick(), if !dialer.posture.is_empty() => {

@@ -149,7 +149,7 @@ pub enum TcpPeer {
     Zt(EdgePeer),
     /// Another protocol the listener offered (none today besides zt/1: the enrollment
     /// exchange and cloudflared's `h2` add themselves to the offer and are routed here).
-    Other(OtherAlpn),
+    Other(Box<OtherAlpn>),
 }
 
 impl IncomingTcpPeer {
@@ -188,12 +188,12 @@ impl IncomingTcpPeer {
             Some(other) => {
                 let exporter = crate::transport::over_tcp::tls_exporter(tls.get_ref().1)
                     .ok_or(AcceptError::Exporter(addr))?;
-                return Ok(TcpPeer::Other(OtherAlpn {
+                return Ok(TcpPeer::Other(Box::new(OtherAlpn {
                     alpn: other.to_vec(),
                     stream: tls,
                     remote: addr,
                     exporter,
-                }));
+                })));
             }
             None => {
                 return Err(AcceptError::TcpHandshake {
