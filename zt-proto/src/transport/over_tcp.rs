@@ -631,6 +631,24 @@ fn spawn_keepalive(state: &Arc<State>, mut ping: h2::PingPong, interval: Duratio
     });
 }
 
+/// Ends a connection's tasks when dropped, unless defused (a session start that failed or
+/// was given up on).
+struct EndOnDrop(Option<Arc<State>>);
+
+impl EndOnDrop {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(state) = self.0.take() {
+            state.end(quinn::ConnectionError::LocallyClosed);
+        }
+    }
+}
+
 fn post(path: &str) -> http::Request<()> {
     let mut req = http::Request::new(());
     *req.method_mut() = http::Method::POST;
@@ -698,7 +716,9 @@ impl Tcp {
                 settings.idle_timeout,
             );
         }
-        // The session stream first.
+        // The session stream first. A failure (or the caller's timeout dropping this
+        // future) must not leave the connection's tasks running: `guard` ends them.
+        let guard = EndOnDrop(Some(state.clone()));
         let mut sr = send_request.clone().ready().await?;
         let (resp, session_send) = sr.send_request(post(PATH_SESSION), false)?;
         let resp = resp.await?;
@@ -747,6 +767,7 @@ impl Tcp {
                 });
             }
         });
+        guard.defuse();
         Ok(Self(Arc::new(Inner {
             side: Side::Client(send_request),
             remote,
