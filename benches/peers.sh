@@ -13,14 +13,18 @@
 #   rathole-noise  the same with the Noise transport (Noise_NK_25519_ChaChaPoly_BLAKE2s)
 #   ssh -L      OpenSSH local forward through sshd on loopback (default cipher)
 #   zt          the real binaries: zt edge run, zt tunnel run (4 HA connections),
-#               zt client forward (client -> edge -> connector -> origin)
+#               zt client forward (client -> edge -> connector -> origin), over QUIC
+#   zt-tcp      the same with the client leg over TLS on TCP (zt client --protocol tcp,
+#               what a network that drops UDP gets); the connector stays on QUIC
 # Workloads: iperf3 -t $ZT_PEERS_SECONDS (default 5) with 1 stream and with 8 (-P 8),
 # client to server; set-up latency: connect + 1-byte echo + close, $ZT_PEERS_PROBES (default
 # 1000) times, p50 and p99 (benches/peers_tool.py against a threaded Python echo origin).
 #
 # Environment: CARGO_TARGET_DIR (where zt is built), ZT_PEERS_TOOLS (where rathole is
 # installed; default /var/tmp/zt-peers-tools), ZT_BIN (use this zt binary instead of
-# building one).
+# building one), ZT_PEERS_PATHS (the paths to compare, default all of them; `zt` is always
+# among them, the ratios are against it; say "direct zt zt-tcp" for TCP against QUIC
+# without installing the peers).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,6 +40,8 @@ case "${1:-}" in
     ;;
 esac
 seconds=${ZT_PEERS_SECONDS:-5}
+selected=" ${ZT_PEERS_PATHS:-direct socat rathole rathole-noise ssh zt zt-tcp} zt "
+want() { [[ "$selected" == *" $1 "* ]]; }
 probes=${ZT_PEERS_PROBES:-1000}
 tools=${ZT_PEERS_TOOLS:-/var/tmp/zt-peers-tools}
 
@@ -184,9 +190,9 @@ EOF
 # zt client forward to 127.0.0.1:$2; sets $forward_port. (Not a command substitution:
 # that would run `start` in a subshell, and the process would escape the cleanup.)
 zt_forward() {
-    local zt=$1 to=$2 name=$3
+    local zt=$1 to=$2 name=$3 protocol=${4:-quic}
     forward_port=$(free_port tcp)
-    start "$name" "$zt" client --credentials "$work/device.json" forward \
+    start "$name" "$zt" client --credentials "$work/device.json" --protocol "$protocol" forward \
         --listen "127.0.0.1:$forward_port" --to "127.0.0.1:$to"
     wait_log "$name" "forwarding TCP"
 }
@@ -199,28 +205,33 @@ if [ "$mode" = smoke ]; then
     start_zt "$zt"
     zt_forward "$zt" "$echo_port" zt-echo
     zt_echo=$forward_port
+    zt_forward "$zt" "$echo_port" zt-tcp-echo tcp
+    zt_tcp_echo=$forward_port
     say "plain relay:"
     python3 "$tool" transfer "$(cat "$work/relay.port")" 16
     say "zt (client forward -> edge -> connector -> origin):"
     python3 "$tool" transfer "$zt_echo" 16
     python3 "$tool" probe "$zt_echo" 20 >/dev/null
-    echo "peers smoke: 2 passed, 0 failed"
+    say "zt over TCP (client --protocol tcp):"
+    python3 "$tool" transfer "$zt_tcp_echo" 16
+    python3 "$tool" probe "$zt_tcp_echo" 20 >/dev/null
+    echo "peers smoke: 3 passed, 0 failed"
     exit 0
 fi
 
 # --- full comparison: install what is missing ---------------------------------------------
 need_apt=()
 command -v iperf3 >/dev/null || need_apt+=(iperf3)
-command -v socat >/dev/null || need_apt+=(socat)
-[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
-command -v ssh >/dev/null || need_apt+=(openssh-client)
+want socat && { command -v socat >/dev/null || need_apt+=(socat); }
+want ssh && { [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server); }
+want ssh && { command -v ssh >/dev/null || need_apt+=(openssh-client); }
 if [ ${#need_apt[@]} -gt 0 ]; then
     say "installing ${need_apt[*]}"
     apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}" >&2
 fi
 rathole=$(command -v rathole || true)
-if [ -z "$rathole" ]; then
+if [ -z "$rathole" ] && { want rathole || want rathole-noise; }; then
     rathole="$tools/bin/rathole"
     if [ ! -x "$rathole" ]; then
         say "installing rathole from crates.io into $tools"
@@ -239,18 +250,22 @@ bulk_port[direct]=$iperf_port
 echo_fwd[direct]=$echo_port
 
 # socat
+if want socat; then
 p1=$(free_port tcp)
 p2=$(free_port tcp)
 start socat-bulk socat "TCP-LISTEN:$p1,bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$iperf_port"
 start socat-echo socat "TCP-LISTEN:$p2,bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:$echo_port"
 bulk_port[socat]=$p1
 echo_fwd[socat]=$p2
+fi
 
 # rathole, plain TCP and Noise transports
+if want rathole || want rathole-noise; then
 keys=$("$rathole" --genkey)
 priv=$(echo "$keys" | sed -n '/Private Key/{n;p}')
 pub=$(echo "$keys" | sed -n '/Public Key/{n;p}')
 for kind in tcp noise; do
+    if [ $kind = tcp ]; then want rathole || continue; else want rathole-noise || continue; fi
     ctrl=$(free_port tcp)
     b=$(free_port tcp)
     e=$(free_port tcp)
@@ -289,8 +304,10 @@ EOF
     bulk_port[$name]=$b
     echo_fwd[$name]=$e
 done
+fi
 
 # ssh -L through sshd on loopback, key authentication, the default cipher.
+if want ssh; then
 sshd_port=$(free_port tcp)
 ssh-keygen -q -t ed25519 -N "" -f "$work/host_key"
 ssh-keygen -q -t ed25519 -N "" -f "$work/user_key"
@@ -317,6 +334,7 @@ start ssh ssh -N -i "$work/user_key" -o StrictHostKeyChecking=no -o UserKnownHos
     "$(id -un)@127.0.0.1"
 bulk_port[ssh]=$b
 echo_fwd[ssh]=$e
+fi
 
 # zt
 start_zt "$zt"
@@ -324,8 +342,17 @@ zt_forward "$zt" "$iperf_port" zt-bulk
 bulk_port[zt]=$forward_port
 zt_forward "$zt" "$echo_port" zt-echo
 echo_fwd[zt]=$forward_port
+if want zt-tcp; then
+    zt_forward "$zt" "$iperf_port" zt-tcp-bulk tcp
+    bulk_port[zt-tcp]=$forward_port
+    zt_forward "$zt" "$echo_port" zt-tcp-echo tcp
+    echo_fwd[zt-tcp]=$forward_port
+fi
 
-paths=(direct socat rathole rathole-noise ssh zt)
+paths=()
+for p in direct socat rathole rathole-noise ssh zt zt-tcp; do
+    want "$p" && paths+=("$p")
+done
 for p in "${paths[@]}"; do
     wait_port "${bulk_port[$p]}"
     wait_port "${echo_fwd[$p]}"

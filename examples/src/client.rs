@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use tracing::{info, warn};
-use zt_client::{Client, ClientOptions, EdgeTrust, PostureSpec};
+use zt_client::{Client, ClientOptions, EdgeProtocol, EdgeTrust, HttpProxy, PostureSpec};
 use zt_creds::{DeviceCredentials, PermissionMode};
 
 /// `zt client` arguments.
@@ -49,6 +49,9 @@ pub(crate) struct ClientArgs {
     #[arg(long, value_name = "N", default_value_t = 1, global = true,
           value_parser = clap::value_parser!(u8).range(1..=16))]
     connections: u8,
+
+    #[command(flatten)]
+    transport: TransportArgs,
 
     #[command(subcommand)]
     mode: Mode,
@@ -109,8 +112,10 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         vnet: args.vnet.clone(),
         posture: args.posture.clone(),
         connections: usize::from(args.connections),
+        protocol: args.transport.protocol,
         ..ClientOptions::default()
     };
+    options.proxy = args.transport.proxy()?;
     if !args.edges.is_empty() {
         options.edges = Some(args.edges.clone());
     }
@@ -311,4 +316,38 @@ async fn tun(
     _dns: Vec<std::net::IpAddr>,
 ) -> anyhow::Result<()> {
     anyhow::bail!("TUN mode is available on Linux only; use forward or socks here")
+}
+
+/// How `zt client`, `zt login` and `zt logout` reach the edge.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TransportArgs {
+    /// How to reach the edge: auto (QUIC, with TLS over TCP raced in after 300 ms, for
+    /// networks that drop UDP; moves back to QUIC when it works), quic, or tcp.
+    #[arg(
+        long,
+        value_name = "auto|quic|tcp",
+        default_value = "auto",
+        global = true
+    )]
+    pub(crate) protocol: EdgeProtocol,
+
+    /// An HTTP CONNECT proxy for the TCP transport, http://[user:password@]host:port
+    /// (default: $HTTPS_PROXY, then $https_proxy). QUIC never goes through it.
+    #[arg(long, value_name = "URL", global = true)]
+    pub(crate) proxy: Option<String>,
+}
+
+impl TransportArgs {
+    /// The proxy from --proxy or the environment.
+    pub(crate) fn proxy(&self) -> anyhow::Result<Option<HttpProxy>> {
+        let url = self
+            .proxy
+            .clone()
+            .or_else(|| std::env::var("HTTPS_PROXY").ok())
+            .or_else(|| std::env::var("https_proxy").ok())
+            .filter(|p| !p.is_empty());
+        // The error never repeats the password.
+        url.map(|u| HttpProxy::parse(&u).context("cannot use the HTTP proxy"))
+            .transpose()
+    }
 }

@@ -69,8 +69,9 @@ pub(crate) struct ConnectorFlags {
     /// The SHA-256 fingerprint of the edge's CA certificate, instead of --cacert.
     #[arg(long, value_name = "HEX")]
     edge_ca_fingerprint: Option<CaFingerprint>,
-    /// Accepted for cloudflared compatibility; zt always uses QUIC.
-    #[arg(long, value_name = "quic|http2|auto")]
+    /// How to reach the edge: auto (default: QUIC, with TLS over TCP raced in after
+    /// 300 ms for networks that drop UDP), quic, tcp, or cloudflared's http2 (= tcp).
+    #[arg(long, value_name = "auto|quic|tcp|http2")]
     protocol: Option<EdgeProtocol>,
     /// How long in-flight flows may drain after SIGTERM (e.g. 30s, 1m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

@@ -131,6 +131,14 @@ struct RunArgs {
     /// even for tunnels that opted in (see docs/CLOUDFLARED.md).
     #[arg(long)]
     no_cloudflared: bool,
+    /// Also serve zt/1 over TLS on TCP at this address (say 0.0.0.0:443), beside the QUIC
+    /// port number's own TCP listener (repeatable).
+    #[arg(long = "tcp-listen", value_name = "ADDR")]
+    tcp_listen: Vec<SocketAddr>,
+    /// Do not serve zt/1 over TLS on TCP on the QUIC port number (--tcp-listen still
+    /// applies).
+    #[arg(long)]
+    no_tcp: bool,
     /// Concurrent flows one client session may have open; more are refused with `too many
     /// flows`. Default: 4096.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -225,6 +233,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.max_session_lifetime = args.max_session_lifetime;
     config.transport.idle_timeout = args.idle_timeout;
     config.cloudflared = !args.no_cloudflared;
+    config.tcp_listen = args.tcp_listen;
+    config.tcp_on_listen_port = !args.no_tcp;
     if let Some(n) = args.max_flows_per_session {
         config.max_flows_per_session = n as usize;
     }

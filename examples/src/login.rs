@@ -45,6 +45,8 @@ pub(crate) struct LoginArgs {
     /// Give up when the sign-in has not finished in this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = LOGIN_TIMEOUT.as_secs())]
     timeout: u64,
+    #[command(flatten)]
+    transport: crate::client::TransportArgs,
 }
 
 /// `zt logout`
@@ -53,6 +55,8 @@ pub(crate) struct LogoutArgs {
     /// The device credentials file (default: $HOME/.zt/device.json).
     #[arg(long, value_name = "FILE")]
     credentials: Option<PathBuf>,
+    #[command(flatten)]
+    transport: crate::client::TransportArgs,
 }
 
 fn host_name() -> String {
@@ -137,6 +141,8 @@ pub(crate) fn run_login(args: LoginArgs) -> anyhow::Result<ExitCode> {
         },
         device_name: args.name.clone().unwrap_or_else(host_name),
         timeout: Duration::from_secs(args.timeout.max(1)),
+        protocol: args.transport.protocol,
+        proxy: args.transport.proxy()?,
     };
     let no_browser = args.no_browser;
     let started = Instant::now();
@@ -212,8 +218,9 @@ pub(crate) fn run_logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     let path = crate::client::credentials_path(args.credentials)?;
     let creds = DeviceCredentials::load(&path, PermissionMode::Default)
         .with_context(|| format!("cannot read the device credentials {}", path.display()))?;
+    let proxy = args.transport.proxy()?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    match rt.block_on(logout(&creds)) {
+    match rt.block_on(logout(&creds, args.transport.protocol, proxy.as_ref())) {
         Ok(device) => {
             std::fs::remove_file(&path).with_context(|| {
                 format!(

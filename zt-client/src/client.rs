@@ -27,13 +27,14 @@ use zt_creds::DeviceCredentials;
 use zt_proto::{
     Backoff, ClientClaim, ClientConnection, ClientRegistration, CloseCode, ConnectionSet,
     EdgeTrust, FlowError, MemberReport, OpenError, PeerEndpoint, PeerEvent, Pinned, Placement,
-    PostureReport, Protocol, RetryAdvice, RoutePush, TransportSettings, UdpFlow,
+    PostureReport, Protocol, RetryAdvice, RoutePush, TcpDialer, TransportSettings, UdpFlow,
 };
 
 use crate::backoff::RECONNECT_BACKOFF;
 use crate::error::{ConnectError, DialError};
 use crate::posture::{evaluate, PostureSpec};
 use crate::stream::ClientStream;
+use crate::transport::{EdgeProtocol, HttpProxy, QUIC_HEAD_START};
 
 /// How a [`Client`] connects. `Default` gives the documented values.
 #[derive(Debug, Clone)]
@@ -65,6 +66,14 @@ pub struct ClientOptions {
     /// [`MAX_CONNECTIONS`]). Slot `i` starts at the `i`-th listed edge; new flows go to the
     /// least loaded connection.
     pub connections: usize,
+    /// Which transport reaches the edge (default [`EdgeProtocol::Auto`]: QUIC, with TLS
+    /// over TCP raced in after [`crate::QUIC_HEAD_START`]).
+    pub protocol: EdgeProtocol,
+    /// An HTTP `CONNECT` proxy for the TCP transport (`HTTPS_PROXY`); QUIC never uses it.
+    pub proxy: Option<HttpProxy>,
+    /// How often a connection that came up over TCP under `auto` tries QUIC again; new
+    /// flows move to QUIC once it registers (default 15 s).
+    pub quic_probe_interval: Duration,
 }
 
 /// The most connections one client keeps ([`ClientOptions::connections`]).
@@ -85,6 +94,9 @@ impl Default for ClientOptions {
             connection_wait: Duration::from_secs(10),
             software_version: concat!("zt-client ", env!("CARGO_PKG_VERSION")).to_owned(),
             connections: 1,
+            protocol: EdgeProtocol::Auto,
+            proxy: None,
+            quic_probe_interval: Duration::from_secs(15),
         }
     }
 }
@@ -112,8 +124,11 @@ pub enum ConnectionState {
 /// One registered connection and the endpoint that carries it.
 struct EdgeConnection {
     edge: String,
+    /// The edge address dialled (QUIC probes go there again).
+    addr: SocketAddr,
     conn: ClientConnection,
-    endpoint: PeerEndpoint,
+    /// The QUIC endpoint; `None` over TCP.
+    endpoint: Option<PeerEndpoint>,
     /// The posture reported when the connection registered.
     posture: Option<PostureReport>,
 }
@@ -121,7 +136,9 @@ struct EdgeConnection {
 impl Drop for EdgeConnection {
     fn drop(&mut self) {
         self.conn.close(CloseCode::NO_ERROR, "client closed");
-        self.endpoint.close(CloseCode::NO_ERROR, "client closed");
+        if let Some(ep) = &self.endpoint {
+            ep.close(CloseCode::NO_ERROR, "client closed");
+        }
     }
 }
 
@@ -230,6 +247,11 @@ struct Dialer {
     posture_check_timeout: Duration,
     /// The device session every connection of this client joins.
     session_id: uuid::Uuid,
+    protocol: EdgeProtocol,
+    /// The TCP transport's dialer (`None` if its TLS configuration was refused).
+    tcp: Option<TcpDialer>,
+    proxy: Option<HttpProxy>,
+    quic_probe_interval: Duration,
 }
 
 /// Why one round of connection attempts failed.
@@ -299,23 +321,8 @@ impl Dialer {
         Err(AttemptError::Retry { tried, last })
     }
 
-    async fn connect_addr(
-        &self,
-        edge: &str,
-        name: &str,
-        addr: SocketAddr,
-    ) -> Result<EdgeConnection, AttemptError> {
-        let retry = |last: String| AttemptError::Retry { tried: 1, last };
-        let bind: SocketAddr = if addr.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        // An endpoint per connection: its socket matches the edge's address family, and a
-        // connection draining after go-away keeps its own socket until it is done.
-        let endpoint = PeerEndpoint::bind(bind, &self.trust, self.transport.clone())
-            .map_err(|e| retry(e.to_string()))?;
-        let registration = ClientRegistration {
+    fn registration(&self) -> ClientRegistration {
+        ClientRegistration {
             claim: ClientClaim {
                 device_id: self.device_id,
                 vnet: self.vnet.clone(),
@@ -325,11 +332,115 @@ impl Dialer {
                 "half-close".into(),
                 format!("{}{}", zt_proto::SESSION_FEATURE_PREFIX, self.session_id),
             ],
+        }
+    }
+
+    async fn register_quic(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Result<(ClientConnection, Option<PeerEndpoint>), zt_proto::ConnectError> {
+        let bind: SocketAddr = if addr.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let conn = match endpoint
-            .connect_client(addr, name, registration, &self.key)
-            .await
-        {
+        // An endpoint per connection: its socket matches the edge's address family, and a
+        // connection draining after go-away keeps its own socket until it is done.
+        let endpoint =
+            PeerEndpoint::bind(bind, &self.trust, self.transport.clone()).map_err(|e| {
+                zt_proto::ConnectError::TcpConnect {
+                    addr,
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
+        let conn = endpoint
+            .connect_client(addr, name, self.registration(), &self.key)
+            .await?;
+        Ok((conn, Some(endpoint)))
+    }
+
+    async fn register_tcp(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Result<(ClientConnection, Option<PeerEndpoint>), zt_proto::ConnectError> {
+        let Some(tcp) = &self.tcp else {
+            return Err(zt_proto::ConnectError::TcpConnect {
+                addr,
+                source: std::io::Error::other("the TCP transport's TLS configuration was refused"),
+            });
+        };
+        let over = match &self.proxy {
+            Some(p) => Some(
+                p.connect(addr)
+                    .await
+                    .map_err(|source| zt_proto::ConnectError::TcpConnect { addr, source })?,
+            ),
+            None => None,
+        };
+        let conn = tcp
+            .connect_client(addr, name, over, self.registration(), &self.key)
+            .await?;
+        Ok((conn, None))
+    }
+
+    /// QUIC and TCP raced as [`EdgeProtocol::Auto`] says: QUIC first, TCP after the head
+    /// start or at once when QUIC fails; an authenticated refusal from either is final.
+    async fn register_auto(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Result<(ClientConnection, Option<PeerEndpoint>), zt_proto::ConnectError> {
+        let quic = self.register_quic(name, addr);
+        let tcp = self.register_tcp(name, addr);
+        tokio::pin!(quic, tcp);
+        let head = tokio::time::sleep(QUIC_HEAD_START);
+        tokio::pin!(head);
+        let mut tcp_started = false;
+        let mut quic_err = None;
+        let mut tcp_err = None;
+        loop {
+            tokio::select! {
+                r = &mut quic, if quic_err.is_none() => match r {
+                    Ok(c) => return Ok(c),
+                    Err(e @ zt_proto::ConnectError::Refused(_)) => return Err(e),
+                    Err(e) => {
+                        debug!(%addr, error = %e, "QUIC attempt failed; TCP now");
+                        tcp_started = true;
+                        quic_err = Some(e);
+                    }
+                },
+                () = &mut head, if !tcp_started => tcp_started = true,
+                r = &mut tcp, if tcp_started && tcp_err.is_none() => match r {
+                    Ok(c) => return Ok(c),
+                    Err(e @ zt_proto::ConnectError::Refused(_)) => return Err(e),
+                    Err(e) => tcp_err = Some(e),
+                },
+            }
+            if let (Some(_), Some(t)) = (&quic_err, &tcp_err) {
+                let q = quic_err.take().map(|e| e.to_string()).unwrap_or_default();
+                return Err(zt_proto::ConnectError::TcpConnect {
+                    addr,
+                    source: std::io::Error::other(format!("QUIC: {q}; TCP: {t}")),
+                });
+            }
+        }
+    }
+
+    async fn connect_addr(
+        &self,
+        edge: &str,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Result<EdgeConnection, AttemptError> {
+        let retry = |last: String| AttemptError::Retry { tried: 1, last };
+        let attempt = match self.protocol {
+            EdgeProtocol::Quic => self.register_quic(name, addr).await,
+            EdgeProtocol::Tcp => self.register_tcp(name, addr).await,
+            _ => self.register_auto(name, addr).await,
+        };
+        let (conn, endpoint) = match attempt {
             Ok(c) => c,
             Err(zt_proto::ConnectError::Refused(r)) if r.retry == RetryAdvice::Never => {
                 return Err(AttemptError::Fatal {
@@ -339,6 +450,16 @@ impl Dialer {
             }
             Err(e) => return Err(retry(e.to_string())),
         };
+        self.finish_connection(edge, addr, conn, endpoint).await
+    }
+
+    async fn finish_connection(
+        &self,
+        edge: &str,
+        addr: SocketAddr,
+        conn: ClientConnection,
+        endpoint: Option<PeerEndpoint>,
+    ) -> Result<EdgeConnection, AttemptError> {
         // Posture goes out before any flow, so the edge decides the first flow with it.
         let mut posture = None;
         if !self.posture.is_empty() {
@@ -350,16 +471,34 @@ impl Dialer {
         }
         Ok(EdgeConnection {
             edge: edge.to_owned(),
+            addr,
             conn,
             endpoint,
             posture,
         })
+    }
+
+    /// One QUIC attempt to the edge a TCP connection reached, for `auto`'s way back.
+    async fn probe_quic(&self, over_tcp: &EdgeConnection) -> Option<EdgeConnection> {
+        let name = server_name(&over_tcp.edge)?;
+        match self.register_quic(name, over_tcp.addr).await {
+            Ok((conn, endpoint)) => self
+                .finish_connection(&over_tcp.edge, over_tcp.addr, conn, endpoint)
+                .await
+                .ok(),
+            Err(e) => {
+                debug!(edge = %over_tcp.edge, error = %e, "QUIC still unavailable; staying on TCP");
+                None
+            }
+        }
     }
 }
 
 /// How a session ended, as the supervisor saw it.
 enum SessionEnd {
     Shutdown,
+    /// QUIC works again: new flows go to this connection, the TCP one keeps its flows.
+    Moved(Box<EdgeConnection>),
     GoAway(Duration),
     Lost(String),
 }
@@ -401,6 +540,10 @@ impl Client {
             });
         }
         let session_id = uuid::Uuid::new_v4();
+        let trust = options
+            .trust
+            .clone()
+            .unwrap_or_else(|| EdgeTrust::fingerprint(credentials.ca_fingerprint));
         let dialer = Arc::new(Dialer {
             device_id: credentials.device_id,
             key: match &credentials.auth {
@@ -411,15 +554,22 @@ impl Client {
             },
             vnet: vnet.clone(),
             edges,
-            trust: options
-                .trust
-                .clone()
-                .unwrap_or_else(|| EdgeTrust::fingerprint(credentials.ca_fingerprint)),
+            trust: trust.clone(),
             transport: options.transport.clone(),
             software_version: options.software_version.clone(),
             posture: options.posture.clone(),
             posture_check_timeout: options.posture_check_timeout,
             session_id,
+            protocol: options.protocol,
+            tcp: match TcpDialer::new(&trust, options.transport.clone()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    warn!(error = %e, "the TCP transport is unavailable");
+                    None
+                }
+            },
+            proxy: options.proxy.clone(),
+            quic_probe_interval: options.quic_probe_interval,
         });
         let first = match dialer.connect_once(0).await {
             Ok(s) => s,
@@ -602,7 +752,7 @@ fn placement(c: &EdgeConnection) -> Placement {
     Placement::new(
         c.edge.clone(),
         c.conn.registered().edge_name.clone(),
-        "quic",
+        c.conn.transport_word(),
     )
 }
 
@@ -669,6 +819,15 @@ async fn supervise(
         inner.set.remove(id);
         delay = match end {
             SessionEnd::Shutdown => return,
+            SessionEnd::Moved(quic) => {
+                info!(slot, edge = %quic.edge, "QUIC works again; new flows move to it, flows on TCP finish there");
+                let quic = Arc::new(*quic);
+                let id = inner.set.insert(quic.clone(), placement(&quic));
+                // Flows still on the TCP connection hold it until they end.
+                drop(session);
+                next = Some((quic, id));
+                continue;
+            }
             SessionEnd::GoAway(drain) => {
                 info!(slot, edge = %session.edge, ?drain, "edge sent go-away; reconnecting now");
                 inner.note_error("the edge is draining the connection");
@@ -709,6 +868,11 @@ async fn run_session(
     posture_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick is immediate; the connect already reported.
     posture_tick.tick().await;
+    let probing = dialer.protocol == EdgeProtocol::Auto && session.endpoint.is_none();
+    let mut probe_tick =
+        tokio::time::interval(dialer.quic_probe_interval.max(Duration::from_millis(100)));
+    probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    probe_tick.tick().await;
     loop {
         tokio::select! {
             changed = status.changed() => {
@@ -723,6 +887,11 @@ async fn run_session(
                 Some(_) => {}
                 None => return SessionEnd::Lost("the control stream ended".to_owned()),
             },
+            _ = probe_tick.tick(), if probing => {
+                if let Some(quic) = dialer.probe_quic(session).await {
+                    return SessionEnd::Moved(Box::new(quic));
+                }
+            }
             _ = posture_tick.tick(), if !dialer.posture.is_empty() => {
                 let report = evaluate(&dialer.posture, dialer.posture_check_timeout).await;
                 if last_posture.as_ref() != Some(&report) {

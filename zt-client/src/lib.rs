@@ -63,6 +63,8 @@ mod proxy;
 pub mod socks;
 #[cfg(feature = "runtime")]
 mod stream;
+#[cfg(feature = "runtime")]
+mod transport;
 
 pub use posture::{PostureProbe, PostureSpec, PostureSpecError};
 
@@ -76,6 +78,8 @@ pub use forward::{forward_tcp, forward_udp, DEFAULT_UDP_IDLE, MAX_FORWARDED};
 pub use proxy::{reply_code, serve_socks, HANDSHAKE_TIMEOUT};
 #[cfg(feature = "runtime")]
 pub use stream::ClientStream;
+#[cfg(feature = "runtime")]
+pub use transport::{EdgeProtocol, HttpProxy, ProtocolParseError, ProxyError, QUIC_HEAD_START};
 // The protocol types a caller of this crate meets.
 #[cfg(feature = "runtime")]
 pub use zt_proto::{

@@ -73,6 +73,8 @@ impl DialErrorKind {
 pub struct ConnectorMetrics {
     connector_id: Uuid,
     ha_connections: AtomicU64,
+    /// Of those, the ones over TLS on TCP (the rest are QUIC).
+    tcp_connections: AtomicU64,
     active_flows: AtomicU64,
     flows_total: AtomicU64,
     dial_errors: [AtomicU64; 7],
@@ -88,6 +90,7 @@ impl ConnectorMetrics {
         Self {
             connector_id,
             ha_connections: AtomicU64::new(0),
+            tcp_connections: AtomicU64::new(0),
             active_flows: AtomicU64::new(0),
             flows_total: AtomicU64::new(0),
             dial_errors: Default::default(),
@@ -115,6 +118,23 @@ impl ConnectorMetrics {
     /// How many edge connections are registered now.
     pub fn registered_connections(&self) -> u64 {
         self.ha_connections.load(Ordering::Relaxed)
+    }
+
+    /// A registered edge connection over TLS on TCP came (`true`) or went (`false`); call
+    /// beside [`ConnectorMetrics::connection_registered`] / `connection_lost`.
+    pub fn tcp_connection(&self, up: bool) {
+        if up {
+            self.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        } else {
+            saturating_dec(&self.tcp_connections);
+        }
+    }
+
+    /// Registered connections per transport: (QUIC, TCP).
+    pub fn connections_by_transport(&self) -> (u64, u64) {
+        let all = self.ha_connections.load(Ordering::Relaxed);
+        let tcp = self.tcp_connections.load(Ordering::Relaxed).min(all);
+        (all - tcp, tcp)
     }
 
     /// A registration attempt failed (refused by the edge, or the connection broke).
@@ -185,6 +205,13 @@ impl ConnectorMetrics {
             "gauge",
             "Edge connections currently registered.",
             &[("", load(&self.ha_connections))],
+        );
+        let (quic, tcp) = self.connections_by_transport();
+        metric(
+            "zt_connector_ha_connections_by_transport",
+            "gauge",
+            "Edge connections currently registered, by transport (quic, or tcp: TLS over TCP where UDP is blocked).",
+            &[("{transport=\"quic\"}", quic), ("{transport=\"tcp\"}", tcp)],
         );
         metric(
             "zt_connector_registration_failures_total",

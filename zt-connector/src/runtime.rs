@@ -37,7 +37,7 @@ use zt_creds::{AuthKey, TunnelCredentials};
 use zt_proto::{
     Backoff, CloseCode, ConnectError, ConnectionSet, ConnectorClaim, ConnectorConnection,
     ConnectorRegistration, EdgeTrust, EndpointError, MemberReport, PeerEndpoint, PeerEvent,
-    Placement, RetryAdvice, TlsConfigError, TransportSettings,
+    Placement, RetryAdvice, TcpDialer, TlsConfigError, TransportSettings,
 };
 
 use crate::backoff::RECONNECT_BACKOFF;
@@ -48,7 +48,7 @@ use crate::flows::FlowLimiter;
 use crate::metrics::ConnectorMetrics;
 use crate::serve::{serve_flow, FlowServices};
 use crate::server::{MetricsServer, ServeError};
-use crate::values::EdgeAddr;
+use crate::values::{EdgeAddr, EdgeProtocol};
 
 /// The software version sent to the edge at registration.
 pub const SOFTWARE_VERSION: &str = concat!("zt-connector/", env!("CARGO_PKG_VERSION"));
@@ -140,7 +140,14 @@ impl Connector {
             return Err(StartError::NoEdge);
         }
         let trust = edge_trust(&config)?;
-        let endpoint = bind_endpoint(&trust, transport).map_err(StartError::Endpoint)?;
+        let endpoint = bind_endpoint(&trust, transport.clone()).map_err(StartError::Endpoint)?;
+        let tcp = match TcpDialer::new(&trust, transport) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                warn!(cause = %e, "the TCP transport is unavailable; QUIC only");
+                None
+            }
+        };
         if !config.warp_routing.enabled {
             // Same as cloudflared, which ignores the key since routing moved to the remote
             // configuration; said once so an operator who meant "serve nothing" knows.
@@ -167,6 +174,8 @@ impl Connector {
             key: credentials.secret.derive_auth_key(),
             edges: config.edge.clone(),
             endpoint,
+            tcp,
+            protocol: config.protocol,
             grace: config.grace_period,
             flow: FlowServices {
                 flows: flows.clone(),
@@ -262,6 +271,9 @@ pub(crate) struct ConnectorShared {
     key: AuthKey,
     edges: Vec<EdgeAddr>,
     endpoint: PeerEndpoint,
+    /// The TCP transport's dialer (`None` if its TLS configuration was refused).
+    tcp: Option<TcpDialer>,
+    protocol: EdgeProtocol,
     grace: Duration,
     flow: FlowServices,
     /// Set once a drain or shutdown starts: connections unregister and nothing reconnects.
@@ -276,18 +288,30 @@ impl ConnectorShared {
         let placement = Placement::new(
             edge.to_string(),
             conn.registered().edge_name.clone(),
-            "quic",
+            conn.transport_word(),
         );
+        let tcp = placement.transport == "tcp";
         let id = self.live.insert(Arc::clone(conn), placement);
         self.flow.metrics.connection_registered();
+        if tcp {
+            self.flow.metrics.tcp_connection(true);
+        }
         id
     }
 
     /// Removes member `id` from the live set if it is still there; true if this call did.
     fn take_live(&self, id: u64) -> bool {
+        let tcp = self
+            .live
+            .members()
+            .iter()
+            .any(|m| m.id == id && m.placement.transport == "tcp");
         let taken = self.live.remove(id);
         if taken {
             self.flow.metrics.connection_lost();
+            if tcp {
+                self.flow.metrics.tcp_connection(false);
+            }
         }
         taken
     }
@@ -305,6 +329,8 @@ enum Ended {
     GoAway,
     /// The connector is draining or shutting down: do not reconnect.
     Stopped,
+    /// QUIC works again: serve this connection; the TCP one drains.
+    Moved(ConnectorConnection),
 }
 
 async fn connection_loop(inner: Arc<ConnectorShared>, index: u8, edge: EdgeAddr) {
@@ -312,14 +338,20 @@ async fn connection_loop(inner: Arc<ConnectorShared>, index: u8, edge: EdgeAddr)
     let mut stop = inner.stop.subscribe();
     // Which of the name's addresses to try next, so a dead address is not retried forever.
     let mut turn = 0usize;
+    let mut moved: Option<(ConnectorConnection, SocketAddr)> = None;
     loop {
         if inner.stopping() {
             return;
         }
-        let attempt = connect(&inner, index, &edge, &mut turn);
-        let result = tokio::select! {
-            r = attempt => r,
-            () = stopped(&mut stop) => return,
+        let result = match moved.take() {
+            Some(c) => Ok(c),
+            None => {
+                let attempt = connect(&inner, index, &edge, &mut turn);
+                tokio::select! {
+                    r = attempt => r,
+                    () = stopped(&mut stop) => return,
+                }
+            }
         };
         let delay = match result {
             Ok((conn, addr)) => {
@@ -331,10 +363,15 @@ async fn connection_loop(inner: Arc<ConnectorShared>, index: u8, edge: EdgeAddr)
                     "registered with the edge"
                 );
                 backoff.connected();
-                let ended = serve_connection(&inner, &edge, Arc::new(conn), &mut stop).await;
+                let ended =
+                    serve_connection(&inner, index, &edge, addr, Arc::new(conn), &mut stop).await;
                 backoff.disconnected();
                 match ended {
                     Ended::Stopped => return,
+                    Ended::Moved(quic) => {
+                        moved = Some((quic, addr));
+                        continue;
+                    }
                     Ended::GoAway => continue,
                     Ended::Lost => backoff.next_delay(),
                 }
@@ -391,7 +428,17 @@ async fn connect(
     turn: &mut usize,
 ) -> Result<(ConnectorConnection, SocketAddr), Attempt> {
     let addr = resolve(edge, turn).await?;
-    let registration = ConnectorRegistration {
+    let registration = registration(inner, index);
+    let conn = match inner.protocol {
+        EdgeProtocol::Quic => connect_quic(inner, edge, addr, registration).await?,
+        EdgeProtocol::Tcp => connect_tcp(inner, edge, addr, registration).await?,
+        _ => connect_auto(inner, edge, addr, registration).await?,
+    };
+    Ok((conn, addr))
+}
+
+fn registration(inner: &ConnectorShared, index: u8) -> ConnectorRegistration {
+    ConnectorRegistration {
         claim: ConnectorClaim {
             tunnel_id: inner.tunnel_id,
             account_tag: inner.account_tag.clone(),
@@ -400,12 +447,91 @@ async fn connect(
         },
         software_version: SOFTWARE_VERSION.to_owned(),
         features: FEATURES.iter().map(|f| (*f).to_owned()).collect(),
-    };
-    let conn = inner
+    }
+}
+
+async fn connect_quic(
+    inner: &ConnectorShared,
+    edge: &EdgeAddr,
+    addr: SocketAddr,
+    registration: ConnectorRegistration,
+) -> Result<ConnectorConnection, ConnectError> {
+    inner
         .endpoint
         .connect_connector(addr, edge.host(), registration, &inner.key)
-        .await?;
-    Ok((conn, addr))
+        .await
+}
+
+async fn connect_tcp(
+    inner: &ConnectorShared,
+    edge: &EdgeAddr,
+    addr: SocketAddr,
+    registration: ConnectorRegistration,
+) -> Result<ConnectorConnection, ConnectError> {
+    let Some(tcp) = &inner.tcp else {
+        return Err(ConnectError::TcpConnect {
+            addr,
+            source: std::io::Error::other("the TCP transport's TLS configuration was refused"),
+        });
+    };
+    tcp.connect_connector(addr, edge.host(), None, registration, &inner.key)
+        .await
+}
+
+/// How long QUIC runs alone before TCP joins the race (as the client's `auto`).
+const QUIC_HEAD_START: Duration = Duration::from_millis(300);
+
+/// How often a connection that came up over TCP under `auto` tries QUIC again.
+const QUIC_PROBE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// QUIC first, TCP after [`QUIC_HEAD_START`] or at once when QUIC fails; an authenticated
+/// refusal from either ends the attempt (no fallback after a refusal).
+async fn connect_auto(
+    inner: &ConnectorShared,
+    edge: &EdgeAddr,
+    addr: SocketAddr,
+    registration: ConnectorRegistration,
+) -> Result<ConnectorConnection, ConnectError> {
+    let quic = connect_quic(inner, edge, addr, registration.clone());
+    let tcp = connect_tcp(inner, edge, addr, registration);
+    tokio::pin!(quic, tcp);
+    let head = tokio::time::sleep(QUIC_HEAD_START);
+    tokio::pin!(head);
+    let mut tcp_started = false;
+    let mut quic_err: Option<ConnectError> = None;
+    loop {
+        tokio::select! {
+            r = &mut quic, if quic_err.is_none() => match r {
+                Ok(c) => return Ok(c),
+                Err(e @ ConnectError::Refused(_)) => return Err(e),
+                Err(e) => {
+                    debug!(%addr, cause = %e, "QUIC attempt failed; TCP now");
+                    tcp_started = true;
+                    quic_err = Some(e);
+                }
+            },
+            () = &mut head, if !tcp_started => tcp_started = true,
+            r = &mut tcp, if tcp_started => match r {
+                Ok(c) => return Ok(c),
+                Err(e @ ConnectError::Refused(_)) => return Err(e),
+                Err(e) => {
+                    // QUIC may still come through; if it already failed, so has the round.
+                    match quic_err.take() {
+                        Some(q) => {
+                            return Err(ConnectError::TcpConnect {
+                                addr,
+                                source: std::io::Error::other(format!("QUIC: {q}; TCP: {e}")),
+                            })
+                        }
+                        None => {
+                            debug!(%addr, cause = %e, "TCP attempt failed; QUIC still running");
+                            return quic.await;
+                        }
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// Why one connection attempt failed.
@@ -443,12 +569,18 @@ async fn resolve(edge: &EdgeAddr, turn: &mut usize) -> Result<SocketAddr, Attemp
 /// task, watches the control stream for go-away, and unregisters when a drain starts.
 async fn serve_connection(
     inner: &Arc<ConnectorShared>,
+    index: u8,
     edge: &EdgeAddr,
+    addr: SocketAddr,
     conn: Arc<ConnectorConnection>,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
     let member = inner.add_live(edge, &conn);
     let mut unregistered = false;
+    let probing = inner.protocol == EdgeProtocol::Auto && conn.transport_word() == "tcp";
+    let mut probe = tokio::time::interval(QUIC_PROBE_INTERVAL);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    probe.tick().await;
     let ended = loop {
         tokio::select! {
             biased;
@@ -473,6 +605,20 @@ async fn serve_connection(
                 Some(_) => {}
                 None => break Ended::Lost,
             },
+            _ = probe.tick(), if probing && !unregistered => {
+                match connect_quic(inner, edge, addr, registration(inner, index)).await {
+                    Ok(quic) => {
+                        info!(%addr, "QUIC works again; new flows move to it, flows on TCP finish there");
+                        inner.take_live(member);
+                        if let Err(err) = conn.unregister(inner.grace).await {
+                            debug!(cause = %err, "unregister not sent; the connection is gone");
+                        }
+                        tokio::spawn(linger(Arc::clone(inner), Arc::clone(&conn), inner.grace).in_current_span());
+                        break Ended::Moved(quic);
+                    }
+                    Err(e) => debug!(cause = %e, "QUIC still unavailable; staying on TCP"),
+                }
+            }
             req = conn.accept_flow() => match req {
                 Some((header, responder)) => {
                     let ctx = inner.flow.clone();

@@ -114,11 +114,14 @@ fn respond(req: &Request<RequestBody>, metrics: &ConnectorMetrics) -> Response<F
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
+            let (quic, tcp) = metrics.connections_by_transport();
             let body = format!(
-                "{{\"status\":{},\"readyConnections\":{},\"connectorId\":\"{}\"}}",
+                "{{\"status\":{},\"readyConnections\":{},\"connectorId\":\"{}\",\"transports\":{{\"quic\":{},\"tcp\":{}}}}}",
                 status.as_u16(),
                 n,
-                metrics.connector_id()
+                metrics.connector_id(),
+                quic,
+                tcp
             );
             with_type(status, body, "application/json")
         }

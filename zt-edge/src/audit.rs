@@ -225,6 +225,9 @@ pub struct FlowRecord {
     pub connector_kind: Option<ConnectorKind>,
     /// Its version string as it reported it.
     pub connector_version: Option<String>,
+    /// The transport of the connector connection: `quic` or `tcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector_transport: Option<String>,
     /// Bytes from client to origin.
     pub bytes_up: u64,
     /// Bytes from origin to client.
@@ -276,6 +279,7 @@ impl FlowRecord {
             tunnel_id: None,
             connector_id: None,
             connector_kind: None,
+            connector_transport: None,
             connector_version: None,
             bytes_up: 0,
             bytes_down: 0,

@@ -36,6 +36,14 @@ pub struct ConnectionSummary {
     pub draining: bool,
     /// Whether recent flow opens on it were answered in time.
     pub healthy: bool,
+    /// The transport carrying it: `quic`, or `tcp` (zt/1 over TLS on TCP, for networks
+    /// that drop UDP).
+    #[serde(default = "quic")]
+    pub transport: String,
+}
+
+fn quic() -> String {
+    "quic".to_owned()
 }
 
 impl ConnectionSummary {
@@ -66,7 +74,14 @@ impl ConnectionSummary {
             in_flight,
             draining,
             healthy,
+            transport: quic(),
         }
+    }
+
+    /// The same summary with its transport word (`quic` or `tcp`).
+    pub fn with_transport(mut self, transport: &str) -> Self {
+        self.transport = transport.to_owned();
+        self
     }
 }
 

@@ -142,6 +142,7 @@ mod flow;
 mod frame;
 mod limits;
 mod open;
+mod session;
 #[cfg(feature = "transport")]
 mod transport;
 mod wire;
@@ -163,6 +164,9 @@ pub use limits::{
     DEFAULT_MAX_METADATA_ENTRIES, DEFAULT_MAX_PENDING_OPENS, MAX_FEATURES, MAX_KEY_LEN,
     MAX_POSTURE_CHECKS, MAX_TEXT_LEN,
 };
+
+// The TCP transport's session-stream frames (datagrams, close).
+pub use session::{SessionFrame, MAX_CLOSE_REASON, MAX_SESSION_DATAGRAM, SESSION_FRAME_HEADER_LEN};
 
 // The flow-open exchange.
 pub use open::{FlowAcceptor, FlowOpener};
@@ -191,7 +195,7 @@ pub use control::{
 pub use transport::{
     argotunnel::ArgotunnelConnection,
     backoff::{Backoff, BackoffPolicy},
-    carrier::{ConnectionLost, Quic, Transport},
+    carrier::{Carrier, ConnectionLost, Quic, Transport},
     datagrams::UdpFlow,
     endpoint::{
         ClientRegistration, ConnectorRegistration, EdgeListener, EdgePeer, IncomingPeer,
@@ -205,6 +209,7 @@ pub use transport::{
     links::{
         ClientConnection, ClientLink, Connection, ConnectorConnection, ConnectorLink, EdgeLink,
     },
+    over_tcp::{Tcp, TcpSessionError, PARKED_REVERSE},
     register::{Admission, Authenticator},
     serve::{FlowRequest, FlowResponder},
     set::{ConnectionSet, MemberReport, Pinned, Placement},
@@ -214,5 +219,8 @@ pub use transport::{
         RelayOutcome, RELAY_BATCH,
     },
     tcp::{SpliceCounter, TcpSplice, TcpSpliceOutcome, WriteFailure},
+    tcp_endpoint::{
+        EdgeTcpListener, IncomingTcpPeer, OtherAlpn, TcpDialer, TcpEnrollment, TcpPeer,
+    },
     tls::{EdgeTrust, ServerIdentity, TlsConfigError, ALPN_ARGOTUNNEL},
 };

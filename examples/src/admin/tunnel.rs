@@ -89,6 +89,11 @@ pub(crate) fn run(args: TunnelArgs) -> anyhow::Result<ExitCode> {
                             s(&c["edge_name"]),
                             s(&c["remote"]),
                             s(&c["version"]),
+                            if c["transport"].is_string() {
+                                s(&c["transport"])
+                            } else {
+                                "quic".to_owned()
+                            },
                             s(&c["in_flight"]),
                             if c["draining"] == true {
                                 "draining".to_owned()
@@ -107,6 +112,7 @@ pub(crate) fn run(args: TunnelArgs) -> anyhow::Result<ExitCode> {
                         "EDGE",
                         "ORIGIN",
                         "VERSION",
+                        "TRANSPORT",
                         "FLOWS",
                         "STATE",
                     ],

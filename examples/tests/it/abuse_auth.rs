@@ -21,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use uuid::Uuid;
 use zt_creds::{DeviceCredentials, PermissionMode, TunnelCredentials, TunnelSecret};
 use zt_proto::{
-    Claim, ClientClaim, ConnectorClaim, ControlFrame, RegisterErrorCode, RetryAdvice,
+    Claim, ClientClaim, ConnectorClaim, ControlFrame, ProofKey, RegisterErrorCode, RetryAdvice,
     REFUSED_MESSAGE,
 };
 use zt_testkit::data::sha256_hex;
@@ -719,4 +719,156 @@ fn a_proof_replayed_on_another_connection_is_refused_by_the_edge() {
     assert_eq!(audited.len(), 1, "{audited:#?}");
     assert_eq!(audited[0]["claimed_id"], creds.tunnel_id.to_string());
     assert_eq!(audited[0]["reason"], "proof does not match the stored key");
+}
+
+/// The same matrix over the edge's TLS-over-TCP listener (same port number as QUIC): only
+/// the valid identities register, every refusal is the same answer (unauthorized, never
+/// retry, the one message), and each is audited.
+#[test]
+fn the_authentication_matrix_over_tcp_gives_the_same_answers() {
+    let edge = Edge::start();
+    let good = edge.tunnel("good");
+    let gone = edge.tunnel("gone");
+    edge.admin(&["tunnel", "delete", "gone"]);
+    let alice = edge.user("alice@example.com", "sre");
+    let bob = edge.user("bob@example.com", "dev");
+    edge.admin(&["user", "remove", "bob@example.com"]);
+    let good = TunnelCredentials::load(&good, PermissionMode::Default).unwrap();
+    let gone = TunnelCredentials::load(&gone, PermissionMode::Default).unwrap();
+    let alice = DeviceCredentials::load(&alice, PermissionMode::Default).unwrap();
+    let bob = DeviceCredentials::load(&bob, PermissionMode::Default).unwrap();
+    let ca = std::fs::read(edge.path("ca.pem")).unwrap();
+    let dialer = zt_proto::TcpDialer::new(
+        &zt_proto::EdgeTrust::ca_file_contents(&ca).unwrap(),
+        zt_proto::TransportSettings::default(),
+    )
+    .unwrap();
+    let at = edge.listen;
+    let connector = |creds: &TunnelCredentials| zt_proto::ConnectorRegistration {
+        claim: ConnectorClaim {
+            tunnel_id: creds.tunnel_id,
+            account_tag: creds.account_tag.clone(),
+            connector_id: Uuid::new_v4(),
+            conn_index: 0,
+        },
+        software_version: "test".into(),
+        features: vec![],
+    };
+    let client = |device: &DeviceCredentials| zt_proto::ClientRegistration {
+        claim: ClientClaim {
+            device_id: device.device_id,
+            vnet: String::new(),
+        },
+        software_version: "test".into(),
+        features: vec![],
+    };
+    let rt = runtime(2);
+    rt.block_on(async {
+        let c = dialer
+            .connect_connector(
+                at,
+                EDGE_NAME,
+                None,
+                connector(&good),
+                &good.secret.derive_auth_key(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(c.transport_word(), "tcp");
+        let u = dialer
+            .connect_client(
+                at,
+                EDGE_NAME,
+                None,
+                client(&alice),
+                &ProofKey::Shared(alice.secret().unwrap().derive_auth_key()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(u.transport_word(), "tcp");
+        let mut wrong_id = good.clone();
+        wrong_id.tunnel_id = Uuid::new_v4();
+        let mut wrong_account = good.clone();
+        wrong_account.account_tag = "0123456789abcdef0123456789abcdef".into();
+        let wrong_key = TunnelSecret::generate().derive_auth_key();
+        let refusals = vec![
+            (
+                "wrong secret",
+                dialer
+                    .connect_connector(at, EDGE_NAME, None, connector(&good), &wrong_key)
+                    .await,
+            ),
+            (
+                "wrong tunnel id",
+                dialer
+                    .connect_connector(
+                        at,
+                        EDGE_NAME,
+                        None,
+                        connector(&wrong_id),
+                        &good.secret.derive_auth_key(),
+                    )
+                    .await,
+            ),
+            (
+                "wrong account tag",
+                dialer
+                    .connect_connector(
+                        at,
+                        EDGE_NAME,
+                        None,
+                        connector(&wrong_account),
+                        &good.secret.derive_auth_key(),
+                    )
+                    .await,
+            ),
+            (
+                "deleted tunnel",
+                dialer
+                    .connect_connector(
+                        at,
+                        EDGE_NAME,
+                        None,
+                        connector(&gone),
+                        &gone.secret.derive_auth_key(),
+                    )
+                    .await,
+            ),
+        ];
+        let removed = dialer
+            .connect_client(
+                at,
+                EDGE_NAME,
+                None,
+                client(&bob),
+                &ProofKey::Shared(bob.secret().unwrap().derive_auth_key()),
+            )
+            .await;
+        let mut answers = Vec::new();
+        for (case, r) in refusals {
+            match r {
+                Err(zt_proto::ConnectError::Refused(e)) => answers.push((case, e)),
+                other => panic!("{case}: expected a refusal, got {:?}", other.map(|_| ())),
+            }
+        }
+        match removed {
+            Err(zt_proto::ConnectError::Refused(e)) => answers.push(("removed user", e)),
+            other => panic!(
+                "removed user: expected a refusal, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+        for (case, e) in &answers {
+            assert_eq!(e.code, RegisterErrorCode::Unauthorized, "{case}");
+            assert_eq!(e.retry, RetryAdvice::Never, "{case}");
+            assert_eq!(e.message, REFUSED_MESSAGE, "{case}");
+        }
+        drop((c, u));
+    });
+    let audited = audit_lines(&edge, "auth_refusal");
+    assert_eq!(audited.len(), 5, "{audited:#?}");
+    assert!(
+        audited.iter().all(|l| l["source"] == "127.0.0.1"),
+        "{audited:#?}"
+    );
 }

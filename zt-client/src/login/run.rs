@@ -12,8 +12,10 @@ use uuid::Uuid;
 use zt_creds::{DeviceAuth, DeviceCredentials, DeviceKey, Enrollment};
 use zt_proto::{
     from_hex, possession_message, to_hex, EdgeTrust, EnrollDecoder, EnrollFlow, EnrollMessage,
-    PeerEndpoint, TransportSettings, CHALLENGE_LEN, ENROLL_VERSION,
+    PeerEndpoint, TcpDialer, TransportSettings, CHALLENGE_LEN, ENROLL_VERSION,
 };
+
+use crate::transport::{EdgeProtocol, HttpProxy, QUIC_HEAD_START};
 
 use super::callback::{parse_callback, Callback, CallbackError, MAX_CALLBACK_HEAD};
 
@@ -43,6 +45,11 @@ pub struct LoginOptions {
     pub device_name: String,
     /// How long the whole sign-in may take.
     pub timeout: Duration,
+    /// Which transport reaches the edge: [`EdgeProtocol::Auto`] races QUIC and TLS over
+    /// TCP as `zt client` does, so `zt login` works where UDP is blocked.
+    pub protocol: EdgeProtocol,
+    /// An HTTP CONNECT proxy for the TCP transport.
+    pub proxy: Option<HttpProxy>,
 }
 
 /// What the person at the laptop must do, as the sign-in goes.
@@ -127,17 +134,112 @@ fn random<const N: usize>() -> Result<[u8; N], LoginError> {
 
 /// An exchange on one connection: the stream, its framing and the exporter.
 struct Exchange {
-    // Keeps the QUIC connection open while the stream is used.
-    _conn: zt_proto::EnrollmentConnection,
-    _endpoint: PeerEndpoint,
-    send: zt_proto::FlowSendStream,
-    recv: zt_proto::FlowRecvStream,
+    // Keeps the QUIC connection (when the exchange runs over QUIC) open while the stream
+    // is used.
+    _conn: Option<(zt_proto::EnrollmentConnection, PeerEndpoint)>,
+    send: Box<dyn AsyncWrite + Unpin + Send>,
+    recv: Box<dyn AsyncRead + Unpin + Send>,
     decoder: EnrollDecoder,
     exporter: zt_proto::Exporter,
 }
 
+/// One way to reach an edge address for the exchange.
+struct Target<'a> {
+    addr: SocketAddr,
+    host: &'a str,
+    trust: &'a EdgeTrust,
+    proxy: Option<&'a HttpProxy>,
+}
+
+impl Target<'_> {
+    async fn quic(&self) -> Result<Exchange, String> {
+        let bind: SocketAddr = if self.addr.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = PeerEndpoint::bind(bind, self.trust, TransportSettings::default())
+            .map_err(|e| e.to_string())?;
+        let conn = endpoint
+            .connect_enrollment(self.addr, self.host)
+            .await
+            .map_err(|e| format!("QUIC: {e}"))?;
+        let exporter = conn.exporter().ok_or("QUIC: no TLS exporter")?;
+        let (send, recv) = conn.open_stream().await.map_err(|e| format!("QUIC: {e}"))?;
+        Ok(Exchange {
+            _conn: Some((conn, endpoint)),
+            send: Box::new(send),
+            recv: Box::new(recv),
+            decoder: EnrollDecoder::new(),
+            exporter,
+        })
+    }
+
+    async fn tcp(&self) -> Result<Exchange, String> {
+        let dialer =
+            TcpDialer::new(self.trust, TransportSettings::default()).map_err(|e| e.to_string())?;
+        let over = match self.proxy {
+            Some(p) => Some(
+                p.connect(self.addr)
+                    .await
+                    .map_err(|e| format!("TCP via the proxy {}: {e}", p.addr()))?,
+            ),
+            None => None,
+        };
+        let tcp = dialer
+            .connect_enrollment(self.addr, self.host, over)
+            .await
+            .map_err(|e| format!("TCP: {e}"))?;
+        let (recv, send) = tokio::io::split(tcp.stream);
+        Ok(Exchange {
+            _conn: None,
+            send: Box::new(send),
+            recv: Box::new(recv),
+            decoder: EnrollDecoder::new(),
+            exporter: tcp.exporter,
+        })
+    }
+
+    /// As the client's `auto`: QUIC first, TLS over TCP after the head start or at once
+    /// when QUIC fails; the first to connect carries the exchange.
+    async fn auto(&self) -> Result<Exchange, String> {
+        let quic = self.quic();
+        tokio::pin!(quic);
+        let head_start = tokio::time::sleep(QUIC_HEAD_START);
+        tokio::pin!(head_start);
+        let quic_error = tokio::select! {
+            r = &mut quic => match r {
+                Ok(ex) => return Ok(ex),
+                Err(e) => Some(e),
+            },
+            _ = &mut head_start => None,
+        };
+        match quic_error {
+            Some(q) => self.tcp().await.map_err(|t| format!("{q}; {t}")),
+            None => {
+                let tcp = self.tcp();
+                tokio::pin!(tcp);
+                tokio::select! {
+                    r = &mut quic => match r {
+                        Ok(ex) => Ok(ex),
+                        Err(q) => tcp.await.map_err(|t| format!("{q}; {t}")),
+                    },
+                    r = &mut tcp => match r {
+                        Ok(ex) => Ok(ex),
+                        Err(t) => quic.await.map_err(|q| format!("{q}; {t}")),
+                    },
+                }
+            }
+        }
+    }
+}
+
 impl Exchange {
-    async fn open(enrollment: &Enrollment) -> Result<Self, LoginError> {
+    async fn open(
+        enrollment: &Enrollment,
+        protocol: EdgeProtocol,
+        proxy: Option<&HttpProxy>,
+    ) -> Result<Self, LoginError> {
         let trust = EdgeTrust::fingerprint(enrollment.ca_fingerprint);
         let mut last = String::from("no address");
         for edge in &enrollment.edge {
@@ -154,42 +256,21 @@ impl Exchange {
                 }
             };
             for addr in addrs {
-                let bind: SocketAddr = if addr.is_ipv4() {
-                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-                } else {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                let target = Target {
+                    addr,
+                    host,
+                    trust: &trust,
+                    proxy,
                 };
-                let endpoint = match PeerEndpoint::bind(bind, &trust, TransportSettings::default())
-                {
-                    Ok(e) => e,
-                    Err(e) => {
-                        last = e.to_string();
-                        continue;
-                    }
+                let opened = match protocol {
+                    EdgeProtocol::Quic => target.quic().await,
+                    EdgeProtocol::Tcp => target.tcp().await,
+                    _ => target.auto().await,
                 };
-                let conn = match endpoint.connect_enrollment(addr, host).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        last = format!("{edge} ({addr}): {e}");
-                        continue;
-                    }
-                };
-                let Some(exporter) = conn.exporter() else {
-                    last = format!("{edge}: no TLS exporter");
-                    continue;
-                };
-                let (send, recv) = conn
-                    .open_stream()
-                    .await
-                    .map_err(|e| LoginError::Protocol(e.to_string()))?;
-                return Ok(Self {
-                    _conn: conn,
-                    _endpoint: endpoint,
-                    send,
-                    recv,
-                    decoder: EnrollDecoder::new(),
-                    exporter,
-                });
+                match opened {
+                    Ok(ex) => return Ok(ex),
+                    Err(e) => last = format!("{edge} ({addr}): {e}"),
+                }
             }
         }
         Err(LoginError::Unreachable {
@@ -277,7 +358,12 @@ pub async fn login(
 ) -> Result<DeviceCredentials, LoginError> {
     let key = DeviceKey::generate();
     let idp = options.idp.clone().or(options.enrollment.idp.clone());
-    let mut ex = Exchange::open(&options.enrollment).await?;
+    let mut ex = Exchange::open(
+        &options.enrollment,
+        options.protocol,
+        options.proxy.as_ref(),
+    )
+    .await?;
     let public_key = key.public_key().to_hex();
     let enrolled = match options.flow {
         LoginFlow::Browser => {
@@ -390,9 +476,13 @@ pub async fn login(
     })
 }
 
-/// Ends this device's sign-in at the edge (the device is revoked there). The caller then
-/// deletes the credentials file.
-pub async fn logout(credentials: &DeviceCredentials) -> Result<Uuid, LoginError> {
+/// Ends this device's sign-in at the edge (the device is revoked there), over `protocol`
+/// (through `proxy` for TLS over TCP). The caller then deletes the credentials file.
+pub async fn logout(
+    credentials: &DeviceCredentials,
+    protocol: EdgeProtocol,
+    proxy: Option<&HttpProxy>,
+) -> Result<Uuid, LoginError> {
     let DeviceAuth::Key(key) = &credentials.auth else {
         return Err(LoginError::Local(
             "these credentials were made by `zt user add`, not `zt login`; an administrator removes them with `zt user remove`".into(),
@@ -403,7 +493,7 @@ pub async fn logout(credentials: &DeviceCredentials) -> Result<Uuid, LoginError>
         ca_fingerprint: credentials.ca_fingerprint,
         idp: credentials.identity_provider.clone(),
     };
-    let mut ex = Exchange::open(&enrollment).await?;
+    let mut ex = Exchange::open(&enrollment, protocol, proxy).await?;
     ex.prove(
         EnrollMessage::Hello {
             version: ENROLL_VERSION,

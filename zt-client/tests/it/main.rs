@@ -6,3 +6,4 @@ mod common;
 
 mod client;
 mod sets;
+mod transports;

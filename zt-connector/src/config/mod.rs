@@ -66,7 +66,7 @@ pub struct ConnectorConfig {
     pub metrics: Option<SocketAddr>,
     /// `warp-routing`: the private-network settings.
     pub warp_routing: WarpRouting,
-    /// `protocol`: accepted for compatibility; zt always uses QUIC.
+    /// `protocol`: `auto` (default), `quic`, `tcp`, or cloudflared's `http2` (= `tcp`).
     pub protocol: EdgeProtocol,
     /// `grace-period`: how long in-flight flows may drain after SIGTERM.
     pub grace_period: Duration,
@@ -119,7 +119,7 @@ impl Default for ConnectorConfig {
             token: None,
             metrics: None,
             warp_routing: WarpRouting::default(),
-            protocol: EdgeProtocol::Quic,
+            protocol: EdgeProtocol::Auto,
             grace_period: DEFAULT_GRACE_PERIOD,
             ha_connections: DEFAULT_HA_CONNECTIONS,
             edge: Vec::new(),
@@ -366,13 +366,6 @@ impl ConnectorConfig {
         }
 
         let config = raw.map(RawConfig::into_config).unwrap_or_default();
-        if config.protocol != EdgeProtocol::Quic {
-            warn!(
-                file = %file.display(),
-                protocol = %config.protocol,
-                "zt always connects to its edge over QUIC; the protocol setting is ignored"
-            );
-        }
         Ok(config)
     }
 
@@ -397,9 +390,6 @@ impl ConnectorConfig {
             self.metrics = Some(v);
         }
         if let Some(v) = overrides.protocol {
-            if v != EdgeProtocol::Quic {
-                warn!(protocol = %v, "zt always connects to its edge over QUIC; --protocol is ignored");
-            }
             self.protocol = v;
         }
         if let Some(v) = overrides.grace_period {

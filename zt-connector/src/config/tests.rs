@@ -47,7 +47,7 @@ fn seed_config_loads_with_defaults() {
     assert_eq!(c.warp_routing.max_active_flows, None);
     assert_eq!(c.grace_period, Duration::from_secs(30));
     assert_eq!(c.ha_connections, 4);
-    assert_eq!(c.protocol, EdgeProtocol::Quic);
+    assert_eq!(c.protocol, EdgeProtocol::Auto);
     assert_eq!(c.credentials_permissions, PermissionMode::Default);
     assert!(c
         .allowed_destinations
@@ -178,7 +178,7 @@ some-future-key: 1
 protocol: http2
 ";
     let c = parse(text).unwrap();
-    assert_eq!(c.protocol, EdgeProtocol::Http2);
+    assert_eq!(c.protocol, EdgeProtocol::Tcp);
     assert!(c.tunnel.is_some());
 }
 
@@ -432,13 +432,8 @@ fn ignored_keys_are_named_in_one_warning() {
         unknown[0].contains("keys=mystery, warp-routing.extra"),
         "{logs}"
     );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("always connects to its edge over QUIC")
-                && l.contains("protocol=auto")),
-        "{logs}"
-    );
+    // `protocol` is honoured now (auto, quic, tcp, http2 = tcp): no warning about it.
+    assert!(!logs.contains("protocol"), "{logs}");
     // A plain zt configuration logs nothing.
     assert_eq!(capture_logs(|| drop(parse(SEED).unwrap())), "");
 }

@@ -10,3 +10,4 @@ mod common;
 mod metrics_server;
 mod origin_dial;
 mod runtime;
+mod transports;

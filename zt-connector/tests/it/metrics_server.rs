@@ -68,7 +68,7 @@ async fn ready_follows_registered_connections() {
     assert_eq!(r.status, 503);
     assert_eq!(
         r.body,
-        format!("{{\"status\":503,\"readyConnections\":0,\"connectorId\":\"{ID}\"}}")
+        format!("{{\"status\":503,\"readyConnections\":0,\"connectorId\":\"{ID}\",\"transports\":{{\"quic\":0,\"tcp\":0}}}}")
     );
     assert!(r.headers.contains("content-type: application/json"));
 
@@ -78,7 +78,7 @@ async fn ready_follows_registered_connections() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.body,
-        format!("{{\"status\":200,\"readyConnections\":2,\"connectorId\":\"{ID}\"}}")
+        format!("{{\"status\":200,\"readyConnections\":2,\"connectorId\":\"{ID}\",\"transports\":{{\"quic\":2,\"tcp\":0}}}}")
     );
 
     metrics.connection_lost();

@@ -146,6 +146,14 @@ pub struct EdgeConfig {
     /// The state backend; `None` is the redb file in the state directory. The state
     /// directory keeps the CA, certificates and admin token either way.
     pub store: Option<std::sync::Arc<dyn crate::store::Store>>,
+    /// Serve zt/1 over TLS on TCP on the QUIC listen address's port number too, for
+    /// networks that drop UDP (default true).
+    pub tcp_on_listen_port: bool,
+    /// More TCP listen addresses for zt/1 over TLS (say `0.0.0.0:443`); default none.
+    pub tcp_listen: Vec<SocketAddr>,
+    /// Concurrent TCP connections over all TCP listeners, registered or not (default
+    /// 10,000); more are closed at once. Each holds a socket, TLS state and HTTP/2 windows.
+    pub max_tcp_connections: usize,
 }
 
 impl EdgeConfig {
@@ -174,6 +182,9 @@ impl EdgeConfig {
             audit_limits: AuditLimits::default(),
             cloudflared: true,
             store: None,
+            tcp_on_listen_port: true,
+            tcp_listen: Vec::new(),
+            max_tcp_connections: 10_000,
         }
     }
 }

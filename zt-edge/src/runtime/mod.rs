@@ -40,7 +40,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use zt_policy::{CompiledPolicy, PolicyConfig};
-use zt_proto::{CloseCode, EdgeListener, EdgePeer};
+use zt_proto::{CloseCode, EdgeListener, EdgePeer, EdgeTcpListener, TcpPeer};
 
 pub use config::{
     default_state_dir, AuthRateLimit, EdgeConfig, FirstBytes, DEFAULT_ADMIN, DEFAULT_LISTEN,
@@ -157,6 +157,23 @@ impl Edge {
                 source,
             })?;
 
+        let mut tcp_addrs = Vec::new();
+        if config.tcp_on_listen_port {
+            tcp_addrs.push(local_addr);
+        }
+        tcp_addrs.extend(config.tcp_listen.iter().copied());
+        let mut tcp_listeners = Vec::new();
+        for addr in tcp_addrs {
+            let l =
+                EdgeTcpListener::bind(addr, &identity, &config.edge_name, config.transport.clone())
+                    .await?;
+            tcp_listeners.push(l);
+        }
+        let tcp_local: Vec<SocketAddr> = tcp_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::new(config.edge_name.clone()));
         let draining = Arc::new(AtomicBool::new(false));
@@ -226,16 +243,29 @@ impl Edge {
         };
         let admin_addr = admin.as_ref().map(AdminServer::local_addr);
 
+        // One authenticator, so one per-source failure budget, for every listener.
+        let tcp_slots = Arc::new(tokio::sync::Semaphore::new(
+            shared.config.max_tcp_connections,
+        ));
+        for l in tcp_listeners {
+            tokio::spawn(tcp_accept_loop(
+                shared.clone(),
+                l,
+                authenticator.clone(),
+                tcp_slots.clone(),
+            ));
+        }
         tokio::spawn(accept_loop(shared.clone(), listener.clone(), authenticator));
         tokio::spawn(reload_loop(shared.clone(), revisions, policy_config));
         tokio::spawn(flush_loop(shared.clone()));
         tokio::spawn(key_refresh_loop(shared.clone()));
         metrics.ready.store(true, Ordering::Release);
-        info!(listen = %local_addr, edge = %shared.config.edge_name, ca_fingerprint = %state.ca_fingerprint(), "edge started");
+        info!(listen = %local_addr, tcp = ?tcp_local, edge = %shared.config.edge_name, ca_fingerprint = %state.ca_fingerprint(), "edge started");
         Ok(EdgeHandle {
             shared,
             listener,
             local_addr,
+            tcp_local,
             admin_addr,
             metrics_addr,
             admin,
@@ -248,6 +278,7 @@ pub struct EdgeHandle {
     shared: Arc<Shared>,
     listener: Arc<EdgeListener>,
     local_addr: SocketAddr,
+    tcp_local: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     admin: Option<AdminServer>,
@@ -267,6 +298,11 @@ impl EdgeHandle {
     /// The QUIC address connectors and clients reach.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TCP addresses zt/1 over TLS is served on (the QUIC port number first, when on).
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_local
     }
 
     /// The admin API's address, when it is served.
@@ -426,6 +462,81 @@ async fn key_refresh_loop(shared: Arc<Shared>) {
             _ = tokio::time::sleep(providers::KEY_REFRESH_INTERVAL) => shared.providers.refresh_all().await,
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// One `zt login` over TLS on TCP (networks that drop UDP): the exchange runs on the TLS
+/// stream itself, framed as on the QUIC stream.
+async fn serve_enrollment_tcp(
+    shared: Arc<Shared>,
+    auth: Arc<EdgeAuthenticator>,
+    other: zt_proto::OtherAlpn,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (recv, mut send) = tokio::io::split(other.stream);
+    let gate = shared.enrollments.clone();
+    enroll::serve(
+        shared,
+        auth,
+        gate,
+        other.remote,
+        other.exporter,
+        recv,
+        &mut send,
+    )
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), send.shutdown()).await;
+}
+
+/// The TLS-over-TCP listener's loop: bounded connections, the same authenticator (and so
+/// the same per-source failure budget) as QUIC's, and a dispatch on the negotiated ALPN.
+async fn tcp_accept_loop(
+    shared: Arc<Shared>,
+    listener: EdgeTcpListener,
+    auth: Arc<EdgeAuthenticator>,
+    slots: Arc<tokio::sync::Semaphore>,
+) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let incoming = tokio::select! {
+            i = listener.accept() => match i {
+                Ok(i) => i,
+                Err(e) => {
+                    // EMFILE and the like: back off a little rather than spin.
+                    warn!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(remote = %incoming.remote_address(), "too many TCP connections; refused");
+            incoming.refuse();
+            continue;
+        };
+        let shared = shared.clone();
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let remote = incoming.remote_address();
+            match incoming.register(&*auth).await {
+                Ok(TcpPeer::Zt(EdgePeer::Connector(link))) => serve_connector(shared, link).await,
+                Ok(TcpPeer::Zt(EdgePeer::Client(link))) => clients::serve(shared, link).await,
+                Ok(TcpPeer::Other(other)) if other.alpn == zt_proto::ALPN_ENROLL => {
+                    serve_enrollment_tcp(shared, auth, *other).await
+                }
+                // Other ALPNs (cloudflared's `h2`) are served here once the listener
+                // offers them.
+                Ok(TcpPeer::Other(other)) => {
+                    tracing::debug!(remote = %remote, alpn = ?String::from_utf8_lossy(&other.alpn), "no handler for this ALPN over TCP")
+                }
+                Ok(_) => warn!(remote = %remote, "peer of an unknown role over TCP"),
+                Err(e) => {
+                    tracing::debug!(remote = %remote, error = %e, "registration over TCP failed")
+                }
+            }
+        });
     }
 }
 

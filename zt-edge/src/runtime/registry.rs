@@ -105,6 +105,15 @@ impl ConnEntry {
             self.is_draining(),
             self.healthy.load(Ordering::Acquire),
         )
+        .with_transport(self.transport())
+    }
+
+    /// The transport word: `quic` or `tcp` (cloudflared's connections are QUIC).
+    pub(crate) fn transport(&self) -> &'static str {
+        match &self.link {
+            ConnLink::Zt(l) => l.transport_word(),
+            ConnLink::Cloudflared(_) => "quic",
+        }
     }
 }
 

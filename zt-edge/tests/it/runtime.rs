@@ -185,6 +185,87 @@ async fn failed_proofs_are_rate_limited_per_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failure_budget_per_source_serves_both_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.auth_rate_limit.burst = 2;
+    c.auth_rate_limit.per_minute = 0.0;
+    let edge = Edge::start(c).await.unwrap();
+    let s = setup(&edge, &[], vec![]).await;
+    let tcp_at = edge.tcp_addrs()[0];
+    assert_eq!(
+        tcp_at.port(),
+        edge.local_addr().port(),
+        "TCP on the QUIC port number"
+    );
+    let ep = endpoint(&edge);
+    // Two failures over QUIC spend the source's budget...
+    for _ in 0..2 {
+        let e = connect_client(&edge, &ep, Uuid::new_v4(), &s.device_secret).await;
+        assert!(e.is_err());
+    }
+    // ...so over TCP even the right secret is turned away from this address.
+    let dialer = zt_proto::TcpDialer::new(
+        &zt_proto::EdgeTrust::ca_der(edge.state().ca_cert_der().to_vec()),
+        zt_proto::TransportSettings::default(),
+    )
+    .unwrap();
+    let reg = zt_proto::ClientRegistration {
+        claim: zt_proto::ClientClaim {
+            device_id: s.device.id,
+            vnet: String::new(),
+        },
+        software_version: "test".into(),
+        features: vec![],
+    };
+    let e = dialer
+        .connect_client(
+            tcp_at,
+            "localhost",
+            None,
+            reg.clone(),
+            &zt_proto::ProofKey::Shared(s.device_secret.derive_auth_key()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::Refused(_)), "{e:?}");
+    let refusals = audit_lines(&edge, "auth_refusal");
+    assert!(refusals[2]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("rate-limited"));
+    edge.shutdown().await;
+
+    // And the other way round, on a fresh edge: failures over TCP block QUIC.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.auth_rate_limit.burst = 2;
+    c.auth_rate_limit.per_minute = 0.0;
+    let edge = Edge::start(c).await.unwrap();
+    let s = setup(&edge, &[], vec![]).await;
+    let dialer = zt_proto::TcpDialer::new(
+        &zt_proto::EdgeTrust::ca_der(edge.state().ca_cert_der().to_vec()),
+        zt_proto::TransportSettings::default(),
+    )
+    .unwrap();
+    let wrong = zt_proto::ProofKey::Shared(TunnelSecret::generate().derive_auth_key());
+    for _ in 0..2 {
+        let mut r = reg.clone();
+        r.claim.device_id = s.device.id;
+        let e = dialer
+            .connect_client(edge.tcp_addrs()[0], "localhost", None, r, &wrong)
+            .await;
+        assert!(matches!(e, Err(ConnectError::Refused(_))), "{e:?}");
+    }
+    let ep = endpoint(&edge);
+    let e = connect_client(&edge, &ep, s.device.id, &s.device_secret)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::Refused(_)), "{e:?}");
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_errors_for_no_route_denied_default_block_and_no_connector() {
     let dir = tempfile::tempdir().unwrap();
     let edge = start(dir.path()).await;

@@ -2,8 +2,8 @@
 //!
 //! The control driver, registration, flow opens, the flow acceptor and the datagram
 //! dispatcher are written once against [`Transport`]. QUIC ([`Quic`], over quinn) implements
-//! it; a second transport (TLS over TCP with a stream multiplexer) implements the same few
-//! operations and reuses everything above it, the I/O-free machines included.
+//! it, and so does TLS 1.3 over TCP with HTTP/2 as the stream multiplexer ([`Tcp`]); the
+//! runtimes hold a [`Carrier`], either of the two.
 //!
 //! What a transport must provide: bidirectional streams with half-close and reset-with-code
 //! (handed out as [`FlowSendStream`] / [`FlowRecvStream`]), unreliable datagrams (or a clear
@@ -20,6 +20,7 @@ use quinn::VarInt;
 use crate::auth::{Exporter, EXPORTER_CONTEXT, EXPORTER_LABEL, EXPORTER_LEN};
 use crate::flow::CloseCode;
 use crate::transport::error::DatagramError;
+use crate::transport::over_tcp::Tcp;
 use crate::transport::stream::{FlowRecvStream, FlowSendStream};
 
 /// Why a connection ended, as every transport reports it.
@@ -156,5 +157,85 @@ impl Transport for Quic {
 
     async fn closed(&self) -> ConnectionLost {
         self.0.closed().await
+    }
+}
+
+/// zt/1 over whichever transport a connection came on: what the runtimes hold, so one
+/// registry, one connection set and one flow path serve both.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Carrier {
+    /// QUIC on UDP.
+    Quic(Quic),
+    /// TLS 1.3 on TCP, streams multiplexed by HTTP/2.
+    Tcp(Tcp),
+}
+
+impl Carrier {
+    /// The transport's word in logs, metrics and the admin output: `quic` or `tcp`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::Quic(_) => "quic",
+            Self::Tcp(_) => "tcp",
+        }
+    }
+}
+
+macro_rules! both {
+    ($self:ident, $t:ident => $e:expr) => {
+        match $self {
+            Carrier::Quic($t) => $e,
+            Carrier::Tcp($t) => $e,
+        }
+    };
+}
+
+impl Transport for Carrier {
+    async fn open_bi(&self) -> Result<(FlowSendStream, FlowRecvStream), ConnectionLost> {
+        both!(self, t => t.open_bi().await)
+    }
+
+    async fn accept_bi(&self) -> Result<(FlowSendStream, FlowRecvStream), ConnectionLost> {
+        both!(self, t => t.accept_bi().await)
+    }
+
+    fn send_datagram(&self, datagram: Bytes) -> Result<(), DatagramError> {
+        both!(self, t => t.send_datagram(datagram))
+    }
+
+    async fn read_datagram(&self) -> Result<Bytes, ConnectionLost> {
+        both!(self, t => t.read_datagram().await)
+    }
+
+    fn max_datagram_size(&self) -> Option<usize> {
+        both!(self, t => t.max_datagram_size())
+    }
+
+    fn exporter(&self) -> Option<Exporter> {
+        both!(self, t => t.exporter())
+    }
+
+    fn remote_address(&self) -> SocketAddr {
+        both!(self, t => t.remote_address())
+    }
+
+    fn rtt(&self) -> Duration {
+        both!(self, t => t.rtt())
+    }
+
+    fn set_max_concurrent_bi_streams(&self, n: u32) {
+        both!(self, t => t.set_max_concurrent_bi_streams(n))
+    }
+
+    fn close(&self, code: CloseCode, reason: &[u8]) {
+        both!(self, t => t.close(code, reason))
+    }
+
+    fn close_reason(&self) -> Option<ConnectionLost> {
+        both!(self, t => t.close_reason())
+    }
+
+    async fn closed(&self) -> ConnectionLost {
+        both!(self, t => t.closed().await)
     }
 }

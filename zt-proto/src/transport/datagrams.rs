@@ -56,7 +56,7 @@ pub(crate) fn spawn_datagram_dispatcher<T: Transport>(
 /// A UDP flow: its packets ride datagrams tagged with its flow id, and its stream (kept open
 /// while the flow lives) ends the flow when either side finishes or resets it.
 #[derive(Debug)]
-pub struct UdpFlow<T: Transport = crate::transport::carrier::Quic> {
+pub struct UdpFlow<T: Transport = crate::transport::carrier::Carrier> {
     flow_id: u64,
     stream: FlowStream,
     rx: mpsc::Receiver<Bytes>,

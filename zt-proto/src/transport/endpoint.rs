@@ -20,7 +20,7 @@ use crate::control::{ClientControl, ConnectorControl};
 use crate::flow::CloseCode;
 use crate::frame::{ClientClaim, ConnectorClaim};
 use crate::transport::argotunnel::ArgotunnelConnection;
-use crate::transport::carrier::{Quic, Transport};
+use crate::transport::carrier::{Carrier, Quic, Transport};
 use crate::transport::enrollment::EnrollmentConnection;
 use crate::transport::error::{AcceptError, ConnectError, EndpointError};
 use crate::transport::links::{ClientConnection, ClientLink, ConnectorConnection, ConnectorLink};
@@ -302,7 +302,15 @@ impl IncomingPeer {
             debug!(remote = %addr, "enrollment connection");
             return Ok(EdgePeer::Enrollment(EnrollmentConnection::new(Quic(conn))));
         }
-        match register_at_edge(Quic(conn), settings, &self.edge_name, started, auth).await? {
+        match register_at_edge(
+            Carrier::Quic(Quic(conn)),
+            settings,
+            &self.edge_name,
+            started,
+            auth,
+        )
+        .await?
+        {
             EdgeRegistered::Connector(link) => Ok(EdgePeer::Connector(link)),
             EdgeRegistered::Client(link) => Ok(EdgePeer::Client(link)),
         }
@@ -417,9 +425,11 @@ impl PeerEndpoint {
         edge: SocketAddr,
         server_name: &str,
         deadline: Instant,
-    ) -> Result<(Quic, crate::auth::Exporter), ConnectError> {
-        self.handshake_with(&self.client_config, edge, server_name, deadline)
-            .await
+    ) -> Result<(Carrier, crate::auth::Exporter), ConnectError> {
+        let (conn, exp) = self
+            .handshake_with(&self.client_config, edge, server_name, deadline)
+            .await?;
+        Ok((Carrier::Quic(conn), exp))
     }
 
     async fn handshake_with(

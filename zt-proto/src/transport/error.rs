@@ -77,6 +77,35 @@ pub enum ConnectError {
     /// The TLS exporter was not available (a TLS stack without exporters).
     #[error("the TLS exporter is unavailable on this connection")]
     Exporter,
+    /// Over TCP: the TCP connection could not be made (refused, unreachable, timed out).
+    #[error("cannot reach the edge at {addr} over TCP: {source}")]
+    TcpConnect {
+        /// The edge address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Over TCP: the TLS handshake failed, typically because the edge's certificate is not
+    /// trusted (wrong CA, wrong fingerprint, an intercepting middlebox) or the edge does not
+    /// speak `zt/1` over TCP.
+    #[error("TLS handshake over TCP with the edge at {addr} failed: {source}")]
+    TcpHandshake {
+        /// The edge address.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// Over TCP: the HTTP/2 session could not start.
+    #[error("HTTP/2 session with the edge at {addr} failed: {source}")]
+    TcpSession {
+        /// The edge address.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: crate::transport::over_tcp::TcpSessionError,
+    },
 }
 
 /// The edge could not register an incoming peer.
@@ -121,6 +150,25 @@ pub enum AcceptError {
     /// The TLS exporter was not available.
     #[error("the TLS exporter is unavailable on the connection from {0}")]
     Exporter(SocketAddr),
+    /// Over TCP: the TLS handshake failed or timed out (a client that offers no protocol
+    /// the edge serves, an old TLS version, a slow handshake).
+    #[error("TLS handshake over TCP with {addr} failed: {source}")]
+    TcpHandshake {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+    /// Over TCP: the HTTP/2 session could not start.
+    #[error("HTTP/2 session with {addr} failed: {source}")]
+    TcpSession {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: crate::transport::over_tcp::TcpSessionError,
+    },
 }
 
 /// A flow could not be opened.

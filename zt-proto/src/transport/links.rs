@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Mutex};
 use crate::control::{ClientControl, ConnectorControl, EdgeControl, EdgeEvent, PeerEvent};
 use crate::flow::{CloseCode, Datagram, Protocol};
 use crate::frame::{ClientClaim, ConnectorClaim, GoAway, PostureReport, Registered, RoutePush};
-use crate::transport::carrier::{ConnectionLost, Quic, Transport};
+use crate::transport::carrier::{Carrier, ConnectionLost, Quic, Transport};
 use crate::transport::datagrams::UdpFlow;
 use crate::transport::driver::ControlHandle;
 use crate::transport::error::{ControlSendError, DatagramError, OpenError};
@@ -28,7 +28,7 @@ use crate::transport::shared::Shared;
 use crate::transport::stream::FlowStream;
 
 /// A registered zt connection over transport `T`: what every role's handle shares.
-pub struct Connection<T: Transport = Quic> {
+pub struct Connection<T: Transport = Carrier> {
     pub(crate) shared: Arc<Shared<T>>,
 }
 
@@ -103,6 +103,21 @@ impl Connection<Quic> {
     }
 }
 
+impl Connection<Carrier> {
+    /// The connection's QUIC statistics; `None` over TCP.
+    pub fn stats(&self) -> Option<quinn::ConnectionStats> {
+        match &self.shared.transport {
+            Carrier::Quic(q) => Some(q.0.stats()),
+            Carrier::Tcp(_) => None,
+        }
+    }
+
+    /// The transport's word: `quic` or `tcp`.
+    pub fn transport_word(&self) -> &'static str {
+        self.shared.transport.word()
+    }
+}
+
 macro_rules! deref_core {
     ($t:ident) => {
         impl<T: Transport> Deref for $t<T> {
@@ -117,7 +132,7 @@ macro_rules! deref_core {
 /// The edge's handle on a registered peer whose claim is a `C`: a connector
 /// ([`ConnectorLink`], whose flows the edge opens) or a client ([`ClientLink`], whose flows
 /// the edge serves and to which it pushes routes).
-pub struct EdgeLink<C, T: Transport = Quic> {
+pub struct EdgeLink<C, T: Transport = Carrier> {
     pub(crate) core: Connection<T>,
     pub(crate) control: ControlHandle<EdgeControl>,
     /// The peer's flow requests (clients only: a connector opens none). Boxed, so a
@@ -130,10 +145,10 @@ pub struct EdgeLink<C, T: Transport = Quic> {
 }
 
 /// The edge's handle on a registered connector connection.
-pub type ConnectorLink<T = Quic> = EdgeLink<ConnectorClaim, T>;
+pub type ConnectorLink<T = Carrier> = EdgeLink<ConnectorClaim, T>;
 
 /// The edge's handle on a registered client connection.
-pub type ClientLink<T = Quic> = EdgeLink<ClientClaim, T>;
+pub type ClientLink<T = Carrier> = EdgeLink<ClientClaim, T>;
 
 impl<C, T: Transport> Deref for EdgeLink<C, T> {
     type Target = Connection<T>;
@@ -224,7 +239,7 @@ impl<T: Transport> EdgeLink<ClientClaim, T> {
 }
 
 /// A connector's registered connection to the edge.
-pub struct ConnectorConnection<T: Transport = Quic> {
+pub struct ConnectorConnection<T: Transport = Carrier> {
     pub(crate) core: Connection<T>,
     pub(crate) control: ControlHandle<ConnectorControl>,
     pub(crate) flows: Mutex<mpsc::Receiver<FlowRequest<T>>>,
@@ -273,7 +288,7 @@ impl<T: Transport> ConnectorConnection<T> {
 }
 
 /// A client's registered connection to the edge.
-pub struct ClientConnection<T: Transport = Quic> {
+pub struct ClientConnection<T: Transport = Carrier> {
     pub(crate) core: Connection<T>,
     pub(crate) control: ControlHandle<ClientControl>,
     pub(crate) registered: Registered,

@@ -15,6 +15,7 @@ pub(crate) mod hybrid_kx;
 #[cfg(test)]
 mod hybrid_kx_openssl;
 pub(crate) mod links;
+pub(crate) mod over_tcp;
 pub(crate) mod register;
 pub(crate) mod serve;
 pub(crate) mod set;
@@ -22,6 +23,7 @@ pub(crate) mod settings;
 pub(crate) mod shared;
 pub(crate) mod stream;
 pub(crate) mod tcp;
+pub(crate) mod tcp_endpoint;
 pub(crate) mod tls;
 //
 // How the pieces stack (each uses only those below it):

@@ -23,7 +23,7 @@ const ACCEPT_QUEUE: usize = 256;
 /// The answer to a served flow request. Dropping it unanswered resets the stream with
 /// [`ResetCode::REFUSED`].
 #[derive(Debug)]
-pub struct FlowResponder<T: Transport = crate::transport::carrier::Quic> {
+pub struct FlowResponder<T: Transport = crate::transport::carrier::Carrier> {
     flow_id: u64,
     streams: Option<(FlowSendStream, FlowRecvStream)>,
     shared: Arc<Shared<T>>,
@@ -85,7 +85,7 @@ impl<T: Transport> Drop for FlowResponder<T> {
 }
 
 /// A served flow: its header and the responder that answers it.
-pub type FlowRequest<T = crate::transport::carrier::Quic> = (FlowHeader, FlowResponder<T>);
+pub type FlowRequest<T = crate::transport::carrier::Carrier> = (FlowHeader, FlowResponder<T>);
 
 /// Starts the task that accepts flow streams and reads their headers.
 pub(crate) fn spawn_acceptor<T: Transport>(

@@ -1,5 +1,6 @@
 //! A flow's byte stream after its status: tokio `AsyncRead`/`AsyncWrite` over one
-//! bidirectional stream of the connection's transport (a QUIC stream today), with TCP's half-close (FIN) and reset-with-code semantics, plus the
+//! bidirectional stream of the connection's transport (a QUIC stream, or an HTTP/2 stream
+//! over TLS on TCP), with TCP's half-close (FIN) and reset-with-code semantics, plus the
 //! split halves and a zero-copy splice for relays.
 
 use std::io;
@@ -13,6 +14,7 @@ use quinn::VarInt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::flow::ResetCode;
+use crate::transport::over_tcp::{H2Recv, H2Send};
 
 /// A flow's stream failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,10 +81,22 @@ impl From<FlowError> for io::Error {
     }
 }
 
+#[derive(Debug)]
+enum RecvInner {
+    Quic(quinn::RecvStream),
+    Tcp(H2Recv),
+}
+
+#[derive(Debug)]
+enum SendInner {
+    Quic(quinn::SendStream),
+    Tcp(H2Send),
+}
+
 /// The receiving half of a flow.
 #[derive(Debug)]
 pub struct FlowRecvStream {
-    inner: quinn::RecvStream,
+    inner: RecvInner,
     /// The end (FIN or error) a [`FlowRecvStream::read_batch`] met after it already had
     /// bytes to return: the next read reports it.
     held_end: Option<Result<(), FlowError>>,
@@ -91,8 +105,23 @@ pub struct FlowRecvStream {
 impl FlowRecvStream {
     pub(crate) fn from_quic(inner: quinn::RecvStream) -> Self {
         Self {
-            inner,
+            inner: RecvInner::Quic(inner),
             held_end: None,
+        }
+    }
+
+    pub(crate) fn from_h2(inner: H2Recv) -> Self {
+        Self {
+            inner: RecvInner::Tcp(inner),
+            held_end: None,
+        }
+    }
+
+    /// One chunk of at most `max` bytes, as the transport received it.
+    async fn next_chunk(&mut self, max: usize) -> Result<Option<Bytes>, FlowError> {
+        match &mut self.inner {
+            RecvInner::Quic(q) => Ok(q.read_chunk(max, true).await?.map(|c| c.bytes)),
+            RecvInner::Tcp(t) => std::future::poll_fn(|cx| t.poll_chunk(cx, max)).await,
         }
     }
 
@@ -102,7 +131,7 @@ impl FlowRecvStream {
         if let Some(end) = self.held_end.take() {
             return end.map(|()| None);
         }
-        Ok(self.inner.read_chunk(max, true).await?.map(|c| c.bytes))
+        self.next_chunk(max).await
     }
 
     /// Next chunk of bytes as the transport received it, without copying; `None` at the
@@ -111,11 +140,7 @@ impl FlowRecvStream {
         if let Some(end) = self.held_end.take() {
             return end.map(|()| None);
         }
-        Ok(self
-            .inner
-            .read_chunk(usize::MAX, true)
-            .await?
-            .map(|c| c.bytes))
+        self.next_chunk(usize::MAX).await
     }
 
     /// The bytes received so far as one chunk, for relays: waits for the first chunk, then
@@ -133,7 +158,7 @@ impl FlowRecvStream {
         while len < max {
             // Poll once: take what has arrived, never wait for more.
             let next = {
-                let mut read = std::pin::pin!(self.inner.read_chunk(max - len, true));
+                let mut read = std::pin::pin!(self.next_chunk(max - len));
                 std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
             };
             match next {
@@ -144,15 +169,15 @@ impl FlowRecvStream {
                         b.extend_from_slice(&first);
                         b
                     });
-                    b.extend_from_slice(&chunk.bytes);
-                    len += chunk.bytes.len();
+                    b.extend_from_slice(&chunk);
+                    len += chunk.len();
                 }
                 Poll::Ready(Ok(None)) => {
                     self.held_end = Some(Ok(()));
                     break;
                 }
                 Poll::Ready(Err(e)) => {
-                    self.held_end = Some(Err(e.into()));
+                    self.held_end = Some(Err(e));
                     break;
                 }
             }
@@ -168,8 +193,13 @@ impl FlowRecvStream {
 
     /// Asks the peer to stop sending, with a code.
     pub fn stop(&mut self, code: ResetCode) {
-        // Fails only if the stream is already finished or stopped: nothing left to do then.
-        let _ = self.inner.stop(VarInt::from_u32(code.0));
+        match &mut self.inner {
+            // Fails only if the stream is already finished or stopped: nothing left to do.
+            RecvInner::Quic(q) => {
+                let _ = q.stop(VarInt::from_u32(code.0));
+            }
+            RecvInner::Tcp(t) => t.stop(code),
+        }
     }
 }
 
@@ -184,51 +214,88 @@ impl AsyncRead for FlowRecvStream {
             // A FIN reads as no bytes; an error as itself.
             return Poll::Ready(end.map_err(io::Error::from));
         }
-        this.inner
-            .poll_read_buf(cx, buf)
-            .map_err(|e| FlowError::from(e).into())
+        match &mut this.inner {
+            RecvInner::Quic(q) => q
+                .poll_read_buf(cx, buf)
+                .map_err(|e| FlowError::from(e).into()),
+            RecvInner::Tcp(t) => match t.poll_chunk(cx, buf.remaining()) {
+                Poll::Ready(Ok(Some(chunk))) => {
+                    buf.put_slice(&chunk);
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
 /// The sending half of a flow.
 #[derive(Debug)]
 pub struct FlowSendStream {
-    inner: quinn::SendStream,
+    inner: SendInner,
 }
 
 impl FlowSendStream {
     pub(crate) fn from_quic(inner: quinn::SendStream) -> Self {
-        Self { inner }
+        Self {
+            inner: SendInner::Quic(inner),
+        }
+    }
+
+    pub(crate) fn from_h2(inner: H2Send) -> Self {
+        Self {
+            inner: SendInner::Tcp(inner),
+        }
     }
 
     /// Sends a chunk without copying it.
     pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), FlowError> {
-        Ok(self.inner.write_chunk(chunk).await?)
+        match &mut self.inner {
+            SendInner::Quic(q) => Ok(q.write_chunk(chunk).await?),
+            SendInner::Tcp(t) => t.write_chunk(chunk).await,
+        }
     }
 
     /// Sends all of `buf`.
     pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), FlowError> {
-        Ok(self.inner.write_all(buf).await?)
+        match &mut self.inner {
+            SendInner::Quic(q) => Ok(q.write_all(buf).await?),
+            SendInner::Tcp(t) => t.write_chunk(Bytes::copy_from_slice(buf)).await,
+        }
     }
 
     /// Half-closes the flow: sends FIN after the data already written.
     pub fn finish(&mut self) -> Result<(), FlowError> {
-        self.inner.finish().map_err(|_| FlowError::Closed)
+        match &mut self.inner {
+            SendInner::Quic(q) => q.finish().map_err(|_| FlowError::Closed),
+            SendInner::Tcp(t) => t.finish(),
+        }
     }
 
     /// Abandons sending; the peer's reads fail with this code.
     pub fn reset(&mut self, code: ResetCode) {
-        // Fails only if already finished or reset, when there is nothing to abandon.
-        let _ = self.inner.reset(VarInt::from_u32(code.0));
+        match &mut self.inner {
+            // Fails only if already finished or reset, when there is nothing to abandon.
+            SendInner::Quic(q) => {
+                let _ = q.reset(VarInt::from_u32(code.0));
+            }
+            SendInner::Tcp(t) => t.reset(code),
+        }
     }
 
     /// Waits until the peer has everything we sent (`Ok(None)`) or stopped reading
-    /// (`Ok(Some(code))`).
+    /// (`Ok(Some(code))`). Over TCP, HTTP/2 acknowledges nothing per stream: a finished
+    /// stream resolves at once, and an unfinished one when the peer resets it.
     pub async fn stopped(&mut self) -> Result<Option<ResetCode>, FlowError> {
-        match self.inner.stopped().await {
-            Ok(c) => Ok(c.map(code)),
-            Err(quinn::StoppedError::ConnectionLost(c)) => Err(FlowError::ConnectionLost(c)),
-            Err(_) => Err(FlowError::Closed),
+        match &mut self.inner {
+            SendInner::Quic(q) => match q.stopped().await {
+                Ok(c) => Ok(c.map(code)),
+                Err(quinn::StoppedError::ConnectionLost(c)) => Err(FlowError::ConnectionLost(c)),
+                Err(_) => Err(FlowError::Closed),
+            },
+            SendInner::Tcp(t) => t.stopped().await,
         }
     }
 }
@@ -239,19 +306,23 @@ impl AsyncWrite for FlowSendStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner)
-            .poll_write(cx, buf)
-            .map_err(|e| FlowError::from(e).into())
+        match &mut self.get_mut().inner {
+            SendInner::Quic(q) => Pin::new(q)
+                .poll_write(cx, buf)
+                .map_err(|e| FlowError::from(e).into()),
+            SendInner::Tcp(t) => t.poll_write(cx, buf).map_err(io::Error::from),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // QUIC sends as soon as congestion control allows; there is no buffer to flush.
+        // QUIC sends as soon as congestion control allows, and h2 as soon as its connection
+        // task writes: there is no buffer to flush here.
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Finishing twice (say, shutdown after finish) is not an error for a caller.
-        let _ = self.get_mut().inner.finish();
+        let _ = self.get_mut().finish();
         Poll::Ready(Ok(()))
     }
 }

@@ -160,6 +160,27 @@ impl ServerIdentity {
         &self,
         argotunnel: Option<&ServerIdentity>,
     ) -> Result<QuicServerConfig, TlsConfigError> {
+        let mut cfg = self.rustls_server_config(argotunnel)?;
+        if argotunnel.is_some() {
+            cfg.alpn_protocols.push(ALPN_ARGOTUNNEL.to_vec());
+        }
+        QuicServerConfig::try_from(cfg).map_err(|e| TlsConfigError::Rustls {
+            what: "QUIC server configuration",
+            source: rustls::Error::General(e.to_string()),
+        })
+    }
+
+    /// The edge's TLS-over-TCP configuration: the same TLS 1.3 only, the same certificate
+    /// and no early data as over QUIC, offering ALPN `zt/1` (a client that offers none of
+    /// the edge's protocols fails the handshake with `no_application_protocol`).
+    pub(crate) fn tcp_server_config(&self) -> Result<rustls::ServerConfig, TlsConfigError> {
+        self.rustls_server_config(None)
+    }
+
+    fn rustls_server_config(
+        &self,
+        argotunnel: Option<&ServerIdentity>,
+    ) -> Result<rustls::ServerConfig, TlsConfigError> {
         let provider = server_provider();
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -180,17 +201,13 @@ impl ServerIdentity {
                 argotunnel: cf.certified_key(&provider, "argotunnel certificate and key")?,
             })),
         };
+        // The QUIC and TCP listeners offer the same protocols: zt/1 and the pre-login
+        // enrollment exchange.
         cfg.alpn_protocols = vec![ALPN_ZT1.to_vec(), crate::enroll::ALPN_ENROLL.to_vec()];
-        if argotunnel.is_some() {
-            cfg.alpn_protocols.push(ALPN_ARGOTUNNEL.to_vec());
-        }
         // No 0-RTT: early data could be replayed, and registration must be bound to a
         // completed handshake.
         cfg.max_early_data_size = 0;
-        QuicServerConfig::try_from(cfg).map_err(|e| TlsConfigError::Rustls {
-            what: "QUIC server configuration",
-            source: rustls::Error::General(e.to_string()),
-        })
+        Ok(cfg)
     }
 }
 
@@ -278,11 +295,34 @@ impl EdgeTrust {
         self.quic_client_config_for(ALPN_ZT1)
     }
 
-    /// The client configuration offering `alpn` alone.
+    /// The QUIC client configuration offering `alpn` alone.
     pub(crate) fn quic_client_config_for(
         &self,
         alpn: &[u8],
     ) -> Result<QuicClientConfig, TlsConfigError> {
+        QuicClientConfig::try_from(self.rustls_client_config(alpn)?).map_err(|e| {
+            TlsConfigError::Rustls {
+                what: "QUIC client configuration",
+                source: rustls::Error::General(e.to_string()),
+            }
+        })
+    }
+
+    /// The peer's TLS-over-TCP configuration: the same TLS 1.3 only, the same CA pinning
+    /// (an intercepting middlebox fails the handshake) and ALPN `zt/1`, as over QUIC.
+    pub(crate) fn tcp_client_config(&self) -> Result<rustls::ClientConfig, TlsConfigError> {
+        self.rustls_client_config(ALPN_ZT1)
+    }
+
+    /// The TLS-over-TCP configuration offering `alpn` alone.
+    pub(crate) fn tcp_client_config_for(
+        &self,
+        alpn: &[u8],
+    ) -> Result<rustls::ClientConfig, TlsConfigError> {
+        self.rustls_client_config(alpn)
+    }
+
+    fn rustls_client_config(&self, alpn: &[u8]) -> Result<rustls::ClientConfig, TlsConfigError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|source| TlsConfigError::Rustls {
@@ -310,10 +350,7 @@ impl EdgeTrust {
         };
         cfg.alpn_protocols = vec![alpn.to_vec()];
         cfg.enable_early_data = false;
-        QuicClientConfig::try_from(cfg).map_err(|e| TlsConfigError::Rustls {
-            what: "QUIC client configuration",
-            source: rustls::Error::General(e.to_string()),
-        })
+        Ok(cfg)
     }
 }
 

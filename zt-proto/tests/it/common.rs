@@ -76,6 +76,9 @@ pub struct Edge {
     pub auth: Arc<TestAuth>,
     pub pki: Leaf,
     pub peers: tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>>,
+    /// The TLS-over-TCP listener's address, when the edge has one; peers then connect
+    /// over TCP.
+    pub tcp: Option<SocketAddr>,
 }
 
 /// Starts an edge whose accept loop registers every incoming peer with `auth` and hands
@@ -100,7 +103,95 @@ pub fn edge_with(auth: TestAuth, settings: TransportSettings) -> Edge {
         auth,
         pki,
         peers,
+        tcp: None,
     }
+}
+
+/// An edge that also listens for zt/1 over TLS on TCP, on the QUIC port number, and whose
+/// helpers connect peers over TCP.
+pub async fn tcp_edge_with(auth: TestAuth, settings: TransportSettings) -> Edge {
+    let pki = pki();
+    let auth = Arc::new(auth);
+    for _ in 0..20 {
+        let listener = Arc::new(
+            EdgeListener::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                &pki.identity(),
+                "edge-test",
+                settings.clone(),
+            )
+            .unwrap(),
+        );
+        let addr = listener.local_addr().unwrap();
+        // The same port number may be taken for TCP by someone else: try another.
+        let Ok(tcp) =
+            EdgeTcpListener::bind(addr, &pki.identity(), "edge-test", settings.clone()).await
+        else {
+            continue;
+        };
+        let quic_peers = accept_peers(listener.clone(), auth.clone());
+        let tcp_peers = accept_tcp_peers(tcp, auth.clone());
+        return Edge {
+            listener,
+            addr,
+            auth,
+            pki,
+            peers: merge(quic_peers, tcp_peers),
+            tcp: Some(addr),
+        };
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
+pub async fn tcp_edge() -> Edge {
+    tcp_edge_with(TestAuth::default(), test_settings()).await
+}
+
+fn merge(
+    mut a: tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>>,
+    mut b: tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>>,
+) -> tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let r = tokio::select! {
+                Some(r) = a.recv() => r,
+                Some(r) = b.recv() => r,
+                else => return,
+            };
+            if tx.send(r).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Registers every peer the TCP listener accepts with `auth`.
+pub fn accept_tcp_peers(
+    listener: EdgeTcpListener,
+    auth: Arc<TestAuth>,
+) -> tokio::sync::mpsc::UnboundedReceiver<Result<EdgePeer, String>> {
+    let (tx, peers) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(incoming) = listener.accept().await {
+            let tx = tx.clone();
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let r = match incoming.register(&*auth).await {
+                    Ok(TcpPeer::Zt(p)) => Ok(p),
+                    Ok(_) => Err("not zt/1".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = tx.send(r);
+            });
+        }
+    });
+    peers
+}
+
+pub fn tcp_dialer(trust: &EdgeTrust) -> TcpDialer {
+    TcpDialer::new(trust, test_settings()).unwrap()
 }
 
 /// Registers every peer `listener` accepts with `auth`, handing the outcomes to the
@@ -233,9 +324,21 @@ pub async fn connect_device(
 pub async fn client_pair(edge: &mut Edge) -> (PeerEndpoint, ClientConnection, ClientLink) {
     let device = edge.add_identity();
     let ep = peer_endpoint(&edge.trust());
-    let conn = connect_device(&ep, edge.addr, SERVER_NAME, &device)
-        .await
-        .unwrap();
+    let conn = match edge.tcp {
+        Some(at) => tcp_dialer(&edge.trust())
+            .connect_client(
+                at,
+                SERVER_NAME,
+                None,
+                client_registration(device.id),
+                &zt_proto::ProofKey::Shared(device.secret.derive_auth_key()),
+            )
+            .await
+            .unwrap(),
+        None => connect_device(&ep, edge.addr, SERVER_NAME, &device)
+            .await
+            .unwrap(),
+    };
     let EdgePeer::Client(link) = edge.next_peer().await.unwrap() else {
         panic!("expected a client link")
     };
@@ -246,9 +349,21 @@ pub async fn client_pair(edge: &mut Edge) -> (PeerEndpoint, ClientConnection, Cl
 pub async fn connector_pair(edge: &mut Edge) -> (PeerEndpoint, ConnectorConnection, ConnectorLink) {
     let tunnel = edge.add_identity();
     let ep = peer_endpoint(&edge.trust());
-    let conn = connect_tunnel(&ep, edge.addr, SERVER_NAME, &tunnel)
-        .await
-        .unwrap();
+    let conn = match edge.tcp {
+        Some(at) => tcp_dialer(&edge.trust())
+            .connect_connector(
+                at,
+                SERVER_NAME,
+                None,
+                connector_registration(tunnel.id, 0),
+                &tunnel.secret.derive_auth_key(),
+            )
+            .await
+            .unwrap(),
+        None => connect_tunnel(&ep, edge.addr, SERVER_NAME, &tunnel)
+            .await
+            .unwrap(),
+    };
     let EdgePeer::Connector(link) = edge.next_peer().await.unwrap() else {
         panic!("expected a connector link")
     };

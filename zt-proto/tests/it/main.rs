@@ -7,6 +7,8 @@ mod common;
 
 mod argotunnel;
 mod flows;
+mod over_tcp;
+mod over_tcp_abuse;
 mod proptest_frames;
 mod registration;
 mod tcp_splice;

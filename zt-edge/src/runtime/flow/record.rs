@@ -62,6 +62,7 @@ pub(super) fn note_connector(rec: &mut FlowRecord, conn: &ConnEntry) {
     rec.connector_id = Some(conn.connector_id);
     rec.connector_kind = Some(conn.kind());
     rec.connector_version = Some(conn.version.clone());
+    rec.connector_transport = Some(conn.transport().to_owned());
 }
 
 /// Why a spliced TCP flow ended, from how each direction ended.
