@@ -212,6 +212,7 @@ fn start_cluster(ns: String) -> Cluster {
                 ca_fingerprint: state.ca_fingerprint().parse().unwrap(),
                 default_vnet: Some(vnet),
                 identity_provider: None,
+                service_token: None,
             };
             tx.send((echo, sink, device)).unwrap();
             let _ = stopped.await;

@@ -144,6 +144,7 @@ pub async fn start_edge(dir: &Path) -> Result<ProvisionedEdge, SetupError> {
         ca_fingerprint: state.ca_fingerprint().parse()?,
         default_vnet: Some(vnet),
         identity_provider: None,
+        service_token: None,
     };
     Ok(ProvisionedEdge {
         edge,

@@ -155,10 +155,11 @@ async fn serve(
             .context("cannot connect to the edge")?,
     );
     if let zt_client::ConnectionState::Connected { edge, edge_name } = client.state() {
-        info!(
-            "connected to edge {edge_name} at {edge} as {}",
-            creds.user_email
-        );
+        let who = match &creds.service_token {
+            Some(name) => format!("service token {name}"),
+            None => creds.user_email.clone(),
+        };
+        info!("connected to edge {edge_name} at {edge} as {who}");
     }
     let work = async {
         match mode {

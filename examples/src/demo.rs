@@ -309,6 +309,7 @@ async fn start(dir: &Path) -> anyhow::Result<Running> {
             .context("reading the edge's CA fingerprint")?,
         default_vnet: Some(vnet),
         identity_provider: None,
+        service_token: None,
     };
     let client = Client::connect(&creds, ClientOptions::default())
         .await

@@ -50,6 +50,10 @@ enum Command {
     Rule(admin::RuleArgs),
     /// Manage users and their device credentials.
     User(admin::UserArgs),
+    /// List or revoke devices (`zt device list|revoke`).
+    Device(admin::DeviceArgs),
+    /// Manage service tokens for pipelines (`zt token create|list|revoke`).
+    Token(admin::TokenArgs),
     /// Manage the identity providers engineers sign in with (`zt login`).
     Idp(admin::IdpArgs),
     /// Show the edge's account tag and CA fingerprint.
@@ -103,6 +107,8 @@ fn main() -> std::process::ExitCode {
         Command::List(args) => admin::list(args),
         Command::Rule(args) => admin::rule(args),
         Command::User(args) => admin::user(args),
+        Command::Device(args) => admin::device(args),
+        Command::Token(args) => admin::token(args),
         Command::Idp(args) => admin::idp(args),
         Command::Account(args) => admin::account(args),
         Command::Plan(args) => admin::plan(args),

@@ -443,10 +443,18 @@ impl Dialer {
         let (conn, endpoint) = match attempt {
             Ok(c) => c,
             Err(zt_proto::ConnectError::Refused(r)) if r.retry == RetryAdvice::Never => {
+                // The edge says the same words for every refusal; what to do next depends
+                // on how this device got its credentials.
+                let next = match &self.key {
+                    zt_proto::ProofKey::Device(_) => {
+                        "the sign-in may have ended or been revoked: run `zt login` to sign in again"
+                    }
+                    _ => "the credentials may have expired or been revoked: ask an administrator for new ones",
+                };
                 return Err(AttemptError::Fatal {
                     edge: edge.to_owned(),
-                    message: r.message,
-                })
+                    message: format!("{} ({next})", r.message),
+                });
             }
             Err(e) => return Err(retry(e.to_string())),
         };

@@ -26,6 +26,7 @@ const EDGE: &str = "Edge";
 const CA_FINGERPRINT: &str = "EdgeCAFingerprint";
 const VIRTUAL_NETWORK: &str = "DefaultVirtualNetwork";
 const IDENTITY_PROVIDER: &str = "IdentityProvider";
+const SERVICE_TOKEN: &str = "ServiceToken";
 const KEYS: &[&str] = &[
     DEVICE_ID,
     USER_EMAIL,
@@ -35,6 +36,7 @@ const KEYS: &[&str] = &[
     CA_FINGERPRINT,
     VIRTUAL_NETWORK,
     IDENTITY_PROVIDER,
+    SERVICE_TOKEN,
 ];
 
 /// How a device proves who it is.
@@ -62,13 +64,16 @@ impl DeviceAuth {
 /// JSON form, keys in this order:
 /// `{"DeviceID":uuid,"UserEmail":…,"DeviceSecret":base64 | "DevicePrivateKey":base64,
 /// "Edge":["host:port",…],"EdgeCAFingerprint":hex,"DefaultVirtualNetwork":uuid,
-/// "IdentityProvider":name}`, the last two only when set; exactly one of `DeviceSecret` and
-/// `DevicePrivateKey`. `Debug` never shows the secret or the private key.
+/// "IdentityProvider":name,"ServiceToken":name}`, the last three only when set; exactly one
+/// of `DeviceSecret` and `DevicePrivateKey`. A service token's credentials (`zt token
+/// create`) carry `ServiceToken` and a `DeviceSecret`, and no `UserEmail`: a token belongs
+/// to no user. `Debug` never shows the secret or the private key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DeviceCredentials {
     /// The device's id (`DeviceID`).
     pub device_id: Uuid,
-    /// The email of the user the device is enrolled for (`UserEmail`).
+    /// The email of the user the device is enrolled for (`UserEmail`); empty for a service
+    /// token.
     pub user_email: String,
     /// What the device proves possession of: the device secret (`DeviceSecret`, same
     /// length rules and protections as a tunnel secret) or its private key
@@ -82,6 +87,8 @@ pub struct DeviceCredentials {
     pub default_vnet: Option<Uuid>,
     /// The identity provider the device was enrolled through (`IdentityProvider`), if any.
     pub identity_provider: Option<String>,
+    /// For a service token's credentials, the token's name (`ServiceToken`).
+    pub service_token: Option<String>,
 }
 
 impl DeviceCredentials {
@@ -97,12 +104,24 @@ impl DeviceCredentials {
         };
         let mut f = Fields::parse(input, KEYS, origin)?;
         let device_id = f.required_uuid(DEVICE_ID)?;
-        let user_email = f.required_nonempty_str(USER_EMAIL)?;
-        // Only a sanity check: a real address check belongs to the identity provider.
-        match user_email.rsplit_once('@') {
-            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {}
-            _ => return Err(ParseError::NotEmail { field: USER_EMAIL }),
+        let service_token = f.optional_str(SERVICE_TOKEN)?;
+        if service_token.as_deref() == Some("") {
+            return Err(ParseError::EmptyField {
+                field: SERVICE_TOKEN,
+            });
         }
+        let user_email = match (&service_token, f.has(USER_EMAIL)) {
+            (Some(_), false) => String::new(),
+            _ => {
+                let user_email = f.required_nonempty_str(USER_EMAIL)?;
+                // Only a sanity check: a real address check belongs to the identity provider.
+                match user_email.rsplit_once('@') {
+                    Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {}
+                    _ => return Err(ParseError::NotEmail { field: USER_EMAIL }),
+                }
+                user_email
+            }
+        };
         let auth = match (f.has(DEVICE_SECRET), f.has(DEVICE_PRIVATE_KEY)) {
             (true, false) => DeviceAuth::Secret(f.required_secret(DEVICE_SECRET)?),
             (false, true) => {
@@ -136,6 +155,7 @@ impl DeviceCredentials {
             ca_fingerprint,
             default_vnet: f.optional_uuid(VIRTUAL_NETWORK)?,
             identity_provider: f.optional_str(IDENTITY_PROVIDER)?,
+            service_token,
         })
     }
 
@@ -152,10 +172,13 @@ impl DeviceCredentials {
     pub fn to_json(&self) -> Zeroizing<String> {
         let text = self.user_email.len()
             + self.edge.iter().map(|e| e.len() + 3).sum::<usize>()
-            + self.identity_provider.as_ref().map_or(0, |p| p.len() + 24);
+            + self.identity_provider.as_ref().map_or(0, |p| p.len() + 24)
+            + self.service_token.as_ref().map_or(0, |t| t.len() + 20);
         let mut w = ObjectWriter::with_capacity(capacity_for_len(self.auth.secret_len(), text));
         w.str(DEVICE_ID, &self.device_id.hyphenated().to_string());
-        w.str(USER_EMAIL, &self.user_email);
+        if self.service_token.is_none() || !self.user_email.is_empty() {
+            w.str(USER_EMAIL, &self.user_email);
+        }
         match &self.auth {
             DeviceAuth::Secret(secret) => w.secret(DEVICE_SECRET, secret),
             DeviceAuth::Key(key) => w.secret_bytes(DEVICE_PRIVATE_KEY, key.expose_pkcs8()),
@@ -167,6 +190,9 @@ impl DeviceCredentials {
         }
         if let Some(idp) = &self.identity_provider {
             w.str(IDENTITY_PROVIDER, idp);
+        }
+        if let Some(token) = &self.service_token {
+            w.str(SERVICE_TOKEN, token);
         }
         w.finish()
     }
@@ -205,6 +231,7 @@ impl fmt::Debug for DeviceCredentials {
             .field("ca_fingerprint", &self.ca_fingerprint)
             .field("default_vnet", &self.default_vnet)
             .field("identity_provider", &self.identity_provider)
+            .field("service_token", &self.service_token)
             .finish()
     }
 }

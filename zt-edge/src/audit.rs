@@ -201,6 +201,10 @@ pub struct FlowRecord {
     /// The sign-in session (one per `zt login`), for devices enrolled through a provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_session: Option<Uuid>,
+    /// The service token's name, when the client authenticated with one (`zt token
+    /// create`) rather than as a user's device; `device_id` is then the token's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_token: Option<String>,
     /// The client's address as the edge saw it.
     pub source: SocketAddr,
     /// The private destination asked for.
@@ -268,6 +272,7 @@ impl FlowRecord {
             session_id: None,
             idp: None,
             login_session: None,
+            service_token: None,
             source,
             destination,
             vnet: None,
@@ -364,6 +369,9 @@ pub struct LoginRecord {
     pub idp: Option<String>,
     /// `browser`, `device_code` or `logout`.
     pub flow: String,
+    /// How the laptop reached the edge: `quic` or `tcp` (TLS over TCP).
+    #[serde(default)]
+    pub transport: String,
     /// Whether the sign-in enrolled a device (or the logout took effect).
     pub accepted: bool,
     /// The user's verified email, once the ID token was checked.

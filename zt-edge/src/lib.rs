@@ -96,9 +96,9 @@ pub use state::{
 // Typed records and their database.
 pub use store::{
     Db, Device, DeviceInfo, DeviceLogin, IdentityProvider, IdentityProviderInfo, IdpSubject, List,
-    ListKind, ReadTxn, Record, RecordKind, Route, Rule, SecretSha256, StoreError, Tunnel,
-    TunnelInfo, User, VirtualNetwork, WriteTxn, DEFAULT_GROUPS_CLAIM, DEFAULT_SESSION_LENGTH,
-    MAX_ATTEMPTS, MAX_NAME_LEN,
+    ListKind, ReadTxn, Record, RecordKind, Route, Rule, SecretSha256, ServiceToken,
+    ServiceTokenInfo, StoreError, Tunnel, TunnelInfo, User, VirtualNetwork, WriteTxn,
+    DEFAULT_GROUPS_CLAIM, DEFAULT_SESSION_LENGTH, MAX_ATTEMPTS, MAX_NAME_LEN,
 };
 
 // Storage backends.

@@ -35,6 +35,11 @@ impl Timestamp {
         (1..=9999).contains(&dt.year()).then_some(Self(dt))
     }
 
+    /// The same instant as a [`SystemTime`].
+    pub fn to_system_time(self) -> SystemTime {
+        SystemTime::from(self.0)
+    }
+
     /// Seconds since the Unix epoch (negative before it).
     pub fn unix_seconds(self) -> i64 {
         self.0.unix_timestamp()

@@ -127,6 +127,7 @@ impl ClientEdge {
             ca_fingerprint: self.pki.ca_fingerprint(),
             default_vnet: None,
             identity_provider: None,
+            service_token: None,
         }
     }
 

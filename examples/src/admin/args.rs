@@ -406,6 +406,73 @@ pub(super) enum UserCommand {
     },
 }
 
+/// `zt device`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct DeviceArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+    #[command(subcommand)]
+    pub(super) command: DeviceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DeviceCommand {
+    /// List devices with their users (keys are never shown).
+    List {
+        /// Only this user's devices (email or id).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke one device: it is refused at once and its live flows end (close reason
+    /// `revoked`); the user's other devices go on.
+    Revoke {
+        /// The device id (`zt device list`).
+        device: String,
+    },
+}
+
+/// `zt token`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct TokenArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+    #[command(subcommand)]
+    pub(super) command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum TokenCommand {
+    /// Create a service token for a pipeline and write its credentials (0600), which
+    /// `zt client --credentials FILE` uses exactly like a device's.
+    Create {
+        /// A unique name, as the audit log says it.
+        name: String,
+        /// A group policy sees (`identity.groups`); repeat for several.
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// How long the token works (`30d`, `12h`, `90m`); default: until revoked.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        /// Where to write the credentials (default: ./zt-token-NAME.json); never
+        /// overwritten.
+        #[arg(long, value_name = "PATH")]
+        output_file: Option<PathBuf>,
+        /// Edge address (HOST:PORT) the pipeline reaches; repeat for several (default: the
+        /// edge's own, when it knows them).
+        #[arg(long = "edge", value_name = "HOST:PORT")]
+        edge: Vec<String>,
+    },
+    /// List service tokens (secrets are never shown).
+    List,
+    /// Revoke a token: refused at once, its live flows end (close reason `revoked`).
+    Revoke {
+        /// Name or id.
+        token: String,
+    },
+}
+
 /// `zt account`
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_CODES)]

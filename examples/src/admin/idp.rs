@@ -12,24 +12,24 @@ use super::output::{arr, print_json, print_table, s};
 use super::{finish, CliError};
 
 /// Reads `12h`, `30m`, `45s`, `7d` (or plain seconds).
-fn parse_duration(text: &str) -> anyhow::Result<u64> {
+pub(super) fn parse_duration(text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
     let (num, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len()),
     );
     let n: u64 = num.parse().with_context(|| {
-        format!("session length {text:?}: expected a number and s, m, h or d, like 12h")
+        format!("duration {text:?}: expected a number and s, m, h or d, like 12h")
     })?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        other => anyhow::bail!("session length {text:?}: unknown unit {other:?}; use s, m, h or d"),
+        other => anyhow::bail!("duration {text:?}: unknown unit {other:?}; use s, m, h or d"),
     };
     let secs = n.saturating_mul(mult);
-    anyhow::ensure!(secs > 0, "session length {text:?} must be positive");
+    anyhow::ensure!(secs > 0, "duration {text:?} must be positive");
     Ok(secs)
 }
 

@@ -22,12 +22,14 @@
 mod account;
 mod args;
 mod config;
+mod device;
 mod http;
 mod idp;
 mod list;
 mod output;
 mod route;
 mod rule;
+mod token;
 mod tunnel;
 mod user;
 mod vnet;
@@ -37,14 +39,16 @@ use std::process::ExitCode;
 
 pub(crate) use account::run as account;
 pub(crate) use args::{
-    AccountArgs, ApplyArgs, ExportArgs, IdpArgs, ListArgs, PlanArgs, PolicyArgs, RouteArgs,
-    RuleArgs, TunnelArgs, UserArgs, VnetArgs,
+    AccountArgs, ApplyArgs, DeviceArgs, ExportArgs, IdpArgs, ListArgs, PlanArgs, PolicyArgs,
+    RouteArgs, RuleArgs, TokenArgs, TunnelArgs, UserArgs, VnetArgs,
 };
 pub(crate) use config::{apply, export, plan, policy};
+pub(crate) use device::run as device;
 pub(crate) use idp::run as idp;
 pub(crate) use list::run as list;
 pub(crate) use route::run as route;
 pub(crate) use rule::run as rule;
+pub(crate) use token::run as token;
 pub(crate) use tunnel::run as tunnel;
 pub(crate) use user::run as user;
 pub(crate) use vnet::run as vnet;

@@ -179,7 +179,9 @@ fn browser_and_device_sign_ins_reach_kubectl_with_the_provider_s_groups() {
         "zt login (browser) to signed in: {signed_in:?}; to the first API answer through SOCKS5: {first_answer:?}; the edge's CPU for the sign-in: {login_cpu} ms (10 ms ticks)"
     );
 
-    // Bob, outside k8s-admins, with the device code approved in the browser.
+    // Bob, outside k8s-admins, with the device code approved in the browser; his laptop
+    // reaches the edge over TLS on TCP (as where UDP is blocked), so the enrollment
+    // exchange runs on the edge's TCP listener.
     let bob_file = edge.path("login-bob.json");
     let mut p = Proc::spawn(
         "login-bob",
@@ -187,6 +189,8 @@ fn browser_and_device_sign_ins_reach_kubectl_with_the_provider_s_groups() {
             "login",
             &enrollment,
             "--device-code",
+            "--protocol",
+            "tcp",
             "--credentials",
             bob_file.to_str().unwrap(),
         ],
@@ -240,9 +244,12 @@ fn browser_and_device_sign_ins_reach_kubectl_with_the_provider_s_groups() {
     assert!(logins
         .iter()
         .any(|l| l["flow"] == "browser" && l["email"] == "alice@example.com"));
-    assert!(logins
-        .iter()
-        .any(|l| l["flow"] == "device_code" && l["email"] == "bob@example.com"));
+    assert!(logins.iter().any(|l| l["flow"] == "browser"
+        && l["email"] == "alice@example.com"
+        && l["transport"] == "quic"));
+    assert!(logins.iter().any(|l| l["flow"] == "device_code"
+        && l["email"] == "bob@example.com"
+        && l["transport"] == "tcp"));
     let flows: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|l| l["type"] == "flow" && l["destination"] == api.addr.to_string())
@@ -275,7 +282,13 @@ fn browser_and_device_sign_ins_reach_kubectl_with_the_provider_s_groups() {
 
     // zt logout: the edge revokes the device and the file is gone.
     let out = zt()
-        .args(["logout", "--credentials", bob_file.to_str().unwrap()])
+        .args([
+            "logout",
+            "--protocol",
+            "tcp",
+            "--credentials",
+            bob_file.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(

@@ -473,6 +473,7 @@ pub async fn login(
         ca_fingerprint: options.enrollment.ca_fingerprint,
         default_vnet,
         identity_provider: Some(idp),
+        service_token: None,
     })
 }
 

@@ -27,6 +27,7 @@ fn credentials(lb: &Loopback, edges: Vec<String>) -> DeviceCredentials {
         ca_fingerprint: lb.edge.state().ca_fingerprint().parse().unwrap(),
         default_vnet: Some(lb.records.vnet),
         identity_provider: None,
+        service_token: None,
     }
 }
 

@@ -192,6 +192,7 @@ fn device() -> DeviceCredentials {
         ca_fingerprint: CaFingerprint::from_bytes([0x5c; 32]),
         default_vnet: Some(Uuid::from_bytes([9; 16])),
         identity_provider: None,
+        service_token: None,
     }
 }
 

@@ -141,6 +141,7 @@ fn check_secret(secret_bytes: &[u8]) {
         ca_fingerprint: CaFingerprint::of_der(b"ca"),
         default_vnet: None,
         identity_provider: None,
+        service_token: None,
     };
     clean("DeviceCredentials", &format!("{device:?}\n{device:#?}"));
     // The serialised forms do hold it (they are meant to); make sure the check can fail.

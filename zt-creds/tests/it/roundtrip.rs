@@ -94,6 +94,7 @@ fn device() -> impl Strategy<Value = DeviceCredentials> {
                     ca_fingerprint,
                     default_vnet,
                     identity_provider: None,
+                    service_token: None,
                 }
             },
         )
@@ -127,6 +128,17 @@ proptest! {
         let json = d.to_json();
         let back = DeviceCredentials::from_json(json.as_bytes()).unwrap();
         prop_assert_eq!(&back, &d);
+        prop_assert_eq!(&back.to_json(), &json);
+    }
+
+    #[test]
+    fn service_token_credentials_round_trip(d in device(), name in text(1, 40)) {
+        // A token's credentials carry its name and no user.
+        let t = DeviceCredentials { user_email: String::new(), service_token: Some(name), ..d };
+        let json = t.to_json();
+        prop_assert!(!json.contains("\"UserEmail\""));
+        let back = DeviceCredentials::from_json(json.as_bytes()).unwrap();
+        prop_assert_eq!(&back, &t);
         prop_assert_eq!(&back.to_json(), &json);
     }
 

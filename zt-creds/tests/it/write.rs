@@ -148,6 +148,7 @@ fn device_credentials_write_and_load_like_tunnel_credentials() {
         ca_fingerprint: zt_creds::CaFingerprint::of_der(b"ca"),
         default_vnet: None,
         identity_provider: None,
+        service_token: None,
     };
     device.write(&path, ExistingFile::Refuse).unwrap();
     assert_eq!(mode_of(&path), 0o600);

@@ -167,11 +167,11 @@ impl Authenticator for EdgeAuthenticator {
             Claim::Client(c) => snapshot
                 .devices
                 .get(&c.device_id)
-                // A sign-in past its end no longer registers; `zt login` again.
+                // A sign-in past its end (`zt login` again) or an expired service token no
+                // longer registers.
                 .filter(|d| {
-                    d.login
-                        .as_ref()
-                        .is_none_or(|l| l.expires_at > crate::timestamp::Timestamp::now())
+                    d.expires_at
+                        .is_none_or(|at| at > crate::timestamp::Timestamp::now())
                 })
                 .map(|d| d.key.clone()),
             _ => None,

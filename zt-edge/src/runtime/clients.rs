@@ -13,6 +13,7 @@ use zt_proto::{ClientLink, CloseCode, EdgeEvent};
 use super::flow;
 use super::session::ClientSession;
 use super::shared::Shared;
+use crate::audit::CloseReason;
 
 /// Serves a registered client until its connection ends.
 pub(crate) async fn serve(shared: Arc<Shared>, link: ClientLink) {
@@ -43,14 +44,38 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
 
     let mut revisions = shared.revision.subscribe();
     let mut stop = shared.stop.subscribe();
-    // The lifetime counts from the device session's start, whichever connection started it.
-    let lifetime = shared.config.max_session_lifetime;
+    // The session ends at the first of: the edge's maximum lifetime, counted from the
+    // device session's start (whichever connection started it), and the end of the
+    // device's sign-in (a `zt login` device or a service token).
+    let far = Duration::from_secs(86_400 * 365);
+    let deadline = |snapshot: &super::snapshot::Snapshot| {
+        let lifetime = shared
+            .config
+            .max_session_lifetime
+            .map(|l| session.device.started + l);
+        let signed_in = snapshot
+            .devices
+            .get(&session.device_id)
+            .and_then(|d| d.expires_at)
+            .map(|at| {
+                let left = at
+                    .to_system_time()
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                std::time::Instant::now() + left
+            });
+        match (lifetime, signed_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    };
+    let mut ends_at = deadline(&shared.snapshot.load());
     let expiry = tokio::time::sleep_until(tokio::time::Instant::from_std(
-        session.device.started + lifetime.unwrap_or(Duration::from_secs(86_400 * 365)),
+        ends_at.unwrap_or(std::time::Instant::now() + far),
     ));
     tokio::pin!(expiry);
-    let mut expired = lifetime.is_none();
-    let drain = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    let mut expired = ends_at.is_none();
+    let drain = tokio::time::sleep(far);
     tokio::pin!(drain);
     loop {
         tokio::select! {
@@ -80,15 +105,31 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
             },
             changed = revisions.changed() => {
                 if changed.is_ok() {
-                    session.push_routes(&shared.snapshot.load_full()).await;
+                    let snapshot = shared.snapshot.load_full();
+                    if !snapshot.devices.contains_key(&session.device_id) {
+                        // Revoked, removed, or its user removed: every flow ends now.
+                        session.device.end(CloseReason::Revoked);
+                        info!("device revoked or removed; ending its session and every flow");
+                        session.link.close(CloseCode::GOING_AWAY, "device revoked");
+                        break;
+                    }
+                    session.push_routes(&snapshot).await;
+                    // A new sign-in of the same device moves its end.
+                    let now = deadline(&snapshot);
+                    if !expired && now != ends_at {
+                        ends_at = now;
+                        if let Some(at) = now {
+                            expiry.as_mut().reset(tokio::time::Instant::from_std(at));
+                        }
+                    }
                 }
             }
             _ = &mut expiry, if !expired => {
                 expired = true;
                 let grace = shared.config.session_drain;
-                session.device.expire();
-                info!(age_s = session.device.started.elapsed().as_secs(), "session reached its maximum lifetime; asking the client to re-authenticate");
-                session.go_away(grace, "session lifetime reached; reconnect to re-authenticate").await;
+                session.device.end(CloseReason::SessionExpired);
+                info!(age_s = session.device.started.elapsed().as_secs(), "session reached its end; asking the client to re-authenticate");
+                session.go_away(grace, "session ended; sign in again (`zt login`) or reconnect to re-authenticate").await;
                 drain.as_mut().reset(tokio::time::Instant::now() + grace);
             }
             _ = &mut drain => {

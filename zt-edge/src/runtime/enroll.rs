@@ -15,7 +15,6 @@ use std::time::{Duration, SystemTime};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 use zt_creds::DevicePublicKey;
@@ -100,8 +99,8 @@ struct Facts {
 pub(crate) async fn serve<R, W>(
     shared: Arc<Shared>,
     auth: Arc<EdgeAuthenticator>,
-    gate: Arc<Semaphore>,
     source: SocketAddr,
+    transport: &'static str,
     exporter: Exporter,
     mut recv: R,
     mut send: W,
@@ -109,6 +108,7 @@ pub(crate) async fn serve<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let gate = shared.enrollments.clone();
     let Ok(_permit) = gate.try_acquire() else {
         let _ = write(
             &mut send,
@@ -182,6 +182,7 @@ pub(crate) async fn serve<R, W>(
         source: source.ip(),
         idp: facts.idp,
         flow: flow.as_str().to_owned(),
+        transport: transport.to_owned(),
         accepted,
         email: facts.email,
         subject: facts.subject,

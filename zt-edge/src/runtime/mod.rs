@@ -446,8 +446,7 @@ async fn serve_enrollment(
         );
         return;
     };
-    let gate = shared.enrollments.clone();
-    enroll::serve(shared, auth, gate, source, exporter, recv, send).await;
+    enroll::serve(shared, auth, source, "quic", exporter, recv, send).await;
     // Let the last message reach the laptop before the connection goes.
     tokio::time::sleep(Duration::from_millis(50)).await;
     conn.close(CloseCode::NO_ERROR, "enrollment done");
@@ -474,12 +473,11 @@ async fn serve_enrollment_tcp(
 ) {
     use tokio::io::AsyncWriteExt;
     let (recv, mut send) = tokio::io::split(other.stream);
-    let gate = shared.enrollments.clone();
     enroll::serve(
         shared,
         auth,
-        gate,
         other.remote,
+        "tcp",
         other.exporter,
         recv,
         &mut send,

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use zt_proto::{ClientLink, RoutePush};
 
 use super::snapshot::Snapshot;
+use crate::audit::CloseReason;
 
 /// One device session, shared by the connections that carry it.
 pub(crate) struct DeviceSession {
@@ -37,6 +38,9 @@ pub(crate) struct DeviceSession {
     /// Set once the session reached its maximum lifetime: a connection that names it again
     /// starts a new session rather than joining one that is ending.
     expired: AtomicBool,
+    /// Why the edge ended the session (expiry, revocation), once it has: the close reason
+    /// of every flow it cut.
+    ended: Mutex<Option<CloseReason>>,
 }
 
 impl DeviceSession {
@@ -47,7 +51,22 @@ impl DeviceSession {
             posture: Mutex::new(Arc::new(HashMap::new())),
             flows: Semaphore::new(max_flows),
             expired: AtomicBool::new(false),
+            ended: Mutex::new(None),
         }
+    }
+
+    /// Records why the edge is ending the session; the first reason stays.
+    pub(crate) fn end(&self, reason: CloseReason) {
+        self.expired.store(true, Ordering::Release);
+        self.ended
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(reason);
+    }
+
+    /// Why the edge ended the session, if it has.
+    pub(crate) fn end_reason(&self) -> Option<CloseReason> {
+        *self.ended.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The checks of the latest posture report from any of the session's connections.
@@ -61,11 +80,6 @@ impl DeviceSession {
     /// Replaces the posture with the client's latest report.
     pub(crate) fn set_posture(&self, checks: HashMap<String, bool>) {
         *self.posture.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(checks);
-    }
-
-    /// Marks the session as past its lifetime.
-    pub(crate) fn expire(&self) {
-        self.expired.store(true, Ordering::Release);
     }
 }
 

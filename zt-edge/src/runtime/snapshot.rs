@@ -16,7 +16,9 @@ use zt_policy::{CompiledPolicy, PolicyConfig};
 use zt_proto::VerifyKey;
 use zt_routes::RouteSnapshot;
 
-use crate::store::{Db, Device, List, Route, Rule, SecretSha256, StoreError, Tunnel, User};
+use crate::store::{
+    Db, Device, List, Route, Rule, SecretSha256, ServiceToken, StoreError, Tunnel, User,
+};
 use crate::store::{Revision, VirtualNetwork};
 
 /// A tunnel as registration needs it.
@@ -35,13 +37,16 @@ pub(crate) struct DeviceEntry {
     pub(crate) identity: Arc<zt_policy::Identity>,
     /// For a device enrolled by a sign-in: the login session and when it ends.
     pub(crate) login: Option<LoginEntry>,
+    /// When the credential stops working (a sign-in's end, a service token's expiry).
+    pub(crate) expires_at: Option<crate::timestamp::Timestamp>,
+    /// The service token's name, when this "device" is one.
+    pub(crate) service_token: Option<String>,
 }
 
 /// A device's sign-in, as registration and audit need it.
 #[derive(Clone, Debug)]
 pub(crate) struct LoginEntry {
     pub(crate) session_id: Uuid,
-    pub(crate) expires_at: crate::timestamp::Timestamp,
 }
 
 /// A virtual network as sessions need it.
@@ -60,7 +65,8 @@ pub(crate) struct Snapshot {
     pub(crate) policy: Arc<CompiledPolicy>,
     /// Live (not deleted) tunnels.
     pub(crate) tunnels: HashMap<Uuid, TunnelEntry>,
-    /// Devices that are not revoked and whose user exists.
+    /// Devices that are not revoked and whose user exists, and live service tokens (which
+    /// authenticate as devices do), by id.
     pub(crate) devices: HashMap<Uuid, DeviceEntry>,
     pub(crate) vnets: Vec<VnetEntry>,
     pub(crate) routes: RouteSnapshot,
@@ -114,6 +120,7 @@ pub(crate) fn load(
     let routes: Vec<Route> = txn.list()?;
     let lists: Vec<List> = txn.list()?;
     let rules: Vec<Rule> = txn.list()?;
+    let tokens: Vec<ServiceToken> = txn.list()?;
     drop(txn);
 
     let tunnels = tunnels
@@ -131,6 +138,25 @@ pub(crate) fn load(
         })
         .collect();
     let users: HashMap<Uuid, User> = users.into_iter().map(|u| (u.id, u)).collect();
+    let now = crate::timestamp::Timestamp::now();
+    // Service tokens authenticate as devices do; their identity is their name and groups.
+    let token_entries = tokens.into_iter().filter(|t| t.is_live(now)).map(|t| {
+        (
+            t.id,
+            DeviceEntry {
+                key: VerifyKey::Shared(t.auth_key),
+                identity: Arc::new(zt_policy::Identity {
+                    id: t.id.to_string(),
+                    email: String::new(),
+                    groups: t.groups,
+                    idp: None,
+                }),
+                login: None,
+                expires_at: t.expires_at,
+                service_token: Some(t.name),
+            },
+        )
+    });
     let devices = devices
         .into_iter()
         .filter(|d| !d.revoked)
@@ -160,13 +186,15 @@ pub(crate) fn load(
                         groups,
                         idp: d.login.as_ref().map(|l| l.provider.clone()),
                     }),
+                    expires_at: d.login.as_ref().map(|l| l.expires_at),
+                    service_token: None,
                     login: d.login.map(|l| LoginEntry {
                         session_id: l.session_id,
-                        expires_at: l.expires_at,
                     }),
                 },
             ))
         })
+        .chain(token_entries)
         .collect();
 
     let table = route_table(&vnets, &routes)?;

@@ -38,11 +38,13 @@ pub enum Table {
     Config,
     /// Identity-provider records, keyed by id.
     IdentityProviders,
+    /// Service-token records, keyed by id.
+    ServiceTokens,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Tunnels,
         Table::VirtualNetworks,
         Table::Routes,
@@ -53,6 +55,7 @@ impl Table {
         Table::UniqueIndex,
         Table::Config,
         Table::IdentityProviders,
+        Table::ServiceTokens,
     ];
 
     /// A stable name for the table, usable as a table or key-prefix name in a backend.
@@ -68,6 +71,7 @@ impl Table {
             Table::UniqueIndex => "unique",
             Table::Config => "config",
             Table::IdentityProviders => "idps",
+            Table::ServiceTokens => "service_tokens",
         }
     }
 }

@@ -9,6 +9,7 @@ mod postgres;
 mod records;
 mod redb_store;
 mod seal;
+mod token;
 
 pub use backend::{BackendError, KeyValue, Revision, Store, StoreRead, StoreWrite, Table};
 pub use copy::{copy_store, CopyError, CopyReport};
@@ -34,3 +35,4 @@ pub use records::{
 };
 pub use redb_store::{OpenDbError, RedbStore};
 pub use seal::{SealError, SecretsKey, SecretsKeyError, SECRETS_KEY_LEN};
+pub use token::{ServiceToken, ServiceTokenInfo};

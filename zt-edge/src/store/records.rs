@@ -41,6 +41,8 @@ pub enum RecordKind {
     Device,
     /// [`IdentityProvider`](super::IdentityProvider).
     IdentityProvider,
+    /// [`ServiceToken`](super::ServiceToken).
+    ServiceToken,
 }
 
 impl RecordKind {
@@ -55,6 +57,7 @@ impl RecordKind {
             RecordKind::User => Table::Users,
             RecordKind::Device => Table::Devices,
             RecordKind::IdentityProvider => Table::IdentityProviders,
+            RecordKind::ServiceToken => Table::ServiceTokens,
         }
     }
 
@@ -69,6 +72,7 @@ impl RecordKind {
             RecordKind::User => "user",
             RecordKind::Device => "device",
             RecordKind::IdentityProvider => "identity provider",
+            RecordKind::ServiceToken => "service token",
         }
     }
 
@@ -83,6 +87,7 @@ impl RecordKind {
             RecordKind::User => "user",
             RecordKind::Device => "device",
             RecordKind::IdentityProvider => "idp",
+            RecordKind::ServiceToken => "token",
         }
     }
 }
@@ -243,14 +248,14 @@ impl<'de> Deserialize<'de> for SecretSha256 {
 }
 
 /// Serde for [`AuthKey`] as 64 lowercase hex digits (zt-creds keeps the type serde-free).
-mod auth_key_hex {
+pub(super) mod auth_key_hex {
     use super::*;
 
-    pub(super) fn serialize<S: Serializer>(key: &AuthKey, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(key: &AuthKey, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(key.expose_bytes()))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AuthKey, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AuthKey, D::Error> {
         let text = String::deserialize(d)?;
         hex::decode_array::<32>(&text)
             .map(AuthKey::from_bytes)

@@ -197,7 +197,7 @@ fn aad(table: &str, key: &[u8]) -> Vec<u8> {
 pub(crate) fn is_secret(table: Table) -> bool {
     matches!(
         table,
-        Table::Tunnels | Table::Devices | Table::IdentityProviders
+        Table::Tunnels | Table::Devices | Table::IdentityProviders | Table::ServiceTokens
     )
 }
 

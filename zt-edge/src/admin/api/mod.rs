@@ -21,6 +21,13 @@
 //! | GET, POST | `/v1/users` | list; add (returns the device credentials once) |
 //! | PATCH, DELETE | `/v1/users/{id or email}` | set groups; remove the user and revoke its devices |
 //! | PATCH | `/v1/routes/{id}` | change a route's tunnel or comment |
+//! | GET | `/v1/devices` | every device with its user's email (`?user=EMAIL or ID`) |
+//! | POST | `/v1/devices/{id}/revoke` | revoke one device: refused at once, its live flows end |
+//! | GET, POST | `/v1/tokens` | service tokens (never a secret); create (returns credentials once) |
+//! | POST | `/v1/tokens/{id or name}/revoke` | revoke a token: refused at once, its live flows end |
+//! | GET, POST | `/v1/idps` | identity providers (never a client secret); add |
+//! | DELETE | `/v1/idps/{id or name}` | remove a provider |
+//! | GET | `/v1/idps/{id or name}/enrollment` | the enrollment string for `zt login` |
 //! | POST | `/v1/config/plan` | the plan of a configuration file (`{file, options}`) |
 //! | POST | `/v1/config/apply` | apply it in one transaction (`{file, options, expected}`) |
 //! | GET | `/v1/config/drift` | changes made outside the file since the last apply |
@@ -28,16 +35,18 @@
 //!
 //! The routing table is [`handle`], the one place that maps a method and a path to an
 //! operation; the operations live in one module per resource (`account`, `tunnels`,
-//! `routes`, `vnets`, `lists`, `rules`, `users`), and the lookups by id or name they share
+//! `routes`, `vnets`, `lists`, `rules`, `users`, `devices`, `tokens`, `idps`), and the lookups by id or name they share
 //! (with the not-found errors that say which command lists the records) in `lookup`.
 
 mod account;
 mod config;
+mod devices;
 mod idps;
 mod lists;
 mod lookup;
 mod routes;
 mod rules;
+mod tokens;
 mod tunnels;
 mod users;
 mod vnets;
@@ -137,6 +146,11 @@ pub(crate) fn handle(ctx: &Ctx, req: &ApiRequest) -> Reply {
         ["v1", "users", key] if m == Method::DELETE => users::remove(ctx, key),
         ["v1", "users", key] if m == Method::PATCH => users::update(ctx, req, key),
         ["v1", "routes", id] if m == Method::PATCH => routes::update(ctx, req, id),
+        ["v1", "devices"] if m == Method::GET => devices::list(ctx, req),
+        ["v1", "devices", key, "revoke"] if m == Method::POST => devices::revoke(ctx, key),
+        ["v1", "tokens"] if m == Method::GET => tokens::list(ctx),
+        ["v1", "tokens"] if m == Method::POST => tokens::create(ctx, req),
+        ["v1", "tokens", key, "revoke"] if m == Method::POST => tokens::revoke(ctx, key),
         ["v1", "idps"] if m == Method::GET => idps::list(ctx),
         ["v1", "idps"] if m == Method::POST => idps::add(ctx, req),
         ["v1", "idps", key] if m == Method::DELETE => idps::remove(ctx, key),
@@ -146,7 +160,7 @@ pub(crate) fn handle(ctx: &Ctx, req: &ApiRequest) -> Reply {
         ["v1", "config", "drift"] if m == Method::GET => config::drift(ctx),
         ["v1", "config", "export"] if m == Method::GET => config::export(ctx),
         ["v1", "account" | "tunnels" | "routes" | "vnets" | "lists" | "rules" | "users" | "idps"
-        | "config", ..] => Err(ApiError::new(
+        | "devices" | "tokens" | "config", ..] => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{m} is not supported on /{}", req.segments.join("/")),

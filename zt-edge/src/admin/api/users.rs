@@ -42,7 +42,7 @@ struct AddUser {
     edge: Vec<String>,
 }
 
-fn check_edge_address(a: &str) -> Result<(), ApiError> {
+pub(super) fn check_edge_address(a: &str) -> Result<(), ApiError> {
     let ok = matches!(a.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
     if ok {
         Ok(())
@@ -105,6 +105,7 @@ pub(super) fn add(ctx: &Ctx, req: &ApiRequest) -> Reply {
         ca_fingerprint,
         default_vnet: vnet,
         identity_provider: None,
+        service_token: None,
     };
     // The only time the device secret leaves the edge.
     let credentials: Value = serde_json::from_str(&credentials.to_json())
@@ -157,7 +158,7 @@ pub(super) fn update(ctx: &Ctx, req: &ApiRequest, key: &str) -> Reply {
 
 /// The groups of a request, trimmed and without repeats; an empty name or one with control
 /// characters is refused.
-fn checked_groups(given: &[String]) -> Result<Vec<String>, ApiError> {
+pub(super) fn checked_groups(given: &[String]) -> Result<Vec<String>, ApiError> {
     let mut groups: Vec<String> = Vec::new();
     for g in given {
         let g = g.trim();

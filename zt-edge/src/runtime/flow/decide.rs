@@ -57,10 +57,16 @@ pub(super) fn decide(
     rec: &mut FlowRecord,
 ) -> Result<Decided, Refusal> {
     if session.is_closing() || shared.draining.load(Ordering::Acquire) {
+        // The reason the session is ending (expiry, revocation); a shutting-down edge
+        // counts as the session's end too.
+        let reason = session
+            .device
+            .end_reason()
+            .unwrap_or(CloseReason::SessionExpired);
         return Err(refuse(
             FlowStatusCode::Draining,
             "session is ending; reconnect",
-            CloseReason::SessionExpired,
+            reason,
         ));
     }
     let Some(device) = snapshot.devices.get(&session.device_id) else {
@@ -70,7 +76,12 @@ pub(super) fn decide(
             CloseReason::Denied,
         ));
     };
-    rec.identity_email = Some(device.identity.email.clone());
+    rec.service_token = device.service_token.clone();
+    // A service token has no user; its line names the token instead.
+    rec.identity_email = device
+        .service_token
+        .is_none()
+        .then(|| device.identity.email.clone());
     rec.idp = device.identity.idp.clone();
     rec.login_session = device.login.as_ref().map(|l| l.session_id);
     let Some(vnet) = snapshot.resolve_vnet(&session.vnet_requested) else {

@@ -59,6 +59,19 @@ pub(crate) async fn serve(
     if let Err(refusal) = carry(&shared, &session, &header, responder, &mut rec).await {
         rec.close_reason = refusal.reason;
     }
+    // A flow the edge cut by ending its session (expiry, revocation) says why.
+    if let Some(reason) = session.device.end_reason() {
+        if matches!(
+            rec.close_reason,
+            CloseReason::ConnectionLost
+                | CloseReason::ClientReset
+                | CloseReason::OriginReset
+                | CloseReason::Error
+                | CloseReason::SessionExpired
+        ) {
+            rec.close_reason = reason;
+        }
+    }
     record::finish(&shared, rec, started);
     shared.client_flows.fetch_sub(1, Ordering::AcqRel);
 }
