@@ -122,6 +122,11 @@ struct RunArgs {
     /// go away and its client authenticates again. Default: no limit.
     #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
     max_session_lifetime: Option<std::time::Duration>,
+    /// How long a session that reached its end (its lifetime, its sign-in's or service
+    /// token's expiry) keeps its open flows after the client is told to go away (e.g.
+    /// `10s`, `0s` to cut them at once). Revocation never waits.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = zt_connector::parse_duration)]
+    session_drain: std::time::Duration,
     /// How long a connection may stay silent before it counts as dead (e.g. `10s`).
     /// Keep-alives go every second, so this is how long a total outage connections ride
     /// out; connectors and clients use the shorter of theirs and this one.
@@ -231,6 +236,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.server_names = server_names(&args.server_names);
     config.advertise = args.advertise;
     config.max_session_lifetime = args.max_session_lifetime;
+    config.session_drain = args.session_drain;
     config.transport.idle_timeout = args.idle_timeout;
     config.cloudflared = !args.no_cloudflared;
     config.tcp_listen = args.tcp_listen;

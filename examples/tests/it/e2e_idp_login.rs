@@ -89,7 +89,7 @@ fn edge_with_idp(idp: &OidcProvider) -> (Edge, Connector, String) {
 }
 
 /// `zt login` through the browser as `login`; returns the credentials file.
-fn browser_login(
+pub(crate) fn browser_login(
     rt: &tokio::runtime::Runtime,
     edge: &Edge,
     enrollment: &str,

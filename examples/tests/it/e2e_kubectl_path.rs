@@ -15,7 +15,7 @@ use crate::support::*;
 use rustls::pki_types::ServerName;
 use zt_testkit::pki::KubePki;
 
-const VERSION_JSON: &str = r#"{"major":"1","minor":"24","gitVersion":"v1.24.1","gitCommit":"3ddd0f45aa91e2f30c70734b175631bec5b5825a","gitTreeState":"clean","buildDate":"2022-05-24T12:18:48Z","goVersion":"go1.18.2","compiler":"gc","platform":"linux/amd64"}"#;
+pub(crate) const VERSION_JSON: &str = r#"{"major":"1","minor":"24","gitVersion":"v1.24.1","gitCommit":"3ddd0f45aa91e2f30c70734b175631bec5b5825a","gitTreeState":"clean","buildDate":"2022-05-24T12:18:48Z","goVersion":"go1.18.2","compiler":"gc","platform":"linux/amd64"}"#;
 
 /// The stand-in API server: mutual TLS, one HTTP/1.1 request per connection.
 pub(crate) fn api_server(bind: &str, config: Arc<rustls::ServerConfig>) -> Origin {

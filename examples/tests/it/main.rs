@@ -31,6 +31,7 @@ mod e2e_policy;
 mod e2e_postgres;
 mod e2e_replicas;
 mod e2e_rolling_restart;
+mod e2e_sessions;
 mod e2e_tun;
 mod e2e_udp;
 mod faults_blackhole;
