@@ -35,12 +35,18 @@
 //!   line). Routes and policy are recompiled on every store revision and swapped together
 //!   as one snapshot; a flow decides on the snapshot it started with, and is refused with
 //!   close reason `revoked` if its device is gone from the current one before it carries
-//!   bytes. A policy that does not compile keeps the last good one. `/metrics` and `/ready`
-//!   when asked.
+//!   bytes. A session whose device, user or service token is revoked ends at that reload,
+//!   with every flow it carries (close reason `revoked`); one that reaches its end (the
+//!   sign-in's or token's expiry, the maximum lifetime) is told to go away and its open
+//!   flows are closed after the drain period (`session_expired`). A policy that does not
+//!   compile keeps the last good one. `/metrics` and `/ready` when asked.
+//! - **The TLS-over-TCP listener** serves the same registration and flows as QUIC for
+//!   networks that drop UDP, and the enrollment exchange of `zt login` on both.
 //!
 //! The store keeps policy expressions and list items as text; zt-policy parses them, and
-//! zt-routes checks route prefixes. No secret is stored: tunnels and devices keep the key
-//! derived from their secret.
+//! zt-routes checks route prefixes. No secret is stored: tunnels, devices and service
+//! tokens keep the key derived from their secret, and devices enrolled by `zt login` only
+//! their public key.
 //!
 //! # Example
 //!

@@ -427,10 +427,12 @@ fn bad_device_credentials_give_their_exact_error() {
             MissingField { field: "UserEmail" },
         ),
         (
-            "missing DeviceSecret",
+            "neither DeviceSecret nor DevicePrivateKey",
             obj(&[id, email, edge, fp]),
-            MissingField {
-                field: "DeviceSecret",
+            OneOf {
+                first: "DeviceSecret",
+                second: "DevicePrivateKey",
+                found: "neither is",
             },
         ),
         (

@@ -14,7 +14,8 @@
 //! A flow decides everything on one revision, from its first decision to its audit line.
 //! Opening and inspecting take time, so before the client is told `ok`, and again before the
 //! splice, the flow checks that its device is still live in the edge's current revision; a
-//! device removed meanwhile gets its flow refused with close reason `revoked`.
+//! device removed meanwhile gets its flow refused with close reason `revoked`. A flow cut
+//! because the edge ended its session says why: `revoked` or `session_expired`.
 
 mod decide;
 mod inspect;
