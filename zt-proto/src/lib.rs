@@ -37,7 +37,10 @@
 //! use std::time::{Duration, Instant};
 //! use uuid::Uuid;
 //! use zt_creds::TunnelSecret;
-//! use zt_proto::{ConnectorClaim, ConnectorControl, EdgeControl, EdgeEvent, Limits, PeerEvent};
+//! use zt_proto::{
+//!     ConnectorClaim, ConnectorControl, EdgeControl, EdgeEvent, Limits, PeerEvent, ProofKey,
+//!     VerifyKey,
+//! };
 //!
 //! let secret = TunnelSecret::generate();
 //! let key = secret.derive_auth_key(); // what the edge stores
@@ -52,12 +55,12 @@
 //! };
 //! let timeout = Duration::from_secs(5);
 //! let mut connector =
-//!     ConnectorControl::new(claim, "zt 0.1", vec![], &key, &exporter, now, timeout, Limits::default())?;
+//!     ConnectorControl::new(claim, "zt 0.1", vec![], &ProofKey::Shared(key.clone()), &exporter, now, timeout, Limits::default())?;
 //! let mut edge = EdgeControl::new(exporter, Uuid::new_v4(), "edge-1", now, timeout, Limits::default());
 //!
 //! edge.handle_input(&connector.poll_transmit().expect("register frame"))?;
 //! let Some(EdgeEvent::AuthRequired(_claim)) = edge.poll_event() else { unreachable!() };
-//! edge.authenticate(Some(&key)); // the edge looked the key up for the claim
+//! edge.authenticate(Some(&VerifyKey::Shared(key))); // the edge looked the key up for the claim
 //! connector.handle_input(&edge.poll_transmit().expect("answer"))?;
 //! assert!(matches!(connector.poll_event(), Some(PeerEvent::Registered(r)) if r.edge_name == "edge-1"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())

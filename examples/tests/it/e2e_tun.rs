@@ -690,7 +690,8 @@ fn tun_mode_without_privilege_names_the_capability() {
 /// A device-code sign-in run inside the laptop namespace (`zt login --device-code`, the code
 /// approved in headless Chromium at a real OpenID Provider), then `zt client tun` with the
 /// resulting credentials: kubectl reaches the stand-in API server with no proxy, because
-/// the provider put the engineer in `k8s-admins`.
+/// the provider put the engineer in `k8s-admins`. Then the device is revoked while a slow
+/// download over TUN is open: the flow ends at once with close reason `revoked`.
 #[test]
 fn tun_mode_after_a_device_code_sign_in() {
     use zt_testkit::oidc::{
@@ -854,6 +855,49 @@ fn tun_mode_after_a_device_code_sign_in() {
         started.elapsed()
     );
     kubectl_version_in(&laptop, dir.path());
+
+    // Revocation over TUN: a slow download is open when the device is revoked; the flow
+    // ends at once with close reason `revoked`.
+    let device: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap();
+    let device_id = device["DeviceID"].as_str().unwrap().to_owned();
+    let mut download = Command::new("ip")
+        .args(["netns", "exec", &laptop, "curl", "-sS", "--noproxy", "*"])
+        .args(["--limit-rate", "100K", "-o", "/dev/null"])
+        .arg("--cacert")
+        .arg(dir.path().join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.path().join("client.pem"))
+        .arg("--key")
+        .arg(dir.path().join("client.key"))
+        .arg("https://198.51.100.101/bytes/50000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        download.try_wait().unwrap().is_none(),
+        "the throttled download is still running"
+    );
+    let revoked = Instant::now();
+    edge.admin(&["device", "revoke", &device_id]);
+    let status = eventually("the download over TUN ends after the revocation", || {
+        download.try_wait().unwrap()
+    });
+    println!(
+        "MEASURED zt device revoke to the end of the open download over TUN: {:?}",
+        revoked.elapsed()
+    );
+    assert!(!status.success(), "the download was cut, not finished");
+    let line = eventually("the download's audit line", || {
+        edge.flow_audit_lines()
+            .into_iter()
+            .find(|l| l["device_id"] == device_id.as_str() && l["close_reason"] != "completed")
+    });
+    assert_eq!(line["close_reason"], "revoked", "{line}");
+    assert_eq!(line["destination"], "198.51.100.101:443", "{line}");
+
     client.signal("TERM");
     client.wait_exit();
     drop(origin);

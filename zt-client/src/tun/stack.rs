@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +109,9 @@ struct Conn {
     pending: Option<Bytes>,
     /// The flow finished; close the socket once `pending` is written.
     flow_fin: bool,
+    /// Set by the flow's task when the flow was reset or lost: the caller is reset at
+    /// once, and bytes still queued for it are dropped, as a TCP reset does.
+    flow_reset: Arc<AtomicBool>,
     /// `close()` was called on the socket.
     closed: bool,
     /// The handshake completed once.
@@ -257,7 +261,14 @@ impl Stack {
         let handle = self.sockets.add(socket);
         let (to_flow, app_rx) = mpsc::channel(CHUNKS);
         let (flow_tx, from_flow) = mpsc::channel(CHUNKS);
-        tokio::spawn(carry(flow, app_rx, flow_tx, self.kick.clone()));
+        let flow_reset = Arc::new(AtomicBool::new(false));
+        tokio::spawn(carry(
+            flow,
+            app_rx,
+            flow_tx,
+            self.kick.clone(),
+            flow_reset.clone(),
+        ));
         debug!(src = %d.src, dst = %d.dst, "TUN connection carried as a flow");
         self.conns.insert(
             handle,
@@ -266,6 +277,7 @@ impl Stack {
                 from_flow: Some(from_flow),
                 pending: None,
                 flow_fin: false,
+                flow_reset,
                 closed: false,
                 established: false,
                 syn_seen: false,
@@ -358,7 +370,16 @@ impl Stack {
                     conn.to_flow = None;
                 }
             }
-            // Flow → local caller.
+            // Flow → local caller. A flow that was reset or lost resets the caller now, even
+            // with bytes still queued for it (a slow reader must not delay the reset).
+            if !conn.flow_fin && conn.from_flow.is_some() && conn.flow_reset.load(Ordering::Acquire)
+            {
+                sock.abort();
+                conn.from_flow = None;
+                conn.to_flow = None;
+                conn.pending = None;
+                progress = true;
+            }
             loop {
                 if conn.pending.is_none() {
                     let Some(rx) = &mut conn.from_flow else { break };
@@ -499,6 +520,7 @@ async fn carry(
     mut from_app: mpsc::Receiver<Chunk>,
     to_app: mpsc::Sender<Chunk>,
     kick: Arc<Notify>,
+    reset: Arc<AtomicBool>,
 ) {
     let (mut send, mut recv) = flow.into_split();
     let clean = {
@@ -524,9 +546,17 @@ async fn carry(
             loop {
                 match recv.read_chunk().await {
                     Ok(Some(chunk)) => {
-                        if to_app.send(Chunk::Data(chunk)).await.is_err() {
-                            return false;
-                        }
+                        // While the caller reads slowly, a reset or a lost connection
+                        // must still reset it at once.
+                        let permit = tokio::select! {
+                            p = to_app.reserve() => p,
+                            e = recv.interrupted() => {
+                                debug!(error = %e, "flow reset or lost while the caller was slow; resetting the TUN connection");
+                                return false;
+                            }
+                        };
+                        let Ok(permit) = permit else { return false };
+                        permit.send(Chunk::Data(chunk));
                         kick.notify_one();
                     }
                     Ok(None) => {
@@ -562,6 +592,7 @@ async fn carry(
     if !clean {
         send.reset(ResetCode::CONNECTION_RESET);
         recv.stop(ResetCode::CONNECTION_RESET);
+        reset.store(true, Ordering::Release);
     }
     // Dropping `to_app` here without a FIN tells the stack to reset the caller.
     drop(to_app);

@@ -32,6 +32,28 @@ pub(crate) async fn serve(shared: Arc<Shared>, link: ClientLink) {
     shared.device_sessions.sweep();
 }
 
+/// Why a session reaches its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The edge's `--max-session-lifetime`.
+    Lifetime,
+    /// The device's sign-in (`zt login`).
+    SignInEnded,
+    /// The service token's expiry.
+    TokenExpired,
+}
+
+impl End {
+    /// What the go-away tells the client.
+    fn says(self) -> &'static str {
+        match self {
+            Self::Lifetime => "session lifetime reached; reconnect to re-authenticate",
+            Self::SignInEnded => "the sign-in has ended; run `zt login` to sign in again",
+            Self::TokenExpired => "the service token has expired",
+        }
+    }
+}
+
 async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connection: Uuid) {
     info!(remote = %session.remote, vnet = %session.vnet_requested, "client connection joined its session");
     shared.metrics.session_started();
@@ -46,35 +68,38 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
     let mut stop = shared.stop.subscribe();
     // The session ends at the first of: the edge's maximum lifetime, counted from the
     // device session's start (whichever connection started it), and the end of the
-    // device's sign-in (a `zt login` device or a service token).
+    // device's sign-in or the service token's expiry.
     let far = Duration::from_secs(86_400 * 365);
-    let deadline = |snapshot: &super::snapshot::Snapshot| {
+    let deadline = |snapshot: &super::snapshot::Snapshot| -> Option<(std::time::Instant, End)> {
         let lifetime = shared
             .config
             .max_session_lifetime
-            .map(|l| session.device.started + l);
-        let signed_in = snapshot
-            .devices
-            .get(&session.device_id)
-            .and_then(|d| d.expires_at)
-            .map(|at| {
-                let left = at
-                    .to_system_time()
-                    .duration_since(std::time::SystemTime::now())
-                    .unwrap_or_default();
-                std::time::Instant::now() + left
-            });
-        match (lifetime, signed_in) {
-            (Some(a), Some(b)) => Some(a.min(b)),
+            .map(|l| (session.device.started + l, End::Lifetime));
+        let credential = snapshot.devices.get(&session.device_id).and_then(|d| {
+            let at = d.expires_at?;
+            let left = at
+                .to_system_time()
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            let why = if d.service_token.is_some() {
+                End::TokenExpired
+            } else {
+                End::SignInEnded
+            };
+            Some((std::time::Instant::now() + left, why))
+        });
+        match (lifetime, credential) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
             (a, b) => a.or(b),
         }
     };
-    let mut ends_at = deadline(&shared.snapshot.load());
-    let expiry = tokio::time::sleep_until(tokio::time::Instant::from_std(
-        ends_at.unwrap_or(std::time::Instant::now() + far),
-    ));
+    let far_away = || tokio::time::Instant::now() + far;
+    let mut ends = deadline(&shared.snapshot.load());
+    let expiry = tokio::time::sleep_until(
+        ends.map_or_else(far_away, |(at, _)| tokio::time::Instant::from_std(at)),
+    );
     tokio::pin!(expiry);
-    let mut expired = ends_at.is_none();
+    let mut expired = false;
     let drain = tokio::time::sleep(far);
     tokio::pin!(drain);
     loop {
@@ -116,20 +141,21 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
                     session.push_routes(&snapshot).await;
                     // A new sign-in of the same device moves its end.
                     let now = deadline(&snapshot);
-                    if !expired && now != ends_at {
-                        ends_at = now;
-                        if let Some(at) = now {
-                            expiry.as_mut().reset(tokio::time::Instant::from_std(at));
-                        }
+                    if !expired && now != ends {
+                        ends = now;
+                        expiry.as_mut().reset(
+                            ends.map_or_else(far_away, |(at, _)| tokio::time::Instant::from_std(at)),
+                        );
                     }
                 }
             }
-            _ = &mut expiry, if !expired => {
+            _ = &mut expiry, if !expired && ends.is_some() => {
                 expired = true;
                 let grace = shared.config.session_drain;
                 session.device.end(CloseReason::SessionExpired);
-                info!(age_s = session.device.started.elapsed().as_secs(), "session reached its end; asking the client to re-authenticate");
-                session.go_away(grace, "session ended; sign in again (`zt login`) or reconnect to re-authenticate").await;
+                let why = ends.map_or(End::Lifetime, |e| e.1);
+                info!(age_s = session.device.started.elapsed().as_secs(), reason = why.says(), "session reached its end; asking the client to go away");
+                session.go_away(grace, why.says()).await;
                 drain.as_mut().reset(tokio::time::Instant::now() + grace);
             }
             _ = &mut drain => {

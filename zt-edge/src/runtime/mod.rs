@@ -149,21 +149,45 @@ impl Edge {
             dir: state.dir().to_path_buf(),
             source,
         })?;
-        let listener = Arc::new(bind_listener(&state, &config, &identity)?);
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| zt_proto::EndpointError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-
-        let mut tcp_addrs = Vec::new();
-        if config.tcp_on_listen_port {
-            tcp_addrs.push(local_addr);
-        }
-        tcp_addrs.extend(config.tcp_listen.iter().copied());
-        let mut tcp_listeners = Vec::new();
-        for addr in tcp_addrs {
+        // With an ephemeral port (`--listen …:0`, tests), the TCP listener on the same port
+        // number may find it taken by another process: choose another port pair, a few
+        // times. A fixed port is bound once and its error reported.
+        let ephemeral = config.listen.port() == 0 && config.tcp_on_listen_port;
+        let mut attempt = 0;
+        let (listener, local_addr, mut tcp_listeners) = loop {
+            attempt += 1;
+            let listener = Arc::new(bind_listener(&state, &config, &identity)?);
+            let local_addr =
+                listener
+                    .local_addr()
+                    .map_err(|source| zt_proto::EndpointError::Bind {
+                        addr: config.listen,
+                        source,
+                    })?;
+            if !config.tcp_on_listen_port {
+                break (listener, local_addr, Vec::new());
+            }
+            match EdgeTcpListener::bind(
+                local_addr,
+                &identity,
+                &config.edge_name,
+                config.transport.clone(),
+            )
+            .await
+            {
+                Ok(l) => break (listener, local_addr, vec![l]),
+                Err(zt_proto::EndpointError::Bind { source, .. })
+                    if ephemeral
+                        && attempt < 16
+                        && source.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    listener.close(CloseCode::NO_ERROR, "port taken for TCP");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        for addr in config.tcp_listen.iter().copied() {
             let l =
                 EdgeTcpListener::bind(addr, &identity, &config.edge_name, config.transport.clone())
                     .await?;

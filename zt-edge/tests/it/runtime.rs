@@ -791,15 +791,28 @@ async fn a_rule_that_does_not_compile_keeps_the_last_good_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_device_loses_access_at_its_next_flow() {
+async fn a_revoked_device_loses_its_session_at_once() {
     let lb = served(|_| {}, &["127.0.0.0/8"], vec![allow_all()]).await;
     let origin = hashing_origin("127.0.0.1:0", 2);
     round_trip(open(&lb.client, origin.addr).await.unwrap(), b"ok", 2).await;
     let mut revoked = lb.records.device.clone();
     revoked.revoked = true;
     update(&lb.edge, move |txn| txn.put(&revoked).unwrap()).await;
-    let st = refused(open(&lb.client, origin.addr).await);
-    assert_eq!(st.code, FlowStatusCode::Denied);
+    // The edge ends the revoked device's session at once, not only its next flow.
+    let lost = tokio::time::timeout(WAIT, lb.client.closed())
+        .await
+        .expect("the revoked device's connection is closed");
+    assert!(format!("{lost:?}").contains("device revoked"), "{lost:?}");
+    assert!(open(&lb.client, origin.addr).await.is_err());
+    // And it does not register again.
+    let again = connect_client(
+        &lb.edge,
+        &lb.endpoint,
+        lb.records.device.id,
+        &lb.records.device_secret,
+    )
+    .await;
+    assert!(again.is_err(), "a revoked device registered again");
     lb.edge.shutdown().await;
 }
 
@@ -909,13 +922,20 @@ async fn a_device_removed_while_its_flow_opens_is_refused_not_inspected_without_
     .await;
     release_tx.send(()).unwrap();
     let (result, _client) = tokio::time::timeout(WAIT, flow).await.unwrap().unwrap();
-    let st = refused(result);
+    // Either the flow's own check refuses it or the session, ended at once by the
+    // removal, takes it down first; never does it open.
+    match result {
+        Err(zt_proto::OpenError::Refused(st)) => {
+            assert_eq!(st.code, FlowStatusCode::Denied);
+            assert!(st.detail.contains("no longer authorized"), "{}", st.detail);
+        }
+        Err(e) => assert!(format!("{e:?}").contains("device revoked"), "{e:?}"),
+        Ok(_) => panic!("the flow of a removed device opened"),
+    }
     println!(
-        "MEASURED open held, device removed, refused after {:?}",
+        "MEASURED open held, device removed, flow ended after {:?}",
         started.elapsed()
     );
-    assert_eq!(st.code, FlowStatusCode::Denied);
-    assert!(st.detail.contains("no longer authorized"), "{}", st.detail);
 
     let mut lines = Vec::new();
     wait_for("the flow's audit line", || {

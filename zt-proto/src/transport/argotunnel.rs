@@ -22,7 +22,7 @@ fn quic_stream(send: quinn::SendStream, recv: quinn::RecvStream) -> FlowStream {
     FlowStream::new(
         send.id().index(),
         FlowSendStream::from_quic(send),
-        FlowRecvStream::from_quic(recv),
+        FlowRecvStream::from_quic(recv, None),
     )
 }
 

@@ -87,21 +87,22 @@ impl Quic {
 }
 
 fn halves(
+    conn: &quinn::Connection,
     (send, recv): (quinn::SendStream, quinn::RecvStream),
 ) -> (FlowSendStream, FlowRecvStream) {
     (
         FlowSendStream::from_quic(send),
-        FlowRecvStream::from_quic(recv),
+        FlowRecvStream::from_quic(recv, Some(conn.clone())),
     )
 }
 
 impl Transport for Quic {
     async fn open_bi(&self) -> Result<(FlowSendStream, FlowRecvStream), ConnectionLost> {
-        self.0.open_bi().await.map(halves)
+        self.0.open_bi().await.map(|s| halves(&self.0, s))
     }
 
     async fn accept_bi(&self) -> Result<(FlowSendStream, FlowRecvStream), ConnectionLost> {
-        self.0.accept_bi().await.map(halves)
+        self.0.accept_bi().await.map(|s| halves(&self.0, s))
     }
 
     fn send_datagram(&self, datagram: Bytes) -> Result<(), DatagramError> {

@@ -425,6 +425,21 @@ impl H2Recv {
         }
     }
 
+    /// Waits until the stream's connection is lost (an HTTP/2 reset of this one stream is
+    /// seen by the next read).
+    pub(crate) async fn connection_lost(&self) -> FlowError {
+        let mut rx = self.conn.lost.subscribe();
+        let lost = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|v| v.clone());
+        match lost {
+            Some(lost) => FlowError::ConnectionLost(lost),
+            None => FlowError::Closed,
+        }
+    }
+
     pub(crate) fn stop(&mut self, code: ResetCode) {
         if !matches!(self.state, RecvState::Done) {
             self.state = RecvState::Done;

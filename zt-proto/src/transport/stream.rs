@@ -83,7 +83,9 @@ impl From<FlowError> for io::Error {
 
 #[derive(Debug)]
 enum RecvInner {
-    Quic(quinn::RecvStream),
+    /// The stream and, where known, its connection (to see the connection's loss without
+    /// reading).
+    Quic(quinn::RecvStream, Option<quinn::Connection>),
     Tcp(H2Recv),
 }
 
@@ -103,9 +105,9 @@ pub struct FlowRecvStream {
 }
 
 impl FlowRecvStream {
-    pub(crate) fn from_quic(inner: quinn::RecvStream) -> Self {
+    pub(crate) fn from_quic(inner: quinn::RecvStream, conn: Option<quinn::Connection>) -> Self {
         Self {
-            inner: RecvInner::Quic(inner),
+            inner: RecvInner::Quic(inner, conn),
             held_end: None,
         }
     }
@@ -120,7 +122,7 @@ impl FlowRecvStream {
     /// One chunk of at most `max` bytes, as the transport received it.
     async fn next_chunk(&mut self, max: usize) -> Result<Option<Bytes>, FlowError> {
         match &mut self.inner {
-            RecvInner::Quic(q) => Ok(q.read_chunk(max, true).await?.map(|c| c.bytes)),
+            RecvInner::Quic(q, _) => Ok(q.read_chunk(max, true).await?.map(|c| c.bytes)),
             RecvInner::Tcp(t) => std::future::poll_fn(|cx| t.poll_chunk(cx, max)).await,
         }
     }
@@ -191,11 +193,25 @@ impl FlowRecvStream {
         }))
     }
 
+    /// Waits, without reading, until the stream's connection is lost; returns what the
+    /// next read would report. For relays whose next hop is slow: while they wait for room
+    /// there, the connection's end (the edge ended the session, say) is seen at once. A
+    /// reset of the one stream is seen by the next read.
+    pub async fn interrupted(&mut self) -> FlowError {
+        match &mut self.inner {
+            // The connection's end, not the stream's reset: waiting for a reset registers a
+            // reader that quinn expects to be gone once the data is read.
+            RecvInner::Quic(_, Some(conn)) => FlowError::ConnectionLost(conn.closed().await),
+            RecvInner::Quic(_, None) => std::future::pending().await,
+            RecvInner::Tcp(t) => t.connection_lost().await,
+        }
+    }
+
     /// Asks the peer to stop sending, with a code.
     pub fn stop(&mut self, code: ResetCode) {
         match &mut self.inner {
             // Fails only if the stream is already finished or stopped: nothing left to do.
-            RecvInner::Quic(q) => {
+            RecvInner::Quic(q, _) => {
                 let _ = q.stop(VarInt::from_u32(code.0));
             }
             RecvInner::Tcp(t) => t.stop(code),
@@ -215,7 +231,7 @@ impl AsyncRead for FlowRecvStream {
             return Poll::Ready(end.map_err(io::Error::from));
         }
         match &mut this.inner {
-            RecvInner::Quic(q) => q
+            RecvInner::Quic(q, _) => q
                 .poll_read_buf(cx, buf)
                 .map_err(|e| FlowError::from(e).into()),
             RecvInner::Tcp(t) => match t.poll_chunk(cx, buf.remaining()) {

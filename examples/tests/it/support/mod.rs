@@ -41,8 +41,18 @@ pub fn free_tcp(ip: &str) -> SocketAddr {
 }
 
 /// A free UDP port on `ip`.
+/// A UDP port that is free now, and free for TCP too (the edge serves TLS over TCP on its
+/// QUIC port number). Another process may still take it before the caller binds it; the
+/// edge's start retries on that.
 pub fn free_udp(ip: &str) -> SocketAddr {
-    UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap()
+    for _ in 0..50 {
+        let udp = UdpSocket::bind((ip, 0)).unwrap();
+        let addr = udp.local_addr().unwrap();
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no port free for both UDP and TCP on {ip}");
 }
 
 /// Whether this host can bind `[::1]` (some containers have no IPv6 at all).
@@ -110,6 +120,24 @@ impl Proc {
     /// The OS process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits for an output line containing one of `needles` and returns it.
+    pub fn wait_for_any(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        let mut lines = self.out.lines.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| needles.iter().any(|n| l.contains(n))) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{} printed no line containing any of {needles:?} within {DEADLINE:?}",
+                self.name
+            );
+            lines = self.out.grew.wait_timeout(lines, left).unwrap().0;
+        }
     }
 
     /// Waits for an output line containing `needle` and returns it.
@@ -232,7 +260,8 @@ impl Edge {
         Edge::start_with(&[])
     }
 
-    /// Like [`Edge::start`], with extra `zt edge run` arguments.
+    /// Like [`Edge::start`], with extra `zt edge run` arguments. A port taken by another
+    /// test between choosing and binding it is chosen again (a few times).
     pub fn start_with(extra: &[&str]) -> Edge {
         let mut edge = Edge {
             dir: tempfile::tempdir().unwrap(),
@@ -241,6 +270,14 @@ impl Edge {
             metrics: free_tcp("127.0.0.1"),
             proc: None,
         };
+        for _ in 0..4 {
+            if edge.try_run(extra) {
+                return edge;
+            }
+            edge.listen = free_udp("127.0.0.1");
+            edge.admin = free_tcp("127.0.0.1");
+            edge.metrics = free_tcp("127.0.0.1");
+        }
         edge.run_with(extra);
         edge
     }
@@ -252,6 +289,15 @@ impl Edge {
 
     /// Like [`Edge::run`], with extra `zt edge run` arguments.
     pub fn run_with(&mut self, extra: &[&str]) {
+        assert!(
+            self.try_run(extra),
+            "the edge could not bind its ports: {}",
+            self.proc.as_ref().map(Proc::output).unwrap_or_default()
+        );
+    }
+
+    /// Starts the process; `false` when one of its ports was taken meanwhile.
+    fn try_run(&mut self, extra: &[&str]) -> bool {
         let (listen, admin, metrics) = (
             self.listen.to_string(),
             self.admin.to_string(),
@@ -269,9 +315,14 @@ impl Edge {
         ];
         args.extend_from_slice(extra);
         let p = Proc::spawn("edge", &args, &[("ZT_EDGE_STATE_DIR", self.dir.path())]);
-        p.wait_for("zt edge is running");
+        let said = p.wait_for_any(&["zt edge is running", "Address already in use"]);
+        if said.contains("Address already in use") {
+            self.proc = Some(p);
+            return false;
+        }
         p.wait_for("Account tag");
         self.proc = Some(p);
+        true
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
