@@ -332,7 +332,7 @@ pub(crate) struct TransportArgs {
     )]
     pub(crate) protocol: EdgeProtocol,
 
-    /// An HTTP CONNECT proxy for the TCP transport, http://[user:password@]host:port
+    /// An HTTP CONNECT proxy for the TCP transport, `http://[user:password@]host:port`
     /// (default: $HTTPS_PROXY, then $https_proxy). QUIC never goes through it.
     #[arg(long, value_name = "URL", global = true)]
     pub(crate) proxy: Option<String>,

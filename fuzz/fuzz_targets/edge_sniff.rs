@@ -12,8 +12,9 @@ fuzz_target!(|data: &[u8]| {
     if let Some((_, Some(host))) = &whole {
         assert!(!host.is_empty() && host.len() <= 253, "host {host:?}");
         assert!(
-            host.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')),
+            host.bytes().all(|b| b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b'.' | b'-' | b'_')),
             "host {host:?}"
         );
     }

@@ -15,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use uuid::Uuid;
 use zt_policy::{
     check_expression, Action, CompiledPolicy, Device, ExprSlot, Filter, FlowContext, Identity,
-    List, ListSet, ListType, PolicyConfig, NetProtocol, ReferencePolicy, Rule,
+    List, ListSet, ListType, NetProtocol, PolicyConfig, ReferencePolicy, Rule,
 };
 
 fn lists() -> &'static (Vec<List>, ListSet) {
@@ -30,7 +30,12 @@ fn lists() -> &'static (Vec<List>, ListSet) {
             description: String::new(),
         };
         let lists = vec![
-            list(1, "k8s", ListType::Ip, &["198.51.100.101/32", "2001:db8::101/128"]),
+            list(
+                1,
+                "k8s",
+                ListType::Ip,
+                &["198.51.100.101/32", "2001:db8::101/128"],
+            ),
             list(2, "admins", ListType::Email, &["ops@example.com"]),
             list(3, "hosts", ListType::Domain, &["api.example.com"]),
             list(4, "devices", ListType::Device, &["dev-1"]),
@@ -73,9 +78,21 @@ fuzz_target!(|data: &[u8]| {
         action: if off { Action::Off } else { Action::Allow },
         enabled: true,
         filters: vec![filter],
-        traffic: if slot == ExprSlot::Traffic { text.clone() } else { None },
-        identity: if slot == ExprSlot::Identity { text.clone() } else { None },
-        device_posture: if slot == ExprSlot::DevicePosture { text } else { None },
+        traffic: if slot == ExprSlot::Traffic {
+            text.clone()
+        } else {
+            None
+        },
+        identity: if slot == ExprSlot::Identity {
+            text.clone()
+        } else {
+            None
+        },
+        device_posture: if slot == ExprSlot::DevicePosture {
+            text
+        } else {
+            None
+        },
     };
     let rules = [rule];
     let compiled = CompiledPolicy::compile(set, &rules, PolicyConfig::default())
@@ -105,7 +122,13 @@ fuzz_target!(|data: &[u8]| {
     ctx.dns_fqdn = Some("API.example.com");
     let key = |d: zt_policy::Decision<'_>| (d.action, d.phase, d.rule_id);
     assert_eq!(key(compiled.l4(&ctx)), key(reference.l4(&ctx)));
-    assert_eq!(compiled.http_off(&ctx).map(key), reference.http_off(&ctx).map(key));
-    assert_eq!(key(compiled.http_inspect(&ctx)), key(reference.http_inspect(&ctx)));
+    assert_eq!(
+        compiled.http_off(&ctx).map(key),
+        reference.http_off(&ctx).map(key)
+    );
+    assert_eq!(
+        key(compiled.http_inspect(&ctx)),
+        key(reference.http_inspect(&ctx))
+    );
     assert_eq!(key(compiled.dns(&ctx)), key(reference.dns(&ctx)));
 });

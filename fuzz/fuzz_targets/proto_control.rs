@@ -3,16 +3,23 @@
 //! may panic, and every byte a machine hands out must decode as valid frames.
 #![no_main]
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use uuid::Uuid;
-use zt_creds::AuthKey;
+use zt_creds::{AuthKey, DeviceKey};
 use zt_proto::{
     ClientClaim, ClientControl, ConnectorClaim, ConnectorControl, ControlFrame, EdgeControl,
-    EdgeEvent, Limits,
+    EdgeEvent, Limits, ProofKey, VerifyKey,
 };
+
+/// One device key for the whole run, so inputs replay the same way within it.
+fn device_key() -> &'static DeviceKey {
+    static KEY: OnceLock<DeviceKey> = OnceLock::new();
+    KEY.get_or_init(DeviceKey::generate)
+}
 
 fn check_output(out: Option<Bytes>) {
     if let Some(mut b) = out {
@@ -29,7 +36,17 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let key = AuthKey::from_bytes([0x42; 32]);
+    // Bit 0x40 picks the proof kind: a shared-secret HMAC or a device's Ed25519 signature.
+    let (key, verify): (ProofKey, VerifyKey) = if mode & 0x40 == 0 {
+        let k = AuthKey::from_bytes([0x42; 32]);
+        (k.clone().into(), k.into())
+    } else {
+        let k = device_key();
+        (
+            ProofKey::Device(k.clone()),
+            VerifyKey::Device(k.public_key()),
+        )
+    };
     let exporter = [0xa5; 32];
     let now = Instant::now();
     let timeout = Duration::from_secs(5);
@@ -55,7 +72,11 @@ fuzz_target!(|data: &[u8]| {
                 let result = edge.handle_input(p);
                 while let Some(ev) = edge.poll_event() {
                     if let EdgeEvent::AuthRequired(_) = ev {
-                        edge.authenticate(if mode & 0x80 == 0 { Some(&key) } else { None });
+                        edge.authenticate(if mode & 0x80 == 0 {
+                            Some(&verify)
+                        } else {
+                            None
+                        });
                     }
                 }
                 check_output(edge.poll_transmit());

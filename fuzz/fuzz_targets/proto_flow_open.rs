@@ -79,11 +79,18 @@ fuzz_target!(|data: &[u8]| {
     if let Some(Ok(h)) = &decided {
         let mut again = BytesMut::new();
         h.encode(&mut again).expect("a decoded header re-encodes");
-        assert_eq!(&again[..], &taken[..], "a header is exactly the bytes taken");
+        assert_eq!(
+            &again[..],
+            &taken[..],
+            "a header is exactly the bytes taken"
+        );
     }
     let (whole_decided, _) = accept(&[&whole]);
     if decided.is_some() {
-        assert_eq!(decided, whole_decided, "the split changed the header's decision");
+        assert_eq!(
+            decided, whole_decided,
+            "the split changed the header's decision"
+        );
     }
 
     let (decided, taken) = open(&split);
@@ -95,6 +102,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let (whole_decided, _) = open(&[&whole]);
     if decided.is_some() {
-        assert_eq!(decided, whole_decided, "the split changed the status's decision");
+        assert_eq!(
+            decided, whole_decided,
+            "the split changed the status's decision"
+        );
     }
 });

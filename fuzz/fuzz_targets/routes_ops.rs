@@ -19,21 +19,31 @@ impl Input<'_> {
         Some(b)
     }
     fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_be_bytes([self.byte()?, self.byte()?, self.byte()?, self.byte()?]))
+        Some(u32::from_be_bytes([
+            self.byte()?,
+            self.byte()?,
+            self.byte()?,
+            self.byte()?,
+        ]))
     }
 }
 
 /// IPv4 addresses from a few bytes, packed under two /8s half the time so prefixes nest.
 fn v4(input: &mut Input<'_>) -> Option<Ipv4Addr> {
     let raw = input.u32()?;
-    let addr = if raw & 1 == 0 { raw } else { 0x0A00_0000 | (raw >> 16) << 8 | (raw & 0xF0) };
+    let addr = if raw & 1 == 0 {
+        raw
+    } else {
+        0x0A00_0000 | (raw >> 16) << 8 | (raw & 0xF0)
+    };
     Some(Ipv4Addr::from_bits(addr))
 }
 
 /// IPv6 addresses under 2001:db8::/32 with four variable bytes spread over the address.
 fn v6(input: &mut Input<'_>) -> Option<Ipv6Addr> {
     let raw = u128::from(input.u32()?);
-    let spread = (raw & 0xFF00_0000) << 64 | (raw & 0xFF_0000) << 48 | (raw & 0xFF00) << 24 | (raw & 0xFF);
+    let spread =
+        (raw & 0xFF00_0000) << 64 | (raw & 0xFF_0000) << 48 | (raw & 0xFF00) << 24 | (raw & 0xFF);
     Some(Ipv6Addr::from_bits((0x2001_0db8u128 << 96) | spread))
 }
 
@@ -49,11 +59,18 @@ fn net(input: &mut Input<'_>) -> Option<IpNet> {
 }
 
 fn ip(input: &mut Input<'_>) -> Option<IpAddr> {
-    Some(if input.byte()? & 1 == 0 { v4(input)?.into() } else { v6(input)?.into() })
+    Some(if input.byte()? & 1 == 0 {
+        v4(input)?.into()
+    } else {
+        v6(input)?.into()
+    })
 }
 
 fn longest<'a, V>(oracle: &'a [(IpNet, V)], ip: IpAddr) -> Option<&'a (IpNet, V)> {
-    oracle.iter().filter(|(n, _)| n.contains(&ip)).max_by_key(|(n, _)| n.prefix_len())
+    oracle
+        .iter()
+        .filter(|(n, _)| n.contains(&ip))
+        .max_by_key(|(n, _)| n.prefix_len())
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -116,7 +133,9 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(keys, sorted);
             }
             6 => {
-                let (Some(v), Some(n)) = (input.byte(), net(&mut input)) else { break };
+                let (Some(v), Some(n)) = (input.byte(), net(&mut input)) else {
+                    break;
+                };
                 let v = usize::from(v) % 2;
                 let tunnel = Uuid::from_u128(u128::from(counter));
                 counter += 1;
