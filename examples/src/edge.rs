@@ -42,9 +42,10 @@ struct StoreArgs {
     /// when the server is not on loopback (TLS with full verification).
     #[arg(long, value_name = "FILE")]
     store_ca_file: Option<PathBuf>,
-    /// Key file sealing proof keys and verifiers in the database (32 random bytes, 0600,
-    /// created on first use; every edge of one database needs the same). Default:
-    /// secrets.key in the state directory.
+    /// Key file sealing the secrets the edge keeps (identity providers' refresh tokens; in
+    /// the database every proof key and verifier too): 32 random bytes, 0600, created on
+    /// first use; every edge of one database needs the same. Default: secrets.key in the
+    /// state directory.
     #[arg(long, value_name = "FILE")]
     secrets_key_file: Option<PathBuf>,
 }
@@ -254,6 +255,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         config.audit_limits.keep = n;
     }
     let state_dir = config.state_dir.clone();
+    config.secrets_key_file = args.store.secrets_key_file.clone();
     if let Some(url) = args.store.url() {
         let options = args.store.options(url, &state_dir);
         let store = tokio::task::spawn_blocking(move || zt_edge::PostgresStore::open(&options))

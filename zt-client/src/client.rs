@@ -507,7 +507,7 @@ enum SessionEnd {
     Shutdown,
     /// QUIC works again: new flows go to this connection, the TCP one keeps its flows.
     Moved(Box<EdgeConnection>),
-    GoAway(Duration),
+    GoAway(Duration, String),
     Lost(String),
 }
 
@@ -836,9 +836,16 @@ async fn supervise(
                 next = Some((quic, id));
                 continue;
             }
-            SessionEnd::GoAway(drain) => {
-                info!(slot, edge = %session.edge, ?drain, "edge sent go-away; reconnecting now");
-                inner.note_error("the edge is draining the connection");
+            SessionEnd::GoAway(drain, reason) => {
+                if reason.contains("zt login") || reason.contains("expired") {
+                    // The session itself ends (a sign-in or token at its end): the person
+                    // at the keyboard has to act, so say it plainly.
+                    warn!(slot, edge = %session.edge, ?drain, "the edge ends this session: {reason}");
+                    inner.note_error(&reason);
+                } else {
+                    info!(slot, edge = %session.edge, ?drain, %reason, "edge sent go-away; reconnecting now");
+                    inner.note_error("the edge is draining the connection");
+                }
                 // Flows already on the old connection keep it until they end or the
                 // edge closes it after the drain time.
                 let old = session.clone();
@@ -891,7 +898,7 @@ async fn run_session(
             reason = session.conn.closed() => return SessionEnd::Lost(reason.to_string()),
             event = session.conn.next_event() => match event {
                 Some(PeerEvent::RoutesPushed(push)) => inner.routes_pushed(push),
-                Some(PeerEvent::GoAway(g)) => return SessionEnd::GoAway(g.drain),
+                Some(PeerEvent::GoAway(g)) => return SessionEnd::GoAway(g.drain, g.reason),
                 Some(_) => {}
                 None => return SessionEnd::Lost("the control stream ended".to_owned()),
             },

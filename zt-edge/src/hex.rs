@@ -25,6 +25,17 @@ pub(crate) fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Decodes lowercase hex of any even length, strictly as [`decode_array`] does.
+pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
+    let raw = text.as_bytes();
+    if raw.len() % 2 != 0 {
+        return None;
+    }
+    raw.chunks_exact(2)
+        .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
+        .collect()
+}
+
 /// Whether `text` is `len` lowercase hex digits.
 pub(crate) fn is_lower_hex(text: &str, len: usize) -> bool {
     text.len() == len && text.bytes().all(|b| nibble(b).is_some())
@@ -50,6 +61,10 @@ mod tests {
         assert_eq!(decode_array::<4>("001FA0FF"), None);
         assert_eq!(decode_array::<4>("001fa0f"), None);
         assert_eq!(decode_array::<4>("001fa0fg"), None);
+        assert_eq!(decode("001fa0ff"), Some(bytes.to_vec()));
+        assert_eq!(decode(""), Some(Vec::new()));
+        assert_eq!(decode("001fa0f"), None);
+        assert_eq!(decode("0G"), None);
         assert!(is_lower_hex("0af9", 4));
         assert!(!is_lower_hex("0aF9", 4));
         assert!(!is_lower_hex("0af", 4));

@@ -115,7 +115,7 @@ pub use store::{
 pub use store::{
     copy_store, CopyError, CopyReport, EphemeralChange, EphemeralTable, NoticeError,
     OpenPostgresError, PostgresOptions, PostgresStore, SchemaError, SchemaStatus, SealError,
-    SecretsKey, SecretsKeyError, TargetError, CONFIG_CHANNEL, EPHEMERAL_CHANNEL,
+    SealedSecret, SecretsKey, SecretsKeyError, TargetError, CONFIG_CHANNEL, EPHEMERAL_CHANNEL,
     FEED_APPLICATION_NAME, MAX_EPHEMERAL_KEY, OP_TIMEOUT, SCHEMA_VERSION, SECRETS_KEY_LEN,
 };
 

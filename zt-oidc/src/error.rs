@@ -160,6 +160,15 @@ pub enum OidcError {
         /// Userinfo's `sub`.
         got: String,
     },
+    /// A refreshed ID token names another user than the sign-in it renews (OpenID Connect
+    /// Core §12.2 requires the same `sub`).
+    #[error("the refreshed ID token's subject {got:?} is not the signed-in subject {expected:?}")]
+    RefreshSubjectChanged {
+        /// The subject of the original sign-in.
+        expected: String,
+        /// The refreshed ID token's `sub`.
+        got: String,
+    },
     /// The IdP could not be reached (DNS, TCP, TLS, timeout, a cut connection).
     #[error("IdP unreachable at {url}: {cause}")]
     IdpUnreachable {

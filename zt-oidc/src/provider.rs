@@ -238,6 +238,18 @@ impl Provider {
             ("code_challenge", code_challenge),
             ("code_challenge_method", "S256"),
         ]
+        .into_iter()
+        // OpenID Connect Core §11: a request for offline access (a refresh token) asks for
+        // consent, or providers drop the scope.
+        .chain(
+            self.inner
+                .settings
+                .scopes
+                .iter()
+                .any(|s| s == "offline_access")
+                .then_some(("prompt", "consent")),
+        )
+        .collect::<Vec<_>>()
         .iter()
         .map(|(k, v)| format!("{k}={}", form_encode(v)))
         .collect::<Vec<_>>()
@@ -257,6 +269,20 @@ impl Provider {
             ("code", code.to_owned()),
             ("redirect_uri", redirect_uri.to_owned()),
             ("code_verifier", code_verifier.to_owned()),
+        ];
+        let body = self
+            .post("token response", &self.inner.discovery.token_endpoint, form)
+            .await?;
+        parse_tokens(&body)
+    }
+
+    /// Redeem a refresh token (RFC 6749 §6). The answer must carry a new ID token, checked
+    /// with [`Provider::verify_refreshed`]; when it carries no new refresh token the old one
+    /// stays valid (the provider does not rotate them).
+    pub async fn refresh(&self, refresh_token: &ClientSecret) -> Result<Tokens, OidcError> {
+        let form = vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", refresh_token.expose().to_owned()),
         ];
         let body = self
             .post("token response", &self.inner.discovery.token_endpoint, form)
@@ -352,6 +378,35 @@ impl Provider {
         tokens: &Tokens,
         nonce: Option<&str>,
     ) -> Result<VerifiedLogin, OidcError> {
+        let claims = self.verified_claims(tokens, nonce).await?;
+        self.complete(claims, tokens, true).await
+    }
+
+    /// Check the tokens of a refresh (OpenID Connect Core §12.2): the new ID token as
+    /// [`Provider::verify`] does, naming the same `subject` as the sign-in it renews, and
+    /// the same email, domain and groups checks, so a user the provider has since moved out
+    /// of a group or an allowed domain loses that at the refresh. A nonce, when the provider
+    /// repeats the original one, is not claimed again.
+    pub async fn verify_refreshed(
+        &self,
+        tokens: &Tokens,
+        subject: &str,
+    ) -> Result<VerifiedLogin, OidcError> {
+        let claims = self.verified_claims(tokens, None).await?;
+        if claims.subject != subject {
+            return Err(OidcError::RefreshSubjectChanged {
+                expected: bounded(subject, 100),
+                got: bounded(&claims.subject, 100),
+            });
+        }
+        self.complete(claims, tokens, false).await
+    }
+
+    async fn verified_claims(
+        &self,
+        tokens: &Tokens,
+        nonce: Option<&str>,
+    ) -> Result<IdTokenClaims, OidcError> {
         let settings = &self.inner.settings;
         let checks = |now| Checks {
             issuer: &settings.issuer,
@@ -374,8 +429,7 @@ impl Provider {
                 }
                 other => other?,
             };
-        let login = self.complete(claims, tokens).await?;
-        Ok(login)
+        Ok(claims)
     }
 
     fn may_refresh_for_kid(&self) -> bool {
@@ -399,6 +453,7 @@ impl Provider {
         &self,
         claims: IdTokenClaims,
         tokens: &Tokens,
+        claim_nonce: bool,
     ) -> Result<VerifiedLogin, OidcError> {
         let settings = &self.inner.settings;
         let group_claim = settings.groups_claim.as_str();
@@ -500,7 +555,7 @@ impl Provider {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         });
-        if let Some(nonce) = &claims.nonce {
+        if let Some(nonce) = claims.nonce.as_ref().filter(|_| claim_nonce) {
             let keep_until = claims
                 .expires_at
                 .checked_add(settings.clock_skew)

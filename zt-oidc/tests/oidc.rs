@@ -547,6 +547,96 @@ async fn discover_and_redeem_code_public_and_confidential() {
 }
 
 #[tokio::test]
+async fn a_refresh_renews_the_same_subject_and_repeats_its_checks() {
+    let signer = Signer::rsa("r1");
+    let idp = Idp::start(jwks(&[&signer])).await;
+    let mut settings = idp.settings();
+    settings.scopes.push("offline_access".into());
+    let p = Provider::discover(settings).await.unwrap();
+    // Offline access asks for consent (OpenID Connect Core §11).
+    let url = p.authorization_url("http://127.0.0.1:5555/cb", "s", "n", "c");
+    assert!(
+        url.contains("offline_access") && url.ends_with("&prompt=consent"),
+        "{url}"
+    );
+
+    // The first sign-in claims its nonce; a refreshed ID token may repeat it (the
+    // provider keeps the original's) without counting as a replay.
+    let first = tokens(signer.sign(&good_claims(&idp.issuer, "n-refresh")));
+    p.verify(&first, Some("n-refresh")).await.unwrap();
+    idp.state().refresh_response = json!({
+        "id_token": signer.sign(&with(good_claims(&idp.issuer, "n-refresh"), |c| {
+            c.insert("groups".into(), json!(["staff"]));
+        })),
+        "access_token": "at-2", "refresh_token": "rt-2", "token_type": "Bearer"});
+    let t = p.refresh(&ClientSecret::new("rt-1".into())).await.unwrap();
+    {
+        let s = idp.state();
+        let (endpoint, form, _) = s.forms.last().unwrap();
+        assert_eq!(endpoint, "token");
+        assert_eq!(form["grant_type"], "refresh_token");
+        assert_eq!(form["refresh_token"], "rt-1");
+        assert_eq!(form["client_id"], CLIENT_ID);
+    }
+    let renewed = p.verify_refreshed(&t, "user-123").await.unwrap();
+    assert_eq!(
+        renewed.groups,
+        vec!["staff"],
+        "the groups are the refresh's"
+    );
+    assert_eq!(
+        renewed.refresh_token.as_ref().map(ClientSecret::expose),
+        Some("rt-2"),
+        "a rotated refresh token is handed on"
+    );
+    // The same nonce in a fresh sign-in is still a replay.
+    assert!(matches!(
+        p.verify(&first, Some("n-refresh")).await,
+        Err(OidcError::NonceReplayed)
+    ));
+
+    // Another subject in the refreshed token is refused (Core §12.2).
+    let other = tokens(signer.sign(&with(good_claims(&idp.issuer, "n-x"), |c| {
+        c.insert("sub".into(), json!("someone-else"));
+    })));
+    match p.verify_refreshed(&other, "user-123").await {
+        Err(e @ OidcError::RefreshSubjectChanged { .. }) => {
+            let said = e.to_string();
+            assert!(
+                said.contains("someone-else") && said.contains("user-123"),
+                "{said}"
+            );
+        }
+        other => panic!("another subject was accepted: {other:?}"),
+    }
+    // A refreshed token that fails a sign-in check (email no longer verified) is refused.
+    let mut unverified = tokens(signer.sign(&with(good_claims(&idp.issuer, "n-y"), |c| {
+        c.insert("email_verified".into(), json!(false));
+    })));
+    // (No access token: userinfo, which would vouch again, is out of the picture.)
+    unverified.access_token = None;
+    assert!(matches!(
+        p.verify_refreshed(&unverified, "user-123").await,
+        Err(OidcError::EmailNotVerified { .. })
+    ));
+    // A refused refresh says the provider's words.
+    idp.state().refresh_response = serde_json::Value::Null;
+    match p.refresh(&ClientSecret::new("rt-2".into())).await {
+        Err(OidcError::IdpError {
+            error,
+            status,
+            description,
+            ..
+        }) => {
+            assert_eq!(error.as_deref(), Some("invalid_grant"));
+            assert_eq!(status, 400);
+            assert_eq!(description.as_deref(), Some("refresh token revoked"));
+        }
+        other => panic!("a refused refresh: {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn idp_error_answers_are_reported() {
     let signer = Signer::rsa("r1");
     let idp = Idp::start(jwks(&[&signer])).await;

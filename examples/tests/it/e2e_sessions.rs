@@ -443,3 +443,181 @@ fn device_id(file: &std::path::Path) -> String {
         serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     v["DeviceID"].as_str().unwrap().to_owned()
 }
+
+/// A sign-in whose provider gave a refresh token (scope `offline_access`) is renewed by the
+/// edge before it ends, again and again, under an open kubectl watch that never notices;
+/// a sign-in without one ends at its time with `session_expired`, and its client says
+/// plainly that `zt login` is needed.
+#[test]
+fn a_sign_in_with_a_refresh_token_is_renewed_under_a_watch_and_one_without_asks_for_zt_login() {
+    use zt_testkit::oidc::{
+        browser_unavailable, provider_unavailable, skip, Account, OidcProvider, ProviderOptions,
+    };
+    const TEST: &str = "e2e_sessions::a_sign_in_with_a_refresh_token_is_renewed";
+    if let Some(why) = provider_unavailable().or_else(browser_unavailable) {
+        skip(TEST, &why);
+        return;
+    }
+    if !have_kubectl() {
+        eprintln!("!!! SKIPPED: {TEST} needs kubectl, which is not installed");
+        return;
+    }
+    const LENGTH: Duration = Duration::from_secs(6);
+    let rt = runtime(2);
+    let idp = rt
+        .block_on(OidcProvider::start(ProviderOptions {
+            accounts: vec![Account::new("alice", "alice@example.com").with_groups(&["ci"])],
+            ..ProviderOptions::default()
+        }))
+        .expect("the OpenID Provider starts");
+    let rig = rig();
+    let edge = &rig.edge;
+    // Two providers for one IdP: `corp` asks for offline access, `plain` does not.
+    for (name, offline) in [("corp", true), ("plain", false)] {
+        let mut args = vec![
+            "idp",
+            "add",
+            name,
+            "--issuer",
+            idp.issuer(),
+            "--client-id",
+            "zt",
+            "--ca-file",
+            idp.ca_file().to_str().unwrap(),
+            "--session-length",
+            "6s",
+        ];
+        if offline {
+            for s in ["openid", "email", "profile", "groups", "offline_access"] {
+                args.extend(["--scope", s]);
+            }
+        }
+        edge.admin(&args);
+    }
+    let enrollment = |name: &str| edge.admin(&["idp", "enrollment", name]).trim().to_owned();
+    let renewable = crate::e2e_idp_login::browser_login(&rt, edge, &enrollment("corp"), "alice");
+    let kept = edge.path("login-alice-renewable.json");
+    std::fs::rename(&renewable, &kept).unwrap();
+    let kept_id = device_id(&kept);
+    let signed_in = Instant::now();
+    let plain = crate::e2e_idp_login::browser_login(&rt, edge, &enrollment("plain"), "alice");
+    let plain_id = device_id(&plain);
+    let plain_signed_in = Instant::now();
+
+    let (c1, p1) = client_socks(&kept);
+    let (c2, p2) = client_socks(&plain);
+    let w1 = Watch::start(&rig.kubeconfig(p1));
+    let w2 = Watch::start(&rig.kubeconfig(p2));
+
+    // The sign-in without a refresh token ends at its time (plus the 1 s drain).
+    let ended = w2
+        .wait_end(DEADLINE)
+        .expect("the watch of the sign-in without a refresh token ends");
+    eprintln!(
+        "no refresh token: the kubectl watch ended {:?} after the sign-in ({LENGTH:?} long)",
+        ended.duration_since(plain_signed_in)
+    );
+    let line = rig.watch_line(&plain_id, &w2);
+    assert_eq!(line["close_reason"], "session_expired", "{line}");
+    let said = c2.wait_for("zt login");
+    assert!(said.contains("sign-in has ended"), "{said}");
+
+    // The renewable one goes on past three session lengths, renewed each time.
+    let until = signed_in + LENGTH * 3;
+    while Instant::now() < until {
+        assert!(
+            w1.wait_end(Duration::from_millis(200)).is_none(),
+            "the renewed sign-in's watch ended {:?} after the sign-in: {:?}",
+            signed_in.elapsed(),
+            rig.flows_of(&kept_id)
+        );
+    }
+    let before = w1.events();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(w1.events() > before, "the renewed watch still streams");
+    let renewals: Vec<serde_json::Value> = crate::support::abuse::audit_lines(edge, "login")
+        .into_iter()
+        .filter(|l| l["flow"] == "refresh" && l["device_id"] == kept_id.as_str())
+        .collect();
+    assert!(
+        renewals.len() >= 3 && renewals.iter().all(|l| l["accepted"] == true),
+        "three accepted renewals in three session lengths: {renewals:?}"
+    );
+    assert_eq!(renewals[0]["idp"], "corp", "{:?}", renewals[0]);
+    assert_eq!(renewals[0]["email"], "alice@example.com");
+    assert!(
+        !crate::support::abuse::audit_lines(edge, "login")
+            .iter()
+            .any(|l| l["flow"] == "refresh" && l["device_id"] == plain_id.as_str()),
+        "a sign-in without a refresh token is never renewed"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&edge.admin(&[
+        "device",
+        "list",
+        "--user",
+        "alice@example.com",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let device = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == kept_id.as_str())
+        .cloned()
+        .unwrap();
+    assert!(
+        device["login"]["renewed_at"].is_string(),
+        "the device says when it was renewed: {device}"
+    );
+    assert!(
+        !device.to_string().contains("refresh_token"),
+        "the device list shows no refresh token: {device}"
+    );
+    eprintln!(
+        "refresh: {} renewals in {:?}, the watch open throughout",
+        renewals.len(),
+        signed_in.elapsed()
+    );
+
+    // The provider forgets its refresh tokens (it restarts; they live in its memory): the
+    // next renewal is refused, and the session ends at its time asking for `zt login`.
+    // Right after a renewal, so the next one is seconds away and meets the restarted
+    // provider, not one half up.
+    let count = || {
+        crate::support::abuse::audit_lines(edge, "login")
+            .iter()
+            .filter(|l| l["flow"] == "refresh" && l["device_id"] == kept_id.as_str())
+            .count()
+    };
+    let seen = count();
+    eventually("the next renewal", || (count() > seen).then_some(()));
+    let mut idp = idp;
+    rt.block_on(idp.restart())
+        .expect("the OpenID Provider restarts");
+    let restarted = Instant::now();
+    let ended = w1
+        .wait_end(DEADLINE)
+        .expect("the watch ends once the provider refuses to renew");
+    eprintln!(
+        "refused refresh: the kubectl watch ended {:?} after the provider forgot its tokens",
+        ended.duration_since(restarted)
+    );
+    let line = rig.watch_line(&kept_id, &w1);
+    assert_eq!(line["close_reason"], "session_expired", "{line}");
+    let refused = crate::support::abuse::audit_lines(edge, "login")
+        .into_iter()
+        .filter(|l| {
+            l["flow"] == "refresh" && l["device_id"] == kept_id.as_str() && l["accepted"] == false
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        refused.iter().any(|l| l["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("invalid_grant"))),
+        "the refused renewal has its audit line: {refused:?}"
+    );
+    let said = c1.wait_for("would not renew");
+    assert!(said.contains("zt login"), "{said}");
+}

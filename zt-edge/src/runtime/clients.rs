@@ -11,6 +11,7 @@ use uuid::Uuid;
 use zt_proto::{ClientLink, CloseCode, EdgeEvent};
 
 use super::flow;
+use super::renew::{self, RenewError};
 use super::session::ClientSession;
 use super::shared::Shared;
 use crate::audit::CloseReason;
@@ -48,7 +49,9 @@ impl End {
     fn says(self) -> &'static str {
         match self {
             Self::Lifetime => "session lifetime reached; reconnect to re-authenticate",
-            Self::SignInEnded => "the sign-in has ended; run `zt login` to sign in again",
+            Self::SignInEnded => {
+                "the sign-in has ended and cannot be renewed without you; run `zt login` to sign in again"
+            }
             Self::TokenExpired => "the service token has expired",
         }
     }
@@ -93,7 +96,38 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
             (a, b) => a.or(b),
         }
     };
+    // When to renew the device's sign-in with the provider's refresh token, if the edge
+    // keeps one: a little before its end (see the renew module).
+    let renew_at = |snapshot: &super::snapshot::Snapshot| -> Option<tokio::time::Instant> {
+        let d = snapshot.devices.get(&session.device_id)?;
+        let login = d.login.as_ref().filter(|l| l.renewable)?;
+        let end = d.expires_at?;
+        let at = end
+            .to_system_time()
+            .checked_sub(renew::ahead(login.since, end))?;
+        let wait = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Some(tokio::time::Instant::now() + wait)
+    };
     let far_away = || tokio::time::Instant::now() + far;
+    let mut renew_due = renew_at(&shared.snapshot.load());
+    let renew_timer = tokio::time::sleep_until(renew_due.unwrap_or_else(far_away));
+    tokio::pin!(renew_timer);
+    let mut renewing: Option<
+        tokio::task::JoinHandle<Result<Option<crate::timestamp::Timestamp>, RenewError>>,
+    > = None;
+    // Why the sign-in could not be renewed, said at its end.
+    let mut renew_refused: Option<String> = None;
+    // The device's end and whether it is renewable, as the store says them: what the
+    // timers follow (the instants computed from them differ at every look).
+    let end_of = |snapshot: &super::snapshot::Snapshot| {
+        snapshot
+            .devices
+            .get(&session.device_id)
+            .map(|d| (d.expires_at, d.login.as_ref().is_some_and(|l| l.renewable)))
+    };
+    let mut credential_end = end_of(&shared.snapshot.load());
     let mut ends = deadline(&shared.snapshot.load());
     let expiry = tokio::time::sleep_until(
         ends.map_or_else(far_away, |(at, _)| tokio::time::Instant::from_std(at)),
@@ -139,14 +173,67 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
                         break;
                     }
                     session.push_routes(&snapshot).await;
-                    // A new sign-in of the same device moves its end.
-                    let now = deadline(&snapshot);
-                    if !expired && now != ends {
-                        ends = now;
-                        expiry.as_mut().reset(
-                            ends.map_or_else(far_away, |(at, _)| tokio::time::Instant::from_std(at)),
-                        );
+                    // A new sign-in of the same device, or a renewal, moves its end; a new
+                    // end forgets an old renewal's refusal.
+                    let end = end_of(&snapshot);
+                    if end != credential_end {
+                        let moved = end.map(|e| e.0) != credential_end.map(|e| e.0);
+                        credential_end = end;
+                        if !expired {
+                            ends = deadline(&snapshot);
+                            expiry.as_mut().reset(
+                                ends.map_or_else(far_away, |(at, _)| tokio::time::Instant::from_std(at)),
+                            );
+                            if moved {
+                                renew_refused = None;
+                            }
+                            if renewing.is_none() {
+                                renew_due = renew_at(&snapshot);
+                                renew_timer.as_mut().reset(renew_due.unwrap_or_else(far_away));
+                            }
+                        }
                     }
+                }
+            }
+            _ = &mut renew_timer, if !expired && renew_due.is_some() && renewing.is_none() => {
+                let shared = shared.clone();
+                let (device, remote) = (session.device_id, session.remote);
+                let transport = session.link.transport_word();
+                renewing = Some(tokio::spawn(async move {
+                    renew::renew(&shared, device, remote, transport).await
+                }));
+                renew_due = None;
+            }
+            done = async {
+                match renewing.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            }, if renewing.is_some() => {
+                renewing = None;
+                match done {
+                    // The new end arrives with the store's revision, which may have come
+                    // while this task ran: take the next renewal time from the snapshot.
+                    Ok(Ok(_)) => {
+                        // Not at once again, if the snapshot is still the one from before.
+                        let soonest = tokio::time::Instant::now() + Duration::from_secs(1);
+                        renew_due = renew_at(&shared.snapshot.load()).map(|at| at.max(soonest));
+                        renew_timer.as_mut().reset(renew_due.unwrap_or_else(far_away));
+                    }
+                    Ok(Err(RenewError::Transient(_))) => {
+                        // Again in a while, while the sign-in lasts.
+                        let left = ends.map(|(at, _)| at.saturating_duration_since(std::time::Instant::now())).unwrap_or_default();
+                        let again = (left / 3).clamp(Duration::from_secs(1), Duration::from_secs(30));
+                        if left > again {
+                            renew_due = Some(tokio::time::Instant::now() + again);
+                            renew_timer.as_mut().reset(tokio::time::Instant::now() + again);
+                        }
+                    }
+                    Ok(Err(RenewError::Final(why))) => {
+                        renew::forget_token(&shared, session.device_id);
+                        renew_refused = Some(why);
+                    }
+                    Err(e) => debug!(error = %e, "the renewal task ended early"),
                 }
             }
             _ = &mut expiry, if !expired && ends.is_some() => {
@@ -154,8 +241,12 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
                 let grace = shared.config.session_drain;
                 session.device.end(CloseReason::SessionExpired);
                 let why = ends.map_or(End::Lifetime, |e| e.1);
-                info!(age_s = session.device.started.elapsed().as_secs(), reason = why.says(), "session reached its end; asking the client to go away");
-                session.go_away(grace, why.says()).await;
+                let says = match (&renew_refused, why) {
+                    (Some(refused), End::SignInEnded) => format!("the sign-in has ended and {refused}; run `zt login` to sign in again"),
+                    _ => why.says().to_owned(),
+                };
+                info!(age_s = session.device.started.elapsed().as_secs(), reason = %says, "session reached its end; asking the client to go away");
+                session.go_away(grace, &says).await;
                 drain.as_mut().reset(tokio::time::Instant::now() + grace);
             }
             _ = &mut drain => {

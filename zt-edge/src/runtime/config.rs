@@ -154,6 +154,11 @@ pub struct EdgeConfig {
     /// Concurrent TCP connections over all TCP listeners, registered or not (default
     /// 10,000); more are closed at once. Each holds a socket, TLS state and HTTP/2 windows.
     pub max_tcp_connections: usize,
+    /// The key file sealing the secrets the edge keeps in its records (identity providers'
+    /// refresh tokens; on PostgreSQL every proof key too): 32 random bytes, mode 0600,
+    /// created on first start. Default: `secrets.key` in the state directory. Every edge
+    /// sharing one database needs the same file.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 impl EdgeConfig {
@@ -185,6 +190,7 @@ impl EdgeConfig {
             tcp_on_listen_port: true,
             tcp_listen: Vec::new(),
             max_tcp_connections: 10_000,
+            secrets_key_file: None,
         }
     }
 }

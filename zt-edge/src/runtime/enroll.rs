@@ -535,6 +535,7 @@ fn enroll(
         session_id: Uuid::new_v4(),
         signed_in_at: Timestamp::from_system_time(now),
         expires_at: Timestamp::from_system_time(now + length),
+        renewed_at: None,
     };
     let subject = IdpSubject {
         issuer: login.issuer.clone(),
@@ -583,6 +584,16 @@ fn enroll(
             }
             None => Device::enrolled(user.id, device_name.clone(), public, session.clone()),
         };
+        let mut device = device;
+        // The provider's refresh token renews this sign-in before it ends; kept sealed.
+        let refresh = login.refresh_token.as_ref().map(|t| t.expose());
+        if device.set_refresh_token(&shared.secrets, refresh).is_err() {
+            return Ok(Err(Refusal::new(
+                "internal",
+                "cannot seal the refresh token",
+                false,
+            )));
+        }
         txn.put(&device)?;
         Ok(Ok((user, device, txn.default_vnet()?.map(|v| v.id))))
     });
@@ -599,7 +610,7 @@ fn enroll(
     };
     facts.device_id = Some(device.id);
     facts.login_session = Some(session.session_id);
-    info!(remote = %source, user = %user.email, device = %device.id, idp = %provider.name, groups = ?login.groups, "signed in");
+    info!(remote = %source, user = %user.email, device = %device.id, idp = %provider.name, groups = ?login.groups, renewable = device.refresh_token.is_some(), "signed in");
     Ok(EnrollMessage::Enrolled {
         device_id: device.id,
         email: user.email,

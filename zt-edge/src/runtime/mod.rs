@@ -24,6 +24,7 @@ mod link;
 mod metrics;
 mod providers;
 mod registry;
+mod renew;
 mod session;
 mod shared;
 mod snapshot;
@@ -90,6 +91,9 @@ pub enum StartError {
     /// The admin API could not be served.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The secrets key file could not be read or created.
+    #[error(transparent)]
+    SecretsKey(#[from] crate::store::SecretsKeyError),
     /// The metrics listener could not be bound.
     #[error("cannot serve metrics on {addr}")]
     Metrics {
@@ -115,6 +119,12 @@ impl Edge {
         }
         options.store = config.store.clone();
         let state = Arc::new(EdgeState::open_or_init(&config.state_dir, &options)?);
+        let secrets = crate::store::SecretsKey::load_or_create(
+            &config
+                .secrets_key_file
+                .clone()
+                .unwrap_or_else(|| config.state_dir.join("secrets.key")),
+        )?;
         let audit_path = config
             .audit_path
             .clone()
@@ -216,6 +226,8 @@ impl Edge {
             client_flows: AtomicU64::new(0),
             providers: Default::default(),
             enrollments: Arc::new(tokio::sync::Semaphore::new(enroll::MAX_ENROLLMENTS)),
+            secrets,
+            renewals: Default::default(),
             config,
         });
         let authenticator = Arc::new(EdgeAuthenticator {

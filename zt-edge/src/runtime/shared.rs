@@ -45,6 +45,10 @@ pub(crate) struct Shared {
     pub(crate) providers: super::providers::Providers,
     /// Enrollment exchanges served at once.
     pub(crate) enrollments: Arc<tokio::sync::Semaphore>,
+    /// Seals the refresh tokens kept in device records.
+    pub(crate) secrets: crate::store::SecretsKey,
+    /// Sign-in renewals under way, one per device at a time.
+    pub(crate) renewals: Renewals,
 }
 
 impl Shared {
@@ -56,5 +60,22 @@ impl Shared {
             .values()
             .cloned()
             .collect()
+    }
+}
+
+/// One lock per device whose sign-in is being renewed, so the device's connections (each
+/// of which asks when the end nears) cause one refresh at the provider, not one each.
+#[derive(Default)]
+pub(crate) struct Renewals {
+    locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Renewals {
+    /// The lock of `device`'s renewal.
+    pub(crate) fn lock_of(&self, device: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        // Forget locks nobody holds, so the map stays as small as the renewals under way.
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(device).or_default().clone()
     }
 }

@@ -47,6 +47,10 @@ pub(crate) struct DeviceEntry {
 #[derive(Clone, Debug)]
 pub(crate) struct LoginEntry {
     pub(crate) session_id: Uuid,
+    /// When the current stretch of the sign-in began: the sign-in, or its last renewal.
+    pub(crate) since: crate::timestamp::Timestamp,
+    /// Whether the edge keeps a refresh token to renew it with.
+    pub(crate) renewable: bool,
 }
 
 /// A virtual network as sessions need it.
@@ -190,6 +194,8 @@ pub(crate) fn load(
                     service_token: None,
                     login: d.login.map(|l| LoginEntry {
                         session_id: l.session_id,
+                        since: l.renewed_at.unwrap_or(l.signed_in_at),
+                        renewable: d.refresh_token.is_some(),
                     }),
                 },
             ))

@@ -34,5 +34,5 @@ pub use records::{
     SecretSha256, Tunnel, TunnelInfo, User, VirtualNetwork, MAX_NAME_LEN,
 };
 pub use redb_store::{OpenDbError, RedbStore};
-pub use seal::{SealError, SecretsKey, SecretsKeyError, SECRETS_KEY_LEN};
+pub use seal::{SealError, SealedSecret, SecretsKey, SecretsKeyError, SECRETS_KEY_LEN};
 pub use token::{ServiceToken, ServiceTokenInfo};

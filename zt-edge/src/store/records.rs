@@ -18,6 +18,7 @@ use uuid::Uuid;
 use zt_creds::{AuthKey, DevicePublicKey, TunnelSecret};
 
 use super::backend::Table;
+use super::seal::{SealError, SealedSecret, SecretsKey};
 use crate::hex;
 use crate::timestamp::Timestamp;
 
@@ -878,6 +879,40 @@ pub struct Device {
     /// The sign-in this device was enrolled by, for devices enrolled by `zt login`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login: Option<DeviceLogin>,
+    /// The identity provider's refresh token for that sign-in, sealed with the edge's
+    /// secrets key (see [`Device::refresh_token`]); never in [`DeviceInfo`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<SealedSecret>,
+}
+
+/// What a refresh token is sealed as, with the device id as the record.
+const REFRESH_TOKEN_PURPOSE: &str = "device.refresh_token";
+
+impl Device {
+    /// Seals and keeps `token` (the provider's refresh token for this device's sign-in);
+    /// `None` forgets any kept one.
+    pub fn set_refresh_token(
+        &mut self,
+        key: &SecretsKey,
+        token: Option<&str>,
+    ) -> Result<(), SealError> {
+        self.refresh_token = match token {
+            Some(t) => {
+                Some(key.seal_secret(REFRESH_TOKEN_PURPOSE, self.id.as_bytes(), t.as_bytes())?)
+            }
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// The kept refresh token, opened with `key`.
+    pub fn refresh_token(&self, key: &SecretsKey) -> Result<Option<String>, SealError> {
+        let Some(sealed) = &self.refresh_token else {
+            return Ok(None);
+        };
+        let plain = key.open_secret(REFRESH_TOKEN_PURPOSE, self.id.as_bytes(), sealed)?;
+        String::from_utf8(plain).map(Some).map_err(|_| SealError)
+    }
 }
 
 /// What a sign-in through an identity provider gave a device.
@@ -894,8 +929,12 @@ pub struct DeviceLogin {
     pub session_id: Uuid,
     /// When the user signed in.
     pub signed_in_at: Timestamp,
-    /// When the session ends: sign-in plus the provider's session length.
+    /// When the session ends: sign-in (or its last renewal) plus the provider's session
+    /// length.
     pub expires_at: Timestamp,
+    /// When the edge last renewed the sign-in with the provider's refresh token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed_at: Option<Timestamp>,
 }
 
 impl Device {
@@ -912,6 +951,7 @@ impl Device {
             created_at: Timestamp::now(),
             revoked: false,
             login: None,
+            refresh_token: None,
         }
     }
 
@@ -933,6 +973,7 @@ impl Device {
             created_at: Timestamp::now(),
             revoked: false,
             login: Some(login),
+            refresh_token: None,
         }
     }
 }

@@ -178,6 +178,44 @@ impl SecretsKey {
     }
 }
 
+/// One secret sealed with [`SecretsKey`] inside a record (a refresh token in a
+/// [`Device`](super::Device)), stored as hex, so it is sealed on every backend, the embedded
+/// file as well as a shared database. `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SealedSecret(String);
+
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedSecret({} bytes)", self.0.len() / 2)
+    }
+}
+
+impl SecretsKey {
+    /// Seals `plain` as the secret `purpose` (say `device.refresh_token`) of the record
+    /// whose key is `record`; it opens only for the same purpose and record.
+    pub fn seal_secret(
+        &self,
+        purpose: &str,
+        record: &[u8],
+        plain: &[u8],
+    ) -> Result<SealedSecret, SealError> {
+        self.seal(purpose, record, plain)
+            .map(|v| SealedSecret(crate::hex::encode(&v)))
+    }
+
+    /// Opens a secret sealed by [`SecretsKey::seal_secret`].
+    pub fn open_secret(
+        &self,
+        purpose: &str,
+        record: &[u8],
+        sealed: &SealedSecret,
+    ) -> Result<Vec<u8>, SealError> {
+        let bytes = crate::hex::decode(&sealed.0).ok_or(SealError)?;
+        self.open(purpose, record, &bytes)
+    }
+}
+
 /// A value did not seal or open: the wrong key, an altered value, or one moved from another
 /// record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

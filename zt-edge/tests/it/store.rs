@@ -472,6 +472,73 @@ fn the_database_file_holds_no_secret() {
 }
 
 #[test]
+fn refresh_tokens_are_sealed_at_rest_and_open_only_with_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let key_path = tmp.path().join("secrets.key");
+    let key = zt_edge::SecretsKey::load_or_create(&key_path).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&key_path), 0o600, "the secrets key file");
+    let token = format!("refresh-{}", Uuid::new_v4().simple());
+    let path = tmp.path().join("s.redb");
+    let user = User::new("u@example.com", vec![]);
+    let mut device = Device::new(user.id, "d", &TunnelSecret::generate());
+    device.set_refresh_token(&key, Some(&token)).unwrap();
+    assert!(
+        !format!("{device:?}").contains(&token),
+        "Debug shows the token"
+    );
+    let info = serde_json::to_string(&device.info()).unwrap();
+    assert!(
+        !info.contains("refresh"),
+        "the device's info carries its token: {info}"
+    );
+    {
+        let db = Db::new(Arc::new(RedbStore::open(&path).unwrap()));
+        db.update(|t| {
+            t.put(&user)?;
+            t.put(&device)
+        })
+        .unwrap();
+        let stored: Device = db.read().unwrap().get(device.id).unwrap().unwrap();
+        assert_eq!(
+            stored.refresh_token(&key).unwrap().as_deref(),
+            Some(token.as_str())
+        );
+    }
+    assert_eq!(mode(&path), 0o600, "the database file");
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+        "the refresh token is in the database file in the clear"
+    );
+    // Another key, or the sealed value moved to another device, does not open it.
+    let other = zt_edge::SecretsKey::from_bytes(&[9; zt_edge::SECRETS_KEY_LEN]);
+    assert_eq!(device.refresh_token(&other), Err(zt_edge::SealError));
+    let mut moved = Device::new(user.id, "other", &TunnelSecret::generate());
+    moved.refresh_token = device.refresh_token.clone();
+    assert_eq!(moved.refresh_token(&key), Err(zt_edge::SealError));
+    // The same on every backend: the sealed value round-trips through each.
+    on_both(|db| {
+        let user = User::new("v@example.com", vec![]);
+        let mut d = Device::new(user.id, "d", &TunnelSecret::generate());
+        d.set_refresh_token(&key, Some(&token)).unwrap();
+        db.update(|t| {
+            t.put(&user)?;
+            t.put(&d)
+        })
+        .unwrap();
+        let stored: Device = db.read().unwrap().get(d.id).unwrap().unwrap();
+        assert_eq!(
+            stored.refresh_token(&key).unwrap().as_deref(),
+            Some(token.as_str())
+        );
+        d.set_refresh_token(&key, None).unwrap();
+        assert_eq!(d.refresh_token(&key), Ok(None));
+    });
+}
+
+#[test]
 fn unreadable_records_are_reported_with_their_key() {
     on_both(|db| {
         let id = Uuid::new_v4();

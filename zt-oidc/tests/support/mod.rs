@@ -196,6 +196,8 @@ pub struct IdpState {
     pub discovery_hits: usize,
     /// The next answer of the token endpoint to an authorization_code grant.
     pub code_response: Value,
+    /// The answer to a refresh-token grant; `null` refuses it with `invalid_grant`.
+    pub refresh_response: Value,
     /// Answers to device_code polls, in order (status, body); the last repeats.
     pub device_polls: VecDeque<(u16, Value)>,
     pub device_response: Value,
@@ -255,6 +257,7 @@ impl Idp {
         let state = Arc::new(Mutex::new(IdpState {
             jwks,
             code_response: Value::Null,
+            refresh_response: Value::Null,
             device_response: json!({
                 "device_code": "device-code-secret", "user_code": "WDJB-MJHT",
                 "verification_uri": format!("{issuer}/device"),
@@ -391,6 +394,11 @@ async fn handle(
             s.forms.push(("token".into(), form.clone(), auth));
             match form.get("grant_type").map(String::as_str) {
                 Some("authorization_code") => reply(200, &s.code_response.clone()),
+                Some("refresh_token") if s.refresh_response.is_null() => reply(
+                    400,
+                    &json!({"error": "invalid_grant", "error_description": "refresh token revoked"}),
+                ),
+                Some("refresh_token") => reply(200, &s.refresh_response.clone()),
                 Some("urn:ietf:params:oauth:grant-type:device_code") => {
                     let (status, body) = if s.device_polls.len() > 1 {
                         s.device_polls.pop_front().unwrap()
