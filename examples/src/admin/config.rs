@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use hyper::Method;
 use serde_json::{json, Value};
-use zt_creds::{ExistingFile, TunnelCredentials};
+use zt_creds::{DeviceCredentials, ExistingFile, TunnelCredentials};
 use zt_edge::config::{self, ConfigFile};
 
 use super::args::{ApplyArgs, ExportArgs, FileOpts, Output, PlanArgs, PolicyArgs, PolicyCommand};
@@ -214,7 +214,16 @@ pub(crate) fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 
 /// The credentials file of a tunnel the apply creates.
 fn credentials_path(dir: &Path, tunnel: &str) -> PathBuf {
-    let safe: String = tunnel
+    dir.join(format!("{}.json", safe_name(tunnel)))
+}
+
+/// The credentials file of a service token the apply creates.
+fn token_credentials_path(dir: &Path, token: &str) -> PathBuf {
+    dir.join(format!("token-{}.json", safe_name(token)))
+}
+
+fn safe_name(name: &str) -> String {
+    let safe: String = name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
@@ -224,7 +233,7 @@ fn credentials_path(dir: &Path, tunnel: &str) -> PathBuf {
             }
         })
         .collect();
-    dir.join(format!("{}.json", safe.trim_start_matches('.')))
+    safe.trim_start_matches('.').to_owned()
 }
 
 pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
@@ -257,21 +266,44 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         }
         // Every credentials file is checked before anything changes at the edge, since a
         // tunnel's secret exists only in the apply's answer.
-        let creating: Vec<String> = arr(&plan["changes"])
-            .iter()
-            .filter(|c| s(&c["action"]) == "create")
-            .filter_map(|c| s(&c["resource"]).strip_prefix("tunnel/").map(str::to_owned))
+        let created = |prefix: &str| -> Vec<String> {
+            arr(&plan["changes"])
+                .iter()
+                .filter(|c| s(&c["action"]) == "create")
+                .filter_map(|c| s(&c["resource"]).strip_prefix(prefix).map(str::to_owned))
+                .collect()
+        };
+        let creating: Vec<String> = created("tunnel/");
+        // The plan names tokens by their key (the name in lower case); the files use the
+        // file's own spelling.
+        let creating_tokens: Vec<String> = created("token/")
+            .into_iter()
+            .map(|key| {
+                file.service_tokens
+                    .iter()
+                    .find(|t| t.name.to_lowercase() == key)
+                    .map_or(key, |t| t.name.clone())
+            })
             .collect();
-        if !creating.is_empty() {
+        if !creating.is_empty() || !creating_tokens.is_empty() {
+            let what: Vec<String> = creating
+                .iter()
+                .map(|t| format!("tunnel {t}"))
+                .chain(creating_tokens.iter().map(|t| format!("service token {t}")))
+                .collect();
             let Some(dir) = &args.credentials_dir else {
                 return Err(CliError::Local(format!(
-                    "the plan creates tunnel(s) {}; give --credentials-dir DIR for their \
+                    "the plan creates {}; give --credentials-dir DIR for their \
                      credentials files (written once, mode 0600); nothing was applied",
-                    creating.join(", ")
+                    what.join(", ")
                 )));
             };
-            for t in &creating {
-                let p = credentials_path(dir, t);
+            let paths = creating.iter().map(|t| credentials_path(dir, t)).chain(
+                creating_tokens
+                    .iter()
+                    .map(|t| token_credentials_path(dir, t)),
+            );
+            for p in paths {
                 if p.exists() {
                     return Err(CliError::Local(format!(
                         "{} already exists and is never overwritten; move it away or choose \
@@ -286,8 +318,22 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         let outcome = c.call(Method::POST, "/v1/config/apply", Some(&apply_body))?;
         let mut written = Vec::new();
         for item in arr(&outcome["credentials"]) {
-            let name = s(&item["tunnel"]);
             let dir = args.credentials_dir.as_deref().unwrap_or(Path::new("."));
+            if item["service_token"].is_string() {
+                let name = s(&item["service_token"]);
+                let p = token_credentials_path(dir, &name);
+                let creds =
+                    DeviceCredentials::from_json(item["credentials"].to_string().as_bytes())
+                        .map_err(|e| {
+                            CliError::Local(format!("the edge's credentials for token {name}: {e}"))
+                        })?;
+                super::write_secret_file(&p, format!("service token {name}"), |p| {
+                    creds.write(p, ExistingFile::Refuse)
+                })?;
+                written.push(p.display().to_string());
+                continue;
+            }
+            let name = s(&item["tunnel"]);
             let p = credentials_path(dir, &name);
             let creds = TunnelCredentials::from_json(item["credentials"].to_string().as_bytes())
                 .map_err(|e| CliError::Local(format!("the edge's credentials for {name}: {e}")))?;
@@ -308,7 +354,7 @@ pub(crate) fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
                 arr(&outcome["changes"]).len()
             );
             for p in &written {
-                println!("Wrote tunnel credentials to {p} (mode 0600)");
+                println!("Wrote credentials to {p} (mode 0600)");
             }
         }
         Ok(())

@@ -675,3 +675,85 @@ async fn routes_and_users_update_in_place() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_token_in_the_file_is_created_once_with_its_credentials_file_and_revoked_when_dropped(
+) {
+    let h = Harness::start().await;
+    let file = h.write(
+        "tokens.yaml",
+        "version: 1\nservice_tokens:\n  - name: ci-deploy\n    groups: [ci]\n    expires_at: 2030-01-01T00:00:00Z\n",
+    );
+    let file_arg = file.to_str().unwrap();
+    let out = h.zt(&["plan", "-f", file_arg], true).await;
+    show("plan", &out);
+    assert_eq!(code(&out), 4, "changes pending");
+    assert!(text(&out.stdout).contains("+ create token/ci-deploy"));
+    // A created token's secret exists only in the apply's answer: no directory, no apply.
+    let out = h.zt(&["apply", "-f", file_arg], true).await;
+    assert_eq!(code(&out), 1);
+    assert!(
+        text(&out.stderr).contains("service token ci-deploy")
+            && text(&out.stderr).contains("--credentials-dir"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::create_dir(h.work.path().join("creds")).unwrap();
+    let out = h
+        .zt(
+            &["apply", "-f", file_arg, "--credentials-dir", "creds"],
+            true,
+        )
+        .await;
+    show("apply", &out);
+    assert_eq!(code(&out), 0);
+    let path = h.work.path().join("creds/token-ci-deploy.json");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let creds = zt_creds::DeviceCredentials::from_json(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(creds.service_token.as_deref(), Some("ci-deploy"));
+    let zt_creds::DeviceAuth::Secret(secret) = &creds.auth else {
+        panic!("a token's credentials carry a secret");
+    };
+    let stored: zt_edge::ServiceToken =
+        h.lb.edge
+            .state()
+            .db()
+            .read()
+            .unwrap()
+            .get(creds.device_id)
+            .unwrap()
+            .expect("the token the file names");
+    assert_eq!(stored.auth_key, secret.derive_auth_key());
+    assert_eq!(stored.groups, ["ci"]);
+    // Applied again: nothing changes and the file is left alone.
+    let before = std::fs::read(&path).unwrap();
+    let out = h
+        .zt(
+            &["apply", "-f", file_arg, "--credentials-dir", "creds"],
+            true,
+        )
+        .await;
+    assert_eq!(code(&out), 0);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    // Dropped from the file and pruned: revoked.
+    let empty = h.write("empty.yaml", "version: 1\n");
+    let out = h
+        .zt(
+            &["apply", "-f", empty.to_str().unwrap(), "--prune", "--force"],
+            true,
+        )
+        .await;
+    show("apply --prune", &out);
+    assert_eq!(code(&out), 0);
+    let stored: zt_edge::ServiceToken =
+        h.lb.edge
+            .state()
+            .db()
+            .read()
+            .unwrap()
+            .get(creds.device_id)
+            .unwrap()
+            .unwrap();
+    assert!(stored.revoked);
+}

@@ -80,6 +80,11 @@ pub struct ConfigFile {
     /// and applying the file keeps it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identity_providers: Vec<IdpSpec>,
+    /// Service tokens for pipelines, by name. Their secrets are never in the file: a token
+    /// the apply creates has its credentials file written once, 0600, into
+    /// `--credentials-dir`; one the file drops is revoked (with `--prune`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_tokens: Vec<ServiceTokenSpec>,
     /// Policy test cases, run before anything is applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<PolicyTest>,
@@ -206,6 +211,22 @@ pub struct UserSpec {
     /// The groups the file gives the user.
     #[serde(default)]
     pub groups: Vec<String>,
+}
+
+/// A service token: a credential for a pipeline, with groups and an optional expiry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServiceTokenSpec {
+    /// The name (its key, in any letter case), as the audit log and `identity.id` say it.
+    pub name: String,
+    /// The groups policy sees (`identity.groups`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// When it stops working, RFC 3339 (`2027-06-30T00:00:00Z`); absent: only when
+    /// revoked. A date, not a duration, so applying the file again moves nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// An OpenID Provider.
@@ -627,6 +648,7 @@ fn check(s: &Source<'_>, f: &ConfigFile) -> Result<(), ConfigError> {
             f.identity_providers.len(),
             MAX_RESOURCES,
         ),
+        ("service_tokens", f.service_tokens.len(), MAX_RESOURCES),
         ("tests", f.tests.len(), MAX_RESOURCES),
     ];
     for (key, n, limit) in counts {
@@ -704,6 +726,42 @@ fn check(s: &Source<'_>, f: &ConfigFile) -> Result<(), ConfigError> {
             return Err(s.err(
                 format!("identity_providers[{i}]"),
                 s.locate("name", &p.name, 0),
+                reason.to_owned(),
+            ));
+        }
+    }
+    dup(
+        "service_tokens",
+        "name",
+        f.service_tokens
+            .iter()
+            .map(|v| v.name.to_lowercase())
+            .collect(),
+    )?;
+    for (i, t) in f.service_tokens.iter().enumerate() {
+        let expires_at = match &t.expires_at {
+            None => None,
+            Some(text) => match crate::timestamp::Timestamp::parse_rfc3339(text) {
+                Some(at) => Some(at),
+                None => {
+                    return Err(s.err(
+                        format!("service_tokens[{i}].expires_at"),
+                        s.locate("expires_at", text, 0),
+                        format!("`{text}` is not an RFC 3339 time such as 2027-06-30T00:00:00Z"),
+                    ))
+                }
+            },
+        };
+        let record = crate::store::ServiceToken::new(
+            t.name.clone(),
+            t.groups.clone(),
+            &zt_creds::TunnelSecret::generate(),
+            expires_at,
+        );
+        if let Err(reason) = crate::store::check_record(&record) {
+            return Err(s.err(
+                format!("service_tokens[{i}]"),
+                s.locate("name", &t.name, 0),
                 reason.to_owned(),
             ));
         }
@@ -1119,7 +1177,7 @@ impl fmt::Display for ConfigFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} virtual networks, {} tunnels, {} routes, {} lists, {} rules, {} users, {} identity providers, {} tests",
+            "{} virtual networks, {} tunnels, {} routes, {} lists, {} rules, {} users, {} identity providers, {} service tokens, {} tests",
             self.vnets.len(),
             self.tunnels.len(),
             self.routes.len(),
@@ -1127,6 +1185,7 @@ impl fmt::Display for ConfigFile {
             self.rules.len(),
             self.users.len(),
             self.identity_providers.len(),
+            self.service_tokens.len(),
             self.tests.len()
         )
     }

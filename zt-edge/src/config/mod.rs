@@ -26,9 +26,9 @@ mod policy_tests;
 
 pub use file::{
     check_json, file_hash, load, parse, to_yaml, ConfigError, ConfigFile, IdpSpec, ListSpec,
-    PolicyTest, RouteSpec, RuleSpec, TunnelSpec, UserSpec, VnetSpec, FORMAT_VERSION, MAX_DEPTH,
-    MAX_EXPRESSION_BYTES, MAX_FILE_BYTES, MAX_LIST_ITEMS, MAX_RESOLVED_BYTES, MAX_RESOURCES,
-    MAX_RULES, MAX_TOTAL_ITEMS,
+    PolicyTest, RouteSpec, RuleSpec, ServiceTokenSpec, TunnelSpec, UserSpec, VnetSpec,
+    FORMAT_VERSION, MAX_DEPTH, MAX_EXPRESSION_BYTES, MAX_FILE_BYTES, MAX_LIST_ITEMS,
+    MAX_RESOLVED_BYTES, MAX_RESOURCES, MAX_RULES, MAX_TOTAL_ITEMS,
 };
 pub use plan::{
     Action, Applied, ApplyError, Change, Drift, Expected, FieldChange, LiveCount, Outcome, Plan,

@@ -21,12 +21,12 @@ use uuid::Uuid;
 use zt_creds::{TunnelCredentials, TunnelSecret};
 
 use super::file::{
-    file_hash, ConfigFile, IdpSpec, ListSpec, RouteSpec, RuleSpec, TunnelSpec, UserSpec, VnetSpec,
-    FORMAT_VERSION,
+    file_hash, ConfigFile, IdpSpec, ListSpec, RouteSpec, RuleSpec, ServiceTokenSpec, TunnelSpec,
+    UserSpec, VnetSpec, FORMAT_VERSION,
 };
 use crate::store::{
-    Device, IdentityProvider, List, Record, Route, Rule, StoreError, Tunnel, User, VirtualNetwork,
-    WriteTxn,
+    Device, IdentityProvider, List, Record, Route, Rule, ServiceToken, StoreError, Tunnel, User,
+    VirtualNetwork, WriteTxn,
 };
 use crate::timestamp::Timestamp;
 
@@ -247,6 +247,11 @@ pub struct Outcome {
     /// secrets leave the edge.
     #[serde(skip)]
     pub credentials: Vec<(String, TunnelCredentials)>,
+    /// The service tokens created: name, id and secret, the only time the secret leaves
+    /// the store (the caller wraps it in a device credentials file with the edge's
+    /// addresses).
+    #[serde(skip)]
+    pub tokens: Vec<(String, Uuid, TunnelSecret)>,
     /// The store revision the apply committed; the edge serves it once
     /// [`EdgeHandle::applied_revision`](crate::EdgeHandle::applied_revision) reaches it.
     pub revision: u64,
@@ -268,6 +273,8 @@ struct Live {
     rules: BTreeMap<String, Rule>,
     users: BTreeMap<String, User>,
     idps: BTreeMap<String, IdentityProvider>,
+    /// Every service token, revoked ones too (a revoked name stays taken).
+    tokens: BTreeMap<String, ServiceToken>,
 }
 
 /// The read side both transaction kinds offer.
@@ -376,6 +383,11 @@ impl Live {
                 .into_iter()
                 .map(|p| (idp_key(&p.name), p))
                 .collect(),
+            tokens: r
+                .all::<ServiceToken>()?
+                .into_iter()
+                .map(|t| (token_key(&t.name), t))
+                .collect(),
         })
     }
 
@@ -389,7 +401,32 @@ impl Live {
             .or_else(|| self.rules.get(key).map(Record::version))
             .or_else(|| self.users.get(key).map(Record::version))
             .or_else(|| self.idps.get(key).map(Record::version))
+            .or_else(|| self.tokens.get(key).map(Record::version))
     }
+
+    /// The tokens that work or may again by the file's say: not revoked.
+    fn live_tokens(&self) -> impl Iterator<Item = (&String, &ServiceToken)> {
+        self.tokens.iter().filter(|(_, t)| !t.revoked)
+    }
+}
+
+fn token_key(name: &str) -> String {
+    format!("token/{}", name.to_lowercase())
+}
+
+/// An expiry as the plan compares it: the edge's own spelling of the instant.
+fn expiry_text(text: Option<&str>) -> Value {
+    json!(
+        text.map(|t| Timestamp::parse_rfc3339(t).map_or_else(|| t.to_owned(), |at| at.to_string()))
+    )
+}
+
+fn token_json(t: &ServiceTokenSpec) -> Value {
+    json!({ "groups": t.groups, "expires_at": expiry_text(t.expires_at.as_deref()) })
+}
+
+fn token_record_json(t: &ServiceToken) -> Value {
+    json!({ "groups": t.groups, "expires_at": t.expires_at.map(|at| at.to_string()) })
 }
 
 fn idp_key(name: &str) -> String {
@@ -710,6 +747,50 @@ pub(crate) fn plan_in(
         }
     }
 
+    for t in &file.service_tokens {
+        let key = token_key(&t.name);
+        named.insert(key.clone());
+        match live.tokens.get(&key) {
+            None => push(
+                &mut changes,
+                key,
+                Action::Create,
+                create_fields(token_json(t)),
+                None,
+            ),
+            Some(x) if x.revoked => changes.push(Change {
+                resource: key,
+                action: Action::Update,
+                fields: Vec::new(),
+                version: Some(x.version),
+                blocked: Some(format!(
+                    "the service token `{}` is revoked, and a revoked token stays revoked; \
+                     give its successor another name",
+                    x.name
+                )),
+            }),
+            Some(x) => {
+                let (before, after) = (token_record_json(x), token_json(t));
+                let mut f = Vec::new();
+                diff(
+                    &mut f,
+                    "groups",
+                    before["groups"].clone(),
+                    after["groups"].clone(),
+                );
+                diff(
+                    &mut f,
+                    "expires_at",
+                    before["expires_at"].clone(),
+                    after["expires_at"].clone(),
+                );
+                if !f.is_empty() {
+                    push(&mut changes, key, Action::Update, f, Some(x.version));
+                }
+            }
+        }
+    }
+
     // What the file does not name, in the order deletes must run: rules and routes
     // before the lists, tunnels and networks they use.
     let mut deletes: Vec<(String, u64, Option<String>)> = Vec::new();
@@ -729,6 +810,10 @@ pub(crate) fn plan_in(
         }
     }
     for (k, x) in &live.idps {
+        deletes.push((k.clone(), x.version, None));
+    }
+    // A token the file drops is revoked, at once, with every live session it has.
+    for (k, x) in live.live_tokens() {
         deletes.push((k.clone(), x.version, None));
     }
     for (k, x) in &live.tunnels {
@@ -827,6 +912,7 @@ pub(crate) fn apply_in(
     }
 
     let mut credentials = Vec::new();
+    let mut tokens = Vec::new();
     let touched: std::collections::HashSet<String> =
         plan.changes.iter().map(|c| c.resource.clone()).collect();
     let by_key = |c: &str| plan.changes.iter().find(|x| x.resource == c);
@@ -918,6 +1004,38 @@ pub(crate) fn apply_in(
         rec.ca_pem = p.ca_pem.clone();
         txn.put(&rec).map_err(store_err(&key))?;
     }
+    for t in &file.service_tokens {
+        let key = token_key(&t.name);
+        if !touched.contains(&key) {
+            continue;
+        }
+        let expires_at = match t.expires_at.as_deref() {
+            None => None,
+            Some(text) => {
+                Some(
+                    Timestamp::parse_rfc3339(text).ok_or_else(|| ApplyError::Invalid {
+                        resource: key.clone(),
+                        reason: format!("expires_at `{text}` is not an RFC 3339 time"),
+                        detail: Value::Null,
+                    })?,
+                )
+            }
+        };
+        match live.tokens.get(&key) {
+            Some(x) => {
+                let mut rec = x.clone();
+                rec.groups = t.groups.clone();
+                rec.expires_at = expires_at;
+                txn.put(&rec).map_err(store_err(&key))?;
+            }
+            None => {
+                let secret = TunnelSecret::generate();
+                let rec = ServiceToken::new(t.name.trim(), t.groups.clone(), &secret, expires_at);
+                txn.put(&rec).map_err(store_err(&key))?;
+                tokens.push((rec.name.clone(), rec.id, secret));
+            }
+        }
+    }
     // Deletes of routes and rules come before creates, so a route moved to another
     // network, or a rule renamed, never collides with its old self.
     delete_kind(txn, &plan, &live, "route/")?;
@@ -985,6 +1103,7 @@ pub(crate) fn apply_in(
     delete_kind(txn, &plan, &live, "list/")?;
     delete_kind(txn, &plan, &live, "user/")?;
     delete_kind(txn, &plan, &live, "idp/")?;
+    delete_kind(txn, &plan, &live, "token/")?;
     delete_kind(txn, &plan, &live, "tunnel/")?;
     delete_kind(txn, &plan, &live, "vnet/")?;
 
@@ -1006,6 +1125,7 @@ pub(crate) fn apply_in(
     );
     keys.extend(file.rules.iter().map(|v| format!("rule/{}", v.name)));
     keys.extend(file.identity_providers.iter().map(|p| idp_key(&p.name)));
+    keys.extend(file.service_tokens.iter().map(|t| token_key(&t.name)));
     keys.extend(
         file.routes
             .iter()
@@ -1024,6 +1144,7 @@ pub(crate) fn apply_in(
         .chain(after.lists.keys())
         .chain(after.rules.keys())
         .chain(after.idps.keys())
+        .chain(after.live_tokens().map(|(k, _)| k))
         .filter(|k| !resources.contains_key(*k))
         .cloned()
         .collect();
@@ -1046,6 +1167,7 @@ pub(crate) fn apply_in(
     Ok(Outcome {
         changes: plan.changes,
         credentials,
+        tokens,
         revision: 0,
     })
 }
@@ -1076,6 +1198,13 @@ fn delete_kind(
             "idp/" => {
                 txn.delete::<IdentityProvider>(live.idps[key].id)
                     .map_err(err)?;
+            }
+            "token/" => {
+                // Revoked, as `zt token revoke` does: the name stays taken and the audit
+                // log's lines keep meaning something.
+                let mut t = live.tokens[key].clone();
+                t.revoked = true;
+                txn.put(&t).map_err(err)?;
             }
             "user/" => {
                 let id = live.users[key].id;
@@ -1176,7 +1305,8 @@ pub(crate) fn drift_in(r: &impl Reader) -> Result<Option<(Applied, Vec<Drift>)>,
         .chain(live.routes.iter().map(|(k, v)| (k, v.version)))
         .chain(live.lists.iter().map(|(k, v)| (k, v.version)))
         .chain(live.rules.iter().map(|(k, v)| (k, v.version)))
-        .chain(live.idps.iter().map(|(k, v)| (k, v.version)));
+        .chain(live.idps.iter().map(|(k, v)| (k, v.version)))
+        .chain(live.live_tokens().map(|(k, v)| (k, v.version)));
     for (k, v) in created {
         if !applied.resources.contains_key(k) && !applied.unmanaged.contains(k) {
             out.push(Drift {
@@ -1282,6 +1412,14 @@ pub(crate) fn export_in(r: &impl Reader) -> Result<ConfigFile, StoreError> {
                 allowed_domains: p.allowed_domains.clone(),
                 session_length_secs: p.session_length_secs,
                 ca_pem: p.ca_pem.clone(),
+            })
+            .collect(),
+        service_tokens: live
+            .live_tokens()
+            .map(|(_, t)| ServiceTokenSpec {
+                name: t.name.clone(),
+                groups: t.groups.clone(),
+                expires_at: t.expires_at.map(|at| at.to_string()),
             })
             .collect(),
         tests: Vec::new(),

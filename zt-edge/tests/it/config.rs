@@ -738,6 +738,7 @@ lists: [{name: l, slug: s, type: IP, items: [10.0.0.1], items_file: f.txt, descr
 rules: [{name: r, description: d, precedence: 1, action: allow, enabled: true, filters: [l4],
          traffic: 'net.dst.port == 1', identity: 'identity.email == \"a@b.c\"', device_posture: 'device.posture.x'}]
 users: [{email: a@b.c, groups: [g]}]
+service_tokens: [{name: ci, groups: [g], expires_at: '2027-06-30T00:00:00Z'}]
 tests: [{name: n, user: a@b.c, groups: [g], source: 192.0.2.1, destination: '10.0.0.1:1',
          protocol: tcp, host: h, expect: allow, rule: r, http: 'off'}]
 ",
@@ -823,4 +824,109 @@ fn identity_providers_plan_apply_export_and_keep_a_secret_set_outside_the_file()
         err.report()
     );
     assert!(err.report().contains("https://"), "{}", err.report());
+}
+
+#[test]
+fn service_tokens_plan_apply_export_and_are_revoked_when_the_file_drops_them() {
+    let (_d, db) = db();
+    let text = "version: 1\nservice_tokens:\n  - name: ci-deploy\n    groups: [ci]\n    expires_at: 2027-06-30T00:00:00Z\n";
+    let file = parse(text).unwrap();
+    let plan = config::plan(&db, &file, PlanOptions::default(), &no_connectors).unwrap();
+    assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
+    assert_eq!(plan.changes[0].resource, "token/ci-deploy");
+    assert_eq!(plan.changes[0].action, Action::Create);
+    let outcome = apply(&db, &file, PlanOptions::default()).unwrap();
+    // The secret leaves once, with the apply's outcome; the record keeps only its key.
+    assert_eq!(outcome.tokens.len(), 1);
+    let (name, id, secret) = &outcome.tokens[0];
+    assert_eq!(name, "ci-deploy");
+    let stored: zt_edge::ServiceToken = db.read().unwrap().get(*id).unwrap().unwrap();
+    assert_eq!(stored.auth_key, secret.derive_auth_key());
+    assert_eq!(stored.groups, ["ci"]);
+    assert_eq!(
+        stored.expires_at.map(|t| t.to_string()).as_deref(),
+        Some("2027-06-30T00:00:00.000Z")
+    );
+    // The same file again: no change, however the time is spelled.
+    let respelled =
+        parse(&text.replace("2027-06-30T00:00:00Z", "2027-06-30T02:00:00+02:00")).unwrap();
+    assert!(
+        config::plan(&db, &respelled, PlanOptions::default(), &no_connectors)
+            .unwrap()
+            .is_empty()
+    );
+    // New groups are one update of the same token (its credentials stay good).
+    let edited = parse(&text.replace("[ci]", "[ci, deploy]")).unwrap();
+    let plan = config::plan(&db, &edited, PlanOptions::default(), &no_connectors).unwrap();
+    assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
+    assert_eq!(plan.changes[0].action, Action::Update);
+    assert_eq!(plan.changes[0].fields[0].field, "groups");
+    assert!(apply(&db, &edited, PlanOptions::default())
+        .unwrap()
+        .tokens
+        .is_empty());
+    let stored: zt_edge::ServiceToken = db.read().unwrap().get(*id).unwrap().unwrap();
+    assert_eq!(stored.groups, ["ci", "deploy"]);
+    // The export says it, without its key.
+    let yaml = config::to_yaml(&config::export(&db).unwrap());
+    let key_hex: String = stored
+        .auth_key
+        .expose_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        yaml.contains("ci-deploy") && !yaml.contains(&key_hex),
+        "{yaml}"
+    );
+    assert!(config::plan(
+        &db,
+        &parse(&yaml).unwrap(),
+        PlanOptions::default(),
+        &no_connectors
+    )
+    .unwrap()
+    .is_empty());
+    // Dropped from the file: unmanaged without --prune, revoked with it.
+    let empty = parse("version: 1\n").unwrap();
+    let plan = config::plan(&db, &empty, PlanOptions::default(), &no_connectors).unwrap();
+    assert!(plan.changes.is_empty());
+    assert!(
+        plan.unmanaged.contains(&"token/ci-deploy".to_owned()),
+        "{:?}",
+        plan.unmanaged
+    );
+    let prune = PlanOptions {
+        prune: true,
+        ..PlanOptions::default()
+    };
+    apply(&db, &empty, prune).unwrap();
+    let stored: zt_edge::ServiceToken = db.read().unwrap().get(*id).unwrap().unwrap();
+    assert!(stored.revoked, "a dropped token is revoked");
+    // A revoked name stays taken: naming it again is blocked, with the reason.
+    let plan = config::plan(&db, &file, PlanOptions::default(), &no_connectors).unwrap();
+    assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
+    assert!(
+        plan.changes[0]
+            .blocked
+            .as_deref()
+            .is_some_and(|b| b.contains("revoked")),
+        "{:?}",
+        plan.changes[0]
+    );
+    // Bad input is refused with where it is.
+    for (bad, says) in [
+        (
+            text.replace("2027-06-30T00:00:00Z", "in 30 days"),
+            "service_tokens[0].expires_at",
+        ),
+        (text.replace("ci-deploy", "two words"), "service_tokens[0]"),
+        (
+            format!("{text}  - name: CI-DEPLOY\n"),
+            "service_tokens[1].name",
+        ),
+    ] {
+        let err = parse(&bad).unwrap_err();
+        assert!(err.report().contains(says), "{}", err.report());
+    }
 }

@@ -10,6 +10,8 @@ use uuid::Uuid;
 use super::{ok, ApiRequest, Ctx, Reply};
 use crate::admin::error::ApiError;
 use crate::config::{self, ApplyError, ConfigFile, Expected, PlanOptions};
+use crate::store::ServiceToken;
+use zt_creds::{CaFingerprint, DeviceAuth, DeviceCredentials};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +64,32 @@ pub(super) fn plan(ctx: &Ctx, req: &ApiRequest) -> Reply {
 pub(super) fn apply(ctx: &Ctx, req: &ApiRequest) -> Reply {
     let body: ApplyBody = req.json()?;
     checked(&body.file)?;
+    // A token the apply creates leaves in a credentials file naming the edge's addresses.
+    if !body.file.service_tokens.is_empty() && ctx.edge_addresses.is_empty() {
+        let known: Vec<String> = ctx
+            .state
+            .db()
+            .read()
+            .and_then(|t| t.list::<ServiceToken>())?
+            .into_iter()
+            .map(|t| t.name.to_lowercase())
+            .collect();
+        if let Some(new) = body
+            .file
+            .service_tokens
+            .iter()
+            .find(|t| !known.contains(&t.name.to_lowercase()))
+        {
+            return Err(ApiError::bad_request(
+                "missing_edge_address",
+                format!(
+                    "the file creates the service token `{}`, whose credentials name the edge's \
+                     address, and this edge does not know it: start it with --advertise HOST:PORT",
+                    new.name
+                ),
+            ));
+        }
+    }
     let count = live_count(ctx);
     let outcome = config::apply(
         ctx.state.db(),
@@ -106,6 +134,28 @@ pub(super) fn apply(ctx: &Ctx, req: &ApiRequest) -> Reply {
         let c: Value = serde_json::from_str(&creds.to_json())
             .map_err(|e| ApiError::internal(format!("cannot encode the credentials: {e}")))?;
         credentials.push(json!({ "tunnel": name, "credentials": c }));
+    }
+    if !outcome.tokens.is_empty() {
+        let ca_fingerprint: CaFingerprint = ctx.state.ca_fingerprint().parse().map_err(|e| {
+            ApiError::internal(format!("the edge's CA fingerprint is unusable: {e}"))
+        })?;
+        let vnet = ctx.state.db().read()?.default_vnet()?.map(|v| v.id);
+        for (name, id, secret) in &outcome.tokens {
+            let creds = DeviceCredentials {
+                device_id: *id,
+                user_email: String::new(),
+                auth: DeviceAuth::Secret(secret.clone()),
+                edge: ctx.edge_addresses.clone(),
+                ca_fingerprint,
+                default_vnet: vnet,
+                identity_provider: None,
+                service_token: Some(name.clone()),
+            };
+            // The only time a created token's secret leaves the edge.
+            let c: Value = serde_json::from_str(&creds.to_json())
+                .map_err(|e| ApiError::internal(format!("cannot encode the credentials: {e}")))?;
+            credentials.push(json!({ "service_token": name, "credentials": c }));
+        }
     }
     ok(json!({
         "changes": outcome.changes,
