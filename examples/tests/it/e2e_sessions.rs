@@ -351,25 +351,9 @@ fn a_service_token_s_session_expires_under_a_kubectl_watch_and_a_revoked_token_s
 
 #[test]
 fn revoking_one_device_ends_its_flows_and_spares_the_user_s_other_device() {
-    use zt_testkit::oidc::{
-        browser_unavailable, provider_unavailable, skip, Account, OidcProvider, ProviderOptions,
+    let Some((rt, idp)) = alice_at_a_provider("e2e_sessions::revoking_one_device") else {
+        return;
     };
-    const TEST: &str = "e2e_sessions::revoking_one_device";
-    if let Some(why) = provider_unavailable().or_else(browser_unavailable) {
-        skip(TEST, &why);
-        return;
-    }
-    if !have_kubectl() {
-        eprintln!("!!! SKIPPED: {TEST} needs kubectl, which is not installed");
-        return;
-    }
-    let rt = runtime(2);
-    let idp = rt
-        .block_on(OidcProvider::start(ProviderOptions {
-            accounts: vec![Account::new("alice", "alice@example.com").with_groups(&["ci"])],
-            ..ProviderOptions::default()
-        }))
-        .expect("the OpenID Provider starts");
     let rig = rig();
     let edge = &rig.edge;
     edge.admin(&[
@@ -438,6 +422,32 @@ fn revoking_one_device_ends_its_flows_and_spares_the_user_s_other_device() {
     assert_eq!(line["close_reason"], "revoked", "{line}");
 }
 
+/// A runtime and a real OpenID Provider with one account, alice in group `ci`; `None`
+/// (said loudly) when the provider, Chromium or kubectl is missing.
+fn alice_at_a_provider(
+    test: &str,
+) -> Option<(tokio::runtime::Runtime, zt_testkit::oidc::OidcProvider)> {
+    use zt_testkit::oidc::{
+        browser_unavailable, provider_unavailable, skip, Account, OidcProvider, ProviderOptions,
+    };
+    if let Some(why) = provider_unavailable().or_else(browser_unavailable) {
+        skip(test, &why);
+        return None;
+    }
+    if !have_kubectl() {
+        eprintln!("!!! SKIPPED: {test} needs kubectl, which is not installed");
+        return None;
+    }
+    let rt = runtime(2);
+    let idp = rt
+        .block_on(OidcProvider::start(ProviderOptions {
+            accounts: vec![Account::new("alice", "alice@example.com").with_groups(&["ci"])],
+            ..ProviderOptions::default()
+        }))
+        .expect("the OpenID Provider starts");
+    Some((rt, idp))
+}
+
 fn device_id(file: &std::path::Path) -> String {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
@@ -450,26 +460,12 @@ fn device_id(file: &std::path::Path) -> String {
 /// plainly that `zt login` is needed.
 #[test]
 fn a_sign_in_with_a_refresh_token_is_renewed_under_a_watch_and_one_without_asks_for_zt_login() {
-    use zt_testkit::oidc::{
-        browser_unavailable, provider_unavailable, skip, Account, OidcProvider, ProviderOptions,
-    };
-    const TEST: &str = "e2e_sessions::a_sign_in_with_a_refresh_token_is_renewed";
-    if let Some(why) = provider_unavailable().or_else(browser_unavailable) {
-        skip(TEST, &why);
-        return;
-    }
-    if !have_kubectl() {
-        eprintln!("!!! SKIPPED: {TEST} needs kubectl, which is not installed");
-        return;
-    }
     const LENGTH: Duration = Duration::from_secs(6);
-    let rt = runtime(2);
-    let idp = rt
-        .block_on(OidcProvider::start(ProviderOptions {
-            accounts: vec![Account::new("alice", "alice@example.com").with_groups(&["ci"])],
-            ..ProviderOptions::default()
-        }))
-        .expect("the OpenID Provider starts");
+    let Some((rt, idp)) =
+        alice_at_a_provider("e2e_sessions::a_sign_in_with_a_refresh_token_is_renewed")
+    else {
+        return;
+    };
     let rig = rig();
     let edge = &rig.edge;
     // Two providers for one IdP: `corp` asks for offline access, `plain` does not.
@@ -612,12 +608,20 @@ fn a_sign_in_with_a_refresh_token_is_renewed_under_a_watch_and_one_without_asks_
             l["flow"] == "refresh" && l["device_id"] == kept_id.as_str() && l["accepted"] == false
         })
         .collect::<Vec<_>>();
-    assert!(
-        refused.iter().any(|l| l["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("invalid_grant"))),
-        "the refused renewal has its audit line: {refused:?}"
-    );
-    let said = c1.wait_for("would not renew");
+    assert!(!refused.is_empty(), "the failed renewal has its audit line");
+    let said = c1.wait_for("the sign-in has ended and the identity provider");
     assert!(said.contains("zt login"), "{said}");
+    // The provider normally answers again within the renewal's window and refuses the
+    // token it forgot; on a machine so loaded that it did not, the edge says it could not
+    // reach the provider instead.
+    if refused.iter().any(|l| {
+        l["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("invalid_grant"))
+    }) {
+        assert!(said.contains("would not renew"), "{said}");
+    } else {
+        eprintln!("the provider was not back within the renewal window: {refused:?}");
+        assert!(said.contains("could not be reached"), "{said}");
+    }
 }

@@ -220,13 +220,15 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
                         renew_due = renew_at(&shared.snapshot.load()).map(|at| at.max(soonest));
                         renew_timer.as_mut().reset(renew_due.unwrap_or_else(far_away));
                     }
-                    Ok(Err(RenewError::Transient(_))) => {
+                    Ok(Err(RenewError::Transient(why))) => {
                         // Again in a while, while the sign-in lasts.
                         let left = ends.map(|(at, _)| at.saturating_duration_since(std::time::Instant::now())).unwrap_or_default();
-                        let again = (left / 3).clamp(Duration::from_secs(1), Duration::from_secs(30));
+                        let again = (left / 3).clamp(Duration::from_millis(250), Duration::from_secs(30));
                         if left > again {
                             renew_due = Some(tokio::time::Instant::now() + again);
                             renew_timer.as_mut().reset(tokio::time::Instant::now() + again);
+                        } else {
+                            renew_refused = Some(format!("the identity provider could not be reached to renew it ({why})"));
                         }
                     }
                     Ok(Err(RenewError::Final(why))) => {
