@@ -138,7 +138,11 @@ pub(crate) fn run(args: IdpArgs) -> anyhow::Result<ExitCode> {
             }
             IdpCommand::Remove { idp } => {
                 let v = c.call(Method::DELETE, &format!("/v1/idps/{}", enc(&idp)), None)?;
-                let said = format!("Removed identity provider {}", s(&v["name"]));
+                let said = format!(
+                    "Removed identity provider {}; {} device(s) signed in through it lost their sessions (they sign in again through another provider)",
+                    s(&v["name"]),
+                    v["devices_signed_out"].as_u64().unwrap_or(0)
+                );
                 (v, said)
             }
             IdpCommand::Enrollment { idp } => {

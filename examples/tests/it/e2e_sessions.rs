@@ -422,6 +422,47 @@ fn revoking_one_device_ends_its_flows_and_spares_the_user_s_other_device() {
     assert_eq!(line["close_reason"], "revoked", "{line}");
 }
 
+/// Removing an identity provider signs out every device that came through it: a live
+/// watch ends with `revoked`, and the device is refused when it reconnects.
+#[test]
+fn removing_the_identity_provider_ends_its_devices_sessions() {
+    let Some((rt, idp)) = alice_at_a_provider("e2e_sessions::removing_the_identity_provider")
+    else {
+        return;
+    };
+    let rig = rig();
+    let edge = &rig.edge;
+    edge.admin(&[
+        "idp",
+        "add",
+        "corp",
+        "--issuer",
+        idp.issuer(),
+        "--client-id",
+        "zt",
+        "--ca-file",
+        idp.ca_file().to_str().unwrap(),
+    ]);
+    let enrollment = edge.admin(&["idp", "enrollment", "corp"]).trim().to_owned();
+    let creds = crate::e2e_idp_login::browser_login(&rt, edge, &enrollment, "alice");
+    let id = device_id(&creds);
+    let (client, port) = client_socks(&creds);
+    let watch = Watch::start(&rig.kubeconfig(port));
+    let removed = Instant::now();
+    let said = edge.admin(&["idp", "remove", "corp"]);
+    assert!(said.contains("1 device(s) signed in through it"), "{said}");
+    let ended = watch
+        .wait_end(DEADLINE)
+        .expect("the watch of a device of the removed provider ends");
+    eprintln!(
+        "zt idp remove: the device's kubectl watch ended {:?} after the command started",
+        ended.duration_since(removed)
+    );
+    let line = rig.watch_line(&id, &watch);
+    assert_eq!(line["close_reason"], "revoked", "{line}");
+    client.wait_for("run `zt login`");
+}
+
 /// A runtime and a real OpenID Provider with one account, alice in group `ci`; `None`
 /// (said loudly) when the provider, Chromium or kubectl is missing.
 fn alice_at_a_provider(

@@ -17,7 +17,8 @@ use zt_proto::VerifyKey;
 use zt_routes::RouteSnapshot;
 
 use crate::store::{
-    Db, Device, List, Route, Rule, SecretSha256, ServiceToken, StoreError, Tunnel, User,
+    Db, Device, IdentityProvider, List, Route, Rule, SecretSha256, ServiceToken, StoreError,
+    Tunnel, User,
 };
 use crate::store::{Revision, VirtualNetwork};
 
@@ -125,6 +126,13 @@ pub(crate) fn load(
     let lists: Vec<List> = txn.list()?;
     let rules: Vec<Rule> = txn.list()?;
     let tokens: Vec<ServiceToken> = txn.list()?;
+    // A sign-in is only as good as the provider it came through: devices of a provider
+    // removed from the edge (`zt idp remove`, a pruned file) lose their sessions.
+    let providers: std::collections::HashSet<Uuid> = txn
+        .list::<IdentityProvider>()?
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
     drop(txn);
 
     let tunnels = tunnels
@@ -164,6 +172,11 @@ pub(crate) fn load(
     let devices = devices
         .into_iter()
         .filter(|d| !d.revoked)
+        .filter(|d| {
+            d.login
+                .as_ref()
+                .is_none_or(|l| providers.contains(&l.provider_id))
+        })
         .filter_map(|d| {
             let user = users.get(&d.user_id)?;
             let key = match (d.auth_key, d.public_key) {

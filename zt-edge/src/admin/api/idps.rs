@@ -84,12 +84,21 @@ fn find(ctx: &Ctx, key: &str) -> Result<IdentityProvider, ApiError> {
 
 pub(super) fn remove(ctx: &Ctx, key: &str) -> Reply {
     let idp = find(ctx, key)?;
-    ctx.state.db().update(|txn| {
+    let (signed_in, _) = ctx.state.db().update(|txn| {
         txn.delete::<IdentityProvider>(idp.id)?;
-        Ok::<_, ApiError>(())
+        // Their sign-ins came through it: the edge stops accepting them (see the
+        // runtime's snapshot), so their live sessions end now.
+        let signed_in = txn
+            .list::<crate::store::Device>()?
+            .iter()
+            .filter(|d| !d.revoked && d.login.as_ref().is_some_and(|l| l.provider_id == idp.id))
+            .count();
+        Ok::<_, ApiError>(signed_in)
     })?;
-    tracing::info!(idp = %idp.name, "identity provider removed");
-    ok(json!(idp.info()))
+    tracing::info!(idp = %idp.name, devices = signed_in, "identity provider removed; its devices' sessions end");
+    let mut v = json!(idp.info());
+    v["devices_signed_out"] = json!(signed_in);
+    ok(v)
 }
 
 pub(super) fn enrollment(ctx: &Ctx, key: &str) -> Reply {
