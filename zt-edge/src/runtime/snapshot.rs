@@ -70,7 +70,8 @@ pub(crate) struct Snapshot {
     pub(crate) policy: Arc<CompiledPolicy>,
     /// Live (not deleted) tunnels.
     pub(crate) tunnels: HashMap<Uuid, TunnelEntry>,
-    /// Devices that are not revoked and whose user exists, and live service tokens (which
+    /// Devices that are not revoked, whose user exists and (for a sign-in) whose identity
+    /// provider exists, and live service tokens (which
     /// authenticate as devices do), by id.
     pub(crate) devices: HashMap<Uuid, DeviceEntry>,
     pub(crate) vnets: Vec<VnetEntry>,
