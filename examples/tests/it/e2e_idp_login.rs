@@ -63,25 +63,12 @@ fn edge_with_idp(idp: &OidcProvider) -> (Edge, Connector, String) {
         "l4",
         "net.dst.ip == 127.0.0.2",
     );
-    edge.admin(&[
-        "idp",
-        "add",
-        "corp",
-        "--issuer",
-        idp.issuer(),
-        "--client-id",
-        "zt",
-        "--ca-file",
-        idp.ca_file().to_str().unwrap(),
-        "--allowed-domain",
-        "example.com",
-    ]);
+    let enrollment = edge.add_idp("corp", idp, &["--allowed-domain", "example.com"]);
     let listed = edge.admin(&["idp", "list"]);
     assert!(
         listed.contains("corp") && listed.contains(idp.issuer()),
         "{listed}"
     );
-    let enrollment = edge.admin(&["idp", "enrollment", "corp"]).trim().to_owned();
     assert!(enrollment.starts_with("zt-enroll1."), "{enrollment}");
     let connector = Connector::start(&edge, "k8s_zero_trust_tunnel", &creds, "connector", 2);
     connector.wait_ready(2);

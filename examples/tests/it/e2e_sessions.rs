@@ -356,18 +356,7 @@ fn revoking_one_device_ends_its_flows_and_spares_the_user_s_other_device() {
     };
     let rig = rig();
     let edge = &rig.edge;
-    edge.admin(&[
-        "idp",
-        "add",
-        "corp",
-        "--issuer",
-        idp.issuer(),
-        "--client-id",
-        "zt",
-        "--ca-file",
-        idp.ca_file().to_str().unwrap(),
-    ]);
-    let enrollment = edge.admin(&["idp", "enrollment", "corp"]).trim().to_owned();
+    let enrollment = edge.add_idp("corp", &idp, &[]);
     // Alice signs in on two machines: two devices of one user.
     let first = crate::e2e_idp_login::browser_login(&rt, edge, &enrollment, "alice");
     let desktop = edge.path("login-alice-desktop.json");
@@ -432,18 +421,7 @@ fn removing_the_identity_provider_ends_its_devices_sessions() {
     };
     let rig = rig();
     let edge = &rig.edge;
-    edge.admin(&[
-        "idp",
-        "add",
-        "corp",
-        "--issuer",
-        idp.issuer(),
-        "--client-id",
-        "zt",
-        "--ca-file",
-        idp.ca_file().to_str().unwrap(),
-    ]);
-    let enrollment = edge.admin(&["idp", "enrollment", "corp"]).trim().to_owned();
+    let enrollment = edge.add_idp("corp", &idp, &[]);
     let creds = crate::e2e_idp_login::browser_login(&rt, edge, &enrollment, "alice");
     let id = device_id(&creds);
     let (client, port) = client_socks(&creds);
@@ -510,34 +488,28 @@ fn a_sign_in_with_a_refresh_token_is_renewed_under_a_watch_and_one_without_asks_
     let rig = rig();
     let edge = &rig.edge;
     // Two providers for one IdP: `corp` asks for offline access, `plain` does not.
-    for (name, offline) in [("corp", true), ("plain", false)] {
-        let mut args = vec![
-            "idp",
-            "add",
-            name,
-            "--issuer",
-            idp.issuer(),
-            "--client-id",
-            "zt",
-            "--ca-file",
-            idp.ca_file().to_str().unwrap(),
-            "--session-length",
-            "6s",
-        ];
-        if offline {
-            for s in ["openid", "email", "profile", "groups", "offline_access"] {
-                args.extend(["--scope", s]);
-            }
-        }
-        edge.admin(&args);
-    }
-    let enrollment = |name: &str| edge.admin(&["idp", "enrollment", name]).trim().to_owned();
-    let renewable = crate::e2e_idp_login::browser_login(&rt, edge, &enrollment("corp"), "alice");
+    let offline = [
+        "--session-length",
+        "6s",
+        "--scope",
+        "openid",
+        "--scope",
+        "email",
+        "--scope",
+        "profile",
+        "--scope",
+        "groups",
+        "--scope",
+        "offline_access",
+    ];
+    let corp_enrollment = edge.add_idp("corp", &idp, &offline);
+    let plain_enrollment = edge.add_idp("plain", &idp, &["--session-length", "6s"]);
+    let renewable = crate::e2e_idp_login::browser_login(&rt, edge, &corp_enrollment, "alice");
     let kept = edge.path("login-alice-renewable.json");
     std::fs::rename(&renewable, &kept).unwrap();
     let kept_id = device_id(&kept);
     let signed_in = Instant::now();
-    let plain = crate::e2e_idp_login::browser_login(&rt, edge, &enrollment("plain"), "alice");
+    let plain = crate::e2e_idp_login::browser_login(&rt, edge, &plain_enrollment, "alice");
     let plain_id = device_id(&plain);
     let plain_signed_in = Instant::now();
 

@@ -776,18 +776,7 @@ fn tun_mode_after_a_device_code_sign_in() {
         "l4",
         "any(identity.groups[*] == \"k8s-admins\") and net.dst.ip == 198.51.100.101",
     );
-    edge.admin(&[
-        "idp",
-        "add",
-        "corp",
-        "--issuer",
-        idp.issuer(),
-        "--client-id",
-        "zt",
-        "--ca-file",
-        idp.ca_file().to_str().unwrap(),
-    ]);
-    let enrollment = edge.admin(&["idp", "enrollment", "corp"]).trim().to_owned();
+    let enrollment = edge.add_idp("corp", &idp, &[]);
     let config = edge.path("connector.yaml");
     std::fs::write(
         &config,

@@ -523,10 +523,7 @@ fn enroll(
     source: SocketAddr,
     facts: &mut Facts,
 ) -> Result<EnrollMessage, Refusal> {
-    let mut length = provider.session_length();
-    if let Some(max) = shared.config.max_session_lifetime {
-        length = length.min(max);
-    }
+    let length = shared.sign_in_length(provider);
     let now = SystemTime::now();
     let session = DeviceLogin {
         provider_id: provider.id,

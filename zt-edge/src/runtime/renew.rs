@@ -119,7 +119,7 @@ async fn attempt(
     facts: &mut Facts,
 ) -> Result<Option<Timestamp>, RenewError> {
     let db = shared.state.db();
-    let (device, user) = {
+    let (device, user, record) = {
         let txn = db
             .read()
             .map_err(|e| internal("cannot read the device", e))?;
@@ -135,7 +135,13 @@ async fn attempt(
         let Some(user) = user else {
             return Err(RenewError::Final("the user is removed".into()));
         };
-        (device, user)
+        let record: Option<IdentityProvider> = match &device.login {
+            Some(l) => txn
+                .get(l.provider_id)
+                .map_err(|e| internal("cannot read the identity provider", e))?,
+            None => None,
+        };
+        (device, user, record)
     };
     let Some(login) = device.login.clone() else {
         return Err(RenewError::Final(
@@ -174,10 +180,6 @@ async fn attempt(
         ));
     };
     facts.subject = Some(subject.clone());
-    let record: Option<IdentityProvider> = db
-        .read()
-        .and_then(|txn| txn.get(login.provider_id))
-        .map_err(|e| internal("cannot read the identity provider", e))?;
     let Some(record) = record else {
         return Err(RenewError::Final(format!(
             "the identity provider {} is removed from this edge",
@@ -197,10 +199,7 @@ async fn attempt(
     facts.email = Some(verified.email.clone());
     facts.groups = verified.groups.clone();
 
-    let mut length = record.session_length();
-    if let Some(max) = shared.config.max_session_lifetime {
-        length = length.min(max);
-    }
+    let length = shared.sign_in_length(&record);
     let renewed_at = Timestamp::now();
     let end = Timestamp::from_system_time(renewed_at.to_system_time() + length);
     let rotated = verified

@@ -52,6 +52,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// How long a sign-in through `provider` lasts, from the sign-in or a renewal: the
+    /// provider's session length, capped by `--max-session-lifetime`.
+    pub(crate) fn sign_in_length(
+        &self,
+        provider: &crate::store::IdentityProvider,
+    ) -> std::time::Duration {
+        let length = provider.session_length();
+        self.config
+            .max_session_lifetime
+            .map_or(length, |max| length.min(max))
+    }
+
     /// The client sessions open now.
     pub(crate) fn sessions(&self) -> Vec<Arc<ClientSession>> {
         self.sessions

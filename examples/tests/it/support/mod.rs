@@ -329,6 +329,31 @@ impl Edge {
         self.dir.path().join(name)
     }
 
+    /// `zt idp add NAME` for the test provider `idp` (client id `zt`, its CA), with `extra`
+    /// flags; returns the enrollment string `zt login` takes.
+    pub fn add_idp(
+        &self,
+        name: &str,
+        idp: &zt_testkit::oidc::OidcProvider,
+        extra: &[&str],
+    ) -> String {
+        let ca = idp.ca_file().to_str().unwrap().to_owned();
+        let mut args = vec![
+            "idp",
+            "add",
+            name,
+            "--issuer",
+            idp.issuer(),
+            "--client-id",
+            "zt",
+            "--ca-file",
+            &ca,
+        ];
+        args.extend_from_slice(extra);
+        self.admin(&args);
+        self.admin(&["idp", "enrollment", name]).trim().to_owned()
+    }
+
     /// Runs an admin command against this edge; panics unless it succeeds; returns stdout.
     pub fn admin(&self, args: &[&str]) -> String {
         let out = zt()
