@@ -95,8 +95,8 @@ mod timestamp;
 // State directory and identity.
 pub use pki::ServerNames;
 pub use state::{
-    AdminToken, EdgeState, ServerIdentity, StateError, StateOptions, CLOUDFLARED_SERVER_NAME,
-    DEFAULT_VNET_NAME,
+    AdminToken, EdgeState, ServerIdentity, StateError, StateOptions, CLOUDFLARED_H2_SERVER_NAME,
+    CLOUDFLARED_SERVER_NAME, DEFAULT_VNET_NAME,
 };
 
 // Typed records and their database.

@@ -196,7 +196,10 @@ pub use control::{
 // The transport (feature `transport`).
 #[cfg(feature = "transport")]
 pub use transport::{
-    argotunnel::ArgotunnelConnection,
+    argotunnel::{ArgotunnelConnection, ArgotunnelProtocol},
+    argotunnel_h2::{
+        CLOUDFLARED_PROXY_SRC_HEADER, CLOUDFLARED_RESPONSE_META_HEADER, CLOUDFLARED_UPGRADE_HEADER,
+    },
     backoff::{Backoff, BackoffPolicy},
     carrier::{Carrier, ConnectionLost, Quic, Transport},
     datagrams::UdpFlow,
@@ -225,5 +228,8 @@ pub use transport::{
     tcp_endpoint::{
         EdgeTcpListener, IncomingTcpPeer, OtherAlpn, TcpDialer, TcpEnrollment, TcpPeer,
     },
-    tls::{EdgeTrust, ServerIdentity, TlsConfigError, ALPN_ARGOTUNNEL},
+    tls::{
+        EdgeTrust, ServerIdentity, TlsConfigError, ALPN_ARGOTUNNEL, ALPN_H2,
+        CLOUDFLARED_H2_SERVER_NAME,
+    },
 };

@@ -162,11 +162,12 @@ impl Edge {
         // With an ephemeral port (`--listen …:0`, tests), the TCP listener on the same port
         // number may find it taken by another process: choose another port pair, a few
         // times. A fixed port is bound once and its error reported.
+        let cloudflared = cloudflared_identity(&state, &config)?;
         let ephemeral = config.listen.port() == 0 && config.tcp_on_listen_port;
         let mut attempt = 0;
         let (listener, local_addr, mut tcp_listeners) = loop {
             attempt += 1;
-            let listener = Arc::new(bind_listener(&state, &config, &identity)?);
+            let listener = Arc::new(bind_listener(&config, &identity, cloudflared.as_ref())?);
             let local_addr =
                 listener
                     .local_addr()
@@ -177,14 +178,7 @@ impl Edge {
             if !config.tcp_on_listen_port {
                 break (listener, local_addr, Vec::new());
             }
-            match EdgeTcpListener::bind(
-                local_addr,
-                &identity,
-                &config.edge_name,
-                config.transport.clone(),
-            )
-            .await
-            {
+            match bind_tcp_listener(local_addr, &config, &identity, cloudflared.as_ref()).await {
                 Ok(l) => break (listener, local_addr, vec![l]),
                 Err(zt_proto::EndpointError::Bind { source, .. })
                     if ephemeral
@@ -198,9 +192,7 @@ impl Edge {
             }
         };
         for addr in config.tcp_listen.iter().copied() {
-            let l =
-                EdgeTcpListener::bind(addr, &identity, &config.edge_name, config.transport.clone())
-                    .await?;
+            let l = bind_tcp_listener(addr, &config, &identity, cloudflared.as_ref()).await?;
             tcp_listeners.push(l);
         }
         let tcp_local: Vec<SocketAddr> = tcp_listeners
@@ -557,11 +549,12 @@ async fn tcp_accept_loop(
             match incoming.register(&*auth).await {
                 Ok(TcpPeer::Zt(EdgePeer::Connector(link))) => serve_connector(shared, link).await,
                 Ok(TcpPeer::Zt(EdgePeer::Client(link))) => clients::serve(shared, link).await,
+                Ok(TcpPeer::Argotunnel(conn)) => {
+                    cloudflared::register::serve(shared, auth, conn).await
+                }
                 Ok(TcpPeer::Other(other)) if other.alpn == zt_proto::ALPN_ENROLL => {
                     serve_enrollment_tcp(shared, auth, *other).await
                 }
-                // Other ALPNs (cloudflared's `h2`) are served here once the listener
-                // offers them.
                 Ok(TcpPeer::Other(other)) => {
                     tracing::debug!(remote = %remote, alpn = ?String::from_utf8_lossy(&other.alpn), "no handler for this ALPN over TCP")
                 }
@@ -598,38 +591,54 @@ async fn serve_connector(shared: Arc<Shared>, link: zt_proto::ConnectorLink) {
     info!(parent: &span, "connector connection gone");
 }
 
-/// Binds the QUIC listener: with ALPN `argotunnel` beside `zt/1` when cloudflared
-/// connectors are served, presenting the `quic.cftunnel.com` certificate to them.
-fn bind_listener(
+/// The certificate cloudflared connectors are shown (`quic.cftunnel.com` and
+/// `h2.cftunnel.com`), when they are served.
+fn cloudflared_identity(
     state: &EdgeState,
     config: &EdgeConfig,
-    identity: &zt_proto::ServerIdentity,
-) -> Result<EdgeListener, StartError> {
-    let tls = |source| StartError::Tls {
-        dir: state.dir().to_path_buf(),
-        source,
-    };
+) -> Result<Option<zt_proto::ServerIdentity>, StartError> {
     if !config.cloudflared {
-        return Ok(EdgeListener::bind(
-            config.listen,
-            identity,
-            &config.edge_name,
-            config.transport.clone(),
-        )?);
+        return Ok(None);
     }
     let cf = state.cloudflared_identity()?;
-    let cf = zt_proto::ServerIdentity::from_der(
+    zt_proto::ServerIdentity::from_der(
         cf.cert_chain().iter().map(|c| c.to_vec()).collect(),
         cf.private_key().secret_der().to_vec(),
     )
-    .map_err(tls)?;
-    Ok(EdgeListener::bind_with_argotunnel(
-        config.listen,
-        identity,
-        &cf,
-        &config.edge_name,
-        config.transport.clone(),
-    )?)
+    .map(Some)
+    .map_err(|source| StartError::Tls {
+        dir: state.dir().to_path_buf(),
+        source,
+    })
+}
+
+/// Binds the QUIC listener: with ALPN `argotunnel` beside `zt/1` when cloudflared
+/// connectors are served, presenting the `quic.cftunnel.com` certificate to them.
+fn bind_listener(
+    config: &EdgeConfig,
+    identity: &zt_proto::ServerIdentity,
+    cloudflared: Option<&zt_proto::ServerIdentity>,
+) -> Result<EdgeListener, StartError> {
+    let (addr, name, settings) = (config.listen, &config.edge_name, config.transport.clone());
+    Ok(match cloudflared {
+        None => EdgeListener::bind(addr, identity, name, settings)?,
+        Some(cf) => EdgeListener::bind_with_argotunnel(addr, identity, cf, name, settings)?,
+    })
+}
+
+/// Binds one TLS-over-TCP listener: with ALPN `h2` for cloudflared's HTTP/2 mode when
+/// cloudflared connectors are served, presenting the same certificate as over QUIC.
+async fn bind_tcp_listener(
+    addr: SocketAddr,
+    config: &EdgeConfig,
+    identity: &zt_proto::ServerIdentity,
+    cloudflared: Option<&zt_proto::ServerIdentity>,
+) -> Result<EdgeTcpListener, zt_proto::EndpointError> {
+    let (name, settings) = (&config.edge_name, config.transport.clone());
+    match cloudflared {
+        None => EdgeTcpListener::bind(addr, identity, name, settings).await,
+        Some(cf) => EdgeTcpListener::bind_with_argotunnel(addr, identity, cf, name, settings).await,
+    }
 }
 
 async fn reload_loop(

@@ -108,11 +108,12 @@ impl ConnEntry {
         .with_transport(self.transport())
     }
 
-    /// The transport word: `quic` or `tcp` (cloudflared's connections are QUIC).
+    /// The transport word: `quic` or `tcp` for zt's connectors, `quic` or `http2` for
+    /// cloudflared's (its own words).
     pub(crate) fn transport(&self) -> &'static str {
         match &self.link {
             ConnLink::Zt(l) => l.transport_word(),
-            ConnLink::Cloudflared(_) => "quic",
+            ConnLink::Cloudflared(l) => l.conn.protocol().word(),
         }
     }
 }

@@ -17,7 +17,9 @@ use super::dir::{
     read_private, write, CA_CERT, CA_KEY, CLOUDFLARED_CERT, CLOUDFLARED_KEY, SERVER_CERT,
     SERVER_KEY,
 };
-use super::{EdgeState, StateError, StateOptions, CLOUDFLARED_SERVER_NAME};
+use super::{
+    EdgeState, StateError, StateOptions, CLOUDFLARED_H2_SERVER_NAME, CLOUDFLARED_SERVER_NAME,
+};
 use crate::pki::{self, Ca, IssueError, LeafInfo, ServerNames, Which};
 use crate::timestamp::Timestamp;
 
@@ -233,21 +235,28 @@ impl EdgeState {
         Ok(identity)
     }
 
-    /// The certificate for [`CLOUDFLARED_SERVER_NAME`], signed by the edge's CA, issued and
-    /// kept in the state directory on first use. cloudflared connectors trust it through
+    /// The certificate for [`CLOUDFLARED_SERVER_NAME`] and [`CLOUDFLARED_H2_SERVER_NAME`],
+    /// signed by the edge's CA, issued and kept in the state directory on first use (and
+    /// reissued when an older one lacks a name). cloudflared connectors trust it through
     /// `--cacert` pointing at [`EdgeState::ca_pem_path`].
     pub fn cloudflared_identity(&self) -> Result<Arc<ServerIdentity>, StateError> {
         let mut slot = self
             .cloudflared
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(identity) = slot.as_ref() {
-            return Ok(identity.clone());
-        }
         let names = ServerNames {
-            dns: vec![CLOUDFLARED_SERVER_NAME.to_owned()],
+            dns: vec![
+                CLOUDFLARED_SERVER_NAME.to_owned(),
+                CLOUDFLARED_H2_SERVER_NAME.to_owned(),
+            ],
             ips: Vec::new(),
         };
+        if let Some(identity) = slot.as_ref() {
+            if names.dns.iter().all(|n| identity.names().dns.contains(n)) {
+                return Ok(identity.clone());
+            }
+            tracing::info!(dir = %self.dir.display(), "the cloudflared certificate lacks h2.cftunnel.com; reissuing it");
+        }
         let issued = self
             .ca
             .issue_server(&names, CLOUDFLARED_SERVER_NAME)

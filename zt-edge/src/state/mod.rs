@@ -8,7 +8,7 @@
 //! | `edge.json` | format version, account tag, creation time — written last on first start |
 //! | `ca.pem`, `ca.key` | the CA certificate (pinned by connectors and clients) and its key |
 //! | `server.pem`, `server.key` | server certificate chain (leaf, CA) and key |
-//! | `cloudflared.pem`, `cloudflared.key` | certificate for `quic.cftunnel.com`, once issued |
+//! | `cloudflared.pem`, `cloudflared.key` | certificate for `quic.cftunnel.com` and `h2.cftunnel.com`, once issued |
 //! | `admin-token` | bearer token of the admin API |
 //! | `reset-secret` | secret the QUIC stateless-reset key is derived from (created on the first start that lacks it) |
 //! | `state.redb` | the database (absent when the records live in PostgreSQL) |
@@ -43,8 +43,11 @@ use crate::timestamp::Timestamp;
 use dir::Marker;
 use secrets::ResetSecret;
 
-/// The TLS server name cloudflared connectors ask for.
+/// The TLS server name cloudflared connectors ask for over QUIC.
 pub const CLOUDFLARED_SERVER_NAME: &str = "quic.cftunnel.com";
+
+/// The TLS server name cloudflared connectors ask for in HTTP/2 mode (`--protocol http2`).
+pub const CLOUDFLARED_H2_SERVER_NAME: &str = zt_proto::CLOUDFLARED_H2_SERVER_NAME;
 
 /// The name of the virtual network created on first start.
 pub const DEFAULT_VNET_NAME: &str = "default";

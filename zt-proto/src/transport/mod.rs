@@ -4,6 +4,7 @@
 //! reconnect backoff (`backoff`), written once here so a fix lands everywhere at once.
 
 pub(crate) mod argotunnel;
+pub(crate) mod argotunnel_h2;
 pub(crate) mod backoff;
 pub(crate) mod carrier;
 pub(crate) mod datagrams;

@@ -73,7 +73,7 @@ pub(crate) const MAX_HEADER_LIST: u32 = 4 * 1024;
 const MAX_WINDOW: u64 = (1 << 31) - 1;
 
 /// DATA frames up to this size: fewer frames per byte than the 16 KiB default.
-const MAX_FRAME: u32 = 64 * 1024;
+pub(crate) const MAX_FRAME: u32 = 64 * 1024;
 
 pub(crate) fn h2_reason(code: ResetCode) -> Reason {
     Reason::from(RESET_BASE.saturating_add(code.0.min(0xffff)))
@@ -102,7 +102,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             lost: watch::channel(None).0,
             rtt_nanos: AtomicU64::new(0),
@@ -115,7 +115,7 @@ impl State {
     }
 
     /// Records why the connection ended (the first reason wins) and stops its tasks.
-    fn end(&self, why: ConnectionLost) {
+    pub(crate) fn end(&self, why: ConnectionLost) {
         self.lost.send_if_modified(|v| {
             if v.is_none() {
                 *v = Some(why);
@@ -134,7 +134,7 @@ impl State {
         }
     }
 
-    fn track(&self, handle: AbortHandle) {
+    pub(crate) fn track(&self, handle: AbortHandle) {
         if self.lost().is_some() {
             handle.abort();
             return;
@@ -145,8 +145,19 @@ impl State {
             .push(handle);
     }
 
-    fn lost_or_reset(&self) -> ConnectionLost {
+    pub(crate) fn lost_or_reset(&self) -> ConnectionLost {
         self.lost().unwrap_or(quinn::ConnectionError::Reset)
+    }
+
+    /// Waits until the connection has ended, and says why.
+    pub(crate) async fn wait_lost(&self) -> ConnectionLost {
+        let mut rx = self.lost.subscribe();
+        let lost = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|v| v.clone());
+        lost.unwrap_or(quinn::ConnectionError::LocallyClosed)
     }
 }
 
@@ -166,7 +177,7 @@ fn violation(reason: &str) -> ConnectionLost {
     })
 }
 
-fn h2_lost(e: &h2::Error) -> ConnectionLost {
+pub(crate) fn h2_lost(e: &h2::Error) -> ConnectionLost {
     if e.is_go_away() && e.is_remote() {
         let code = e.reason().map_or(0, u32::from);
         quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
@@ -334,7 +345,7 @@ impl Drop for H2Send {
     }
 }
 
-enum RecvState {
+pub(crate) enum RecvState {
     /// A peer-opened stream waits for the edge's response headers.
     Pending(h2::client::ResponseFuture),
     Open(h2::RecvStream),
@@ -451,7 +462,7 @@ impl H2Recv {
 
 use std::future::Future as _;
 
-fn halves(
+pub(crate) fn halves(
     send: h2::SendStream<Bytes>,
     recv: RecvState,
     state: &Arc<State>,
@@ -527,7 +538,7 @@ pub(crate) fn tls_exporter<C>(conn: &rustls::ConnectionCommon<C>) -> Option<Expo
     Some(out)
 }
 
-fn window(v: u64) -> u32 {
+pub(crate) fn window(v: u64) -> u32 {
     // Bounded by HTTP/2's largest window, so the cast cannot truncate.
     v.clamp(65_535, MAX_WINDOW) as u32
 }
@@ -628,7 +639,12 @@ fn spawn_session(
 }
 
 /// Pings every `interval`; no answer within `idle` ends the connection as timed out.
-fn spawn_keepalive(state: &Arc<State>, mut ping: h2::PingPong, interval: Duration, idle: Duration) {
+pub(crate) fn spawn_keepalive(
+    state: &Arc<State>,
+    mut ping: h2::PingPong,
+    interval: Duration,
+    idle: Duration,
+) {
     let st = state.clone();
     spawn_tracked(state, async move {
         loop {

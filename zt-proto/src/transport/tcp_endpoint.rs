@@ -19,6 +19,8 @@ use zt_creds::AuthKey;
 use crate::auth::{Exporter, ProofKey};
 use crate::control::{ClientControl, ConnectorControl};
 use crate::frame::ALPN_ZT1;
+use crate::transport::argotunnel::ArgotunnelConnection;
+use crate::transport::argotunnel_h2::Http2;
 use crate::transport::carrier::Carrier;
 use crate::transport::endpoint::{ClientRegistration, ConnectorRegistration, EdgePeer};
 use crate::transport::error::{AcceptError, ConnectError, EndpointError};
@@ -28,7 +30,7 @@ use crate::transport::register::{
     register_at_edge, register_client, register_connector, Authenticator, EdgeRegistered,
 };
 use crate::transport::settings::TransportSettings;
-use crate::transport::tls::{EdgeTrust, ServerIdentity};
+use crate::transport::tls::{EdgeTrust, ServerIdentity, ALPN_H2, CLOUDFLARED_H2_SERVER_NAME};
 
 /// Streams an unregistered peer may open (the control stream and a few early flows), as
 /// over QUIC.
@@ -49,6 +51,7 @@ pub struct EdgeTcpListener {
     acceptor: tokio_rustls::TlsAcceptor,
     settings: TransportSettings,
     edge_name: Arc<str>,
+    cloudflared: bool,
 }
 
 impl std::fmt::Debug for EdgeTcpListener {
@@ -81,12 +84,37 @@ impl EdgeTcpListener {
         edge_name: &str,
         settings: TransportSettings,
     ) -> Result<Self, EndpointError> {
+        Self::bind_inner(addr, identity, None, edge_name, settings).await
+    }
+
+    /// Like [`EdgeTcpListener::bind`], and also serves cloudflared's HTTP/2 mode on the
+    /// same port: a client offering ALPN `h2` with server name
+    /// [`CLOUDFLARED_H2_SERVER_NAME`](crate::CLOUDFLARED_H2_SERVER_NAME) gets `argotunnel`'s
+    /// certificate and its connection is handed over as [`TcpPeer::Argotunnel`]; any other
+    /// client offering `h2` fails the handshake.
+    pub async fn bind_with_argotunnel(
+        addr: SocketAddr,
+        identity: &ServerIdentity,
+        argotunnel: &ServerIdentity,
+        edge_name: &str,
+        settings: TransportSettings,
+    ) -> Result<Self, EndpointError> {
+        Self::bind_inner(addr, identity, Some(argotunnel), edge_name, settings).await
+    }
+
+    async fn bind_inner(
+        addr: SocketAddr,
+        identity: &ServerIdentity,
+        argotunnel: Option<&ServerIdentity>,
+        edge_name: &str,
+        settings: TransportSettings,
+    ) -> Result<Self, EndpointError> {
         if edge_name.len() > crate::limits::MAX_KEY_LEN {
             return Err(EndpointError::EdgeName {
                 len: edge_name.len(),
             });
         }
-        let cfg = identity.tcp_server_config()?;
+        let cfg = identity.tcp_server_config(argotunnel)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| EndpointError::Bind { addr, source })?;
@@ -95,6 +123,7 @@ impl EdgeTcpListener {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
             settings,
             edge_name: edge_name.into(),
+            cloudflared: argotunnel.is_some(),
         })
     }
 
@@ -114,6 +143,7 @@ impl EdgeTcpListener {
             acceptor: self.acceptor.clone(),
             settings: self.settings.clone(),
             edge_name: self.edge_name.clone(),
+            cloudflared: self.cloudflared,
         })
     }
 }
@@ -125,6 +155,7 @@ pub struct IncomingTcpPeer {
     acceptor: tokio_rustls::TlsAcceptor,
     settings: TransportSettings,
     edge_name: Arc<str>,
+    cloudflared: bool,
 }
 
 /// A TLS connection over TCP whose ALPN is not zt/1, for the protocol's own handler: the
@@ -147,8 +178,11 @@ pub struct OtherAlpn {
 pub enum TcpPeer {
     /// A registered zt/1 connector or client.
     Zt(EdgePeer),
-    /// Another protocol the listener offered (none today besides zt/1: the enrollment
-    /// exchange and cloudflared's `h2` add themselves to the offer and are routed here).
+    /// An unmodified cloudflared in HTTP/2 mode (ALPN `h2`, server name `h2.cftunnel.com`),
+    /// its HTTP/2 client started; only from a listener bound with
+    /// [`EdgeTcpListener::bind_with_argotunnel`].
+    Argotunnel(ArgotunnelConnection),
+    /// Another protocol the listener offered (the pre-login enrollment exchange).
     Other(Box<OtherAlpn>),
 }
 
@@ -183,8 +217,36 @@ impl IncomingTcpPeer {
         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         match alpn.as_deref() {
             Some(ALPN_ZT1) => {}
-            // The enrollment exchange (`zt-enroll/1`) and cloudflared's `h2` go here once
-            // the listener offers them.
+            // cloudflared in HTTP/2 mode asks for `h2.cftunnel.com` and, in the releases
+            // seen so far, offers no ALPN at all; `h2` with that name is accepted too.
+            Some(ALPN_H2) | None => {
+                let name = tls.get_ref().1.server_name().map(str::to_owned);
+                if !self.cloudflared || name.as_deref() != Some(CLOUDFLARED_H2_SERVER_NAME) {
+                    let why = if alpn.is_none() {
+                        "no ALPN negotiated (only cloudflared, asking for h2.cftunnel.com, may \
+                         offer none)"
+                    } else {
+                        "ALPN h2 is served to cloudflared (server name h2.cftunnel.com) only"
+                    };
+                    return Err(AcceptError::TcpHandshake {
+                        addr,
+                        source: io::Error::new(io::ErrorKind::InvalidData, why),
+                    });
+                }
+                let start = Http2::start(tls, addr, name, &settings);
+                return match timeout_at(deadline(end), start).await {
+                    Ok(Ok(h)) => {
+                        debug!(remote = %addr, "cloudflared over HTTP/2");
+                        Ok(TcpPeer::Argotunnel(ArgotunnelConnection::http2(h)))
+                    }
+                    Ok(Err(source)) => Err(AcceptError::TcpSession { addr, source }),
+                    Err(_) => Err(AcceptError::TcpHandshake {
+                        addr,
+                        source: timed_out("cloudflared's HTTP/2 preface"),
+                    }),
+                };
+            }
+            // The enrollment exchange (`zt-enroll/1`).
             Some(other) => {
                 let exporter = crate::transport::over_tcp::tls_exporter(tls.get_ref().1)
                     .ok_or(AcceptError::Exporter(addr))?;
@@ -194,12 +256,6 @@ impl IncomingTcpPeer {
                     remote: addr,
                     exporter,
                 })));
-            }
-            None => {
-                return Err(AcceptError::TcpHandshake {
-                    addr,
-                    source: io::Error::new(io::ErrorKind::InvalidData, "no ALPN negotiated"),
-                })
             }
         }
         let session = Tcp::server(tls, addr, &settings, UNREGISTERED_STREAMS);

@@ -3,8 +3,9 @@
 //!
 //! TLS 1.3 only, ALPN `zt/1`, no 0-RTT, ring as the crypto provider (the edge also accepts
 //! the X25519MLKEM768 hybrid group, see `hybrid_kx`). An edge may also offer
-//! ALPN `argotunnel` (cloudflared's protocol) on the same port: the certificate is then
-//! chosen per handshake from the ALPN the client offers (see [`AlpnCertResolver`]).
+//! ALPN `argotunnel` (cloudflared's protocol) on the same UDP port and `h2` with server name
+//! `h2.cftunnel.com` (cloudflared's HTTP/2 mode) on the same TCP port: the certificate is
+//! then chosen per handshake from what the client offers (see [`AlpnCertResolver`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,6 +27,14 @@ use crate::frame::ALPN_ZT1;
 /// [`EdgeListener::bind_with_argotunnel`](crate::EdgeListener::bind_with_argotunnel) offers it
 /// beside [`ALPN_ZT1`] and hands such connections over untouched.
 pub const ALPN_ARGOTUNNEL: &[u8] = b"argotunnel";
+
+/// The ALPN protocol id of cloudflared's HTTP/2 transport (`--protocol http2`), offered on
+/// the TCP listener of an edge that serves cloudflared, to clients that ask for
+/// [`CLOUDFLARED_H2_SERVER_NAME`] alone.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// The TLS server name cloudflared asks for in HTTP/2 mode.
+pub const CLOUDFLARED_H2_SERVER_NAME: &str = "h2.cftunnel.com";
 
 /// A certificate, key or trust setting could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +169,7 @@ impl ServerIdentity {
         &self,
         argotunnel: Option<&ServerIdentity>,
     ) -> Result<QuicServerConfig, TlsConfigError> {
-        let mut cfg = self.rustls_server_config(argotunnel)?;
+        let mut cfg = self.rustls_server_config(argotunnel, false)?;
         if argotunnel.is_some() {
             cfg.alpn_protocols.push(ALPN_ARGOTUNNEL.to_vec());
         }
@@ -172,14 +181,23 @@ impl ServerIdentity {
 
     /// The edge's TLS-over-TCP configuration: the same TLS 1.3 only, the same certificate
     /// and no early data as over QUIC, offering ALPN `zt/1` (a client that offers none of
-    /// the edge's protocols fails the handshake with `no_application_protocol`).
-    pub(crate) fn tcp_server_config(&self) -> Result<rustls::ServerConfig, TlsConfigError> {
-        self.rustls_server_config(None)
+    /// the edge's protocols fails the handshake with `no_application_protocol`); with
+    /// `argotunnel`, `h2` too, for cloudflared's HTTP/2 mode, presenting that identity.
+    pub(crate) fn tcp_server_config(
+        &self,
+        argotunnel: Option<&ServerIdentity>,
+    ) -> Result<rustls::ServerConfig, TlsConfigError> {
+        let mut cfg = self.rustls_server_config(argotunnel, true)?;
+        if argotunnel.is_some() {
+            cfg.alpn_protocols.push(ALPN_H2.to_vec());
+        }
+        Ok(cfg)
     }
 
     fn rustls_server_config(
         &self,
         argotunnel: Option<&ServerIdentity>,
+        tcp: bool,
     ) -> Result<rustls::ServerConfig, TlsConfigError> {
         let provider = server_provider();
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -199,6 +217,7 @@ impl ServerIdentity {
             Some(cf) => builder.with_cert_resolver(Arc::new(AlpnCertResolver {
                 zt: self.certified_key(&provider, "edge certificate and key")?,
                 argotunnel: cf.certified_key(&provider, "argotunnel certificate and key")?,
+                tcp,
             })),
         };
         // The QUIC and TCP listeners offer the same protocols: zt/1 and the pre-login
@@ -211,13 +230,18 @@ impl ServerIdentity {
     }
 }
 
-/// Picks the edge's certificate from the ClientHello: a client that offers ALPN
+/// Picks the edge's certificate from the ClientHello. Over QUIC, a client that offers ALPN
 /// `argotunnel` and not `zt/1` (an unmodified cloudflared, which always asks for
-/// `quic.cftunnel.com`) gets the argotunnel identity; everyone else gets the edge's own.
-/// rustls then selects the ALPN from the same offer, so the two always agree.
+/// `quic.cftunnel.com`) gets the argotunnel identity. Over TCP, a client that asks for
+/// `h2.cftunnel.com` offering `h2` or no ALPN at all, and none of zt's protocols, gets it
+/// (cloudflared in HTTP/2 mode offers no ALPN); a client offering `h2` for any other name
+/// gets no certificate at all: the handshake fails, so a browser or any other HTTP/2 client
+/// is refused before a byte of HTTP/2. Everyone else gets the
+/// edge's own. rustls then selects the ALPN from the same offer, so the two always agree.
 struct AlpnCertResolver {
     zt: Arc<CertifiedKey>,
     argotunnel: Arc<CertifiedKey>,
+    tcp: bool,
 }
 
 impl fmt::Debug for AlpnCertResolver {
@@ -228,10 +252,22 @@ impl fmt::Debug for AlpnCertResolver {
 
 impl ResolvesServerCert for AlpnCertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let (mut zt, mut argo) = (false, false);
+        let (mut zt, mut argo, mut h2) = (false, false, false);
         for proto in hello.alpn().into_iter().flatten() {
-            zt |= proto == ALPN_ZT1;
+            zt |= proto == ALPN_ZT1 || proto == crate::enroll::ALPN_ENROLL;
             argo |= proto == ALPN_ARGOTUNNEL;
+            h2 |= proto == ALPN_H2;
+        }
+        if self.tcp {
+            // cloudflared's HTTP/2 mode: `h2.cftunnel.com`, offering `h2` or (as the
+            // releases seen so far do) no ALPN at all, and none of zt's protocols.
+            let cloudflared = hello.server_name() == Some(CLOUDFLARED_H2_SERVER_NAME);
+            let offered = hello.alpn().is_some_and(|mut a| a.next().is_some());
+            if !zt && cloudflared && (h2 || !offered) {
+                return Some(self.argotunnel.clone());
+            }
+            // `h2` for any other name is refused before a byte of HTTP/2.
+            return (!h2 || zt).then(|| self.zt.clone());
         }
         Some(if argo && !zt {
             self.argotunnel.clone()

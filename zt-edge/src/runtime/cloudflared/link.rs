@@ -1,6 +1,8 @@
-//! A registered cloudflared connection as a link the flow pipeline opens flows on: the
-//! preamble and `ConnectRequest` out, cloudflared's `ConnectResponse` back (it answers once
-//! it has dialled the origin), then cloudflared's splice, which ends the whole flow at the
+//! A registered cloudflared connection as a link the flow pipeline opens flows on. Over QUIC:
+//! the preamble and `ConnectRequest` out, cloudflared's `ConnectResponse` back (it answers
+//! once it has dialled the origin). Over HTTP/2: a request with `Cf-Cloudflared-Proxy-Src`
+//! whose `:authority` is the destination, answered `200` once the origin is dialled or
+//! `502` when it cannot be. Then cloudflared's splice, which ends the whole flow at the
 //! first FIN from either side. Nothing here knows the registry or the runtime.
 
 use std::time::Duration;
@@ -9,8 +11,8 @@ use bytes::{Bytes, BytesMut};
 use tracing::warn;
 use uuid::Uuid;
 use zt_proto::{
-    ArgotunnelConnection, FlowHeader, FlowRecvStream, FlowSendStream, FlowStatus, FlowStatusCode,
-    FlowStream, OpenError, Protocol, RelayEnd, RelayOutcome, ResetCode,
+    ArgotunnelConnection, ArgotunnelProtocol, FlowHeader, FlowRecvStream, FlowSendStream,
+    FlowStatus, FlowStatusCode, FlowStream, OpenError, Protocol, RelayEnd, RelayOutcome, ResetCode,
 };
 
 use crate::cloudflared::{
@@ -49,8 +51,14 @@ pub(crate) async fn open_flow(
     if header.protocol == Protocol::Udp {
         return Err(OpenError::Refused(FlowStatus::new(
             FlowStatusCode::Unreachable,
-            "UDP flows are not served through cloudflared connectors; use zt-connector",
+            match link.conn.protocol() {
+                ArgotunnelProtocol::Http2 => "UDP flows are not served through cloudflared connectors (in HTTP/2 mode cloudflared carries no UDP at all); use zt-connector",
+                _ => "UDP flows are not served through cloudflared connectors; use zt-connector",
+            },
         )));
+    }
+    if link.conn.protocol() == ArgotunnelProtocol::Http2 {
+        return open_http2_flow(link, header, answer_timeout).await;
     }
     let mut stream = link.conn.open_stream().await?;
     let mut metadata = vec![("FlowID".to_owned(), Uuid::new_v4().to_string())];
@@ -115,6 +123,63 @@ pub(crate) async fn open_flow(
         )));
     }
     Ok((stream, rest))
+}
+
+/// The value of `Cf-Cloudflared-Proxy-Src` on the edge's flow requests: cloudflared only
+/// needs it present (it marks a TCP flow); the client's address stays at the edge.
+const PROXY_SRC: &str = "zt-edge";
+
+/// Opens a TCP flow on a cloudflared connection in HTTP/2 mode: a `CONNECT` to the
+/// destination with `Cf-Cloudflared-Proxy-Src`; `200` means the origin is dialled and the
+/// two bodies are the flow, `502` that cloudflared could not dial it (HTTP/2 mode sends no
+/// reason).
+async fn open_http2_flow(
+    link: &CloudflaredLink,
+    header: &FlowHeader,
+    answer_timeout: Duration,
+) -> Result<(FlowStream, Option<Bytes>), OpenError> {
+    let mut req = http::Request::new(());
+    *req.method_mut() = http::Method::CONNECT;
+    *req.uri_mut() = http::Uri::builder()
+        .authority(header.dest.to_string())
+        .build()
+        .map_err(|_| {
+            OpenError::Refused(FlowStatus::new(
+                FlowStatusCode::BadHeader,
+                "the destination is not a valid HTTP/2 authority",
+            ))
+        })?;
+    req.headers_mut().insert(
+        zt_proto::CLOUDFLARED_PROXY_SRC_HEADER,
+        http::HeaderValue::from_static(PROXY_SRC),
+    );
+    let (parts, mut stream) =
+        match tokio::time::timeout(answer_timeout, link.conn.request(req)).await {
+            Ok(r) => r?,
+            // Dropping the request resets its stream.
+            Err(_) => return Err(OpenError::Unanswered(answer_timeout)),
+        };
+    match parts.status.as_u16() {
+        200 => Ok((stream, None)),
+        502 => {
+            stream.reset(ResetCode::CANCELLED);
+            Err(OpenError::Refused(FlowStatus::new(
+                FlowStatusCode::Unreachable,
+                "cloudflared could not connect to the destination",
+            )))
+        }
+        status => {
+            stream.reset(ResetCode::CANCELLED);
+            warn!(
+                status,
+                "unexpected answer to a flow from a cloudflared connector"
+            );
+            Err(OpenError::Refused(FlowStatus::new(
+                FlowStatusCode::Internal,
+                format!("the cloudflared connector answered the flow with status {status}"),
+            )))
+        }
+    }
 }
 
 /// Relays a flow to a cloudflared connector as cloudflared behaves: the client's FIN is

@@ -1,8 +1,9 @@
 //! Unmodified cloudflared connectors: their registration and control stream (Cap'n Proto
 //! RPC, driven with the I/O-free codec of [`crate::cloudflared`]).
 //!
-//! A connection that negotiated ALPN `argotunnel` must register within the registration
-//! timeout: `Bootstrap`, then `registerConnection` with the tunnel's account tag and secret.
+//! A connection (QUIC with ALPN `argotunnel`, or HTTP/2 over TLS on TCP with ALPN `h2`,
+//! where the edge opens the control stream as a request) must register within the
+//! registration timeout: `Bootstrap`, then `registerConnection` with the tunnel's account tag and secret.
 //! The tunnel must exist, have opted in (a stored SHA-256 of its secret) and the secret must
 //! hash to it, compared in constant time; every failure gets the same answer
 //! (`ConnectionError`, `shouldRetry = false`) and one audit line with the true reason, and
@@ -77,7 +78,7 @@ pub(crate) async fn serve(
 ) {
     let remote = conn.remote_address();
     let deadline = tokio::time::Instant::now() + shared.config.transport.register_timeout;
-    let mut control = match tokio::time::timeout_at(deadline, conn.accept_stream()).await {
+    let mut control = match tokio::time::timeout_at(deadline, conn.control_stream()).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(remote = %remote, error = %e, "cloudflared connection lost before its control stream");
@@ -335,7 +336,7 @@ impl Driver<'_> {
             reg.conn_index,
             version,
         );
-        info!(tunnel = %reg.tunnel_id, connector = %reg.client_id, conn_index = reg.conn_index, connection = %connection_id, remote = %self.remote, version = %entry.version, arch = %reg.arch, "cloudflared connector registered");
+        info!(tunnel = %reg.tunnel_id, connector = %reg.client_id, conn_index = reg.conn_index, connection = %connection_id, remote = %self.remote, version = %entry.version, arch = %reg.arch, protocol = self.conn.protocol().word(), "cloudflared connector registered");
         self.entry = Some(entry);
         Ok(())
     }
