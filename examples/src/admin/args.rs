@@ -96,6 +96,27 @@ pub(crate) enum TunnelCommand {
     Cloudflared(CloudflaredArgs),
 }
 
+/// cloudflared's `--protocol` values the edge serves.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum CloudflaredProtocol {
+    /// QUIC over UDP (ALPN `argotunnel`).
+    Quic,
+    /// HTTP/2 over TLS on TCP (server name `h2.cftunnel.com`).
+    Http2,
+    /// QUIC first, HTTP/2 after a QUIC failure.
+    Auto,
+}
+
+impl CloudflaredProtocol {
+    pub(super) fn word(self) -> &'static str {
+        match self {
+            Self::Quic => "quic",
+            Self::Http2 => "http2",
+            Self::Auto => "auto",
+        }
+    }
+}
+
 /// `zt tunnel cloudflared TUNNEL …`
 #[derive(Debug, Args)]
 pub(crate) struct CloudflaredArgs {
@@ -117,6 +138,12 @@ pub(crate) struct CloudflaredArgs {
     /// to serve private-network flows) and pass it with `--config`; never overwritten.
     #[arg(long, value_name = "PATH")]
     pub(super) config_file: Option<PathBuf>,
+    /// The transport cloudflared uses, printed as its `--protocol`: `quic` (UDP, the
+    /// default), `http2` (TLS over TCP to the same address, for sites whose egress drops
+    /// UDP) or `auto` (QUIC first, HTTP/2 after QUIC fails). UDP flows (warp-routing's UDP)
+    /// are carried over QUIC only.
+    #[arg(long, value_enum, default_value = "quic")]
+    pub(super) protocol: CloudflaredProtocol,
     /// Accept cloudflared connectors for this tunnel. Their protocol sends the secret
     /// itself, so the edge then keeps a SHA-256 of it (see docs/CLOUDFLARED.md); needs
     /// `--credentials-file`.

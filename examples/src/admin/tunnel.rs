@@ -337,7 +337,7 @@ fn tunnel_cloudflared(admin: &AdminOpts, args: CloudflaredArgs) -> CliResult<()>
         "--cacert".into(),
         args.ca_file.display().to_string(),
         "--protocol".into(),
-        "quic".into(),
+        args.protocol.word().into(),
         "run".into(),
         "--credentials-file".into(),
         creds.display().to_string(),

@@ -49,7 +49,7 @@ fn parse(line: &str) -> CommandLine {
             .unwrap()
             > run
     );
-    assert_eq!(after("--protocol"), "quic");
+    assert_eq!(after("--protocol"), "quic", "the default transport");
     CommandLine {
         edge: after("--edge").parse().unwrap(),
         cacert: after("--cacert").into(),

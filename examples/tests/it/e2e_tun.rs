@@ -24,7 +24,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::netns::{ip, Netns};
+use crate::support::netns::{drop_udp, have, ip, Netns};
 use crate::support::*;
 use zt_testkit::data::{payload, sha256_hex};
 use zt_testkit::pki::{mutual_tls_server_config, read_pem_certs, KubePki};
@@ -327,17 +327,6 @@ fn kubectl_version_in(ns: &str, dir: &Path) {
         "kubectl version over TUN: server v1.24.1 in {:?}",
         t.elapsed()
     );
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        || Command::new(tool)
-            .args(["version", "--client"])
-            .output()
-            .is_ok_and(|o| o.status.success())
 }
 
 #[test]
@@ -890,38 +879,6 @@ fn tun_mode_after_a_device_code_sign_in() {
     client.signal("TERM");
     client.wait_exit();
     drop(origin);
-}
-
-/// `nft` rules inside `ns` that drop every UDP packet it sends (`on`), or none (`!on`).
-fn drop_udp(ns: &str, on: bool) {
-    let nft = |args: &[&str]| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "nft"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft {args:?} in {ns}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    if on {
-        nft(&["add", "table", "inet", "zt"]);
-        nft(&[
-            "add",
-            "chain",
-            "inet",
-            "zt",
-            "out",
-            "{ type filter hook output priority 0; }",
-        ]);
-        nft(&[
-            "add", "rule", "inet", "zt", "out", "meta", "l4proto", "udp", "drop",
-        ]);
-    } else {
-        nft(&["delete", "table", "inet", "zt"]);
-    }
 }
 
 /// Every UDP packet dropped in the laptop's and the cluster's namespaces: the connector and

@@ -22,6 +22,7 @@ mod config_as_code;
 mod connector_run;
 mod demo;
 mod e2e_cloudflared;
+mod e2e_cloudflared_binary;
 mod e2e_edge_restart;
 mod e2e_half_close;
 mod e2e_identity_posture;

@@ -114,3 +114,47 @@ impl Drop for Netns {
         }
     }
 }
+
+/// `nft` rules inside `ns` that drop every UDP packet it sends (`on`), or none (`!on`).
+pub fn drop_udp(ns: &str, on: bool) {
+    let nft = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "nft"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?} in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if on {
+        nft(&["add", "table", "inet", "zt"]);
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "zt",
+            "out",
+            "{ type filter hook output priority 0; }",
+        ]);
+        nft(&[
+            "add", "rule", "inet", "zt", "out", "meta", "l4proto", "udp", "drop",
+        ]);
+    } else {
+        nft(&["delete", "table", "inet", "zt"]);
+    }
+}
+
+/// Whether `tool` runs (`--version`, or `version --client` for kubectl).
+pub fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        || Command::new(tool)
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
