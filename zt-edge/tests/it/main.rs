@@ -12,6 +12,7 @@ mod admin_slow_body;
 mod audit;
 mod audit_bounds;
 mod cloudflared_edge;
+mod cloudflared_h2;
 mod cloudflared_replay;
 mod cloudflared_wire;
 mod config;
