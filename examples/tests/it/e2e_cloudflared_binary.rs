@@ -221,6 +221,28 @@ fn unmodified_cloudflared_over_http2_serves_flows_and_kubectl_and_drains_on_sigt
     assert_eq!(line["connector_transport"], "http2", "{line}");
     assert_eq!(line["bytes_down"], 32 + 200_000, "{line}");
 
+    // A destination nobody listens on: cloudflared answers 502, the client's connection
+    // ends at once, and the audit line says the connect failed.
+    let closed = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let (_closed_fwd, closed_forward) = client_forward(&s.device, closed_addr);
+    let mut c = TcpStream::connect(closed_forward).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(c.read(&mut buf), Ok(0) | Err(_)),
+        "no bytes from a closed port"
+    );
+    let line = eventually("the failed flow's audit line", || {
+        s.edge
+            .flow_audit_lines()
+            .into_iter()
+            .find(|l| l["destination"] == closed_addr.to_string())
+    });
+    println!("a flow to a closed port through cloudflared over HTTP/2: {line}");
+    assert_eq!(line["close_reason"], "connect_failed", "{line}");
+
     // The Kubernetes API stand-in: mutual TLS end to end through the tunnel.
     let pki = KubePki::new("e2e cloudflared http2 CA", &["127.0.0.3"]);
     let api = api_server("127.0.0.3:0", pki.server_config());

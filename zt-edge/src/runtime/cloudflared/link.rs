@@ -165,7 +165,7 @@ async fn open_http2_flow(
             stream.reset(ResetCode::CANCELLED);
             Err(OpenError::Refused(FlowStatus::new(
                 FlowStatusCode::Unreachable,
-                "cloudflared could not connect to the destination",
+                "cloudflared: could not connect to the destination (its HTTP/2 mode gives no reason)",
             )))
         }
         status => {
