@@ -426,15 +426,7 @@ fn unmodified_cloudflared_auto_falls_back_to_http2_when_udp_is_dropped() {
     ]);
     drop_udp(&cluster, true);
 
-    let mut edge = Edge {
-        dir: tempfile::tempdir().unwrap(),
-        listen: free_udp("198.18.3.1"),
-        admin: free_tcp("127.0.0.1"),
-        metrics: free_tcp("127.0.0.1"),
-        proc: None,
-    };
-    let l = edge.listen.to_string();
-    edge.run_with(&["--server-name", "198.18.3.1", "--advertise", &l]);
+    let edge = Edge::start_on("198.18.3.1");
     let s = site(edge, "auto", "198.18.3.1/32");
     let (_cf, took) = registered(
         "cloudflared-auto",

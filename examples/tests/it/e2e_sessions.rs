@@ -479,7 +479,9 @@ fn device_id(file: &std::path::Path) -> String {
 /// plainly that `zt login` is needed.
 #[test]
 fn a_sign_in_with_a_refresh_token_is_renewed_under_a_watch_and_one_without_asks_for_zt_login() {
-    const LENGTH: Duration = Duration::from_secs(6);
+    // Long enough that a browser sign-in on a loaded machine (6-7 s seen with the whole
+    // suite running) still leaves the session time to reach the edge.
+    const LENGTH: Duration = Duration::from_secs(12);
     let Some((rt, idp)) =
         alice_at_a_provider("e2e_sessions::a_sign_in_with_a_refresh_token_is_renewed")
     else {
@@ -488,9 +490,10 @@ fn a_sign_in_with_a_refresh_token_is_renewed_under_a_watch_and_one_without_asks_
     let rig = rig();
     let edge = &rig.edge;
     // Two providers for one IdP: `corp` asks for offline access, `plain` does not.
+    let length = format!("{}s", LENGTH.as_secs());
     let offline = [
         "--session-length",
-        "6s",
+        &length,
         "--scope",
         "openid",
         "--scope",
@@ -503,7 +506,7 @@ fn a_sign_in_with_a_refresh_token_is_renewed_under_a_watch_and_one_without_asks_
         "offline_access",
     ];
     let corp_enrollment = edge.add_idp("corp", &idp, &offline);
-    let plain_enrollment = edge.add_idp("plain", &idp, &["--session-length", "6s"]);
+    let plain_enrollment = edge.add_idp("plain", &idp, &["--session-length", &length]);
     let renewable = crate::e2e_idp_login::browser_login(&rt, edge, &corp_enrollment, "alice");
     let kept = edge.path("login-alice-renewable.json");
     std::fs::rename(&renewable, &kept).unwrap();

@@ -385,16 +385,7 @@ fn tun_mode_end_to_end() {
     origin.wait_for("cluster origin ready");
 
     // The edge listens on the laptop link's root-side address.
-    let mut edge = Edge {
-        dir: tempfile::tempdir().unwrap(),
-        listen: free_udp("198.18.0.1"),
-        admin: free_tcp("127.0.0.1"),
-        metrics: free_tcp("127.0.0.1"),
-        proc: None,
-    };
-    let l = edge.listen.to_string();
-    // Its certificate must name the address the laptop and the cluster dial.
-    edge.run_with(&["--server-name", "198.18.0.1", "--advertise", &l]);
+    let edge = Edge::start_on("198.18.0.1");
     let tunnel_creds = edge.tunnel("cluster");
     for (net, comment) in [
         ("198.51.100.101/32", "API server (IPv4)"),
@@ -747,15 +738,7 @@ fn tun_mode_after_a_device_code_sign_in() {
     let origin = Proc::from_command("origin", helper_cmd(&cluster, "cluster", dir.path()));
     origin.wait_for("cluster origin ready");
 
-    let mut edge = Edge {
-        dir: tempfile::tempdir().unwrap(),
-        listen: free_udp("198.18.2.1"),
-        admin: free_tcp("127.0.0.1"),
-        metrics: free_tcp("127.0.0.1"),
-        proc: None,
-    };
-    let l = edge.listen.to_string();
-    edge.run_with(&["--server-name", "198.18.2.1", "--advertise", &l]);
+    let edge = Edge::start_on("198.18.2.1");
     let tunnel_creds = edge.tunnel("cluster");
     edge.admin(&["route", "ip", "add", "198.51.100.101/32", "cluster"]);
     edge.rule(
@@ -939,15 +922,7 @@ fn udp_blocked_end_to_end() {
     let mut origin = Proc::from_command("origin", helper_cmd(&cluster, "cluster", dir.path()));
     origin.wait_for("cluster origin ready");
 
-    let mut edge = Edge {
-        dir: tempfile::tempdir().unwrap(),
-        listen: free_udp("198.18.1.1"),
-        admin: free_tcp("127.0.0.1"),
-        metrics: free_tcp("127.0.0.1"),
-        proc: None,
-    };
-    let l = edge.listen.to_string();
-    edge.run_with(&["--server-name", "198.18.1.1", "--advertise", &l]);
+    let edge = Edge::start_on("198.18.1.1");
     let tunnel_creds = edge.tunnel("cluster");
     edge.admin(&["route", "ip", "add", "198.51.100.101/32", "cluster"]);
     let list = edge.ip_list("cluster IPs", &["198.51.100.0/24"]);

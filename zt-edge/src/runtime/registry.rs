@@ -277,6 +277,18 @@ impl Registry {
         }
     }
 
+    /// How many of `tunnel`'s live connections cannot carry UDP (cloudflared's): a UDP flow
+    /// that found no connection is told why when these are all it has.
+    pub(crate) fn tcp_only(&self, tunnel: Uuid) -> usize {
+        let tunnels = self.tunnels.read().unwrap_or_else(PoisonError::into_inner);
+        tunnels.get(&tunnel).map_or(0, |conns| {
+            conns
+                .iter()
+                .filter(|c| !c.is_draining() && !c.link.serves_udp())
+                .count()
+        })
+    }
+
     /// Every connection, for go-away at shutdown.
     pub(crate) fn all(&self) -> Vec<Arc<ConnEntry>> {
         self.tunnels

@@ -279,6 +279,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cloudflared_certificate_without_the_h2_name_is_reissued_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("edge");
+        let state = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
+        // What an edge from before HTTP/2 mode left: the QUIC name alone.
+        let quic_only = ServerNames {
+            dns: vec![CLOUDFLARED_SERVER_NAME.to_owned()],
+            ips: Vec::new(),
+        };
+        let old = state
+            .ca
+            .issue_server(&quic_only, CLOUDFLARED_SERVER_NAME)
+            .unwrap();
+        write(&dir.join(CLOUDFLARED_KEY), old.key_pem.as_bytes()).unwrap();
+        write(&dir.join(CLOUDFLARED_CERT), old.chain_pem.as_bytes()).unwrap();
+        drop(state);
+
+        let state = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
+        let cf = state.cloudflared_identity().unwrap();
+        assert!(cf
+            .names()
+            .dns
+            .contains(&CLOUDFLARED_H2_SERVER_NAME.to_owned()));
+        assert!(cf.names().dns.contains(&CLOUDFLARED_SERVER_NAME.to_owned()));
+        let on_disk = fs::read(dir.join(CLOUDFLARED_CERT)).unwrap();
+        assert_ne!(on_disk, old.chain_pem.as_bytes(), "the file was rewritten");
+        drop(state);
+        // Once reissued, it is kept.
+        let state = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
+        assert_eq!(
+            state.cloudflared_identity().unwrap().cert_chain()[0],
+            cf.cert_chain()[0]
+        );
+        assert_eq!(fs::read(dir.join(CLOUDFLARED_CERT)).unwrap(), on_disk);
+    }
+
+    #[test]
     fn a_certificate_near_expiry_is_renewed_on_open_under_the_same_ca() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("edge");

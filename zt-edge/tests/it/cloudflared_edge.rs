@@ -120,7 +120,7 @@ async fn open(client: &ClientConnection, dest: SocketAddr) -> zt_proto::FlowStre
 
 /// Runs a test body on a current-thread runtime inside a `LocalSet` (capnp-rpc is
 /// single-threaded).
-fn run<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
+pub(crate) fn run<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -455,13 +455,18 @@ fn the_first_fin_ends_a_cloudflared_flow_and_udp_is_not_sent_to_cloudflared() {
         }
 
         // UDP is never opened on a cloudflared connection: with no zt connector, the
-        // tunnel has no connector for it.
+        // tunnel has no connector for it, and the refusal says why.
         let udp = client
             .open_udp_flow("127.0.0.1:53".parse().unwrap(), vec![])
             .await;
         match udp {
             Err(OpenError::Refused(status)) => {
-                assert_eq!(status.code, FlowStatusCode::NoConnector, "{status}")
+                assert_eq!(status.code, FlowStatusCode::NoConnector, "{status}");
+                assert!(
+                    status.detail.contains("no connector that carries UDP"),
+                    "{status}"
+                );
+                assert!(status.detail.contains("cloudflared"), "{status}");
             }
             other => panic!("expected a refusal, got {other:?}"),
         }

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cloudflared_edge::run;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -38,15 +39,6 @@ fn config(dir: &Path) -> EdgeConfig {
     c.edge_name = "h2-test-edge".into();
     c.transport.register_timeout = REGISTER_TIMEOUT;
     c
-}
-
-fn run<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, body());
 }
 
 /// Accepts any server certificate: for the checks where the edge's refusal, not the

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, ServerName};
 use zt_edge::{
     EdgeState, OpenDbError, ServerIdentity, ServerNames, StateError, StateOptions, Tunnel,
-    CLOUDFLARED_SERVER_NAME, DEFAULT_VNET_NAME,
+    CLOUDFLARED_H2_SERVER_NAME, CLOUDFLARED_SERVER_NAME, DEFAULT_VNET_NAME,
 };
 
 const STATE_FILES: [&str; 7] = [
@@ -235,12 +235,21 @@ fn cloudflared_certificate_is_issued_once_and_kept() {
     let dir = tmp.path().join("edge");
     let state = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap();
     let cf = state.cloudflared_identity().unwrap();
-    assert_eq!(cf.names().dns, vec![CLOUDFLARED_SERVER_NAME.to_owned()]);
+    let mut names = cf.names().dns.clone();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            CLOUDFLARED_H2_SERVER_NAME.to_owned(),
+            CLOUDFLARED_SERVER_NAME.to_owned()
+        ]
+    );
     assert_eq!(
         state.cloudflared_identity().unwrap().cert_chain()[0],
         cf.cert_chain()[0]
     );
     handshake(&cf, state.ca_pem(), CLOUDFLARED_SERVER_NAME).unwrap();
+    handshake(&cf, state.ca_pem(), CLOUDFLARED_H2_SERVER_NAME).unwrap();
     assert_eq!(mode(&dir.join("cloudflared.pem")), 0o600);
     assert_eq!(mode(&dir.join("cloudflared.key")), 0o600);
     drop(state);

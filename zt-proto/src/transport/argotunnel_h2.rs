@@ -21,11 +21,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tracing::debug;
 
 use crate::transport::carrier::ConnectionLost;
 use crate::transport::over_tcp::{
-    halves, spawn_keepalive, window, RecvState, State, TcpSessionError, MAX_FRAME,
+    drive_client, halves, window, RecvState, State, TcpSessionError, MAX_FRAME,
 };
 use crate::transport::settings::TransportSettings;
 use crate::transport::stream::{FlowError, FlowStream};
@@ -81,7 +80,7 @@ impl Http2 {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (send, mut conn) = h2::client::Builder::new()
+        let (send, conn) = h2::client::Builder::new()
             .enable_push(false)
             .initial_window_size(window(settings.stream_receive_window))
             .initial_connection_window_size(window(settings.connection_receive_window))
@@ -92,28 +91,7 @@ impl Http2 {
             .max_local_error_reset_streams(Some(1024))
             .handshake::<_, Bytes>(tls)
             .await?;
-        let state = State::new();
-        let ping = conn.ping_pong();
-        let st = state.clone();
-        let driver = tokio::spawn(async move {
-            let why = match conn.await {
-                Ok(()) => st.lost_or_reset(),
-                Err(e) => {
-                    debug!(error = %e, "cloudflared HTTP/2 connection ended");
-                    crate::transport::over_tcp::h2_lost(&e)
-                }
-            };
-            st.end(why);
-        });
-        state.track(driver.abort_handle());
-        if let Some(ping) = ping {
-            spawn_keepalive(
-                &state,
-                ping,
-                settings.keep_alive_interval,
-                settings.idle_timeout,
-            );
-        }
+        let state = drive_client(conn, settings, "cloudflared");
         Ok(Self {
             send,
             state,

@@ -638,13 +638,43 @@ fn spawn_session(
     });
 }
 
+/// Drives an HTTP/2 client connection on a task of its own, tracked by the returned state
+/// (its end recorded there, why included), and sends its keep-alive PINGs.
+pub(crate) fn drive_client<T>(
+    mut conn: h2::client::Connection<T, Bytes>,
+    settings: &TransportSettings,
+    what: &'static str,
+) -> Arc<State>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let state = State::new();
+    let ping = conn.ping_pong();
+    let st = state.clone();
+    let driver = tokio::spawn(async move {
+        let why = match conn.await {
+            Ok(()) => st.lost_or_reset(),
+            Err(e) => {
+                debug!(error = %e, protocol = what, "HTTP/2 connection ended");
+                h2_lost(&e)
+            }
+        };
+        st.end(why);
+    });
+    state.track(driver.abort_handle());
+    if let Some(ping) = ping {
+        spawn_keepalive(
+            &state,
+            ping,
+            settings.keep_alive_interval,
+            settings.idle_timeout,
+        );
+    }
+    state
+}
+
 /// Pings every `interval`; no answer within `idle` ends the connection as timed out.
-pub(crate) fn spawn_keepalive(
-    state: &Arc<State>,
-    mut ping: h2::PingPong,
-    interval: Duration,
-    idle: Duration,
-) {
+fn spawn_keepalive(state: &Arc<State>, mut ping: h2::PingPong, interval: Duration, idle: Duration) {
     let st = state.clone();
     spawn_tracked(state, async move {
         loop {
@@ -719,7 +749,7 @@ impl Tcp {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let exporter = tls_exporter(tls.get_ref().1).ok_or(TcpSessionError::Exporter)?;
-        let (send_request, mut conn) = h2::client::Builder::new()
+        let (send_request, conn) = h2::client::Builder::new()
             .enable_push(false)
             .initial_window_size(window(settings.stream_receive_window))
             .initial_connection_window_size(window(settings.connection_receive_window))
@@ -728,25 +758,7 @@ impl Tcp {
             .max_concurrent_streams(0)
             .handshake::<_, Bytes>(tls)
             .await?;
-        let state = State::new();
-        let ping = conn.ping_pong();
-        let st = state.clone();
-        let driver = tokio::spawn(async move {
-            let why = match conn.await {
-                Ok(()) => st.lost_or_reset(),
-                Err(e) => h2_lost(&e),
-            };
-            st.end(why);
-        });
-        state.track(driver.abort_handle());
-        if let Some(ping) = ping {
-            spawn_keepalive(
-                &state,
-                ping,
-                settings.keep_alive_interval,
-                settings.idle_timeout,
-            );
-        }
+        let state = drive_client(conn, settings, "zt/1");
         // The session stream first. A failure (or the caller's timeout dropping this
         // future) must not leave the connection's tasks running: `guard` ends them.
         let guard = EndOnDrop(Some(state.clone()));

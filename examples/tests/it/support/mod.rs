@@ -282,6 +282,21 @@ impl Edge {
         edge
     }
 
+    /// A fresh edge listening on `ip` (an address of a veth pair the test made), its
+    /// certificate naming that address and advertising it; admin and metrics on loopback.
+    pub fn start_on(ip: &str) -> Edge {
+        let mut edge = Edge {
+            dir: tempfile::tempdir().unwrap(),
+            listen: free_udp(ip),
+            admin: free_tcp("127.0.0.1"),
+            metrics: free_tcp("127.0.0.1"),
+            proc: None,
+        };
+        let listen = edge.listen.to_string();
+        edge.run_with(&["--server-name", ip, "--advertise", &listen]);
+        edge
+    }
+
     /// (Re)starts the process on the same state directory and ports.
     pub fn run(&mut self) {
         self.run_with(&[]);

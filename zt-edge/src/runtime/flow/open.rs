@@ -52,13 +52,20 @@ pub(super) async fn open(
             None => {
                 let wait = shared.config.connector_wait;
                 shared.registry.pick_or_wait(tunnel, udp, wait).await.ok_or_else(|| {
-                    refuse(
-                        FlowStatusCode::NoConnector,
+                    let tcp_only = if udp { shared.registry.tcp_only(tunnel) } else { 0 };
+                    let detail = if tcp_only > 0 {
+                        format!(
+                            "tunnel {tunnel} has no connector that carries UDP: its {tcp_only} \
+                             live connection(s) are cloudflared's, which carry TCP only here \
+                             (over HTTP/2, cloudflared has no UDP at all); run zt-connector \
+                             for UDP"
+                        )
+                    } else {
                         format!(
                             "tunnel {tunnel} has no live connector (none registered within {wait:?})"
-                        ),
-                        CloseReason::NoConnector,
-                    )
+                        )
+                    };
+                    refuse(FlowStatusCode::NoConnector, detail, CloseReason::NoConnector)
                 })?
             }
             Some(previous) => {
