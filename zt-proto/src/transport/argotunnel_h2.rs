@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use crate::transport::carrier::ConnectionLost;
 use crate::transport::over_tcp::{
-    drive_client, halves, window, RecvState, State, TcpSessionError, MAX_FRAME,
+    client_builder, drive_client, halves, RecvState, State, TcpSessionError,
 };
 use crate::transport::settings::TransportSettings;
 use crate::transport::stream::{FlowError, FlowStream};
@@ -80,13 +80,7 @@ impl Http2 {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (send, conn) = h2::client::Builder::new()
-            .enable_push(false)
-            .initial_window_size(window(settings.stream_receive_window))
-            .initial_connection_window_size(window(settings.connection_receive_window))
-            .max_frame_size(MAX_FRAME)
-            .max_header_list_size(MAX_HEADER_LIST)
-            .max_concurrent_streams(0)
+        let (send, conn) = client_builder(settings, MAX_HEADER_LIST)
             .max_send_buffer_size(MAX_SEND_BUFFER)
             .max_local_error_reset_streams(Some(1024))
             .handshake::<_, Bytes>(tls)

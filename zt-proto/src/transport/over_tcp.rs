@@ -638,6 +638,23 @@ fn spawn_session(
     });
 }
 
+/// The HTTP/2 client settings both of the edge's and peers' client roles use: no server
+/// push, no server-opened streams, the transport's windows, header blocks up to
+/// `max_header_list` decoded.
+pub(crate) fn client_builder(
+    settings: &TransportSettings,
+    max_header_list: u32,
+) -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.enable_push(false)
+        .initial_window_size(window(settings.stream_receive_window))
+        .initial_connection_window_size(window(settings.connection_receive_window))
+        .max_frame_size(MAX_FRAME)
+        .max_header_list_size(max_header_list)
+        .max_concurrent_streams(0);
+    b
+}
+
 /// Drives an HTTP/2 client connection on a task of its own, tracked by the returned state
 /// (its end recorded there, why included), and sends its keep-alive PINGs.
 pub(crate) fn drive_client<T>(
@@ -749,13 +766,7 @@ impl Tcp {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let exporter = tls_exporter(tls.get_ref().1).ok_or(TcpSessionError::Exporter)?;
-        let (send_request, conn) = h2::client::Builder::new()
-            .enable_push(false)
-            .initial_window_size(window(settings.stream_receive_window))
-            .initial_connection_window_size(window(settings.connection_receive_window))
-            .max_frame_size(MAX_FRAME)
-            .max_header_list_size(MAX_HEADER_LIST)
-            .max_concurrent_streams(0)
+        let (send_request, conn) = client_builder(settings, MAX_HEADER_LIST)
             .handshake::<_, Bytes>(tls)
             .await?;
         let state = drive_client(conn, settings, "zt/1");
