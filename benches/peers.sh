@@ -16,6 +16,11 @@
 #               zt client forward (client -> edge -> connector -> origin), over QUIC
 #   zt-tcp      the same with the client leg over TLS on TCP (zt client --protocol tcp,
 #               what a network that drops UDP gets); the connector stays on QUIC
+#   cfd-quic    zt client forward -> an edge of its own -> the unmodified cloudflared
+#               binary as the tunnel's connector (--protocol quic) -> origin
+#   cfd-http2   the same with cloudflared's --protocol http2 (TLS over TCP to the edge)
+#               (both skipped, loudly, without the binary: ZT_CLOUDFLARED, default
+#               ../shared/interop/cloudflared-2026.8.2/cloudflared beside the project)
 # Workloads: iperf3 -t $ZT_PEERS_SECONDS (default 5) with 1 stream and with 8 (-P 8),
 # client to server; set-up latency: connect + 1-byte echo + close, $ZT_PEERS_PROBES (default
 # 1000) times, p50 and p99 (benches/peers_tool.py against a threaded Python echo origin).
@@ -24,7 +29,7 @@
 # installed; default /var/tmp/zt-peers-tools), ZT_BIN (use this zt binary instead of
 # building one), ZT_PEERS_PATHS (the paths to compare, default all of them; `zt` is always
 # among them, the ratios are against it; say "direct zt zt-tcp" for TCP against QUIC
-# without installing the peers).
+# without installing the peers), ZT_CLOUDFLARED (the cloudflared binary).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -35,12 +40,12 @@ case "${1:-}" in
 --smoke) mode=smoke ;;
 "") ;;
 *)
-    sed -n '2,25p' "$0"
+    sed -n '2,32p' "$0"
     exit 2
     ;;
 esac
 seconds=${ZT_PEERS_SECONDS:-5}
-selected=" ${ZT_PEERS_PATHS:-direct socat rathole rathole-noise ssh zt zt-tcp} zt "
+selected=" ${ZT_PEERS_PATHS:-direct socat rathole rathole-noise ssh zt zt-tcp cfd-quic cfd-http2} zt "
 want() { [[ "$selected" == *" $1 "* ]]; }
 probes=${ZT_PEERS_PROBES:-1000}
 tools=${ZT_PEERS_TOOLS:-/var/tmp/zt-peers-tools}
@@ -139,16 +144,22 @@ wait_file "$work/echo.port"
 echo_port=$(cat "$work/echo.port")
 
 # --- zt: edge, tunnel, route, policy, user, connector, client forwards ------------------------
-start_zt() {
-    local zt=$1 state="$work/edge-state"
-    local edge_port admin_port
+# An edge named $2 with tunnel `peers` (extra `tunnel create` flags after $2), the route to the
+# origins, the rules and a user; sets $state, $edge_port, $creds and $device.
+start_edge() {
+    local zt=$1 name=$2
+    shift 2
+    state="$work/$name-state"
+    creds="$work/$name-creds.json"
+    device="$work/$name-device.json"
+    local admin_port
     edge_port=$(free_port udp)
     admin_port=$(free_port tcp)
-    ZT_EDGE_STATE_DIR=$state start edge "$zt" edge run --listen "127.0.0.1:$edge_port" \
+    ZT_EDGE_STATE_DIR=$state start "$name" "$zt" edge run --listen "127.0.0.1:$edge_port" \
         --admin "127.0.0.1:$admin_port"
-    wait_log edge "zt edge is running"
+    wait_log "$name" "zt edge is running"
     local a=(--state-dir "$state")
-    "$zt" tunnel create peers --credentials-file "$work/creds.json" "${a[@]}" >/dev/null
+    "$zt" tunnel create peers --credentials-file "$creds" "$@" "${a[@]}" >/dev/null
     "$zt" route ip add 127.0.0.1/32 peers "${a[@]}" >/dev/null
     local list
     list=$("$zt" list create origins --type IP 127.0.0.1/32 --output json "${a[@]}" |
@@ -157,14 +168,20 @@ start_zt() {
         --traffic "net.dst.ip in $list" "${a[@]}" >/dev/null
     "$zt" rule create off --precedence 10000 --action off --filter http \
         --traffic "any(http.conn.dst_ip[*] in $list)" "${a[@]}" >/dev/null
-    "$zt" user add peers@example.com --group peers --output-file "$work/device.json" "${a[@]}" >/dev/null
+    "$zt" user add peers@example.com --group peers --output-file "$device" "${a[@]}" >/dev/null
+}
+
+start_zt() {
+    local zt=$1
+    start_edge "$zt" edge
+    zt_device=$device
     local tunnel_id
-    tunnel_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["TunnelID"])' "$work/creds.json")
+    tunnel_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["TunnelID"])' "$creds")
     local metrics
     metrics=$(free_port tcp)
     cat >"$work/connector.yaml" <<EOF
 tunnel: $tunnel_id
-credentials-file: $work/creds.json
+credentials-file: $creds
 metrics: 127.0.0.1:$metrics
 edge: 127.0.0.1:$edge_port
 cacert: $state/ca.pem
@@ -187,15 +204,37 @@ EOF
     [ "$i" -lt 600 ] || die "the connector did not report 4 ready connections within 60 s"
 }
 
-# zt client forward to 127.0.0.1:$2; sets $forward_port. (Not a command substitution:
-# that would run `start` in a subshell, and the process would escape the cleanup.)
+# zt client forward to 127.0.0.1:$2 (through the edge whose device file is $5, default the
+# zt connector's); sets $forward_port. (Not a command substitution: that would run `start`
+# in a subshell, and the process would escape the cleanup.)
 zt_forward() {
-    local zt=$1 to=$2 name=$3 protocol=${4:-quic}
+    local zt=$1 to=$2 name=$3 protocol=${4:-quic} dev=${5:-$zt_device}
     forward_port=$(free_port tcp)
-    start "$name" "$zt" client --credentials "$work/device.json" --protocol "$protocol" forward \
+    start "$name" "$zt" client --credentials "$dev" --protocol "$protocol" forward \
         --listen "127.0.0.1:$forward_port" --to "127.0.0.1:$to"
     wait_log "$name" "forwarding TCP"
 }
+
+# The unmodified cloudflared as the connector of an edge of its own, over protocol $2
+# (quic or http2); sets $cfd_device. Needs $cloudflared.
+cloudflared=${ZT_CLOUDFLARED:-$repo/../shared/interop/cloudflared-2026.8.2/cloudflared}
+start_cloudflared() {
+    local zt=$1 protocol=$2
+    start_edge "$zt" "edge-cfd-$protocol" --allow-cloudflared
+    cfd_device=$device
+    local tunnel_id
+    tunnel_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["TunnelID"])' "$creds")
+    mkdir -p "$work/cfd-home"
+    HOME="$work/cfd-home" start "cloudflared-$protocol" "$cloudflared" tunnel --no-autoupdate \
+        --edge "127.0.0.1:$edge_port" --cacert "$state/ca.pem" --protocol "$protocol" \
+        --metrics 127.0.0.1:0 run --credentials-file "$creds" "$tunnel_id"
+    wait_log "cloudflared-$protocol" "Registered tunnel connection.*protocol=$protocol"
+}
+if { want cfd-quic || want cfd-http2; } && [ ! -x "$cloudflared" ]; then
+    echo "!!! SKIPPED: no cloudflared binary at $cloudflared (set ZT_CLOUDFLARED): no cfd-quic and cfd-http2 rows"
+    selected=${selected/ cfd-quic / }
+    selected=${selected/ cfd-http2 / }
+fi
 
 if [ "$mode" = smoke ]; then
     zt=$(zt_binary)
@@ -215,7 +254,18 @@ if [ "$mode" = smoke ]; then
     say "zt over TCP (client --protocol tcp):"
     python3 "$tool" transfer "$zt_tcp_echo" 16
     python3 "$tool" probe "$zt_tcp_echo" 20 >/dev/null
-    echo "peers smoke: 3 passed, 0 failed"
+    passed=3
+    if [ -x "$cloudflared" ]; then
+        start_cloudflared "$zt" http2
+        zt_forward "$zt" "$echo_port" cfd-http2-echo quic "$cfd_device"
+        say "the unmodified cloudflared over HTTP/2 (client forward -> edge -> cloudflared -> origin):"
+        python3 "$tool" transfer "$forward_port" 16 no-fin
+        python3 "$tool" probe "$forward_port" 20 >/dev/null
+        passed=4
+    else
+        echo "!!! SKIPPED: no cloudflared binary at $cloudflared: the smoke runs without it"
+    fi
+    echo "peers smoke: $passed passed, 0 failed"
     exit 0
 fi
 
@@ -348,15 +398,25 @@ if want zt-tcp; then
     zt_forward "$zt" "$echo_port" zt-tcp-echo tcp
     echo_fwd[zt-tcp]=$forward_port
 fi
+for protocol in quic http2; do
+    want "cfd-$protocol" || continue
+    start_cloudflared "$zt" "$protocol"
+    zt_forward "$zt" "$iperf_port" "cfd-$protocol-bulk" quic "$cfd_device"
+    bulk_port[cfd-$protocol]=$forward_port
+    zt_forward "$zt" "$echo_port" "cfd-$protocol-echo" quic "$cfd_device"
+    echo_fwd[cfd-$protocol]=$forward_port
+done
 
 paths=()
-for p in direct socat rathole rathole-noise ssh zt zt-tcp; do
+for p in direct socat rathole rathole-noise ssh zt zt-tcp cfd-quic cfd-http2; do
     want "$p" && paths+=("$p")
 done
 for p in "${paths[@]}"; do
     wait_port "${bulk_port[$p]}"
     wait_port "${echo_fwd[$p]}"
-    python3 "$tool" transfer "${echo_fwd[$p]}" 4 >/dev/null || die "$p does not carry data intact"
+    fin=""
+    [[ $p == cfd-* ]] && fin=no-fin # cloudflared ends a flow at the first FIN
+    python3 "$tool" transfer "${echo_fwd[$p]}" 4 $fin >/dev/null || die "$p does not carry data intact"
 done
 
 # iperf3 Gbit/s received, from its JSON.

@@ -3,9 +3,10 @@
 
   echo-server PORTFILE          echo origin on 127.0.0.1 (port written to PORTFILE)
   relay PORTFILE TARGET_PORT    plain single-hop TCP relay to 127.0.0.1:TARGET_PORT
-  transfer PORT MIB             send MIB MiB of random bytes to an echo origin through
+  transfer PORT MIB [no-fin]    send MIB MiB of random bytes to an echo origin through
                                 127.0.0.1:PORT, half-close, read the echo; check sizes and
-                                SHA-256 of both directions
+                                SHA-256 of both directions. `no-fin`: read the whole echo
+                                before closing, for a path without half-close (cloudflared)
   probe PORT N                  N x (connect + 1-byte echo + close), after N/10 unmeasured;
                                 prints "p50_us p99_us"
 
@@ -86,7 +87,7 @@ def relay_to(target_port):
     return handle
 
 
-def transfer(port, mib):
+def transfer(port, mib, fin=True):
     size = mib * 1024 * 1024
     payload = os.urandom(size)
     want = hashlib.sha256(payload).hexdigest()
@@ -103,6 +104,8 @@ def transfer(port, mib):
                     break
                 got.update(data)
                 received[0] += len(data)
+                if not fin and received[0] >= size:
+                    break
         except OSError as e:
             error.append(e)
 
@@ -110,7 +113,8 @@ def transfer(port, mib):
     start = time.monotonic()
     t.start()
     s.sendall(payload)
-    s.shutdown(socket.SHUT_WR)
+    if fin:
+        s.shutdown(socket.SHUT_WR)
     t.join(TIMEOUT)
     took = time.monotonic() - start
     s.close()
@@ -158,6 +162,8 @@ def main(argv):
         serve(listen(argv[2]), relay_to(int(argv[3])))
     elif cmd == "transfer" and len(argv) == 4:
         transfer(int(argv[2]), int(argv[3]))
+    elif cmd == "transfer" and len(argv) == 5 and argv[4] == "no-fin":
+        transfer(int(argv[2]), int(argv[3]), fin=False)
     elif cmd == "probe" and len(argv) == 4:
         probe(int(argv[2]), int(argv[3]))
     else:
