@@ -6,7 +6,8 @@
 //! peer source address the relay opens its own upstream socket towards the target, so the
 //! target sees one distinct address per peer and answers go back to the right one, like a
 //! NAT. Each direction has its own [`Impairment`]: loss, duplication, reordering, one-way
-//! delay with jitter and a blackhole switch, all changeable while traffic flows.
+//! delay with jitter, a bottleneck rate with a drop-tail buffer and a blackhole switch, all
+//! changeable while traffic flows.
 //!
 //! Every random decision comes from a generator seeded from one printed seed; setting
 //! `ZT_IMPAIR_SEED` to that value repeats the same decisions packet for packet in each
@@ -54,6 +55,14 @@ pub struct Impairment {
     pub jitter: Duration,
     /// Drop everything.
     pub blackhole: bool,
+    /// A bottleneck of this many bits per second (`None`: unlimited): packets leave one
+    /// after another at this rate, as on a link of that speed, before the `delay` (the
+    /// path's propagation delay) is added. A 20 ms, 1 Gbit/s path is `rate_bps:
+    /// Some(1_000_000_000)` with `delay: 10 ms` each way.
+    pub rate_bps: Option<u64>,
+    /// How much the bottleneck buffers, as waiting time at `rate_bps`; a packet that would
+    /// wait longer is dropped (drop-tail, counted in [`DirStats::rate_dropped`]).
+    pub buffer: Duration,
 }
 
 impl Impairment {
@@ -66,6 +75,8 @@ impl Impairment {
         delay: Duration::ZERO,
         jitter: Duration::ZERO,
         blackhole: false,
+        rate_bps: None,
+        buffer: Duration::from_millis(20),
     };
 }
 
@@ -99,6 +110,8 @@ pub struct DirStats {
     pub duplicated: AtomicU64,
     /// Packets held back for reordering.
     pub reordered: AtomicU64,
+    /// Dropped by the bottleneck's full buffer (see [`Impairment::rate_bps`]).
+    pub rate_dropped: AtomicU64,
     /// Dropped because the delay queue was full.
     pub overflow: AtomicU64,
 }
@@ -107,13 +120,14 @@ impl DirStats {
     fn snapshot(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "received {} delivered {} lost {} blackholed {} duplicated {} reordered {} overflow {}",
+            "received {} delivered {} lost {} blackholed {} duplicated {} reordered {} rate-dropped {} overflow {}",
             g(&self.received),
             g(&self.delivered),
             g(&self.lost),
             g(&self.blackholed),
             g(&self.duplicated),
             g(&self.reordered),
+            g(&self.rate_dropped),
             g(&self.overflow)
         )
     }
@@ -197,6 +211,8 @@ struct DirState {
     rng: Rng,
     /// When the last in-order packet leaves: jitter never sends a packet before it.
     last_at: Option<Instant>,
+    /// When the bottleneck has sent everything admitted so far.
+    link_free: Option<Instant>,
 }
 
 struct Shared {
@@ -252,12 +268,25 @@ impl Shared {
                 stats.lost.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            // The bottleneck: the packet leaves once the ones ahead of it have, at the
+            // link's rate, unless it would wait beyond the buffer.
+            let mut sent_at = now;
+            if let Some(rate) = s.rate_bps.filter(|r| *r > 0) {
+                let free = st.link_free.filter(|f| *f > now).unwrap_or(now);
+                if free - now > s.buffer {
+                    stats.rate_dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let on_the_wire = bytes.len() as f64 * 8.0 / rate as f64;
+                sent_at = free + Duration::from_secs_f64(on_the_wire);
+                st.link_free = Some(sent_at);
+            }
             let mut delay = s.delay;
             if !s.jitter.is_zero() {
                 let j = s.jitter.as_secs_f64() * (2.0 * st.rng.unit() - 1.0);
                 delay = Duration::from_secs_f64((delay.as_secs_f64() + j).max(0.0));
             }
-            let mut at = now + delay;
+            let mut at = sent_at + delay;
             if st.rng.chance(s.reorder) {
                 // Held back: packets sent after it overtake it.
                 stats.reordered.fetch_add(1, Ordering::Relaxed);
@@ -337,11 +366,13 @@ impl Impair {
                 settings: Impairment::NONE,
                 rng: Rng(seed ^ 0x5550_5550_5550_5550),
                 last_at: None,
+                link_free: None,
             }),
             down: Mutex::new(DirState {
                 settings: Impairment::NONE,
                 rng: Rng(seed ^ 0x444f_574e_444f_574e),
                 last_at: None,
+                link_free: None,
             }),
             up_stats: DirStats::default(),
             down_stats: DirStats::default(),

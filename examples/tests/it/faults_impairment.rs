@@ -29,7 +29,7 @@ fn the_relay_relays_both_ways_and_impairs_each_direction() {
     let relay = Impair::start("self-test", target.local_addr().unwrap());
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 2048];
     peer.send_to(b"ping", relay.addr).unwrap();
     let (n, via) = target.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"ping");
@@ -70,6 +70,61 @@ fn the_relay_relays_both_ways_and_impairs_each_direction() {
     );
     relay.set(Dir::Down, Impairment::NONE);
 
+    // A bottleneck upstream: 3.2 Mbit/s with a 1 s buffer takes at least 100 ms for 40
+    // packets of 1000 bytes, and keeps them all. (A burst of 40 fits the relay's socket
+    // buffer, where each datagram costs about twice its size.)
+    relay.set(
+        Dir::Up,
+        Impairment {
+            rate_bps: Some(3_200_000),
+            buffer: Duration::from_secs(1),
+            ..Impairment::NONE
+        },
+    );
+    let packet = [0x42u8; 1000];
+    let t = Instant::now();
+    for _ in 0..40 {
+        peer.send_to(&packet, relay.addr).unwrap();
+    }
+    for i in 0..40 {
+        let (n, _) = target
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("packet {i}: {e}; {}", relay.summary()));
+        assert_eq!(n, 1000);
+    }
+    let took = t.elapsed();
+    println!("MEASURED 40 kB through a 3.2 Mbit/s bottleneck: {took:?}");
+    assert!(took >= Duration::from_millis(99), "{took:?}");
+    // A burst of 40 into a 20 ms buffer at 800 kbit/s (10 ms a packet): the buffer holds
+    // three packets, the rest of a burst faster than the link is dropped and counted.
+    relay.set(
+        Dir::Up,
+        Impairment {
+            rate_bps: Some(800_000),
+            buffer: Duration::from_millis(20),
+            ..Impairment::NONE
+        },
+    );
+    for _ in 0..40 {
+        peer.send_to(&packet, relay.addr).unwrap();
+    }
+    let dropped = &relay.stats(Dir::Up).rate_dropped;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dropped.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("bottleneck drops: {}", relay.summary());
+    assert!(dropped.load(Ordering::Relaxed) > 0, "{}", relay.summary());
+    // Drain what the bottleneck let through before the next checks.
+    target
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    while target.recv_from(&mut buf).is_ok() {}
+    target
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    relay.set(Dir::Up, Impairment::NONE);
+
     relay.blackhole(true);
     target.send_to(b"dropped", via).unwrap();
     peer.set_read_timeout(Some(Duration::from_millis(300)))
@@ -100,6 +155,7 @@ fn twenty_flows_keep_every_byte_through_loss_reordering_duplication_and_delay() 
         delay: Duration::from_millis(20),
         jitter: Duration::from_millis(5),
         blackhole: false,
+        ..Impairment::NONE
     };
     relay.set_both(bad);
     let connector = Connector::start_via(
