@@ -13,6 +13,11 @@
 //!   64-byte echo on an open flow and of a fresh flow's connect + 1-byte echo, first on an
 //!   idle path, then while one bulk flow saturates the same path; `ZT_BENCH_HOL_SAMPLES`
 //!   (default 2,000) samples each. The plain relay is measured the same way, as baseline.
+//! - `path/wan_20ms_1g`: one bulk flow of `ZT_BENCH_WAN_MIB` MiB (default 32) from a second
+//!   client whose leg to the edge crosses the impairment relay of zt-testkit: first with
+//!   the relay unimpaired (its own cost: the baseline), then as a 20 ms, 1 Gbit/s path
+//!   (10 ms each way, a 1 Gbit/s bottleneck with 20 ms of buffer). The connector stays on
+//!   loopback.
 //!
 //! The set-up (edge, connector, client, origins, relays) lives in `zt_benches::path`.
 #![allow(clippy::unwrap_used)]
@@ -28,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use zt_benches::path::{PathRig, CHUNK};
 use zt_client::Client;
+use zt_testkit::impair::{Impair, Impairment};
 
 /// How a flow reaches the origin.
 #[derive(Clone, Copy)]
@@ -390,6 +396,71 @@ fn hol(rt: &Runtime, rig: &Shared) {
     }
 }
 
+/// One bulk flow through a client whose edge leg crosses the impairment relay, unimpaired
+/// and then as a 20 ms, 1 Gbit/s path.
+fn wan(c: &mut Criterion, rt: &Runtime, rig: &PathRig, shared: &Shared) {
+    let env = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mib = env("ZT_BENCH_WAN_MIB", 32);
+    // The path's round trip and rate (0: no rate limit), for trying other shapes.
+    let rtt_ms = env("ZT_BENCH_WAN_RTT_MS", 20);
+    let mbit = env("ZT_BENCH_WAN_MBIT", 1000);
+    let loss_permille = env("ZT_BENCH_WAN_LOSS_PERMILLE", 0);
+    let bytes = mib * 1024 * 1024;
+    let relay = Impair::start("bench-wan", rig.edge_addr().unwrap());
+    // The far client's congestion controller (it is the sender): ZT_BENCH_WAN_CC = bbr
+    // (zt's default), cubic or newreno.
+    let mut transport = zt_proto::TransportSettings::default();
+    let cc = std::env::var("ZT_BENCH_WAN_CC").unwrap_or_else(|_| "bbr".into());
+    transport.congestion = match cc.as_str() {
+        "cubic" => zt_proto::Congestion::Cubic,
+        "newreno" => zt_proto::Congestion::NewReno,
+        _ => zt_proto::Congestion::Bbr,
+    };
+    let client = Arc::new(rt.block_on(rig.client_via(relay.addr, transport)).unwrap());
+    let far = Shared {
+        client,
+        ..shared.clone()
+    };
+    let path = Impairment {
+        rate_bps: (mbit > 0).then_some(mbit * 1_000_000),
+        delay: Duration::from_millis(rtt_ms) / 2,
+        buffer: Duration::from_millis(20),
+        loss: loss_permille as f64 / 1000.0,
+        ..Impairment::NONE
+    };
+    let mut g = c.benchmark_group("path/wan_20ms_1g");
+    g.throughput(Throughput::Bytes(bytes));
+    g.sample_size(10);
+    for (name, impairment) in [
+        ("zt_relay_unimpaired", Impairment::NONE),
+        ("zt_20ms_1gbit", path),
+    ] {
+        relay.set_both(impairment);
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        bulk_flow(far.clone(), Via::Zt, bytes).await;
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
+    g.finish();
+    println!(
+        "path/wan_20ms_1g relay ({rtt_ms} ms, {mbit} Mbit/s, loss {loss_permille} permille, client congestion {cc}): {}",
+        relay.summary()
+    );
+    far.client.shutdown();
+}
+
 fn path(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -409,6 +480,9 @@ fn path(c: &mut Criterion) {
     rr64(c, &rt, &shared);
     if selected("path/hol") {
         hol(&rt, &shared);
+    }
+    if selected("path/wan_20ms_1g") {
+        wan(c, &rt, &rig, &shared);
     }
     rt.block_on(rig.stop());
 }

@@ -50,6 +50,7 @@ pub struct PathRig {
     /// Plain single-hop TCP relay to [`PathRig::sink`].
     pub relay_sink: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
+    device: DeviceCredentials,
     _dir: tempfile::TempDir,
 }
 
@@ -213,8 +214,31 @@ impl PathRig {
             relay_echo,
             relay_sink,
             tasks,
+            device: provisioned.device,
             _dir: dir,
         })
+    }
+
+    /// The edge's QUIC address.
+    pub fn edge_addr(&self) -> Option<SocketAddr> {
+        self.edge.as_ref().map(EdgeHandle::local_addr)
+    }
+
+    /// Another client of the same device, reaching the edge at `edge` (say, through an
+    /// impairment relay) with `transport`, its path checked.
+    pub async fn client_via(
+        &self,
+        edge: SocketAddr,
+        transport: zt_proto::TransportSettings,
+    ) -> Result<Client, SetupError> {
+        let options = ClientOptions {
+            edges: Some(vec![edge.to_string()]),
+            transport,
+            ..ClientOptions::default()
+        };
+        let client = Client::connect(&self.device, options).await?;
+        check_path(&client, self.echo).await?;
+        Ok(client)
     }
 
     /// Stops the client, the connector and the edge, and the origin tasks.
