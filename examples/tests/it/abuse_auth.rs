@@ -430,17 +430,6 @@ fn malformed_credentials_are_refused_at_load_and_never_reach_the_edge() {
     drop(probe);
 }
 
-fn write_0600(path: &Path, contents: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    std::io::Write::write_all(&mut f, contents.as_bytes()).unwrap();
-}
-
 // ---------------------------------------------------------------------------------------
 // The impostor edge.
 

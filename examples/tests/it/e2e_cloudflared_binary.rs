@@ -346,7 +346,7 @@ fn unmodified_cloudflared_over_http2_is_refused_with_a_bad_secret_and_without_op
         serde_json::from_slice(&std::fs::read(&s.creds).unwrap()).unwrap();
     json["TunnelSecret"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
     let bad = s.edge.path("bad-secret.json");
-    write_0600(&bad, &json);
+    write_0600(&bad, &json.to_string());
     let mut cf = Proc::from_command(
         "cloudflared-bad-secret",
         cloudflared_command(&bin, &s, "http2", &bad, None),
@@ -370,17 +370,6 @@ fn unmodified_cloudflared_over_http2_is_refused_with_a_bad_secret_and_without_op
     assert!(out.contains("tunnel credentials refused"), "{out}");
     let info = s.edge.admin(&["tunnel", "info", "plain"]);
     assert!(!info.contains("cloudflared 2026"), "{info}");
-}
-
-fn write_0600(path: &Path, json: &serde_json::Value) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(json.to_string().as_bytes()).unwrap();
 }
 
 /// cloudflared with `--protocol auto` inside a namespace whose UDP is dropped: QUIC fails,

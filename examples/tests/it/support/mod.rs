@@ -229,6 +229,18 @@ where
     }
 }
 
+/// Writes `contents` to a new file at `path` with mode 0600 (as credential files are).
+pub fn write_0600(path: &Path, contents: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(contents.as_bytes()).unwrap();
+}
+
 /// A plain HTTP/1.1 GET; `None` when the server cannot be reached or answers garbage.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;

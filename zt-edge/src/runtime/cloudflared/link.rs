@@ -51,10 +51,7 @@ pub(crate) async fn open_flow(
     if header.protocol == Protocol::Udp {
         return Err(OpenError::Refused(FlowStatus::new(
             FlowStatusCode::Unreachable,
-            match link.conn.protocol() {
-                ArgotunnelProtocol::Http2 => "UDP flows are not served through cloudflared connectors (in HTTP/2 mode cloudflared carries no UDP at all); use zt-connector",
-                _ => "UDP flows are not served through cloudflared connectors; use zt-connector",
-            },
+            "UDP flows are not served through cloudflared connectors; use zt-connector",
         )));
     }
     if link.conn.protocol() == ArgotunnelProtocol::Http2 {
