@@ -25,6 +25,13 @@ enum EdgeCommand {
     /// Apply pending schema migrations to a PostgreSQL database (the edge also applies them
     /// when it starts).
     MigrateSchema(MigrateSchemaArgs),
+    /// List the edges sharing this edge's state: members, addresses, last heartbeat.
+    List(crate::admin::EdgeListArgs),
+    /// Make a new edge's state directory (on the edge holding the CA key) and record it as
+    /// a member: `zt edge join NAME --out DIR --server-name HOST`.
+    Join(crate::admin::EdgeJoinArgs),
+    /// Remove an edge: its peers refuse it from now on.
+    Remove(crate::admin::EdgeRemoveArgs),
 }
 
 /// Where the edge keeps its records, when not in the state directory's redb file.
@@ -197,6 +204,9 @@ pub(crate) fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
         EdgeCommand::Run(args) => *args,
         EdgeCommand::Migrate(args) => return migrate(args),
         EdgeCommand::MigrateSchema(args) => return migrate_schema(args),
+        EdgeCommand::List(args) => return crate::admin::edge_list(args),
+        EdgeCommand::Join(args) => return crate::admin::edge_join(args),
+        EdgeCommand::Remove(args) => return crate::admin::edge_remove(args),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

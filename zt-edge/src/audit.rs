@@ -205,6 +205,13 @@ pub struct FlowRecord {
     /// create`) rather than as a user's device; `device_id` is then the token's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_token: Option<String>,
+    /// The edge that served the client and wrote this line (its `--name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<String>,
+    /// When the flow was forwarded to a peer edge because that edge held the tunnel's
+    /// connector connection: that edge's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector_edge: Option<String>,
     /// The client's address as the edge saw it.
     pub source: SocketAddr,
     /// The private destination asked for.
@@ -273,6 +280,8 @@ impl FlowRecord {
             idp: None,
             login_session: None,
             service_token: None,
+            edge: None,
+            connector_edge: None,
             source,
             destination,
             vnet: None,

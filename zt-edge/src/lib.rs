@@ -95,21 +95,22 @@ mod timestamp;
 // State directory and identity.
 pub use pki::ServerNames;
 pub use state::{
-    AdminToken, EdgeState, ServerIdentity, StateError, StateOptions, CLOUDFLARED_H2_SERVER_NAME,
-    CLOUDFLARED_SERVER_NAME, DEFAULT_VNET_NAME,
+    AdminToken, EdgeState, JoinBundle, PeerIdentity, ServerIdentity, StateError, StateOptions,
+    CLOUDFLARED_H2_SERVER_NAME, CLOUDFLARED_SERVER_NAME, DEFAULT_VNET_NAME,
 };
 
 // Typed records and their database.
 pub use store::{
-    Db, Device, DeviceInfo, DeviceLogin, IdentityProvider, IdentityProviderInfo, IdpSubject, List,
-    ListKind, ReadTxn, Record, RecordKind, Route, Rule, SecretSha256, ServiceToken,
-    ServiceTokenInfo, StoreError, Tunnel, TunnelInfo, User, VirtualNetwork, WriteTxn,
+    Db, Device, DeviceInfo, DeviceLogin, EdgeMember, IdentityProvider, IdentityProviderInfo,
+    IdpSubject, List, ListKind, ReadTxn, Record, RecordKind, Route, Rule, SecretSha256,
+    ServiceToken, ServiceTokenInfo, StoreError, Tunnel, TunnelInfo, User, VirtualNetwork, WriteTxn,
     DEFAULT_GROUPS_CLAIM, DEFAULT_SESSION_LENGTH, MAX_ATTEMPTS, MAX_NAME_LEN,
 };
 
 // Storage backends.
 pub use store::{
-    BackendError, KeyValue, OpenDbError, RedbStore, Revision, Store, StoreRead, StoreWrite, Table,
+    BackendError, EphemeralStore, KeyValue, OpenDbError, RedbStore, Revision, Store, StoreRead,
+    StoreWrite, Table,
 };
 // The PostgreSQL backend, secrets at rest and moving state between backends.
 pub use store::{
@@ -130,7 +131,7 @@ pub use audit::{
 pub use admin::{AdminError, AdminOptions, AdminServer, ADMIN_ADDR_FILE, MAX_ADMIN_BODY};
 
 // Live state of a running edge, for the admin API.
-pub use live::{ConnectionSummary, LiveView, NoLiveView};
+pub use live::{ConnectionSummary, EdgeSummary, LiveView, NoLiveView};
 
 pub use timestamp::Timestamp;
 

@@ -85,10 +85,64 @@ impl ConnectionSummary {
     }
 }
 
+/// An edge as presence shows it: where it is and when it was last heard of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EdgeSummary {
+    /// The edge id its peering certificate names.
+    pub edge_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Where connectors and clients reach it.
+    pub addresses: Vec<String>,
+    /// Its peering listener, when it has one.
+    pub peer_address: Option<SocketAddr>,
+    /// Milliseconds since this edge last saw its heartbeat move (0 for itself).
+    pub last_heartbeat_ms: u64,
+    /// Whether it is live (its heartbeat moved within the bound).
+    pub live: bool,
+    /// Connector connections it holds.
+    pub connections: usize,
+    /// Whether this is the edge answering.
+    pub this_edge: bool,
+}
+
+impl EdgeSummary {
+    /// Builds a summary; every field is required.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        edge_id: Uuid,
+        name: String,
+        addresses: Vec<String>,
+        peer_address: Option<SocketAddr>,
+        last_heartbeat_ms: u64,
+        live: bool,
+        connections: usize,
+        this_edge: bool,
+    ) -> Self {
+        Self {
+            edge_id,
+            name,
+            addresses,
+            peer_address,
+            last_heartbeat_ms,
+            live,
+            connections,
+            this_edge,
+        }
+    }
+}
+
 /// Live state of a running edge, for the admin API.
 pub trait LiveView: Send + Sync {
-    /// The registered connections of a tunnel (empty when none, or the tunnel is unknown).
+    /// The registered connections of a tunnel (empty when none, or the tunnel is unknown),
+    /// on this edge and, with shared state, on every live edge.
     fn tunnel_connections(&self, tunnel_id: Uuid) -> Vec<ConnectionSummary>;
+
+    /// The edges presence knows of, this one included; empty without a running edge.
+    fn edges(&self) -> Vec<EdgeSummary> {
+        Vec::new()
+    }
 }
 
 /// A [`LiveView`] with no connections: for an admin API served without a running edge.

@@ -104,6 +104,11 @@ pub(crate) enum IssueError {
     Random,
     #[error("no DNS name or IP address to certify")]
     NoNames,
+    #[error(
+        "this edge holds no CA key (it joined with `zt edge join`): certificates are issued on \
+         the edge that holds the CA key"
+    )]
+    NoCaKey,
 }
 
 fn random_serial() -> Result<SerialNumber, IssueError> {
@@ -117,11 +122,12 @@ fn random_serial() -> Result<SerialNumber, IssueError> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
-/// The CA: certificate and signing key.
+/// The CA: certificate and, on the edge that issues certificates, its signing key. An edge
+/// that joined another's organisation (`zt edge join`) has the certificate alone.
 pub(crate) struct Ca {
     pub(crate) cert_der: CertificateDer<'static>,
     pub(crate) cert_pem: String,
-    key: KeyPair,
+    key: Option<KeyPair>,
 }
 
 /// A newly issued certificate with its key, in PEM for the files and DER for rustls.
@@ -163,13 +169,13 @@ impl Ca {
         Ok(Self {
             cert_der: cert.der().clone(),
             cert_pem: cert.pem(),
-            key,
+            key: Some(key),
         })
     }
 
-    /// Loads the CA from its two PEM files, checking that the key belongs to the certificate.
-    /// Errors name the file (`cert` or `key`) and what is wrong.
-    pub(crate) fn load(cert_pem: &str, key_pem: &str) -> Result<Self, (Which, String)> {
+    /// Loads the CA from its PEM files, checking that the key (when there is one) belongs
+    /// to the certificate. Errors name the file (`cert` or `key`) and what is wrong.
+    pub(crate) fn load(cert_pem: &str, key_pem: Option<&str>) -> Result<Self, (Which, String)> {
         let mut certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes());
         let cert_der = match certs.next() {
             Some(Ok(c)) => c,
@@ -184,11 +190,17 @@ impl Ca {
         if !parsed.is_ca() {
             return Err((Which::Cert, "is not a CA certificate".to_owned()));
         }
-        let key = KeyPair::from_pem(key_pem)
-            .map_err(|e| (Which::Key, format!("not a usable private key: {e}")))?;
-        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-            return Err((Which::Key, "does not match the CA certificate".to_owned()));
-        }
+        let key = match key_pem {
+            None => None,
+            Some(pem) => {
+                let key = KeyPair::from_pem(pem)
+                    .map_err(|e| (Which::Key, format!("not a usable private key: {e}")))?;
+                if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+                    return Err((Which::Key, "does not match the CA certificate".to_owned()));
+                }
+                Some(key)
+            }
+        };
         Ok(Self {
             cert_der,
             cert_pem: cert_pem.to_owned(),
@@ -201,8 +213,56 @@ impl Ca {
         sha256(&self.cert_der)
     }
 
-    pub(crate) fn key_pem(&self) -> String {
-        self.key.serialize_pem()
+    /// The CA key in PEM, when this edge holds it.
+    pub(crate) fn key_pem(&self) -> Option<String> {
+        self.key.as_ref().map(KeyPair::serialize_pem)
+    }
+
+    /// Whether this edge holds the CA key (and so issues certificates).
+    pub(crate) fn has_key(&self) -> bool {
+        self.key.is_some()
+    }
+
+    fn issuer(&self) -> Result<Issuer<'_, &KeyPair>, IssueError> {
+        let key = self.key.as_ref().ok_or(IssueError::NoCaKey)?;
+        Ok(Issuer::from_ca_cert_der(&self.cert_der, key)?)
+    }
+
+    /// Issues the peering certificate of edge `edge_id`: a URI SAN naming the edge id and
+    /// both TLS usages (it serves the peering listener and dials peers with it), no DNS
+    /// name, so it is no server certificate for connectors or clients.
+    pub(crate) fn issue_peer(&self, edge_id: uuid::Uuid) -> Result<Issued, IssueError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("zt edge {edge_id}"));
+        dn.push(DnType::OrganizationName, "zt");
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![SanType::URI(peer_edge_uri(edge_id).try_into()?)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = now - BACKDATE;
+        params.not_after = now + PEER_VALIDITY;
+        params.serial_number = Some(random_serial()?);
+        let cert = params.signed_by(&key, &self.issuer()?)?;
+        let chain_pem = format!("{}{}", cert.pem(), self.cert_pem);
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Ok(Issued {
+            chain_pem,
+            key_pem: key.serialize_pem(),
+            leaf: LeafInfo {
+                chain: vec![cert.der().clone(), self.cert_der.clone()],
+                key: key_der,
+                names: ServerNames::default(),
+                not_after: Timestamp::from_offset_date_time(params.not_after),
+            },
+        })
     }
 
     /// Issues a server certificate for `names`.
@@ -245,8 +305,7 @@ impl Ca {
         params.not_before = now - BACKDATE;
         params.not_after = now + validity;
         params.serial_number = Some(random_serial()?);
-        let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key)?;
-        let cert = params.signed_by(&key, &issuer)?;
+        let cert = params.signed_by(&key, &self.issuer()?)?;
         let chain_pem = format!("{}{}", cert.pem(), self.cert_pem);
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok(Issued {
@@ -314,6 +373,47 @@ impl Ca {
             names: names.normalized(),
             not_after,
         })
+    }
+}
+
+/// How long a peering certificate is valid: the CA's lifetime would do, but a bounded one
+/// limits what a stolen edge key is worth; `zt edge join --renew` reissues it.
+pub(crate) const PEER_VALIDITY: Duration = Duration::days(397);
+
+/// The URI SAN that names an edge in its peering certificate.
+pub(crate) fn peer_edge_uri(edge_id: uuid::Uuid) -> String {
+    format!("{PEER_URI_PREFIX}{edge_id}")
+}
+
+const PEER_URI_PREFIX: &str = "urn:zt:edge:";
+
+/// The edge id a peering certificate (DER) names: exactly one `urn:zt:edge:<id>` URI SAN,
+/// and the client-authentication usage. A server certificate of an edge, or any other
+/// certificate of the CA, names none and is refused. The chain is not checked here (TLS
+/// did that against the CA).
+pub(crate) fn peer_edge_id(leaf_der: &[u8]) -> Result<uuid::Uuid, String> {
+    let (_, leaf) = X509Certificate::from_der(leaf_der)
+        .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+    let mut ids = Vec::new();
+    if let Ok(Some(san)) = leaf.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name {
+                if let Some(id) = uri.strip_prefix(PEER_URI_PREFIX) {
+                    let id = uuid::Uuid::try_parse(id)
+                        .map_err(|_| format!("its edge URI {uri:?} holds no edge id"))?;
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    let client_auth = matches!(leaf.extended_key_usage(), Ok(Some(eku)) if eku.value.client_auth);
+    match ids.as_slice() {
+        [] => Err(
+            "it names no edge (no urn:zt:edge: URI): not an edge's peering certificate".to_owned(),
+        ),
+        [_] if !client_auth => Err("it lacks the client-authentication usage".to_owned()),
+        [id] => Ok(*id),
+        _ => Err("it names more than one edge".to_owned()),
     }
 }
 

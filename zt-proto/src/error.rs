@@ -111,4 +111,15 @@ pub enum EncodeError {
         /// The value given.
         value: u64,
     },
+    /// A field's value breaks a rule of its frame (a character it may not hold, a field that
+    /// must or must not be present).
+    #[error("{frame}: {field} {rule}")]
+    Invalid {
+        /// The frame being encoded.
+        frame: &'static str,
+        /// The field at fault.
+        field: &'static str,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
 }

@@ -417,6 +417,9 @@ impl CloseCode {
     pub const UNREGISTERED: Self = Self(4);
     /// The closing side failed.
     pub const INTERNAL_ERROR: Self = Self(5);
+    /// `zt-peer/1` only: the accepting edge refused the dialling edge's certificate; the
+    /// close reason says why.
+    pub const PEER_REFUSED: Self = Self(6);
 }
 
 /// One UDP packet of a flow, carried as a QUIC datagram: `flow_id: varint | payload`.

@@ -645,3 +645,38 @@ pub(super) enum IdpCommand {
         idp: String,
     },
 }
+
+/// `zt edge list`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct EdgeListArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+}
+
+/// `zt edge join`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct EdgeJoinArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+    /// The new edge's name, unique among the edges.
+    pub(super) name: String,
+    /// Where to write its state directory; must not hold an edge's state already.
+    #[arg(long, value_name = "DIR")]
+    pub(super) out: PathBuf,
+    /// A DNS name or IP address connectors and clients reach the new edge at (repeatable;
+    /// at least one).
+    #[arg(long = "server-name", value_name = "NAME", required = true)]
+    pub(super) server_names: Vec<String>,
+}
+
+/// `zt edge remove`
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct EdgeRemoveArgs {
+    #[command(flatten)]
+    pub(super) admin: AdminOpts,
+    /// Name or id.
+    pub(super) edge: String,
+}

@@ -23,6 +23,7 @@ mod account;
 mod args;
 mod config;
 mod device;
+mod edge;
 mod http;
 mod idp;
 mod list;
@@ -39,11 +40,13 @@ use std::process::ExitCode;
 
 pub(crate) use account::run as account;
 pub(crate) use args::{
-    AccountArgs, ApplyArgs, DeviceArgs, ExportArgs, IdpArgs, ListArgs, PlanArgs, PolicyArgs,
-    RouteArgs, RuleArgs, TokenArgs, TunnelArgs, UserArgs, VnetArgs,
+    AccountArgs, ApplyArgs, DeviceArgs, EdgeJoinArgs, EdgeListArgs, EdgeRemoveArgs, ExportArgs,
+    IdpArgs, ListArgs, PlanArgs, PolicyArgs, RouteArgs, RuleArgs, TokenArgs, TunnelArgs, UserArgs,
+    VnetArgs,
 };
 pub(crate) use config::{apply, export, plan, policy};
 pub(crate) use device::run as device;
+pub(crate) use edge::{join as edge_join, list as edge_list, remove as edge_remove};
 pub(crate) use idp::run as idp;
 pub(crate) use list::run as list;
 pub(crate) use route::run as route;

@@ -43,12 +43,21 @@ pub struct AdminOptions {
     /// Addresses (`host:port`) clients reach the edge at, written into the device
     /// credentials of `zt user add` when the caller names none.
     pub edge_addresses: Vec<String>,
+    /// The key sealing secrets in a shared store, when the edge keeps one: `zt edge join`
+    /// hands a copy to the new edge.
+    pub secrets_key_file: Option<std::path::PathBuf>,
 }
 
 impl AdminOptions {
     /// Sets the edge addresses put into device credentials by default.
     pub fn with_edge_addresses(mut self, addresses: Vec<String>) -> Self {
         self.edge_addresses = addresses;
+        self
+    }
+
+    /// Sets the secrets key file handed to joining edges.
+    pub fn with_secrets_key_file(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.secrets_key_file = path;
         self
     }
 }
@@ -104,6 +113,7 @@ impl AdminServer {
             state,
             live,
             edge_addresses: options.edge_addresses,
+            secrets_key_file: options.secrets_key_file,
         });
         let server = http::spawn(listener, ctx);
         tracing::info!(addr = %local_addr, "admin API listening");

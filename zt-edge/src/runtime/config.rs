@@ -159,6 +159,13 @@ pub struct EdgeConfig {
     /// created on first start. Default: `secrets.key` in the state directory. Every edge
     /// sharing one database needs the same file.
     pub secrets_key_file: Option<PathBuf>,
+    /// The peering listener (QUIC, mutual TLS from the organisation's CA) other edges
+    /// forward flows to; `None` (the default) takes no forwarded flows. Only edges on a
+    /// shared store have peers.
+    pub peer_listen: Option<SocketAddr>,
+    /// The address other edges dial for peering, when it is not the listen address (NAT, a
+    /// wildcard listen address). Default: the bound listen address.
+    pub peer_advertise: Option<SocketAddr>,
 }
 
 impl EdgeConfig {
@@ -191,6 +198,8 @@ impl EdgeConfig {
             tcp_listen: Vec::new(),
             max_tcp_connections: 10_000,
             secrets_key_file: None,
+            peer_listen: None,
+            peer_advertise: None,
         }
     }
 }

@@ -22,6 +22,7 @@ mod enroll;
 mod flow;
 mod link;
 mod metrics;
+mod presence;
 mod providers;
 mod registry;
 mod renew;
@@ -200,14 +201,27 @@ impl Edge {
             .filter_map(|l| l.local_addr().ok())
             .collect();
 
+        record_own_membership(&state, &config.edge_name).await;
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::new(config.edge_name.clone()));
+        let mut advertised = config.advertise.clone();
+        if advertised.is_empty() && !local_addr.ip().is_unspecified() {
+            advertised.push(local_addr.to_string());
+        }
+        let presence = Arc::new(presence::Presence::new(
+            state.edge_id(),
+            config.edge_name.clone(),
+            advertised.clone(),
+            None,
+            registry.clone(),
+        ));
         let draining = Arc::new(AtomicBool::new(false));
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             state: state.clone(),
             snapshot: snapshot.clone(),
             registry: registry.clone(),
+            presence: presence.clone(),
             audit: audit.clone(),
             metrics: metrics.clone(),
             draining: draining.clone(),
@@ -252,17 +266,23 @@ impl Edge {
 
         let admin = match shared.config.admin {
             Some(addr) => {
-                let mut advertised = shared.config.advertise.clone();
-                if advertised.is_empty() && !local_addr.ip().is_unspecified() {
-                    advertised.push(local_addr.to_string());
-                }
-                let live: Arc<dyn LiveView> = registry.clone();
+                let live: Arc<dyn LiveView> = presence.clone();
+                // A joining edge gets the secrets key only when the store is shared.
+                let secrets_key_file = shared.config.store.as_ref().map(|_| {
+                    shared
+                        .config
+                        .secrets_key_file
+                        .clone()
+                        .unwrap_or_else(|| shared.config.state_dir.join("secrets.key"))
+                });
                 Some(
                     AdminServer::bind_with(
                         addr,
                         state.clone(),
                         live,
-                        AdminOptions::default().with_edge_addresses(advertised),
+                        AdminOptions::default()
+                            .with_edge_addresses(advertised)
+                            .with_secrets_key_file(secrets_key_file),
                     )
                     .await?,
                 )
@@ -287,10 +307,18 @@ impl Edge {
         tokio::spawn(reload_loop(shared.clone(), revisions, policy_config));
         tokio::spawn(flush_loop(shared.clone()));
         tokio::spawn(key_refresh_loop(shared.clone()));
+        let presence_task = shared.config.store.clone().map(|store| {
+            tokio::spawn(presence::run(
+                presence.clone(),
+                store,
+                shared.stop.subscribe(),
+            ))
+        });
         metrics.ready.store(true, Ordering::Release);
         info!(listen = %local_addr, tcp = ?tcp_local, edge = %shared.config.edge_name, ca_fingerprint = %state.ca_fingerprint(), "edge started");
         Ok(EdgeHandle {
             shared,
+            presence_task,
             listener,
             local_addr,
             tcp_local,
@@ -304,6 +332,8 @@ impl Edge {
 /// A running edge.
 pub struct EdgeHandle {
     shared: Arc<Shared>,
+    /// Keeps this edge's presence row; it removes the row when the edge stops.
+    presence_task: Option<tokio::task::JoinHandle<()>>,
     listener: Arc<EdgeListener>,
     local_addr: SocketAddr,
     tcp_local: Vec<SocketAddr>,
@@ -348,9 +378,15 @@ impl EdgeHandle {
         &self.shared.state
     }
 
-    /// The live connector connections, as the admin API shows them.
+    /// The live connector connections (this edge's and, with a shared store, every live
+    /// edge's) and the edges, as the admin API shows them.
     pub fn live_view(&self) -> Arc<dyn LiveView> {
-        self.shared.registry.clone()
+        self.shared.presence.clone()
+    }
+
+    /// This edge's id (the one its peering certificate names).
+    pub fn edge_id(&self) -> uuid::Uuid {
+        self.shared.state.edge_id()
     }
 
     /// The store revision whose routes and policy flows use now.
@@ -398,6 +434,10 @@ impl EdgeHandle {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = shared.stop.send(true);
+        if let Some(task) = self.presence_task.take() {
+            // It removes this edge's row, so the others stop forwarding here at once.
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         self.listener.close(CloseCode::GOING_AWAY, "edge shut down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.listener.wait_idle()).await;
         if let Err(e) = shared.audit.flush() {
@@ -697,3 +737,34 @@ async fn flush_loop(shared: Arc<Shared>) {
 
 #[cfg(test)]
 mod layering;
+
+/// Records this edge's own member row when its peering certificate was issued by this start
+/// and it holds the CA key (the first edge of an organisation, or its first start on a
+/// version with peering). Joined edges get theirs from `zt edge join`; no edge writes its
+/// own later, so a removed edge stays removed.
+async fn record_own_membership(state: &Arc<EdgeState>, name: &str) {
+    if !state.peer_identity_is_new() || !state.holds_ca_key() {
+        return;
+    }
+    let peer = state.peer_identity().clone();
+    let member = crate::store::EdgeMember::new(peer.edge_id(), name, peer.cert_sha256());
+    let st = state.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        st.db().update(|txn| {
+            if txn.get::<crate::store::EdgeMember>(member.id)?.is_none() {
+                txn.put(&member)?;
+            }
+            Ok::<_, crate::store::StoreError>(())
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok(_)) => {
+            info!(edge = %name, edge_id = %peer.edge_id(), "recorded this edge as a member")
+        }
+        Ok(Err(e)) => {
+            warn!(edge = %name, error = %e, "cannot record this edge as a member (is the name taken? `zt edge list`); peers will refuse it")
+        }
+        Err(e) => warn!(error = %e, "the membership task failed"),
+    }
+}

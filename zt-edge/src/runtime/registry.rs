@@ -1,9 +1,9 @@
 //! The connector connections this edge holds, per tunnel, and the choice of one for a flow.
 //!
-//! This is deliberately only "which connections *this* edge holds". Knowing which other
-//! edges hold connections of a tunnel (to forward a flow to a peer edge) is a separate
-//! question for a later, distributed registry; the flow path asks this one first and would
-//! ask that one when this one has nothing.
+//! This is deliberately only "which connections *this* edge holds". Which other edges hold
+//! connections of a tunnel (to forward a flow to a peer edge) is presence's question
+//! (`presence.rs`); the flow path asks this one first and presence when this one has
+//! nothing.
 //!
 //! Choice: among the tunnel's connections that are not draining, the healthy one with the
 //! fewest flows in flight (ties go to the earliest registered); a retry prefers a
@@ -30,7 +30,7 @@ use super::cloudflared::link::CloudflaredLink;
 use super::link::ConnLink;
 use super::metrics::ConnectionCounts;
 use crate::audit::ConnectorKind;
-use crate::live::{ConnectionSummary, LiveView};
+use crate::live::ConnectionSummary;
 use crate::timestamp::Timestamp;
 
 /// One registered connector connection.
@@ -134,6 +134,8 @@ pub(crate) struct Registry {
     tunnels: RwLock<HashMap<Uuid, Vec<Arc<ConnEntry>>>>,
     /// Woken at every registration, for flows waiting on a tunnel with no connection.
     registered: Notify,
+    /// Woken at every registration and removal, for the presence heartbeat.
+    pub(crate) changed: Notify,
 }
 
 impl Registry {
@@ -143,6 +145,7 @@ impl Registry {
             next_seq: AtomicU64::new(0),
             tunnels: RwLock::new(HashMap::new()),
             registered: Notify::new(),
+            changed: Notify::new(),
         }
     }
 
@@ -210,6 +213,7 @@ impl Registry {
             .or_default()
             .push(entry.clone());
         self.registered.notify_waiters();
+        self.changed.notify_one();
         entry
     }
 
@@ -222,6 +226,7 @@ impl Registry {
                 tunnels.remove(&entry.tunnel_id);
             }
         }
+        self.changed.notify_one();
     }
 
     /// The connection to open a flow of `tunnel` on, skipping `exclude`; for a UDP flow
@@ -323,8 +328,19 @@ impl ConnectionCounts for Registry {
     }
 }
 
-impl LiveView for Registry {
-    fn tunnel_connections(&self, tunnel_id: Uuid) -> Vec<ConnectionSummary> {
+impl Registry {
+    /// Every connection with its tunnel, as presence publishes them.
+    pub(crate) fn summaries(&self) -> Vec<(Uuid, ConnectionSummary)> {
+        self.tunnels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .flat_map(|(t, conns)| conns.iter().map(|c| (*t, c.summary(&self.edge_name))))
+            .collect()
+    }
+
+    /// The connections of one tunnel.
+    pub(crate) fn tunnel_connections(&self, tunnel_id: Uuid) -> Vec<ConnectionSummary> {
         self.tunnels
             .read()
             .unwrap_or_else(PoisonError::into_inner)

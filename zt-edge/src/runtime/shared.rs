@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::config::EdgeConfig;
 use super::metrics::Metrics;
+use super::presence::Presence;
 use super::registry::Registry;
 use super::session::{ClientSession, DeviceSessions};
 use super::snapshot::Snapshot;
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     /// Routes, identities and the compiled policy of one revision, swapped as one.
     pub(crate) snapshot: Arc<ArcSwap<Snapshot>>,
     pub(crate) registry: Arc<Registry>,
+    /// Which other edges are live and what they hold.
+    pub(crate) presence: Arc<Presence>,
     pub(crate) audit: Arc<AuditLog>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) draining: Arc<AtomicBool>,

@@ -17,8 +17,8 @@ use zt_proto::VerifyKey;
 use zt_routes::RouteSnapshot;
 
 use crate::store::{
-    Db, Device, IdentityProvider, List, Route, Rule, SecretSha256, ServiceToken, StoreError,
-    Tunnel, User,
+    Db, Device, EdgeMember, IdentityProvider, List, Route, Rule, SecretSha256, ServiceToken,
+    StoreError, Tunnel, User,
 };
 use crate::store::{Revision, VirtualNetwork};
 
@@ -78,6 +78,8 @@ pub(crate) struct Snapshot {
     pub(crate) routes: RouteSnapshot,
     /// Route prefixes per virtual network, for the route push.
     pub(crate) prefixes: HashMap<Uuid, Vec<IpNet>>,
+    /// The edges sharing this state, by edge id: who the peering listener accepts.
+    pub(crate) members: HashMap<Uuid, EdgeMember>,
 }
 
 impl Snapshot {
@@ -127,6 +129,11 @@ pub(crate) fn load(
     let lists: Vec<List> = txn.list()?;
     let rules: Vec<Rule> = txn.list()?;
     let tokens: Vec<ServiceToken> = txn.list()?;
+    let members: HashMap<Uuid, EdgeMember> = txn
+        .list::<EdgeMember>()?
+        .into_iter()
+        .map(|m| (m.id, m))
+        .collect();
     // A sign-in is only as good as the provider it came through: devices of a provider
     // removed from the edge (`zt idp remove`, a pruned file) lose their sessions.
     let providers: std::collections::HashSet<Uuid> = txn
@@ -234,6 +241,7 @@ pub(crate) fn load(
         policy,
         tunnels,
         devices,
+        members,
         vnets: vnets
             .into_iter()
             .map(|v| VnetEntry {

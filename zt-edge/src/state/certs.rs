@@ -24,7 +24,21 @@ use crate::pki::{self, Ca, IssueError, LeafInfo, ServerNames, Which};
 use crate::timestamp::Timestamp;
 
 /// The subject of the edge's own server certificates.
-const SERVER_SUBJECT: &str = "zt edge";
+pub(super) const SERVER_SUBJECT: &str = "zt edge";
+
+/// The subject of the cloudflared certificate.
+pub(super) const CLOUDFLARED_SUBJECT: &str = CLOUDFLARED_SERVER_NAME;
+
+/// The names cloudflared asks for, over QUIC and HTTP/2.
+pub(super) fn cloudflared_names() -> ServerNames {
+    ServerNames {
+        dns: vec![
+            CLOUDFLARED_SERVER_NAME.to_owned(),
+            CLOUDFLARED_H2_SERVER_NAME.to_owned(),
+        ],
+        ips: Vec::new(),
+    }
+}
 
 /// A certificate chain and key to serve with rustls or quinn.
 pub struct ServerIdentity {
@@ -88,7 +102,10 @@ pub(super) fn create(
     options: &StateOptions,
 ) -> Result<(Ca, ServerIdentity), StateError> {
     let ca = Ca::generate(account_tag).map_err(|e| issue_error("the edge CA", e))?;
-    write(&dir.join(CA_KEY), ca.key_pem().as_bytes())?;
+    write(
+        &dir.join(CA_KEY),
+        ca.key_pem().unwrap_or_default().as_bytes(),
+    )?;
     write(&dir.join(CA_CERT), ca.cert_pem.as_bytes())?;
     let names = options
         .server_names
@@ -102,11 +119,17 @@ pub(super) fn create(
     Ok((ca, ServerIdentity::from_leaf(issued.leaf)))
 }
 
-/// Later starts: the CA, its certificate and key checked against each other.
-pub(super) fn load_ca(dir: &Path) -> Result<Ca, StateError> {
+/// Later starts: the CA, its certificate and (with `with_key`, every edge but a joined
+/// one) its key, checked against each other.
+pub(super) fn load_ca(dir: &Path, with_key: bool) -> Result<Ca, StateError> {
     let cert_path = dir.join(CA_CERT);
     let key_path = dir.join(CA_KEY);
-    Ca::load(&read_private(&cert_path)?, &read_private(&key_path)?).map_err(|(which, reason)| {
+    let key = if with_key {
+        Some(read_private(&key_path)?)
+    } else {
+        None
+    };
+    Ca::load(&read_private(&cert_path)?, key.as_deref()).map_err(|(which, reason)| {
         StateError::Corrupt {
             path: if which == Which::Cert {
                 cert_path.clone()
@@ -177,6 +200,9 @@ impl EdgeState {
         let current = self.server_identity();
         let wanted = options.server_names.clone().map(ServerNames::normalized);
         match wanted {
+            Some(wanted) if wanted != current.names && !self.ca.has_key() => {
+                tracing::warn!(dir = %self.dir.display(), "other server names asked for, but this joined edge holds no CA key: keeping its certificate (reissue it with `zt edge join --renew`)");
+            }
             Some(wanted) if wanted != current.names => {
                 tracing::info!(dir = %self.dir.display(), "server names changed; reissuing the server certificate");
                 self.issue_server(&wanted)?;
@@ -212,6 +238,10 @@ impl EdgeState {
         if time::OffsetDateTime::now_utc() < renew_at {
             return Ok(None);
         }
+        if !self.ca.has_key() {
+            tracing::warn!(dir = %self.dir.display(), not_after = %current.not_after(), "server certificate near expiry, and this joined edge holds no CA key: reissue its state with `zt edge join --renew` on the edge that holds it");
+            return Ok(None);
+        }
         tracing::info!(dir = %self.dir.display(), not_after = %current.not_after(), "server certificate near expiry; reissuing");
         self.issue_server(&current.names).map(Some)
     }
@@ -244,13 +274,7 @@ impl EdgeState {
             .cloudflared
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let names = ServerNames {
-            dns: vec![
-                CLOUDFLARED_SERVER_NAME.to_owned(),
-                CLOUDFLARED_H2_SERVER_NAME.to_owned(),
-            ],
-            ips: Vec::new(),
-        };
+        let names = cloudflared_names();
         if let Some(identity) = slot.as_ref() {
             if names.dns.iter().all(|n| identity.names().dns.contains(n)) {
                 return Ok(identity.clone());
@@ -259,7 +283,7 @@ impl EdgeState {
         }
         let issued = self
             .ca
-            .issue_server(&names, CLOUDFLARED_SERVER_NAME)
+            .issue_server(&names, CLOUDFLARED_SUBJECT)
             .map_err(|e| issue_error("the cloudflared certificate", e))?;
         write(&self.dir.join(CLOUDFLARED_KEY), issued.key_pem.as_bytes())?;
         write(

@@ -26,6 +26,8 @@ pub(super) const SERVER_CERT: &str = "server.pem";
 pub(super) const SERVER_KEY: &str = "server.key";
 pub(super) const CLOUDFLARED_CERT: &str = "cloudflared.pem";
 pub(super) const CLOUDFLARED_KEY: &str = "cloudflared.key";
+pub(super) const PEER_CERT: &str = "peer.pem";
+pub(super) const PEER_KEY: &str = "peer.key";
 pub(super) const ADMIN_TOKEN: &str = "admin-token";
 pub(super) const RESET_SECRET: &str = "reset-secret";
 pub(super) const DATABASE: &str = "state.redb";
@@ -51,6 +53,10 @@ pub(super) struct Marker {
     format: u32,
     pub(super) account_tag: String,
     pub(super) created_at: Timestamp,
+    /// Made by `zt edge join` on the edge holding the CA key: this directory has the CA
+    /// certificate alone, and the records live in the shared store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) joined: bool,
 }
 
 impl Marker {
@@ -60,7 +66,21 @@ impl Marker {
             format: FORMAT,
             account_tag,
             created_at,
+            joined: false,
         }
+    }
+
+    /// The marker of a directory made by `zt edge join`.
+    pub(super) fn joined(account_tag: String, created_at: Timestamp) -> Self {
+        Self {
+            joined: true,
+            ..Self::new(account_tag, created_at)
+        }
+    }
+
+    /// The marker's JSON, as written.
+    pub(super) fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec_pretty(self)
     }
 
     /// Writes the marker: the last step of a first start.
@@ -125,7 +145,7 @@ pub(super) fn create(dir: &Path) -> Result<(), StateError> {
 pub(super) fn check_fresh(dir: &Path) -> Result<(), StateError> {
     let present: Vec<&str> = REQUIRED
         .iter()
-        .chain([CLOUDFLARED_CERT, CLOUDFLARED_KEY].iter())
+        .chain([CLOUDFLARED_CERT, CLOUDFLARED_KEY, PEER_CERT, PEER_KEY].iter())
         .copied()
         .filter(|f| dir.join(f).exists())
         .collect();
@@ -144,11 +164,31 @@ pub(super) fn check_fresh(dir: &Path) -> Result<(), StateError> {
 }
 
 /// Refuses a directory with a marker but without every file a first start creates.
-/// `needs_database` is false when the records live in another backend (PostgreSQL).
-pub(super) fn check_complete(dir: &Path, needs_database: bool) -> Result<(), StateError> {
+/// `needs_database` is false when the records live in another backend (PostgreSQL);
+/// a joined edge (`joined`) has no CA key and needs its peering certificate.
+pub(super) fn check_complete(
+    dir: &Path,
+    needs_database: bool,
+    joined: bool,
+) -> Result<(), StateError> {
+    if joined && needs_database {
+        return Err(StateError::Incomplete {
+            dir: dir.to_path_buf(),
+            reason: "this edge joined an organisation with `zt edge join`: its records live \
+                     in the shared store; start it with --store URL (or $ZT_STORE)"
+                .to_owned(),
+        });
+    }
     let missing: Vec<&str> = REQUIRED
         .iter()
         .copied()
+        .filter(|f| !joined || *f != CA_KEY)
+        .chain(
+            joined
+                .then_some([PEER_CERT, PEER_KEY])
+                .into_iter()
+                .flatten(),
+        )
         .filter(|f| needs_database || *f != DATABASE)
         .filter(|f| !dir.join(f).exists())
         .collect();

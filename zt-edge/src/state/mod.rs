@@ -26,6 +26,7 @@
 mod certs;
 mod dir;
 mod error;
+mod peer;
 mod secrets;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ use rustls_pki_types::CertificateDer;
 
 pub use certs::ServerIdentity;
 pub use error::StateError;
+pub use peer::{JoinBundle, PeerIdentity};
 pub use secrets::AdminToken;
 
 use crate::pki::{self, Ca, ServerNames};
@@ -90,6 +92,11 @@ pub struct EdgeState {
     /// their key and certificate writes.
     server_issue: Mutex<()>,
     cloudflared: Mutex<Option<Arc<ServerIdentity>>>,
+    /// The peering identity: edge id and certificate.
+    peer: PeerIdentity,
+    /// Whether the peering certificate was issued by this open (a first start, or the first
+    /// start of a version that has them), so the edge records its own member row.
+    peer_new: bool,
     admin_token: AdminToken,
     reset_secret: ResetSecret,
     db: Db,
@@ -127,6 +134,7 @@ impl EdgeState {
         let account_tag = secrets::random_hex::<16>()?;
         let created_at = Timestamp::now();
         let (ca, server) = certs::create(&dir, &account_tag, options)?;
+        let (peer, peer_new) = peer::load_or_issue(&ca, &dir)?;
         let admin_token = AdminToken::create(&dir)?;
         let reset_secret = ResetSecret::load_or_create(&dir)?;
         let db = match &options.store {
@@ -155,6 +163,8 @@ impl EdgeState {
             server: RwLock::new(Arc::new(server)),
             server_issue: Mutex::new(()),
             cloudflared: Mutex::new(None),
+            peer,
+            peer_new,
             admin_token,
             reset_secret,
             db,
@@ -165,9 +175,10 @@ impl EdgeState {
     /// server certificate refreshed if due.
     fn load(dir: PathBuf, options: &StateOptions) -> Result<Self, StateError> {
         dir::check_mode(&dir, crate::fsutil::DIR_MODE)?;
-        dir::check_complete(&dir, options.store.is_none())?;
         let marker = Marker::read(&dir)?;
-        let ca = certs::load_ca(&dir)?;
+        dir::check_complete(&dir, options.store.is_none(), marker.joined)?;
+        let ca = certs::load_ca(&dir, !marker.joined)?;
+        let (peer, peer_new) = peer::load_or_issue(&ca, &dir)?;
         let server = certs::load_server(&ca, &dir)?;
         let cloudflared = certs::load_cloudflared(&ca, &dir)?;
         let admin_token = AdminToken::load(&dir)?;
@@ -196,6 +207,8 @@ impl EdgeState {
             server: RwLock::new(Arc::new(server)),
             server_issue: Mutex::new(()),
             cloudflared: Mutex::new(cloudflared),
+            peer,
+            peer_new,
             admin_token,
             reset_secret,
             db,

@@ -11,7 +11,9 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+
+use super::postgres::{EphemeralChange, EphemeralTable};
 
 /// The tables a backend keeps. Keys and values are opaque bytes to the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,11 +42,13 @@ pub enum Table {
     IdentityProviders,
     /// Service-token records, keyed by id.
     ServiceTokens,
+    /// Edge members (the edges sharing this state), keyed by edge id.
+    Edges,
 }
 
 impl Table {
     /// Every table, for backends that create them up front.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Tunnels,
         Table::VirtualNetworks,
         Table::Routes,
@@ -56,6 +60,7 @@ impl Table {
         Table::Config,
         Table::IdentityProviders,
         Table::ServiceTokens,
+        Table::Edges,
     ];
 
     /// A stable name for the table, usable as a table or key-prefix name in a backend.
@@ -72,6 +77,7 @@ impl Table {
             Table::Config => "config",
             Table::IdentityProviders => "idps",
             Table::ServiceTokens => "service_tokens",
+            Table::Edges => "edges",
         }
     }
 }
@@ -160,6 +166,25 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// A receiver of the latest committed revision, updated after every commit (including
     /// commits by other processes, for backends shared between edges).
     fn subscribe(&self) -> watch::Receiver<Revision>;
+
+    /// The unrevisioned rows several edges share (presence heartbeats), for a backend that
+    /// several edges share; `None` for one edge's own store.
+    fn ephemeral(&self) -> Option<&dyn EphemeralStore> {
+        None
+    }
+}
+
+/// Fast-moving rows outside the configuration revision, shared by the edges of one store:
+/// writing them moves no revision and reloads nothing.
+pub trait EphemeralStore: Send + Sync {
+    /// Stores a row (autocommitted) and announces it to every edge.
+    fn put(&self, table: EphemeralTable, key: &[u8], value: &[u8]) -> Result<(), BackendError>;
+    /// Removes a row; returns whether it was present.
+    fn remove(&self, table: EphemeralTable, key: &[u8]) -> Result<bool, BackendError>;
+    /// Every row of a table, in key order.
+    fn scan(&self, table: EphemeralTable) -> Result<Vec<KeyValue>, BackendError>;
+    /// Changes to rows, from this edge and every other.
+    fn subscribe(&self) -> broadcast::Receiver<EphemeralChange>;
 }
 
 /// A key and its value, as a backend returns them from a scan.

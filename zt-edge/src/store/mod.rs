@@ -4,6 +4,7 @@
 mod backend;
 mod copy;
 mod db;
+mod edge_member;
 mod idp;
 mod postgres;
 mod records;
@@ -11,9 +12,12 @@ mod redb_store;
 mod seal;
 mod token;
 
-pub use backend::{BackendError, KeyValue, Revision, Store, StoreRead, StoreWrite, Table};
+pub use backend::{
+    BackendError, EphemeralStore, KeyValue, Revision, Store, StoreRead, StoreWrite, Table,
+};
 pub use copy::{copy_store, CopyError, CopyReport};
 pub use db::{Db, ReadTxn, StoreError, WriteTxn, MAX_ATTEMPTS};
+pub use edge_member::EdgeMember;
 /// Runs a record's own field checks (what a write would refuse), for callers that validate
 /// before a transaction, such as the configuration file's checks.
 pub(crate) fn check_record<R: Record>(record: &R) -> Result<(), &'static str> {

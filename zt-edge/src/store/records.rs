@@ -44,6 +44,8 @@ pub enum RecordKind {
     IdentityProvider,
     /// [`ServiceToken`](super::ServiceToken).
     ServiceToken,
+    /// [`EdgeMember`](super::EdgeMember).
+    Edge,
 }
 
 impl RecordKind {
@@ -59,6 +61,7 @@ impl RecordKind {
             RecordKind::Device => Table::Devices,
             RecordKind::IdentityProvider => Table::IdentityProviders,
             RecordKind::ServiceToken => Table::ServiceTokens,
+            RecordKind::Edge => Table::Edges,
         }
     }
 
@@ -74,6 +77,7 @@ impl RecordKind {
             RecordKind::Device => "device",
             RecordKind::IdentityProvider => "identity provider",
             RecordKind::ServiceToken => "service token",
+            RecordKind::Edge => "edge",
         }
     }
 
@@ -89,6 +93,7 @@ impl RecordKind {
             RecordKind::Device => "device",
             RecordKind::IdentityProvider => "idp",
             RecordKind::ServiceToken => "token",
+            RecordKind::Edge => "edge",
         }
     }
 }

@@ -55,7 +55,7 @@ pub struct SocketBuffers {
     pub send_granted: Option<usize>,
 }
 
-fn bind_socket(
+pub(super) fn bind_socket(
     addr: SocketAddr,
     settings: &TransportSettings,
 ) -> Result<(std::net::UdpSocket, SocketBuffers), EndpointError> {
@@ -119,7 +119,7 @@ fn set_buffer(socket: &Socket, want: usize, receive: bool) -> Option<usize> {
     granted.ok()
 }
 
-fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+pub(super) fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
     conn.handshake_data()?
         .downcast::<quinn::crypto::rustls::HandshakeData>()
         .ok()?

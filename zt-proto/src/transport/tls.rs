@@ -73,7 +73,7 @@ fn is_pem(data: &[u8]) -> bool {
     data[start..].starts_with(b"-----BEGIN")
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -140,6 +140,16 @@ impl ServerIdentity {
             reason: e.to_string(),
         })?;
         Ok(Self { chain, key })
+    }
+
+    /// The chain, leaf first.
+    pub(super) fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// A copy of the private key.
+    pub(super) fn key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
     }
 
     #[cfg(test)]

@@ -32,6 +32,8 @@
 //! | POST | `/v1/config/apply` | apply it in one transaction (`{file, options, expected}`) |
 //! | GET | `/v1/config/drift` | changes made outside the file since the last apply |
 //! | GET | `/v1/config/export` | the live state in the file's format |
+//! | GET, POST | `/v1/edges` | members with their presence; join a new edge (its state directory, once) |
+//! | DELETE | `/v1/edges/{id or name}` | remove a member: peers stop accepting it |
 //!
 //! The routing table is [`handle`], the one place that maps a method and a path to an
 //! operation; the operations live in one module per resource (`account`, `tunnels`,
@@ -41,6 +43,7 @@
 mod account;
 mod config;
 mod devices;
+mod edges;
 mod idps;
 mod lists;
 mod lookup;
@@ -67,6 +70,8 @@ pub(crate) struct Ctx {
     pub(crate) live: Arc<dyn LiveView>,
     /// Edge addresses put in device credentials when the caller names none.
     pub(crate) edge_addresses: Vec<String>,
+    /// The key sealing secrets in a shared store, handed to joining edges.
+    pub(crate) secrets_key_file: Option<std::path::PathBuf>,
 }
 
 /// A request, decoded from HTTP: path segments and query values are percent-decoded.
@@ -159,8 +164,11 @@ pub(crate) fn handle(ctx: &Ctx, req: &ApiRequest) -> Reply {
         ["v1", "config", "apply"] if m == Method::POST => config::apply(ctx, req),
         ["v1", "config", "drift"] if m == Method::GET => config::drift(ctx),
         ["v1", "config", "export"] if m == Method::GET => config::export(ctx),
+        ["v1", "edges"] if m == Method::GET => edges::list(ctx),
+        ["v1", "edges"] if m == Method::POST => edges::join(ctx, req),
+        ["v1", "edges", key] if m == Method::DELETE => edges::remove(ctx, key),
         ["v1", "account" | "tunnels" | "routes" | "vnets" | "lists" | "rules" | "users" | "idps"
-        | "devices" | "tokens" | "config", ..] => Err(ApiError::new(
+        | "devices" | "tokens" | "config" | "edges", ..] => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{m} is not supported on /{}", req.segments.join("/")),

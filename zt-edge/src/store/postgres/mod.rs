@@ -782,7 +782,25 @@ async fn feed(
     }
 }
 
+impl super::backend::EphemeralStore for PostgresStore {
+    fn put(&self, table: EphemeralTable, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
+        self.ephemeral_put(table, key, value)
+    }
+    fn remove(&self, table: EphemeralTable, key: &[u8]) -> Result<bool, BackendError> {
+        self.ephemeral_remove(table, key)
+    }
+    fn scan(&self, table: EphemeralTable) -> Result<Vec<KeyValue>, BackendError> {
+        self.ephemeral_scan(table)
+    }
+    fn subscribe(&self) -> broadcast::Receiver<EphemeralChange> {
+        self.subscribe_ephemeral()
+    }
+}
+
 impl Store for PostgresStore {
+    fn ephemeral(&self) -> Option<&dyn super::backend::EphemeralStore> {
+        Some(self)
+    }
     fn begin_read(&self) -> Result<Box<dyn StoreRead + '_>, BackendError> {
         let (conn, revision) = self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
         Ok(Box::new(PgTxn {
