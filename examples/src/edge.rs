@@ -168,6 +168,15 @@ struct RunArgs {
     /// deleted at the next rotation. Default: 5.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     audit_keep: Option<u32>,
+    /// Listen for peer edges on this UDP address (QUIC, mutual TLS with certificates from
+    /// this organisation's CA): flows for tunnels whose connectors are on this edge are
+    /// forwarded here by edges that hold none. Only edges sharing a store have peers.
+    #[arg(long, value_name = "ADDR")]
+    peer_listen: Option<SocketAddr>,
+    /// The address other edges dial for peering, when it is not the --peer-listen address
+    /// (a wildcard listen address, NAT).
+    #[arg(long, value_name = "ADDR", requires = "peer_listen")]
+    peer_advertise: Option<SocketAddr>,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -252,6 +261,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.cloudflared = !args.no_cloudflared;
     config.tcp_listen = args.tcp_listen;
     config.tcp_on_listen_port = !args.no_tcp;
+    config.peer_listen = args.peer_listen;
+    config.peer_advertise = args.peer_advertise;
     if let Some(n) = args.max_flows_per_session {
         config.max_flows_per_session = n as usize;
     }
@@ -304,6 +315,18 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(addr) = edge.metrics_addr() {
         println!("  Metrics: http://{addr}/metrics, readiness: http://{addr}/ready.");
+    }
+    println!(
+        "  Edge id: {}{}.",
+        edge.edge_id(),
+        if state.holds_ca_key() {
+            ""
+        } else {
+            " (joined: no CA key here)"
+        }
+    );
+    if let Some(addr) = edge.peer_addr() {
+        println!("  Peer edges forward flows to UDP {addr} (mutual TLS).");
     }
     println!("  Account tag: {}.", state.account_tag());
     println!("Stop it with Ctrl-C or SIGTERM; open flows get a grace period to finish.");

@@ -145,6 +145,7 @@ mod flow;
 mod frame;
 mod limits;
 mod open;
+mod peering;
 mod session;
 #[cfg(feature = "transport")]
 mod transport;
@@ -173,6 +174,13 @@ pub use session::{SessionFrame, MAX_CLOSE_REASON, MAX_SESSION_DATAGRAM, SESSION_
 
 // The flow-open exchange.
 pub use open::{FlowAcceptor, FlowOpener};
+
+// Edge-to-edge peering messages (`zt-peer/1`).
+pub use peering::{
+    peer_edge_from_uri, peer_edge_uri, PeerConnectorInfo, PeerConnectorKind, PeerDecodeError,
+    PeerFlowAnswer, PeerFlowOpen, ALPN_PEERING, MAX_PEER_ANSWER_LEN, MAX_PEER_TRANSPORT_LEN,
+    PEER_EDGE_URI_PREFIX, PEER_FRAME_PREFIX_LEN,
+};
 
 // Proof of possession.
 pub use auth::{
@@ -216,6 +224,10 @@ pub use transport::{
         ClientConnection, ClientLink, Connection, ConnectorConnection, ConnectorLink, EdgeLink,
     },
     over_tcp::{Tcp, TcpSessionError, PARKED_REVERSE},
+    peering::{
+        PeerFlowResponder, PeerVerifier, PeeringConfig, PeeringConnection, PeeringEndpoint,
+        PeeringError,
+    },
     register::{Admission, Authenticator},
     serve::{FlowRequest, FlowResponder},
     set::{ConnectionSet, MemberReport, Pinned, Placement},

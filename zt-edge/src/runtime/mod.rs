@@ -22,6 +22,8 @@ mod enroll;
 mod flow;
 mod link;
 mod metrics;
+mod peer_links;
+mod peer_serve;
 mod presence;
 mod providers;
 mod registry;
@@ -208,11 +210,35 @@ impl Edge {
         if advertised.is_empty() && !local_addr.ip().is_unspecified() {
             advertised.push(local_addr.to_string());
         }
+        let peer_links = match config.peer_listen {
+            Some(addr) => {
+                if config.store.is_none() {
+                    warn!("--peer-listen without a shared store: this edge has no peers to forward to or from");
+                }
+                let links = peer_links::PeerLinks::bind(
+                    addr,
+                    state.peer_identity(),
+                    state.ca_cert_der().to_vec(),
+                    config.transport.clone(),
+                    snapshot.clone(),
+                )?;
+                Some(Arc::new(links))
+            }
+            None => None,
+        };
+        let peer_addr = match (&peer_links, config.peer_advertise) {
+            (_, Some(a)) => Some(a),
+            (Some(l), None) => l.local_addr().ok().filter(|a| !a.ip().is_unspecified()),
+            (None, None) => None,
+        };
+        if let (Some(l), None) = (&peer_links, peer_addr) {
+            warn!(listen = ?l.local_addr().ok(), "the peering listener has a wildcard address: give --peer-advertise, the address other edges dial");
+        }
         let presence = Arc::new(presence::Presence::new(
             state.edge_id(),
             config.edge_name.clone(),
             advertised.clone(),
-            None,
+            peer_addr,
             registry.clone(),
         ));
         let draining = Arc::new(AtomicBool::new(false));
@@ -222,6 +248,7 @@ impl Edge {
             snapshot: snapshot.clone(),
             registry: registry.clone(),
             presence: presence.clone(),
+            peer_links: peer_links.clone(),
             audit: audit.clone(),
             metrics: metrics.clone(),
             draining: draining.clone(),
@@ -307,6 +334,9 @@ impl Edge {
         tokio::spawn(reload_loop(shared.clone(), revisions, policy_config));
         tokio::spawn(flush_loop(shared.clone()));
         tokio::spawn(key_refresh_loop(shared.clone()));
+        if let Some(links) = &peer_links {
+            tokio::spawn(peer_serve::accept_loop(shared.clone(), links.clone()));
+        }
         let presence_task = shared.config.store.clone().map(|store| {
             tokio::spawn(presence::run(
                 presence.clone(),
@@ -315,7 +345,7 @@ impl Edge {
             ))
         });
         metrics.ready.store(true, Ordering::Release);
-        info!(listen = %local_addr, tcp = ?tcp_local, edge = %shared.config.edge_name, ca_fingerprint = %state.ca_fingerprint(), "edge started");
+        info!(listen = %local_addr, tcp = ?tcp_local, peering = ?peer_addr, edge = %shared.config.edge_name, edge_id = %state.edge_id(), ca_fingerprint = %state.ca_fingerprint(), "edge started");
         Ok(EdgeHandle {
             shared,
             presence_task,
@@ -384,6 +414,14 @@ impl EdgeHandle {
         self.shared.presence.clone()
     }
 
+    /// The peering listener's address, when it runs.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.shared
+            .peer_links
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// This edge's id (the one its peering certificate names).
     pub fn edge_id(&self) -> uuid::Uuid {
         self.shared.state.edge_id()
@@ -437,6 +475,9 @@ impl EdgeHandle {
         if let Some(task) = self.presence_task.take() {
             // It removes this edge's row, so the others stop forwarding here at once.
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        if let Some(links) = &shared.peer_links {
+            links.close();
         }
         self.listener.close(CloseCode::GOING_AWAY, "edge shut down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.listener.wait_idle()).await;
@@ -701,7 +742,11 @@ async fn reload_loop(
             Ok(Ok((snap, policy_error))) => {
                 let revision = snap.revision;
                 // Routes and policy change together, as one revision.
-                shared.snapshot.store(Arc::new(snap));
+                let snap = Arc::new(snap);
+                shared.snapshot.store(snap.clone());
+                if let Some(links) = &shared.peer_links {
+                    links.prune(&snap.members).await;
+                }
                 if let Some(e) = policy_error {
                     error!(revision = revision.get(), error = %e, "new policy refused; keeping the last good policy");
                 }

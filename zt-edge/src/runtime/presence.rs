@@ -131,10 +131,6 @@ impl Presence {
         self.edge_id
     }
 
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
     /// This edge's row, with the next sequence number.
     fn own_row(&self) -> PresenceRow {
         PresenceRow {

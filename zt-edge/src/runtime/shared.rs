@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::config::EdgeConfig;
 use super::metrics::Metrics;
+use super::peer_links::PeerLinks;
 use super::presence::Presence;
 use super::registry::Registry;
 use super::session::{ClientSession, DeviceSessions};
@@ -32,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<Registry>,
     /// Which other edges are live and what they hold.
     pub(crate) presence: Arc<Presence>,
+    /// The peering endpoint and its connections, when `--peer-listen` is given.
+    pub(crate) peer_links: Option<Arc<PeerLinks>>,
     pub(crate) audit: Arc<AuditLog>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) draining: Arc<AtomicBool>,

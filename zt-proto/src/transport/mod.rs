@@ -17,6 +17,7 @@ pub(crate) mod hybrid_kx;
 mod hybrid_kx_openssl;
 pub(crate) mod links;
 pub(crate) mod over_tcp;
+pub(crate) mod peering;
 pub(crate) mod register;
 pub(crate) mod serve;
 pub(crate) mod set;
@@ -28,6 +29,7 @@ pub(crate) mod tcp_endpoint;
 pub(crate) mod tls;
 //
 // How the pieces stack (each uses only those below it):
+//   peering (edge-to-edge: its own endpoint, mutual TLS, the peer flow exchange)
 //   endpoint (QUIC sockets, handshakes, ALPN)
 //   register (every role's registration, over the seam)
 //   links (the four role handles over one core) · serve (served flows) · datagrams

@@ -18,6 +18,7 @@
 //! because the edge ended its session says why: `revoked` or `session_expired`.
 
 mod decide;
+mod forward;
 mod inspect;
 mod open;
 mod record;
@@ -33,7 +34,9 @@ use zt_proto::{FlowHeader, FlowResponder, FlowStatusCode, Protocol, ResetCode};
 use self::decide::Decided;
 use self::inspect::Verdict;
 use self::open::Opened;
-use self::record::{refuse, Refusal};
+pub(crate) use self::open::{open_local, Opened as OpenedFlow, Via};
+pub(crate) use self::record::Refusal;
+use self::record::refuse;
 use self::splice::TcpEnds;
 use super::link::OpenedStream;
 use super::session::ClientSession;
@@ -55,6 +58,7 @@ pub(crate) async fn serve(
         _ => FlowProtocol::Tcp,
     };
     let mut rec = FlowRecord::new(session.remote, header.dest, protocol, CloseReason::Error);
+    rec.edge = Some(shared.config.edge_name.clone());
     rec.device_id = Some(session.device_id);
     rec.session_id = Some(session.device.id);
     if let Err(refusal) = carry(&shared, &session, &header, responder, &mut rec).await {
@@ -183,7 +187,7 @@ async fn decide_and_open(
 ) -> Result<(Decided, Opened), Refusal> {
     let decided = decide::decide(shared, snapshot, session, header, rec)?;
     let opened = open::open(shared, decided.tunnel, header).await?;
-    record::note_connector(rec, &opened.conn);
+    record::note_connector(rec, decided.tunnel, &opened.via);
     if !decide::still_live(shared, session) {
         debug!("device removed while the flow was opening; refusing it");
         opened.abandon();

@@ -4,6 +4,10 @@
 //! The first pick may wait a short bound for a connector to register (after an edge
 //! restart clients often return before connectors); a retry takes only what is there and
 //! prefers another replica. A connection whose open went unanswered is marked unhealthy.
+//!
+//! When this edge holds no usable connection of the tunnel but a live peer edge does
+//! (presence), a TCP flow is forwarded there (`forward`) before any wait; a flow that
+//! arrived forwarded is opened here only ([`open_local`]), never forwarded again.
 
 use std::sync::Arc;
 
@@ -20,16 +24,29 @@ use crate::audit::CloseReason;
 /// Connections an open is tried on before the flow is refused: the first and one retry.
 const ATTEMPTS: usize = 2;
 
+/// Where an opened flow's connector connection is.
+pub(crate) enum Via {
+    /// On this edge.
+    Local(Arc<ConnEntry>),
+    /// On a peer edge, which forwards the flow.
+    Peer {
+        /// The peer edge's name.
+        edge: String,
+        /// The connector connection there.
+        connector: zt_proto::PeerConnectorInfo,
+    },
+}
+
 /// A flow open on a connector connection, counted in flight there until dropped.
-pub(super) struct Opened {
-    pub(super) conn: Arc<ConnEntry>,
-    pub(super) stream: OpenedStream,
-    pub(super) _in_flight: InFlight,
+pub(crate) struct Opened {
+    pub(crate) via: Via,
+    pub(crate) stream: OpenedStream,
+    pub(crate) _in_flight: Option<InFlight>,
 }
 
 impl Opened {
     /// Gives the opened flow up before any byte was carried (the client is refused).
-    pub(super) fn abandon(self) {
+    pub(crate) fn abandon(self) {
         match self.stream {
             OpenedStream::Tcp { mut stream, .. } => {
                 stream.reset(ResetCode::CANCELLED);
@@ -39,8 +56,24 @@ impl Opened {
     }
 }
 
-/// Opens `header`'s flow on one of `tunnel`'s connections.
-pub(super) async fn open(
+/// Opens `header`'s flow on one of `tunnel`'s connections, here or, when only a peer edge
+/// holds one, there.
+pub(crate) async fn open(
+    shared: &Shared,
+    tunnel: Uuid,
+    header: &FlowHeader,
+) -> Result<Opened, Refusal> {
+    let udp = header.protocol == Protocol::Udp;
+    if !udp && shared.registry.pick(tunnel, None, false).is_none() {
+        if let Some(forwarded) = super::forward::forward(shared, tunnel, header).await? {
+            return Ok(forwarded);
+        }
+    }
+    open_local(shared, tunnel, header).await
+}
+
+/// Opens `header`'s flow on one of this edge's connections of `tunnel`.
+pub(crate) async fn open_local(
     shared: &Shared,
     tunnel: Uuid,
     header: &FlowHeader,
@@ -92,8 +125,8 @@ pub(super) async fn open(
             Ok(stream) => {
                 conn.mark_healthy();
                 return Ok(Opened {
-                    _in_flight: conn.begin_flow(),
-                    conn,
+                    _in_flight: Some(conn.begin_flow()),
+                    via: Via::Local(conn),
                     stream,
                 });
             }

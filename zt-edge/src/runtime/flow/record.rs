@@ -8,16 +8,16 @@ use tracing::{info, warn};
 use zt_policy::{Action, Decision};
 use zt_proto::{FlowStatus, FlowStatusCode, RelayEnd};
 
-use super::super::registry::ConnEntry;
 use super::super::shared::Shared;
-use crate::audit::{CloseReason, FlowAction, FlowRecord, PolicyPhase};
+use super::open::Via;
+use crate::audit::{CloseReason, ConnectorKind, FlowAction, FlowRecord, PolicyPhase};
 use crate::timestamp::Timestamp;
 
 /// What the client is answered when the flow does not open, and why the audit line says it
 /// ended.
-pub(super) struct Refusal {
-    pub(super) status: FlowStatus,
-    pub(super) reason: CloseReason,
+pub(crate) struct Refusal {
+    pub(crate) status: FlowStatus,
+    pub(crate) reason: CloseReason,
 }
 
 pub(super) fn refuse(
@@ -56,13 +56,27 @@ pub(super) fn note_decision(rec: &mut FlowRecord, d: &Decision<'_>) {
     rec.rule_name = d.rule_name.map(str::to_owned);
 }
 
-/// Notes the connector connection that serves the flow.
-pub(super) fn note_connector(rec: &mut FlowRecord, conn: &ConnEntry) {
-    rec.tunnel_id = Some(conn.tunnel_id);
-    rec.connector_id = Some(conn.connector_id);
-    rec.connector_kind = Some(conn.kind());
-    rec.connector_version = Some(conn.version.clone());
-    rec.connector_transport = Some(conn.transport().to_owned());
+/// Notes the connector connection that serves the flow, and the peer edge holding it when
+/// the flow was forwarded.
+pub(super) fn note_connector(rec: &mut FlowRecord, tunnel: uuid::Uuid, via: &Via) {
+    rec.tunnel_id = Some(tunnel);
+    match via {
+        Via::Local(conn) => {
+            rec.connector_id = Some(conn.connector_id);
+            rec.connector_kind = Some(conn.kind());
+            rec.connector_version = Some(conn.version.clone());
+            rec.connector_transport = Some(conn.transport().to_owned());
+        }
+        Via::Peer { edge, connector } => {
+            rec.connector_edge = Some(edge.clone());
+            rec.connector_id = Some(connector.connector_id);
+            rec.connector_kind = Some(match connector.kind {
+                zt_proto::PeerConnectorKind::Cloudflared => ConnectorKind::Cloudflared,
+                _ => ConnectorKind::Zt,
+            });
+            rec.connector_transport = Some(connector.transport.clone());
+        }
+    }
 }
 
 /// Why a spliced TCP flow ended, from how each direction ended.
