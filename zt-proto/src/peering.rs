@@ -198,23 +198,27 @@ fn check_prefix(
     frame: &'static str,
     limit: usize,
 ) -> Result<Option<usize>, PeerDecodeError> {
-    let mut prefix = [0u8; PEER_FRAME_PREFIX_LEN + 1];
-    let have_version = peek(buf, &mut prefix);
-    if !have_version {
-        let mut len = [0u8; PEER_FRAME_PREFIX_LEN];
-        if !peek(buf, &mut len) {
-            return Ok(None);
-        }
-        prefix[..PEER_FRAME_PREFIX_LEN].copy_from_slice(&len);
+    let mut prefix = [0u8; PEER_FRAME_PREFIX_LEN];
+    if !peek(buf, &mut prefix) {
+        return Ok(None);
     }
-    let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    let len = u32::from_be_bytes(prefix) as usize;
     if len > limit {
         return Err(PeerDecodeError::TooLong { frame, len, limit });
     }
-    if have_version && prefix[PEER_FRAME_PREFIX_LEN] != PEER_VERSION {
+    if len == 0 {
+        // The byte after an empty message is not its version: it belongs to what follows.
+        return Err(PeerDecodeError::Truncated {
+            frame,
+            field: "version",
+            offset: PEER_FRAME_PREFIX_LEN,
+        });
+    }
+    let mut head = [0u8; PEER_FRAME_PREFIX_LEN + 1];
+    if peek(buf, &mut head) && head[PEER_FRAME_PREFIX_LEN] != PEER_VERSION {
         return Err(PeerDecodeError::UnknownVersion {
             frame,
-            version: prefix[PEER_FRAME_PREFIX_LEN],
+            version: head[PEER_FRAME_PREFIX_LEN],
         });
     }
     let total = PEER_FRAME_PREFIX_LEN + len;
@@ -252,7 +256,7 @@ impl Fields {
     }
 
     fn take(&mut self, n: usize, field: &'static str) -> Result<Bytes, PeerDecodeError> {
-        if self.buf.len() - self.at < n {
+        if self.buf.len().saturating_sub(self.at) < n {
             return Err(PeerDecodeError::Truncated {
                 frame: self.frame,
                 field,
@@ -277,7 +281,7 @@ impl Fields {
 
     /// The rest of the body, to hand to an embedded decoder.
     fn rest(&self) -> Bytes {
-        self.buf.slice(self.at..)
+        self.buf.slice(self.at.min(self.buf.len())..)
     }
 
     fn invalid(&self, field: &'static str, offset: usize, value: u8) -> PeerDecodeError {
@@ -290,7 +294,7 @@ impl Fields {
     }
 
     fn finish(self) -> Result<(), PeerDecodeError> {
-        match self.buf.len() - self.at {
+        match self.buf.len().saturating_sub(self.at) {
             0 => Ok(()),
             extra => Err(PeerDecodeError::TrailingBytes {
                 frame: self.frame,
@@ -360,7 +364,10 @@ impl PeerFlowOpen {
     }
 
     /// Takes one open off the front of `buf` under `limits`; see [`PeerFlowOpen::decode`].
-    pub fn decode_with(buf: &mut impl Buf, limits: &Limits) -> Result<Option<Self>, PeerDecodeError> {
+    pub fn decode_with(
+        buf: &mut impl Buf,
+        limits: &Limits,
+    ) -> Result<Option<Self>, PeerDecodeError> {
         let Some(total) = check_prefix(buf, OPEN, Self::max_len(limits))? else {
             return Ok(None);
         };

@@ -24,6 +24,7 @@ mod demo;
 mod e2e_cloudflared;
 mod e2e_cloudflared_binary;
 mod e2e_edge_restart;
+mod e2e_edges;
 mod e2e_half_close;
 mod e2e_identity_posture;
 mod e2e_idp_login;

@@ -150,6 +150,29 @@ fn a_wrong_version_is_refused_from_its_byte_alone() {
 }
 
 #[test]
+fn an_empty_message_is_refused_without_reading_the_next_byte() {
+    // The byte after an empty message (here a valid version byte) is not part of it.
+    for decoded in [
+        decode_open(&[0, 0, 0, 0, 1]).map(|_| ()),
+        decode_answer(&[0, 0, 0, 0, 1]).map(|_| ()),
+        decode_open(&[0, 0, 0, 0]).map(|_| ()),
+    ] {
+        let err = decoded.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PeerDecodeError::Truncated {
+                    field: "version",
+                    offset: 4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn decode_errors_name_the_field_and_its_offset() {
     // The embedded header: its version byte is at 37 + 4.
     let mut wire = open_wire(&open());
@@ -331,7 +354,10 @@ fn encoding_refuses_a_transport_label_that_would_not_decode() {
 #[test]
 fn an_open_with_a_header_over_its_limit_is_not_encoded() {
     let mut o = open();
-    o.flow.metadata = vec![("k".into(), "v".repeat(crate::limits::DEFAULT_MAX_HEADER_LEN))];
+    o.flow.metadata = vec![(
+        "k".into(),
+        "v".repeat(crate::limits::DEFAULT_MAX_HEADER_LEN),
+    )];
     let mut out = BytesMut::from(&b"x"[..]);
     assert!(matches!(
         o.encode(&mut out),
@@ -395,16 +421,18 @@ fn any_open() -> impl Strategy<Value = PeerFlowOpen> {
         dest,
         proptest::collection::vec(("[a-z-]{0,20}", text(40)), 0..5),
     )
-        .prop_map(|(tunnel_id, from_edge, flow_id, udp, dest, metadata)| PeerFlowOpen {
-            tunnel_id,
-            from_edge,
-            flow: FlowHeader {
-                flow_id,
-                protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
-                dest,
-                metadata,
+        .prop_map(
+            |(tunnel_id, from_edge, flow_id, udp, dest, metadata)| PeerFlowOpen {
+                tunnel_id,
+                from_edge,
+                flow: FlowHeader {
+                    flow_id,
+                    protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+                    dest,
+                    metadata,
+                },
             },
-        })
+        )
 }
 
 fn any_answer() -> impl Strategy<Value = PeerFlowAnswer> {

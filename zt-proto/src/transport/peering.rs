@@ -492,10 +492,8 @@ impl PeeringEndpoint {
             })?;
         let roots = Arc::new(roots);
         let transport = settings.quinn_config()?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls(
-            &identity,
-            roots.clone(),
-        )?));
+        let mut server =
+            quinn::ServerConfig::with_crypto(Arc::new(server_tls(&identity, roots.clone())?));
         server.transport_config(transport.clone());
         let shared = Arc::new(Shared {
             identity,
@@ -587,7 +585,11 @@ impl PeeringEndpoint {
             }
         }
         debug!(remote = %addr, peer_edge = %expect_edge, "peering connection up");
-        Ok(PeeringConnection::new(conn, expect_edge, &self.shared.settings))
+        Ok(PeeringConnection::new(
+            conn,
+            expect_edge,
+            &self.shared.settings,
+        ))
     }
 
     /// Closes every connection of the endpoint with `code` and `reason`, and stops
@@ -604,10 +606,7 @@ impl PeeringEndpoint {
 
 /// Waits for the accepting side's admission: its first stream, holding the byte `0x01`.
 async fn admission(conn: &quinn::Connection, addr: SocketAddr) -> Result<(), PeeringError> {
-    let (_send, mut recv) = conn
-        .accept_bi()
-        .await
-        .map_err(|e| not_admitted(addr, e))?;
+    let (_send, mut recv) = conn.accept_bi().await.map_err(|e| not_admitted(addr, e))?;
     let violation = |what: &'static str| {
         conn.close(varint(CloseCode::PROTOCOL_VIOLATION), what.as_bytes());
         PeeringError::Protocol { addr, what }
@@ -820,7 +819,9 @@ impl PeeringConnection {
     /// The next open the peer sent, with the responder that answers it; `Err` for an open
     /// that was malformed or late (its stream already reset, the connection still up);
     /// `None` once the connection is closed.
-    pub async fn accept_flow(&self) -> Option<Result<(PeerFlowOpen, PeerFlowResponder), PeeringError>> {
+    pub async fn accept_flow(
+        &self,
+    ) -> Option<Result<(PeerFlowOpen, PeerFlowResponder), PeeringError>> {
         self.inner.flows.lock().await.recv().await
     }
 
@@ -974,7 +975,10 @@ impl PeerFlowResponder {
     /// the stream after the answer and returns `None`. Fails, refusing the flow with
     /// [`ResetCode::REFUSED`], when the answer cannot be encoded (see
     /// [`PeerFlowAnswer::encode`]).
-    pub async fn answer(mut self, answer: PeerFlowAnswer) -> Result<Option<FlowStream>, RespondError> {
+    pub async fn answer(
+        mut self,
+        answer: PeerFlowAnswer,
+    ) -> Result<Option<FlowStream>, RespondError> {
         let mut wire = BytesMut::new();
         answer.encode(&mut wire)?;
         let Some((mut send, recv)) = self.streams.take() else {

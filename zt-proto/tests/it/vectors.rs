@@ -32,6 +32,8 @@ enum Expected {
     Header(FlowHeader),
     Status(FlowStatus),
     Datagram(Datagram),
+    PeerOpen(PeerFlowOpen),
+    PeerAnswer(PeerFlowAnswer),
 }
 
 fn tunnel_id() -> Uuid {
@@ -185,6 +187,36 @@ fn expected() -> Vec<(&'static str, Expected)> {
                 payload: Bytes::from_static(b"\x12\x34dns"),
             }),
         ),
+        (
+            "peer-flow-open",
+            PeerOpen(PeerFlowOpen {
+                tunnel_id: tunnel_id(),
+                from_edge: Uuid::parse_str("5e1f0a2b-3c4d-4e5f-8a6b-7c8d9e0f1a2b").unwrap(),
+                flow: FlowHeader {
+                    flow_id: 1,
+                    protocol: Protocol::Tcp,
+                    dest: "198.51.100.101:443".parse().unwrap(),
+                    metadata: vec![("trace".into(), "abc".into())],
+                },
+            }),
+        ),
+        (
+            "peer-flow-answer-ok",
+            PeerAnswer(PeerFlowAnswer::ok(PeerConnectorInfo {
+                connector_id: Uuid::parse_str("1e2f3a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b").unwrap(),
+                conn_index: 2,
+                kind: PeerConnectorKind::Cloudflared,
+                transport: "http2".into(),
+                first_fin_ends: true,
+            })),
+        ),
+        (
+            "peer-flow-answer-refused",
+            PeerAnswer(PeerFlowAnswer::refused(FlowStatus::new(
+                FlowStatusCode::Draining,
+                "restart",
+            ))),
+        ),
     ]
 }
 
@@ -195,6 +227,8 @@ fn encode(e: &Expected) -> Vec<u8> {
         Expected::Header(h) => h.encode(&mut out).unwrap(),
         Expected::Status(s) => s.encode(&mut out).unwrap(),
         Expected::Datagram(d) => d.encode(&mut out, &Limits::default()).unwrap(),
+        Expected::PeerOpen(o) => o.encode(&mut out).unwrap(),
+        Expected::PeerAnswer(a) => a.encode(&mut out).unwrap(),
     }
     out.to_vec()
 }
@@ -278,6 +312,22 @@ fn every_documented_vector_decodes_and_reencodes_byte_for_byte() {
                     &zt_proto::Datagram::decode(buf, &Limits::default()).unwrap(),
                     d
                 );
+            }
+            Expected::PeerOpen(o) => {
+                assert_eq!(
+                    &PeerFlowOpen::decode(&mut buf).unwrap().unwrap(),
+                    o,
+                    "{name}"
+                );
+                assert!(buf.is_empty());
+            }
+            Expected::PeerAnswer(a) => {
+                assert_eq!(
+                    &PeerFlowAnswer::decode(&mut buf).unwrap().unwrap(),
+                    a,
+                    "{name}"
+                );
+                assert!(buf.is_empty());
             }
         }
     }

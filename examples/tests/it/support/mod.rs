@@ -275,8 +275,13 @@ impl Edge {
     /// Like [`Edge::start`], with extra `zt edge run` arguments. A port taken by another
     /// test between choosing and binding it is chosen again (a few times).
     pub fn start_with(extra: &[&str]) -> Edge {
+        Edge::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// Like [`Edge::start_with`], on a state directory made beforehand (`zt edge join`).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Edge {
         let mut edge = Edge {
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             listen: free_udp("127.0.0.1"),
             admin: free_tcp("127.0.0.1"),
             metrics: free_tcp("127.0.0.1"),

