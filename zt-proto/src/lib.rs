@@ -10,7 +10,10 @@
 //!   [`verify_proof`]) bound to the TLS connection. No sockets, no clocks, no async.
 //!   The flow-open exchange is a machine too: [`FlowOpener`] (header out, status in) and
 //!   [`FlowAcceptor`] (header in), which take bytes in any pieces and never read past the
-//!   exchange.
+//!   exchange. Edges forwarding flows to each other (`zt-peer/1`) speak
+//!   [`PeerFlowOpen`] and [`PeerFlowAnswer`] (with [`PeerConnectorInfo`]), whose errors
+//!   ([`PeerDecodeError`]) name the byte offset at fault; [`peer_edge_uri`] spells the
+//!   certificate name that carries an edge's id.
 //! - **The transport** (cargo feature `transport`, on by default) that drives the core.
 //!   One driver loop runs every control machine, during registration and after, over the
 //!   [`Transport`] seam: bidirectional streams with half-close and reset, datagrams, the TLS
@@ -22,7 +25,10 @@
 //!   the [`ConnectionSet`] a client or connector holds its connections in, and the
 //!   plumbing every peer runtime shares: the TCP ↔ flow splice ([`TcpSplice`], half-close
 //!   and resets kept) and the full-jitter reconnect [`Backoff`] (shaped by a
-//!   [`BackoffPolicy`]).
+//!   [`BackoffPolicy`]). Between edges: the [`PeeringEndpoint`] (one QUIC endpoint that
+//!   listens and dials, mutual TLS against one CA, a [`PeerVerifier`] that names the peer
+//!   from its certificate), its [`PeeringConnection`]s and the [`PeerFlowResponder`] that
+//!   answers a forwarded flow.
 //!
 //! The protocol itself is specified in `docs/PROTOCOL.md`, whose worked examples are this
 //! crate's test vectors.

@@ -236,3 +236,141 @@ fn device_id(creds: &Path) -> String {
         serde_json::from_str(&std::fs::read_to_string(creds).unwrap()).unwrap();
     v["DeviceID"].as_str().unwrap().to_owned()
 }
+
+/// A test-side verifier of the edge dialled: it trusts the chain check (against the
+/// CA) and names the edge the test means to reach.
+struct Expect(uuid::Uuid);
+
+impl zt_proto::PeerVerifier for Expect {
+    fn verify_peer(&self, _leaf_der: &[u8]) -> Result<uuid::Uuid, String> {
+        Ok(self.0)
+    }
+}
+
+/// Dials `peer` (edge `id`) with `chain_pem`/`key_pem`; the error's text, or `None` when
+/// admitted.
+fn dial_with(
+    rt: &tokio::runtime::Runtime,
+    ca_der: &[u8],
+    chain_pem: &str,
+    key_pem: &str,
+    peer: SocketAddr,
+    id: uuid::Uuid,
+) -> Option<String> {
+    let identity =
+        zt_proto::ServerIdentity::from_pem(chain_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+    let config =
+        zt_proto::PeeringConfig::new(identity, ca_der.to_vec(), std::sync::Arc::new(Expect(id)));
+    rt.block_on(async {
+        let endpoint =
+            zt_proto::PeeringEndpoint::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        match endpoint.connect(peer, id).await {
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    })
+}
+
+/// A leaf under the edge's CA (read from e1's state directory, which holds the key):
+/// `uri` as its URI SAN when given, client and server usages.
+fn issue_under_ca(edge: &Edge, uri: Option<String>) -> (String, String) {
+    use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(edge.path("ca.key")).unwrap()).unwrap();
+    let ca_pem = std::fs::read_to_string(edge.path("ca.pem")).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let mut params = CertificateParams::new(vec!["device.example".to_owned()]).unwrap();
+    if let Some(uri) = uri {
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+    }
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (format!("{}{ca_pem}", cert.pem()), key.serialize_pem())
+}
+
+#[test]
+fn peering_admits_members_only() {
+    let Some(pg) = PgServer::shared("peering_admits_members_only") else {
+        return;
+    };
+    let url = pg.database();
+    let edges = three_edges(&url);
+    let (e1, e3) = (&edges[0], &edges[2]);
+    let list = eventually("e1 sees e2's peering address", || {
+        let list = edge_list(e1);
+        list.iter()
+            .any(|e| e["name"] == "e2" && !e["presence"]["peer_address"].is_null())
+            .then_some(list)
+    });
+    let e2_row = list.iter().find(|e| e["name"] == "e2").unwrap();
+    let e2_id: uuid::Uuid = e2_row["id"].as_str().unwrap().parse().unwrap();
+    let e2_peer: SocketAddr = e2_row["presence"]["peer_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ca_pem = std::fs::read_to_string(e1.path("ca.pem")).unwrap();
+    let ca_der = abuse::rustls_pemfile_certs(ca_pem.as_bytes()).remove(0).to_vec();
+    let rt = runtime(1);
+    let pem = |edge: &Edge, f: &str| std::fs::read_to_string(edge.path(f)).unwrap();
+
+    // A member is admitted: e3's own peering certificate.
+    assert_eq!(
+        dial_with(
+            &rt,
+            &ca_der,
+            &pem(e3, "peer.pem"),
+            &pem(e3, "peer.key"),
+            e2_peer,
+            e2_id
+        ),
+        None,
+        "a member edge is admitted"
+    );
+    // The edge's server certificate (what connectors and clients see): no client usage,
+    // no edge id.
+    let refused = dial_with(
+        &rt,
+        &ca_der,
+        &pem(e1, "server.pem"),
+        &pem(e1, "server.key"),
+        e2_peer,
+        e2_id,
+    )
+    .expect("the server certificate is refused");
+    println!("server certificate: {refused}");
+    // A device-style certificate from the same CA, both usages, no edge id.
+    let (chain, key) = issue_under_ca(e1, None);
+    let refused = dial_with(&rt, &ca_der, &chain, &key, e2_peer, e2_id)
+        .expect("a device-style certificate is refused");
+    assert!(refused.contains("names no edge"), "{refused}");
+    println!("device-style certificate: {refused}");
+    // A valid edge URI of an id that never joined.
+    let stranger = uuid::Uuid::new_v4();
+    let (chain, key) = issue_under_ca(e1, Some(format!("urn:zt:edge:{stranger}")));
+    let refused = dial_with(&rt, &ca_der, &chain, &key, e2_peer, e2_id)
+        .expect("an unknown edge id is refused");
+    assert!(refused.contains("not a member"), "{refused}");
+    println!("unknown edge id: {refused}");
+
+    // Removed through e1: e2 refuses e3 from the next revision on, e3 restarting or not.
+    e1.admin(&["edge", "remove", "e3"]);
+    let refused = eventually("e2 refuses the removed e3", || {
+        dial_with(
+            &rt,
+            &ca_der,
+            &pem(e3, "peer.pem"),
+            &pem(e3, "peer.key"),
+            e2_peer,
+            e2_id,
+        )
+    });
+    assert!(refused.contains("not a member"), "{refused}");
+    println!("removed edge: {refused}");
+    let list = edge_list(e1);
+    let e3_row = list.iter().find(|e| e["name"] == "e3").unwrap();
+    assert_eq!(e3_row["member"], false, "{e3_row}");
+}
