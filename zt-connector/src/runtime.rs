@@ -199,7 +199,7 @@ impl Connector {
             let inner = Arc::clone(&inner);
             let edge = inner.edges[usize::from(index) % inner.edges.len()].clone();
             let span = tracing::info_span!("edge_connection", conn = index, edge = %edge);
-            tasks.spawn(connection_loop(inner, index, edge).instrument(span));
+            tasks.spawn(connection_loop(inner, index).instrument(span));
         }
         Ok(ConnectorHandle {
             drain: Drain::new(flows, config.grace_period),
@@ -333,9 +333,16 @@ enum Ended {
     Moved(ConnectorConnection),
 }
 
-async fn connection_loop(inner: Arc<ConnectorShared>, index: u8, edge: EdgeAddr) {
+/// Keeps connection `index` registered. It starts on edge `index % edges` (so the HA
+/// connections spread over the edges given) and, when an attempt fails, moves to the next
+/// edge of the list for the next attempt, so a connection lost with its edge comes back
+/// on a live one; a lost connection is first tried again where it was (an edge restart is
+/// the common case).
+async fn connection_loop(inner: Arc<ConnectorShared>, index: u8) {
     let mut backoff = Backoff::new(RECONNECT_BACKOFF);
     let mut stop = inner.stop.subscribe();
+    let mut slot = usize::from(index) % inner.edges.len();
+    let mut edge = inner.edges[slot].clone();
     // Which of the name's addresses to try next, so a dead address is not retried forever.
     let mut turn = 0usize;
     let mut moved: Option<(ConnectorConnection, SocketAddr)> = None;
@@ -378,7 +385,7 @@ async fn connection_loop(inner: Arc<ConnectorShared>, index: u8, edge: EdgeAddr)
             }
             Err(err) => {
                 inner.flow.metrics.registration_failed();
-                match &err {
+                let delay = match &err {
                     Attempt::Connect(ConnectError::Refused(refusal)) => match refusal.retry {
                         RetryAdvice::Never => {
                             error!(
@@ -404,7 +411,15 @@ async fn connection_loop(inner: Arc<ConnectorShared>, index: u8, edge: EdgeAddr)
                         warn!(cause = %other, retry_in = ?delay, "cannot register with the edge");
                         delay
                     }
+                };
+                if inner.edges.len() > 1 {
+                    slot = (slot + 1) % inner.edges.len();
+                    edge = inner.edges[slot].clone();
+                    turn = 0;
+                    tracing::Span::current().record("edge", tracing::field::display(&edge));
+                    info!(next = %edge, "trying the next edge for this connection");
                 }
+                delay
             }
         };
         debug!(?delay, "reconnecting after a delay");

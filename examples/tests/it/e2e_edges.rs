@@ -19,16 +19,18 @@ use crate::support::*;
 
 /// e1 (CA holder, made by its first start), then e2 and e3 joined through e1's admin API,
 /// all on `url`, each with a peering listener on loopback.
-fn three_edges(url: &str) -> Vec<Edge> {
+fn three_edges(url: &str, extra: &[&str]) -> Vec<Edge> {
     let run = |name: &str| {
-        vec![
+        let mut args = vec![
             "--store".to_owned(),
             url.to_owned(),
             "--name".to_owned(),
             name.to_owned(),
             "--peer-listen".to_owned(),
             "127.0.0.1:0".to_owned(),
-        ]
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
     };
     let args = run("e1");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -116,7 +118,7 @@ fn three_edges_serve_a_tunnel_held_by_one_and_changes_reach_every_edge() {
         return;
     };
     let url = pg.database();
-    let edges = three_edges(&url);
+    let edges = three_edges(&url, &[]);
     let (e1, e2, e3) = (&edges[0], &edges[1], &edges[2]);
 
     // The tunnel, route, rule and a device on e1's address, made through e1; a second
@@ -297,7 +299,7 @@ fn peering_admits_members_only() {
         return;
     };
     let url = pg.database();
-    let edges = three_edges(&url);
+    let edges = three_edges(&url, &[]);
     let (e1, e3) = (&edges[0], &edges[2]);
     let list = eventually("e1 sees e2's peering address", || {
         let list = edge_list(e1);
@@ -313,7 +315,9 @@ fn peering_admits_members_only() {
         .parse()
         .unwrap();
     let ca_pem = std::fs::read_to_string(e1.path("ca.pem")).unwrap();
-    let ca_der = abuse::rustls_pemfile_certs(ca_pem.as_bytes()).remove(0).to_vec();
+    let ca_der = abuse::rustls_pemfile_certs(ca_pem.as_bytes())
+        .remove(0)
+        .to_vec();
     let rt = runtime(1);
     let pem = |edge: &Edge, f: &str| std::fs::read_to_string(edge.path(f)).unwrap();
 
@@ -373,4 +377,86 @@ fn peering_admits_members_only() {
     let list = edge_list(e1);
     let e3_row = list.iter().find(|e| e["name"] == "e3").unwrap();
     assert_eq!(e3_row["member"], false, "{e3_row}");
+}
+
+#[test]
+fn an_edge_killed_under_load_loses_its_clients_and_connections_to_the_others() {
+    let Some(pg) = PgServer::shared("an_edge_killed_under_load") else {
+        return;
+    };
+    let url = pg.database();
+    // A short idle timeout (which connectors and clients adopt) so the loss is noticed in
+    // seconds, as it would be with the default in ten.
+    let mut edges = three_edges(&url, &["--idle-timeout", "3s"]);
+    let (creds, _) = edges[0].api_zt();
+    let all: Vec<String> = edges.iter().map(|e| e.listen.to_string()).collect();
+    let device = edges[0].path("device-carol.json");
+    let mut add = vec![
+        "user",
+        "add",
+        "carol@example.com",
+        "--group",
+        "sre",
+        "--output-file",
+    ];
+    add.push(device.to_str().unwrap());
+    for a in &all {
+        add.extend(["--edge", a.as_str()]);
+    }
+    edges[0].admin(&add);
+    let connector = {
+        let refs: Vec<&Edge> = edges.iter().collect();
+        connector_on(&refs, &creds, "c-all", 3)
+    };
+    connector.wait_ready(3);
+    let origin = Origin::hello("127.0.0.2:0");
+    let (client, forward) = client_forward(&device, origin.addr);
+    hello_through(forward, "warm-up").unwrap();
+    let line = client.wait_for("connected to edge e");
+    let victim = ["e1", "e2", "e3"]
+        .iter()
+        .position(|n| line.contains(&format!("connected to edge {n} ")))
+        .unwrap_or_else(|| panic!("which edge? {line}"));
+    println!(
+        "the client is on e{}; killing that edge under load",
+        victim + 1
+    );
+
+    let mut load = faults::Load::start(forward, 4, Duration::from_millis(20));
+    std::thread::sleep(Duration::from_secs(3));
+    let before = load.ok.load(std::sync::atomic::Ordering::Relaxed);
+    let rate = before as f64 / 3.0;
+    let killed_at = Instant::now();
+    edges[victim].proc.as_ref().unwrap().signal("KILL");
+    let _ = edges[victim].proc.as_mut().unwrap().wait_exit();
+    let moved = eventually("a request through another edge after the kill", || {
+        load.latencies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t > killed_at)
+            .map(|(t, took)| *t + *took)
+            .min()
+    });
+    let connections_back = {
+        let t = Instant::now();
+        connector.wait_ready(3);
+        killed_at.elapsed().max(t.elapsed())
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    load.stop();
+    let failures = load.failures();
+    let at_kill = failures.iter().filter(|(t, _)| *t < moved).count();
+    let after: Vec<_> = failures.iter().filter(|(t, _)| *t >= moved).collect();
+    println!(
+        "load {rate:.0} requests/s before the kill; the client's requests went through another \
+         edge {:?} after it; {at_kill} request(s) failed at the kill; the connector had 3 \
+         connections again {connections_back:?} after it; {} requests in all",
+        moved.duration_since(killed_at),
+        load.ok.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(
+        after.is_empty(),
+        "requests started after the first reconnection failed: {after:?}"
+    );
 }

@@ -125,8 +125,10 @@ fn an_oversized_length_is_refused_from_the_prefix_alone() {
         Err(PeerDecodeError::TooLong { .. })
     ));
     // The bound follows the configured header limit.
-    let mut small = Limits::default();
-    small.max_header_len = 16;
+    let small = Limits {
+        max_header_len: 16,
+        ..Limits::default()
+    };
     assert!(matches!(
         PeerFlowOpen::decode_with(&mut &open_wire(&open())[..], &small),
         Err(PeerDecodeError::TooLong { limit: 53, .. })

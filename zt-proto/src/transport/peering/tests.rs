@@ -85,10 +85,11 @@ impl PeerVerifier for UriVerifier {
 }
 
 fn settings() -> TransportSettings {
-    let mut s = TransportSettings::default();
-    s.socket_receive_buffer = 256 * 1024;
-    s.socket_send_buffer = 256 * 1024;
-    s
+    TransportSettings {
+        socket_receive_buffer: 256 * 1024,
+        socket_send_buffer: 256 * 1024,
+        ..TransportSettings::default()
+    }
 }
 
 struct Edge {
@@ -458,8 +459,10 @@ async fn an_open_that_never_completes_is_reset_after_the_header_timeout() {
     let ca = Ca::new();
     let a = edge(&ca);
     let b_id = Uuid::new_v4();
-    let mut slow = settings();
-    slow.header_timeout = Duration::from_millis(200);
+    let slow = TransportSettings {
+        header_timeout: Duration::from_millis(200),
+        ..settings()
+    };
     let b = edge_with(b_id, ca.identity(b_id), &ca, UriVerifier::default(), slow);
     let (a_conn, b_conn) = pair(&a, &b).await;
     let (mut send, mut recv) = a_conn.inner.conn.open_bi().await.unwrap();
