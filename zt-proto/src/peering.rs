@@ -228,6 +228,8 @@ fn check_prefix(
 /// How many more bytes the message at the start of `received` needs (the rest of the
 /// prefix, then the rest of the body), so a reader that reads at most that much never
 /// reads past the message. Only meaningful while the decoder answers `Ok(None)`.
+// The transport's readers are its only users.
+#[cfg_attr(not(feature = "transport"), allow(dead_code))]
 pub(crate) fn wants(received: &[u8]) -> usize {
     match received.get(..PEER_FRAME_PREFIX_LEN) {
         None => PEER_FRAME_PREFIX_LEN - received.len(),

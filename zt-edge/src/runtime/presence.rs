@@ -8,6 +8,9 @@
 //! each other edge, the time *by its own clock* at which that edge's sequence number last
 //! moved: an edge whose number has not moved for [`DEAD_AFTER`] is taken for dead
 //! (clocks of different machines are never compared). A stopping edge removes its row.
+//! Staleness is measured up to this edge's last successful read, so while the database is
+//! unreachable the last view stands (no edge is declared dead for want of a read; a flow
+//! forwarded to an edge that did die fails its dial and goes to the next).
 //!
 //! Without a shared store (one edge on its embedded database) there is no table: this
 //! edge is the only one, and presence only answers for it.
@@ -106,6 +109,8 @@ pub(crate) struct Presence {
     registry: Arc<Registry>,
     others: RwLock<HashMap<Uuid, Seen>>,
     seq: AtomicU64,
+    /// When the table was last read successfully; staleness is measured up to then.
+    last_read: RwLock<Option<Instant>>,
 }
 
 impl Presence {
@@ -124,6 +129,7 @@ impl Presence {
             registry,
             others: RwLock::new(HashMap::new()),
             seq: AtomicU64::new(0),
+            last_read: RwLock::new(None),
         }
     }
 
@@ -153,6 +159,10 @@ impl Presence {
 
     /// Takes in a fresh read of every row.
     fn absorb(&self, rows: Vec<(Vec<u8>, Vec<u8>)>, now: Instant) {
+        *self
+            .last_read
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(now);
         let mut others = self.others.write().unwrap_or_else(PoisonError::into_inner);
         let mut present = Vec::with_capacity(rows.len());
         for (key, value) in rows {
@@ -188,14 +198,22 @@ impl Presence {
         });
     }
 
-    fn is_live(seen: &Seen, now: Instant) -> bool {
-        now.saturating_duration_since(seen.moved_at) < DEAD_AFTER
+    /// The instant staleness is measured at: the last successful read.
+    fn reference(&self) -> Instant {
+        self.last_read
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(Instant::now)
+    }
+
+    fn is_live(seen: &Seen, at: Instant) -> bool {
+        at.saturating_duration_since(seen.moved_at) < DEAD_AFTER
     }
 
     /// The live edges holding a usable connection of `tunnel` that can take forwarded
     /// flows, most connections first.
     pub(crate) fn edges_holding(&self, tunnel: Uuid) -> Vec<PeerTarget> {
-        let now = Instant::now();
+        let now = self.reference();
         let others = self.others.read().unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<PeerTarget> = others
             .values()
@@ -224,7 +242,7 @@ impl Presence {
 impl LiveView for Presence {
     fn tunnel_connections(&self, tunnel_id: Uuid) -> Vec<ConnectionSummary> {
         let mut out = self.registry.tunnel_connections(tunnel_id);
-        let now = Instant::now();
+        let now = self.reference();
         let others = self.others.read().unwrap_or_else(PoisonError::into_inner);
         for seen in others.values().filter(|s| Self::is_live(s, now)) {
             out.extend(
@@ -239,7 +257,7 @@ impl LiveView for Presence {
     }
 
     fn edges(&self) -> Vec<EdgeSummary> {
-        let now = Instant::now();
+        let now = self.reference();
         let mut out = vec![EdgeSummary::new(
             self.edge_id,
             self.name.clone(),
