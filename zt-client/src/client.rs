@@ -239,7 +239,11 @@ struct Dialer {
     device_id: uuid::Uuid,
     key: zt_proto::ProofKey,
     vnet: String,
+    /// The edges the credentials (or options) name.
     edges: Vec<String>,
+    /// The edges the edges pushed (`edge_list`) and its generation: more places to move
+    /// to when every configured edge is lost.
+    learned: std::sync::Mutex<(u64, Vec<String>)>,
     trust: EdgeTrust,
     transport: TransportSettings,
     software_version: String,
@@ -291,8 +295,9 @@ impl Dialer {
     async fn connect_once(&self, start: usize) -> Result<EdgeConnection, AttemptError> {
         let mut last = String::from("no edge address could be resolved");
         let mut tried = 0;
-        let n = self.edges.len();
-        for edge in self.edges.iter().cycle().skip(start % n.max(1)).take(n) {
+        let edges = self.candidates();
+        let n = edges.len();
+        for edge in edges.iter().cycle().skip(start % n.max(1)).take(n) {
             let Some(name) = server_name(edge) else {
                 last = format!("edge address {edge:?} is not host:port");
                 continue;
@@ -321,6 +326,36 @@ impl Dialer {
         Err(AttemptError::Retry { tried, last })
     }
 
+    /// The configured edges, then those the edges pushed.
+    fn candidates(&self) -> Vec<String> {
+        let learned = self
+            .learned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = self.edges.clone();
+        for e in &learned.1 {
+            if !out.contains(e) && server_name(e).is_some() {
+                out.push(e.clone());
+            }
+        }
+        out
+    }
+
+    /// Takes in an edge list an edge pushed; an older generation is ignored.
+    fn learn_edges(&self, list: zt_proto::EdgeList) {
+        let mut learned = self
+            .learned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if list.generation <= learned.0 && !learned.1.is_empty() {
+            return;
+        }
+        if list.edges != learned.1 {
+            debug!(edges = ?list.edges, "the edge told of its peers");
+        }
+        *learned = (list.generation, list.edges);
+    }
+
     fn registration(&self) -> ClientRegistration {
         ClientRegistration {
             claim: ClientClaim {
@@ -330,6 +365,7 @@ impl Dialer {
             software_version: self.software_version.clone(),
             features: vec![
                 "half-close".into(),
+                zt_proto::EDGE_LIST_FEATURE.into(),
                 format!("{}{}", zt_proto::SESSION_FEATURE_PREFIX, self.session_id),
             ],
         }
@@ -562,6 +598,7 @@ impl Client {
             },
             vnet: vnet.clone(),
             edges,
+            learned: std::sync::Mutex::new((0, Vec::new())),
             trust: trust.clone(),
             transport: options.transport.clone(),
             software_version: options.software_version.clone(),
@@ -898,6 +935,7 @@ async fn run_session(
             reason = session.conn.closed() => return SessionEnd::Lost(reason.to_string()),
             event = session.conn.next_event() => match event {
                 Some(PeerEvent::RoutesPushed(push)) => inner.routes_pushed(push),
+                Some(PeerEvent::EdgesPushed(list)) => dialer.learn_edges(list),
                 Some(PeerEvent::GoAway(g)) => return SessionEnd::GoAway(g.drain, g.reason),
                 Some(_) => {}
                 None => return SessionEnd::Lost("the control stream ended".to_owned()),

@@ -55,7 +55,7 @@ pub const SOFTWARE_VERSION: &str = concat!("zt-connector/", env!("CARGO_PKG_VERS
 
 /// Features this connector announces at registration: it relays TCP half-close and
 /// resets, and UDP flows.
-const FEATURES: [&str; 2] = ["half-close", "udp"];
+const FEATURES: [&str; 3] = ["half-close", "udp", zt_proto::EDGE_LIST_FEATURE];
 
 /// A CA certificate file larger than this is refused: a CA file holds one certificate of a
 /// few kilobytes.
@@ -173,6 +173,7 @@ impl Connector {
             account_tag: credentials.account_tag.clone(),
             key: credentials.secret.derive_auth_key(),
             edges: config.edge.clone(),
+            learned: std::sync::Mutex::new((0, Vec::new())),
             endpoint,
             tcp,
             protocol: config.protocol,
@@ -269,7 +270,11 @@ pub(crate) struct ConnectorShared {
     tunnel_id: Uuid,
     account_tag: String,
     key: AuthKey,
+    /// The edges the configuration names.
     edges: Vec<EdgeAddr>,
+    /// The edges the edges pushed (`edge_list`), with the push's generation: more places to
+    /// move a lost connection to, beside the configured ones.
+    learned: std::sync::Mutex<(u64, Vec<EdgeAddr>)>,
     endpoint: PeerEndpoint,
     /// The TCP transport's dialer (`None` if its TLS configuration was refused).
     tcp: Option<TcpDialer>,
@@ -319,6 +324,42 @@ impl ConnectorShared {
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
+
+    /// The edges a connection may use: the configured ones, then those the edges pushed.
+    fn candidates(&self) -> Vec<EdgeAddr> {
+        let learned = self
+            .learned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = self.edges.clone();
+        for e in &learned.1 {
+            if !out.contains(e) {
+                out.push(e.clone());
+            }
+        }
+        out
+    }
+
+    /// Takes in an edge list an edge pushed; an older generation than the last is ignored,
+    /// an address that does not parse is skipped.
+    fn learn_edges(&self, list: zt_proto::EdgeList) {
+        let mut learned = self
+            .learned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if list.generation <= learned.0 && !learned.1.is_empty() {
+            return;
+        }
+        let edges: Vec<EdgeAddr> = list
+            .edges
+            .iter()
+            .filter_map(|e| e.parse::<EdgeAddr>().ok())
+            .collect();
+        if edges != learned.1 {
+            info!(edges = %join(&edges), "the edges told of their peers");
+        }
+        *learned = (list.generation, edges);
+    }
 }
 
 /// How a registered connection's service ended.
@@ -335,9 +376,9 @@ enum Ended {
 
 /// Keeps connection `index` registered. It starts on edge `index % edges` (so the HA
 /// connections spread over the edges given) and, when an attempt fails, moves to the next
-/// edge of the list for the next attempt, so a connection lost with its edge comes back
-/// on a live one; a lost connection is first tried again where it was (an edge restart is
-/// the common case).
+/// edge of the list for the next attempt (the configured edges, then those the edges
+/// pushed), so a connection lost with its edge comes back on a live one; a lost connection
+/// is first tried again where it was (an edge restart is the common case).
 async fn connection_loop(inner: Arc<ConnectorShared>, index: u8) {
     let mut backoff = Backoff::new(RECONNECT_BACKOFF);
     let mut stop = inner.stop.subscribe();
@@ -412,9 +453,10 @@ async fn connection_loop(inner: Arc<ConnectorShared>, index: u8) {
                         delay
                     }
                 };
-                if inner.edges.len() > 1 {
-                    slot = (slot + 1) % inner.edges.len();
-                    edge = inner.edges[slot].clone();
+                let candidates = inner.candidates();
+                if candidates.len() > 1 {
+                    slot = (slot + 1) % candidates.len();
+                    edge = candidates[slot].clone();
                     turn = 0;
                     tracing::Span::current().record("edge", tracing::field::display(&edge));
                     info!(next = %edge, "trying the next edge for this connection");
@@ -611,6 +653,7 @@ async fn serve_connection(
                 // Keep answering (with "draining") until the connection closes.
             }
             ev = conn.next_event() => match ev {
+                Some(PeerEvent::EdgesPushed(list)) => inner.learn_edges(list),
                 Some(PeerEvent::GoAway(go)) => {
                     info!(drain = ?go.drain, reason = %go.reason, "the edge is going away; opening a replacement connection");
                     inner.take_live(member);

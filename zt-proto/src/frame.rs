@@ -30,6 +30,13 @@ pub fn session_feature(features: &[String]) -> Option<uuid::Uuid> {
         .find_map(|f| f.strip_prefix(SESSION_FEATURE_PREFIX))
         .and_then(|id| uuid::Uuid::try_parse(id).ok())
 }
+/// The `register` feature a connector or client offers when it takes
+/// [`ControlFrame::EdgeList`] pushes; the edge sends them to no other peer.
+pub const EDGE_LIST_FEATURE: &str = "edge-list";
+
+/// Most addresses one [`EdgeList`] carries.
+pub const MAX_EDGE_LIST: usize = 64;
+
 /// The TLS ALPN protocol id of this version.
 pub const ALPN_ZT1: &[u8] = b"zt/1";
 /// Length of the proof of possession carried by a register frame (an HMAC-SHA256).
@@ -46,6 +53,7 @@ const T_PING: u8 = 0x06;
 const T_PONG: u8 = 0x07;
 const T_ROUTE_PUSH: u8 = 0x08;
 const T_POSTURE_REPORT: u8 = 0x09;
+const T_EDGE_LIST: u8 = 0x0a;
 const T_EXTENSION_MIN: u8 = 0x80;
 
 /// Who a registering peer says it is. The edge looks the claim up to find the key the proof
@@ -250,6 +258,18 @@ pub struct RoutePush {
     pub routes: Vec<IpNet>,
 }
 
+/// The addresses (`host:port`) of the organisation's live edges, pushed to connectors and
+/// clients that offered [`EDGE_LIST_FEATURE`], so they can move to another edge when theirs
+/// is lost even if their configuration names only one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeList {
+    /// Grows with every change, so a peer can ignore a stale push.
+    pub generation: u64,
+    /// Every live edge's addresses, the sending edge's first; at most [`MAX_EDGE_LIST`],
+    /// each at most 255 bytes.
+    pub edges: Vec<String>,
+}
+
 /// One named device check a client evaluated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostureCheck {
@@ -288,6 +308,9 @@ pub enum ControlFrame {
     RoutePush(RoutePush),
     /// Client → edge: device posture (0x09).
     PostureReport(PostureReport),
+    /// Edge → connector or client: the live edges' addresses (0x0a), only to peers that
+    /// offered [`EDGE_LIST_FEATURE`].
+    EdgeList(EdgeList),
     /// A frame in the extension range `0x80..=0xff`, which receivers ignore.
     Extension {
         /// The type byte.
@@ -407,6 +430,7 @@ impl ControlFrame {
             Self::Pong(_) => T_PONG,
             Self::RoutePush(_) => T_ROUTE_PUSH,
             Self::PostureReport(_) => T_POSTURE_REPORT,
+            Self::EdgeList(_) => T_EDGE_LIST,
             Self::Extension { ty, .. } => *ty,
         }
     }
@@ -496,6 +520,21 @@ impl ControlFrame {
                     out.put_u8(u8::from(c.passed));
                 }
             }
+            Self::EdgeList(l) => {
+                if l.edges.len() > MAX_EDGE_LIST {
+                    return Err(EncodeError::TooMany {
+                        frame: "edge_list",
+                        field: "edges",
+                        count: l.edges.len(),
+                        limit: MAX_EDGE_LIST,
+                    });
+                }
+                out.put_u64(l.generation);
+                out.put_u8(l.edges.len() as u8);
+                for e in &l.edges {
+                    put_str8(out, "edge_list", "edge", e)?;
+                }
+            }
             Self::Extension { payload, .. } => out.put_slice(payload),
         }
         let len = out.len() - body;
@@ -526,7 +565,7 @@ impl ControlFrame {
         }
         let ty = head[0];
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        if !(T_REGISTER..=T_POSTURE_REPORT).contains(&ty) && ty < T_EXTENSION_MIN {
+        if !(T_REGISTER..=T_EDGE_LIST).contains(&ty) && ty < T_EXTENSION_MIN {
             return Err(DecodeError::UnknownFrameType { ty });
         }
         if len > limits.max_control_frame_len {
@@ -648,6 +687,25 @@ impl ControlFrame {
                 }
                 r.finish()?;
                 Self::PostureReport(PostureReport { checks })
+            }
+            T_EDGE_LIST => {
+                let mut r = Reader::new(payload, "edge_list");
+                let generation = r.u64("generation")?;
+                let count = usize::from(r.u8("edges")?);
+                if count > MAX_EDGE_LIST {
+                    return Err(DecodeError::TooMany {
+                        frame: "edge_list",
+                        field: "edges",
+                        count,
+                        limit: MAX_EDGE_LIST,
+                    });
+                }
+                let mut edges = Vec::with_capacity(count);
+                for _ in 0..count {
+                    edges.push(r.str8("edge")?);
+                }
+                r.finish()?;
+                Self::EdgeList(EdgeList { generation, edges })
             }
             ty => Self::Extension { ty, payload },
         };

@@ -164,10 +164,10 @@ pub use flow::{
     FLOW_HEADER_PREFIX_LEN, FLOW_STATUS_PREFIX_LEN,
 };
 pub use frame::{
-    session_feature, Claim, ClientClaim, ConnectorClaim, ControlFrame, GoAway, PostureCheck,
-    PostureReport, Proof, Register, RegisterError, RegisterErrorCode, Registered, RetryAdvice,
-    RoutePush, Unregister, ALPN_ZT1, CONTROL_HEADER_LEN, PROOF_LEN, PROTOCOL_VERSION,
-    SESSION_FEATURE_PREFIX, SIGNATURE_PROOF_LEN,
+    session_feature, Claim, ClientClaim, ConnectorClaim, ControlFrame, EdgeList, GoAway,
+    PostureCheck, PostureReport, Proof, Register, RegisterError, RegisterErrorCode, Registered,
+    RetryAdvice, RoutePush, Unregister, ALPN_ZT1, CONTROL_HEADER_LEN, EDGE_LIST_FEATURE,
+    MAX_EDGE_LIST, PROOF_LEN, PROTOCOL_VERSION, SESSION_FEATURE_PREFIX, SIGNATURE_PROOF_LEN,
 };
 pub use limits::{
     Limits, DEFAULT_MAX_CONTROL_FRAME_LEN, DEFAULT_MAX_DATAGRAM_PAYLOAD, DEFAULT_MAX_HEADER_LEN,

@@ -389,46 +389,54 @@ fn an_edge_killed_under_load_loses_its_clients_and_connections_to_the_others() {
     // seconds, as it would be with the default in ten.
     let mut edges = three_edges(&url, &["--idle-timeout", "3s"]);
     let (creds, _) = edges[0].api_zt();
-    let all: Vec<String> = edges.iter().map(|e| e.listen.to_string()).collect();
-    let device = edges[0].path("device-carol.json");
-    let mut add = vec![
+    // Credentials and a connector configuration naming e1 alone, as made before e2 and
+    // e3 existed: they learn the others from the edge list e1 pushes.
+    let carol = edges[0].path("device-carol.json");
+    let e1_addr = edges[0].listen.to_string();
+    edges[0].admin(&[
         "user",
         "add",
         "carol@example.com",
         "--group",
         "sre",
         "--output-file",
-    ];
-    add.push(device.to_str().unwrap());
-    for a in &all {
-        add.extend(["--edge", a.as_str()]);
-    }
-    edges[0].admin(&add);
-    let connector = {
+        carol.to_str().unwrap(),
+        "--edge",
+        &e1_addr,
+    ]);
+    // Three replicas given all three edges, and the one made for e1 alone.
+    let replicas: Vec<Connector> = {
         let refs: Vec<&Edge> = edges.iter().collect();
-        connector_on(&refs, &creds, "c-all", 3)
+        (1..=3)
+            .map(|i| connector_on(&refs, &creds, &format!("c{i}"), 3))
+            .collect()
     };
-    connector.wait_ready(3);
+    let lone = connector_on(&[&edges[0]], &creds, "c-e1", 2);
+    for c in &replicas {
+        c.wait_ready(3);
+    }
+    lone.wait_ready(2);
     let origin = Origin::hello("127.0.0.2:0");
-    let (client, forward) = client_forward(&device, origin.addr);
+    let (client, forward) = client_forward(&carol, origin.addr);
     hello_through(forward, "warm-up").unwrap();
-    let line = client.wait_for("connected to edge e");
-    let victim = ["e1", "e2", "e3"]
-        .iter()
-        .position(|n| line.contains(&format!("connected to edge {n} ")))
-        .unwrap_or_else(|| panic!("which edge? {line}"));
-    println!(
-        "the client is on e{}; killing that edge under load",
-        victim + 1
-    );
+    client.wait_for("connected to edge e1 ");
+    // The hashing path through each edge, from a client whose credentials name it.
+    for (i, e) in edges.iter().enumerate() {
+        let device = e.user(&format!("user{i}@example.com"), "sre");
+        let (_c, f) = client_forward(&device, origin.addr);
+        eventually("a flow through each edge", || {
+            hello_through(f, &format!("through e{}", i + 1)).ok()
+        });
+    }
+    // The connector made for e1 alone has learned the others from e1's push.
+    lone.proc.wait_for("the edges told of their peers");
 
     let mut load = faults::Load::start(forward, 4, Duration::from_millis(20));
     std::thread::sleep(Duration::from_secs(3));
-    let before = load.ok.load(std::sync::atomic::Ordering::Relaxed);
-    let rate = before as f64 / 3.0;
+    let rate = load.ok.load(std::sync::atomic::Ordering::Relaxed) as f64 / 3.0;
     let killed_at = Instant::now();
-    edges[victim].proc.as_ref().unwrap().signal("KILL");
-    let _ = edges[victim].proc.as_mut().unwrap().wait_exit();
+    edges[0].proc.as_ref().unwrap().signal("KILL");
+    let _ = edges[0].proc.as_mut().unwrap().wait_exit();
     let moved = eventually("a request through another edge after the kill", || {
         load.latencies
             .lock()
@@ -438,25 +446,33 @@ fn an_edge_killed_under_load_loses_its_clients_and_connections_to_the_others() {
             .map(|(t, took)| *t + *took)
             .min()
     });
-    let connections_back = {
-        let t = Instant::now();
-        connector.wait_ready(3);
-        killed_at.elapsed().max(t.elapsed())
-    };
-    std::thread::sleep(Duration::from_secs(3));
+    lone.wait_ready(2);
+    let lone_back = killed_at.elapsed();
+    for c in &replicas {
+        c.wait_ready(3);
+    }
+    let replicas_back = killed_at.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
     load.stop();
     let failures = load.failures();
     let at_kill = failures.iter().filter(|(t, _)| *t < moved).count();
     let after: Vec<_> = failures.iter().filter(|(t, _)| *t >= moved).collect();
     println!(
-        "load {rate:.0} requests/s before the kill; the client's requests went through another \
-         edge {:?} after it; {at_kill} request(s) failed at the kill; the connector had 3 \
-         connections again {connections_back:?} after it; {} requests in all",
+        "load {rate:.0} requests/s before the kill of e1; the client (credentials naming e1 \
+         only) carried requests through another edge {:?} after it; {at_kill} request(s) \
+         failed at the kill; the connector configured with e1 only had its 2 connections \
+         again after {lone_back:?}, the three replicas their 3 each after {replicas_back:?}; \
+         {} requests in all",
         moved.duration_since(killed_at),
         load.ok.load(std::sync::atomic::Ordering::Relaxed)
     );
     assert!(
         after.is_empty(),
         "requests started after the first reconnection failed: {after:?}"
+    );
+    let out = client.output();
+    assert!(
+        out.contains("edge_name=e2") || out.contains("edge_name=e3"),
+        "the client, whose credentials name e1 alone, moved to a pushed edge: {out}"
     );
 }

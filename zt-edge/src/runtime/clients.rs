@@ -136,8 +136,14 @@ async fn serve_session(shared: Arc<Shared>, session: Arc<ClientSession>, connect
     let mut expired = false;
     let drain = tokio::time::sleep(far);
     tokio::pin!(drain);
+    let mut edges = super::presence::edge_list_for(&shared.presence, session.link.software().1);
     loop {
         tokio::select! {
+            list = super::presence::next_edge_list(&mut edges) => {
+                if let Err(e) = session.link.push_edges(list).await {
+                    debug!(error = %e, "cannot push the edge list");
+                }
+            }
             request = session.link.accept_flow() => match request {
                 Some((header, responder)) => {
                     let shared = shared.clone();

@@ -654,8 +654,14 @@ async fn serve_connector(shared: Arc<Shared>, link: zt_proto::ConnectorLink) {
     let span = tracing::info_span!("connector", tunnel = %entry.tunnel_id, connector = %entry.connector_id, conn_index = entry.conn_index, connection = %entry.connection_id());
     info!(parent: &span, remote = %entry.remote, version = %entry.version, "connector registered");
     let mut stop = shared.stop.subscribe();
+    let mut edges = presence::edge_list_for(&shared.presence, link.software().1);
     loop {
         tokio::select! {
+            list = presence::next_edge_list(&mut edges) => {
+                if let Err(e) = link.push_edges(list).await {
+                    tracing::debug!(parent: &span, error = %e, "cannot push the edge list");
+                }
+            }
             ev = link.next_event() => match ev {
                 Some(zt_proto::EdgeEvent::Unregister(u)) => {
                     info!(parent: &span, grace_ms = u.grace.as_millis() as u64, "connector draining");

@@ -111,6 +111,9 @@ pub(crate) struct Presence {
     seq: AtomicU64,
     /// When the table was last read successfully; staleness is measured up to then.
     last_read: RwLock<Option<Instant>>,
+    /// The live edges' addresses (this edge's first), with a generation that grows with
+    /// each change: what connectors and clients are pushed.
+    edge_list: watch::Sender<(u64, Vec<String>)>,
 }
 
 impl Presence {
@@ -124,13 +127,41 @@ impl Presence {
         Self {
             edge_id,
             name,
-            addresses,
             peer,
             registry,
             others: RwLock::new(HashMap::new()),
             seq: AtomicU64::new(0),
             last_read: RwLock::new(None),
+            edge_list: watch::channel((1, addresses.clone())).0,
+            addresses,
         }
+    }
+
+    /// The live edges' addresses, for pushing to connectors and clients.
+    pub(crate) fn edge_list(&self) -> watch::Receiver<(u64, Vec<String>)> {
+        self.edge_list.subscribe()
+    }
+
+    /// Recomputes the live edges' addresses; bumps the generation when they changed.
+    fn refresh_edge_list(&self, others: &HashMap<Uuid, Seen>, at: Instant) {
+        let mut live: Vec<&Seen> = others.values().filter(|s| Self::is_live(s, at)).collect();
+        live.sort_by(|a, b| a.row.name.cmp(&b.row.name));
+        let mut list = self.addresses.clone();
+        for seen in live {
+            for a in &seen.row.addresses {
+                if !list.contains(a) && list.len() < zt_proto::MAX_EDGE_LIST {
+                    list.push(a.clone());
+                }
+            }
+        }
+        self.edge_list.send_if_modified(|(generation, current)| {
+            if *current == list {
+                return false;
+            }
+            *generation += 1;
+            *current = list;
+            true
+        });
     }
 
     pub(crate) fn edge_id(&self) -> Uuid {
@@ -196,6 +227,7 @@ impl Presence {
             }
             keep
         });
+        self.refresh_edge_list(&others, now);
     }
 
     /// The instant staleness is measured at: the last successful read.
@@ -285,6 +317,34 @@ impl LiveView for Presence {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
+}
+
+/// The edge-list receiver for a peer that offered `features`, primed so the first wait
+/// returns at once; `None` for a peer that did not ask for edge lists.
+pub(crate) fn edge_list_for(presence: &Presence, features: &[String]) -> Option<EdgeListRx> {
+    features
+        .iter()
+        .any(|f| f == zt_proto::EDGE_LIST_FEATURE)
+        .then(|| {
+            let mut rx = presence.edge_list();
+            rx.mark_changed();
+            rx
+        })
+}
+
+/// A peer's subscription to the edge list.
+pub(crate) type EdgeListRx = watch::Receiver<(u64, Vec<String>)>;
+
+/// The next edge list to push to a peer; never resolves without a subscription.
+pub(crate) async fn next_edge_list(rx: &mut Option<EdgeListRx>) -> zt_proto::EdgeList {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    let (generation, edges) = rx.borrow_and_update().clone();
+    zt_proto::EdgeList { generation, edges }
 }
 
 /// Keeps this edge's row fresh and the others' read, until `stop`; then removes the row.

@@ -13,8 +13,8 @@ use zt_creds::AuthKey;
 use super::{frame_name, Codec, ControlError, REFUSED_MESSAGE};
 use crate::auth::{verify_proof, Exporter, VerifyKey};
 use crate::frame::{
-    Claim, ControlFrame, GoAway, PostureReport, Register, RegisterError, RegisterErrorCode,
-    Registered, RetryAdvice, RoutePush, Unregister, PROTOCOL_VERSION,
+    Claim, ControlFrame, EdgeList, GoAway, PostureReport, Register, RegisterError,
+    RegisterErrorCode, Registered, RetryAdvice, RoutePush, Unregister, PROTOCOL_VERSION,
 };
 use crate::limits::Limits;
 
@@ -369,6 +369,12 @@ impl EdgeControl {
     /// Sends a client the routes it should capture (clients only).
     pub fn push_routes(&mut self, push: RoutePush) -> Result<(), ControlError> {
         self.send_registered(ControlFrame::RoutePush(push), true)
+    }
+
+    /// Sends the peer the live edges' addresses (connectors and clients that offered
+    /// [`EDGE_LIST_FEATURE`](crate::EDGE_LIST_FEATURE) only; the caller checks).
+    pub fn push_edges(&mut self, list: EdgeList) -> Result<(), ControlError> {
+        self.send_registered(ControlFrame::EdgeList(list), false)
     }
 
     /// Sends a ping; the answer comes back as [`EdgeEvent::Pong`].

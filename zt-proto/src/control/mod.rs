@@ -70,6 +70,7 @@ pub(super) fn frame_name(f: &ControlFrame) -> &'static str {
         ControlFrame::Pong(_) => "pong",
         ControlFrame::RoutePush(_) => "route_push",
         ControlFrame::PostureReport(_) => "posture_report",
+        ControlFrame::EdgeList(_) => "edge_list",
         _ => "extension",
     }
 }

@@ -11,8 +11,8 @@ use super::{frame_name, Codec, ControlError};
 use crate::auth::{sign_register, Exporter, ProofKey};
 use crate::error::EncodeError;
 use crate::frame::{
-    Claim, ClientClaim, ConnectorClaim, ControlFrame, GoAway, PostureReport, Proof, Register,
-    RegisterError, Registered, RoutePush, Unregister, PROTOCOL_VERSION,
+    Claim, ClientClaim, ConnectorClaim, ControlFrame, EdgeList, GoAway, PostureReport, Proof,
+    Register, RegisterError, Registered, RoutePush, Unregister, PROTOCOL_VERSION,
 };
 use crate::limits::Limits;
 
@@ -30,6 +30,8 @@ pub enum PeerEvent {
     GoAway(GoAway),
     /// New routes to capture (clients only).
     RoutesPushed(RoutePush),
+    /// The organisation's live edges, to move to when this one is lost.
+    EdgesPushed(EdgeList),
     /// The edge answered our ping with this nonce.
     Pong(u64),
 }
@@ -128,6 +130,9 @@ impl PeerCore {
             }
             (PeerState::Registered, ControlFrame::RoutePush(p)) if self.is_client => {
                 self.events.push_back(PeerEvent::RoutesPushed(p));
+            }
+            (PeerState::Registered, ControlFrame::EdgeList(l)) => {
+                self.events.push_back(PeerEvent::EdgesPushed(l));
             }
             (_, f) => return Err(self.unexpected(&f)),
         }

@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::control::{ClientControl, ConnectorControl, EdgeControl, EdgeEvent, PeerEvent};
 use crate::flow::{CloseCode, Datagram, Protocol};
-use crate::frame::{ClientClaim, ConnectorClaim, GoAway, PostureReport, Registered, RoutePush};
+use crate::frame::{
+    ClientClaim, ConnectorClaim, EdgeList, GoAway, PostureReport, Registered, RoutePush,
+};
 use crate::transport::carrier::{Carrier, ConnectionLost, Quic, Transport};
 use crate::transport::datagrams::UdpFlow;
 use crate::transport::driver::ControlHandle;
@@ -200,6 +202,14 @@ impl<C, T: Transport> EdgeLink<C, T> {
     /// stream has ended.
     pub async fn next_event(&self) -> Option<EdgeEvent> {
         self.control.next_event().await
+    }
+}
+
+impl<C, T: Transport> EdgeLink<C, T> {
+    /// Sends the peer the live edges' addresses; only for peers that offered
+    /// [`EDGE_LIST_FEATURE`](crate::EDGE_LIST_FEATURE) at registration.
+    pub async fn push_edges(&self, list: EdgeList) -> Result<(), ControlSendError> {
+        self.control.call(move |m| m.push_edges(list)).await
     }
 }
 

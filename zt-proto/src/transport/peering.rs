@@ -45,8 +45,9 @@ use crate::transport::tls::{provider, ServerIdentity, TlsConfigError};
 /// The byte the accepting edge sends, alone on its first stream, to admit the dialler.
 const ADMIT: u8 = 0x01;
 
-/// Handshakes (with the verifier and the admission) the endpoint runs at once; beyond it,
-/// new attempts are refused without a handshake. A fleet has a handful of edges, each
+/// Handshakes (with the verifier and the admission) the endpoint runs or holds for
+/// [`PeeringEndpoint::accept`] at once; beyond it, new attempts are refused without a
+/// handshake. A fleet has a handful of edges, each
 /// dialling once per peer; 64 leaves room for a whole fleet restarting at once and bounds
 /// what anyone who can reach the port makes us hold.
 const MAX_PENDING_HANDSHAKES: usize = 64;
@@ -638,9 +639,11 @@ async fn accept_loop(
         tokio::spawn(
             async move {
                 let outcome = accept_one(incoming, &shared).await;
-                drop(permit);
-                // Nobody accepts any more: dropping the connection closes it.
+                // Nobody accepts any more: dropping the connection closes it. The permit is
+                // held until the outcome is taken, so an application that stops accepting
+                // makes new attempts wait at the door, not pile up here.
                 let _ = tx.send(outcome).await;
+                drop(permit);
             }
             .instrument(tracing::debug_span!("zt_peer_accept", remote = %remote)),
         );

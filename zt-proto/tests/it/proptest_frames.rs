@@ -122,6 +122,9 @@ fn control_frame() -> impl Strategy<Value = ControlFrame> {
                     .collect(),
             })
         }),
+        (any::<u64>(), prop::collection::vec(short(), 0..=64)).prop_map(|(generation, edges)| {
+            ControlFrame::EdgeList(zt_proto::EdgeList { generation, edges })
+        }),
         (0x80u8..=0xff, prop::collection::vec(any::<u8>(), 0..200)).prop_map(|(ty, p)| {
             ControlFrame::Extension {
                 ty,

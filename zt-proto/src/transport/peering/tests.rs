@@ -520,3 +520,31 @@ async fn closing_the_endpoint_ends_accepting_and_the_connections() {
     assert!(b.endpoint.accept().await.is_none());
     b.endpoint.wait_idle().await;
 }
+
+#[tokio::test]
+async fn the_accepting_edge_may_open_flows_on_the_same_connection() {
+    let ca = Ca::new();
+    let (a, b) = (edge(&ca), edge(&ca));
+    let (a_conn, b_conn) = pair(&a, &b).await;
+    let served = tokio::spawn(async move {
+        let (open, responder) = a_conn.accept_flow().await.unwrap().unwrap();
+        let mut flow = responder
+            .answer(PeerFlowAnswer::ok(connector()))
+            .await
+            .unwrap()
+            .unwrap();
+        flow.write_all(open.from_edge.as_bytes()).await.unwrap();
+        flow.shutdown().await.unwrap();
+        let _ = flow.send_half().stopped().await;
+    });
+    let open = PeerFlowOpen {
+        from_edge: b.id,
+        ..open_from(&a, 9)
+    };
+    let (answer, flow) = b_conn.open_flow(&open, ANSWER_TIMEOUT).await.unwrap();
+    assert!(answer.is_ok());
+    let mut got = Vec::new();
+    flow.unwrap().read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b.id.as_bytes());
+    served.await.unwrap();
+}
