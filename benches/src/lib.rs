@@ -9,5 +9,6 @@
 //! [`procs`] runs the edge and the connector in processes of their own, for memory figures
 //! (`benches/benches/path_scale.rs`).
 
+pub mod edges;
 pub mod path;
 pub mod procs;

@@ -70,11 +70,21 @@ pub struct ProvisionedEdge {
 /// user and device, waits until the edge applied them, and writes the connector's
 /// configuration and credentials files under `dir/connector`.
 pub async fn start_edge(dir: &Path) -> Result<ProvisionedEdge, SetupError> {
+    start_edge_with(dir, |_| {}).await
+}
+
+/// [`start_edge`], with `configure` changing the edge's configuration first (a store, a
+/// peering listener).
+pub async fn start_edge_with(
+    dir: &Path,
+    configure: impl FnOnce(&mut EdgeConfig),
+) -> Result<ProvisionedEdge, SetupError> {
     let mut config = EdgeConfig::new(dir.join("edge"));
     config.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     config.admin = None;
     config.edge_name = "zt-bench-edge".to_owned();
     config.shutdown_grace = Duration::from_millis(200);
+    configure(&mut config);
     let edge = Edge::start(config).await?;
     let state = Arc::clone(edge.state());
 

@@ -377,7 +377,7 @@ impl Ca {
 }
 
 /// How long a peering certificate is valid: the CA's lifetime would do, but a bounded one
-/// limits what a stolen edge key is worth; `zt edge join --renew` reissues it.
+/// limits what a stolen edge key is worth. A joined edge gets a new one by joining again.
 pub(crate) const PEER_VALIDITY: Duration = Duration::days(397);
 
 /// The URI SAN that names an edge in its peering certificate.

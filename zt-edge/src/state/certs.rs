@@ -201,7 +201,7 @@ impl EdgeState {
         let wanted = options.server_names.clone().map(ServerNames::normalized);
         match wanted {
             Some(wanted) if wanted != current.names && !self.ca.has_key() => {
-                tracing::warn!(dir = %self.dir.display(), "other server names asked for, but this joined edge holds no CA key: keeping its certificate (reissue it with `zt edge join --renew`)");
+                tracing::warn!(dir = %self.dir.display(), "other server names asked for, but this joined edge holds no CA key: keeping its certificate (for other names, make its state directory again with `zt edge join` on the edge that holds the CA key)");
             }
             Some(wanted) if wanted != current.names => {
                 tracing::info!(dir = %self.dir.display(), "server names changed; reissuing the server certificate");
@@ -239,7 +239,7 @@ impl EdgeState {
             return Ok(None);
         }
         if !self.ca.has_key() {
-            tracing::warn!(dir = %self.dir.display(), not_after = %current.not_after(), "server certificate near expiry, and this joined edge holds no CA key: reissue its state with `zt edge join --renew` on the edge that holds it");
+            tracing::warn!(dir = %self.dir.display(), not_after = %current.not_after(), "server certificate near expiry, and this joined edge holds no CA key: make its state directory again with `zt edge join` on the edge that holds it, then `zt edge remove` the old member");
             return Ok(None);
         }
         tracing::info!(dir = %self.dir.display(), not_after = %current.not_after(), "server certificate near expiry; reissuing");

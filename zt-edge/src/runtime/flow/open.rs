@@ -93,6 +93,16 @@ pub(crate) async fn open_local(
                              (over HTTP/2, cloudflared has no UDP at all); run zt-connector \
                              for UDP"
                         )
+                    } else if let Some(peer) = udp
+                        .then(|| shared.presence.edges_holding(tunnel).into_iter().next())
+                        .flatten()
+                    {
+                        format!(
+                            "tunnel {tunnel}'s connectors are on edge {}, and UDP flows are \
+                             not forwarded between edges: connect this client to that edge, or \
+                             give the tunnel a connector here",
+                            peer.name
+                        )
                     } else {
                         format!(
                             "tunnel {tunnel} has no live connector (none registered within {wait:?})"
