@@ -128,7 +128,9 @@ pub use audit::{
 };
 
 // The admin API.
-pub use admin::{AdminError, AdminOptions, AdminServer, ADMIN_ADDR_FILE, MAX_ADMIN_BODY};
+pub use admin::{
+    AdminError, AdminOptions, AdminServer, ADMIN_ADDR_FILE, APPLY_WAIT, MAX_ADMIN_BODY,
+};
 
 // Live state of a running edge, for the admin API.
 pub use live::{ConnectionSummary, EdgeSummary, LiveView, NoLiveView};

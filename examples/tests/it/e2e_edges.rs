@@ -143,8 +143,14 @@ fn three_edges_serve_a_tunnel_held_by_one_and_changes_reach_every_edge() {
         started.elapsed(),
         serde_json::to_string(&listed).unwrap()
     );
-    let info = e1.admin(&["tunnel", "info", "api-zt"]);
-    assert!(info.contains("e2"), "tunnel info on e1 names e2: {info}");
+    let info: serde_json::Value =
+        serde_json::from_str(&e1.admin(&["tunnel", "info", "api-zt", "--output", "json"])).unwrap();
+    let conns = info["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2, "e1 shows e2's two connections: {info}");
+    assert!(
+        conns.iter().all(|c| c["edge_name"] == "e2"),
+        "each connection names its edge: {info}"
+    );
 
     // Through e1 (no connector there): byte-exact, with the client's half-close carried.
     let answer_len = 1 << 20;
@@ -428,8 +434,11 @@ fn an_edge_killed_under_load_loses_its_clients_and_connections_to_the_others() {
             hello_through(f, &format!("through e{}", i + 1)).ok()
         });
     }
-    // The connector made for e1 alone has learned the others from e1's push.
-    lone.proc.wait_for("the edges told of their peers");
+    // The connector made for e1 alone has learned the others from e1's push (its log
+    // names them; it was configured with e1's address only).
+    for e in &edges[1..] {
+        lone.proc.wait_for(&e.listen.to_string());
+    }
 
     let mut load = faults::Load::start(forward, 4, Duration::from_millis(20));
     std::thread::sleep(Duration::from_secs(3));

@@ -107,10 +107,23 @@ async fn answer(ctx: Arc<Ctx>, req: Request<RequestBody>) -> api::Reply {
         query,
         body,
     };
+    let changes = request.method != hyper::Method::GET;
     // Store transactions block (a commit waits for fsync): keep them off the runtime.
-    tokio::task::spawn_blocking(move || api::handle(&ctx, &request))
+    let handler = ctx.clone();
+    let reply = tokio::task::spawn_blocking(move || api::handle(&handler, &request))
         .await
-        .map_err(|e| ApiError::internal(format!("the request handler failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("the request handler failed: {e}")))?;
+    if changes && reply.is_ok() {
+        if let Some(applied) = &ctx.applied {
+            // The store's revision after the commit; the edge applies it (or a later one)
+            // when its reload has run.
+            let target = ctx.state.db().revision();
+            let mut applied = applied.clone();
+            let _ =
+                tokio::time::timeout(super::APPLY_WAIT, applied.wait_for(|r| *r >= target)).await;
+        }
+    }
+    reply
 }
 
 fn too_large() -> ApiError {

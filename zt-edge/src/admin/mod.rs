@@ -46,12 +46,27 @@ pub struct AdminOptions {
     /// The key sealing secrets in a shared store, when the edge keeps one: `zt edge join`
     /// hands a copy to the new edge.
     pub secrets_key_file: Option<std::path::PathBuf>,
+    /// The revision the running edge has applied: each change is answered once it applies
+    /// (at most [`APPLY_WAIT`] later), so what the command made works at once.
+    pub applied: Option<tokio::sync::watch::Receiver<crate::store::Revision>>,
 }
+
+/// Longest a change's answer waits for the running edge to apply it.
+pub const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl AdminOptions {
     /// Sets the edge addresses put into device credentials by default.
     pub fn with_edge_addresses(mut self, addresses: Vec<String>) -> Self {
         self.edge_addresses = addresses;
+        self
+    }
+
+    /// Answers changes once the running edge applied them.
+    pub fn with_applied(
+        mut self,
+        applied: tokio::sync::watch::Receiver<crate::store::Revision>,
+    ) -> Self {
+        self.applied = Some(applied);
         self
     }
 
@@ -114,6 +129,7 @@ impl AdminServer {
             live,
             edge_addresses: options.edge_addresses,
             secrets_key_file: options.secrets_key_file,
+            applied: options.applied,
         });
         let server = http::spawn(listener, ctx);
         tracing::info!(addr = %local_addr, "admin API listening");

@@ -2,17 +2,22 @@
 //! sessions and their flows, live reload, metrics and shutdown.
 //!
 //! Tasks: one accept loop; one task per registration; one per connector connection
-//! (watching its control events); one per client session (flows, posture, route pushes,
-//! lifetime); one per flow; one reloading the snapshot on each store revision; one flushing
-//! the audit log; and the metrics server. They all watch one shutdown signal.
+//! (watching its control events, pushing the edge list); one per client session (flows,
+//! posture, route and edge-list pushes, lifetime); one per flow; one reloading the snapshot
+//! on each store revision; one flushing the audit log; with a shared store, the presence
+//! heartbeat; with `--peer-listen`, the peering accept loop and one task per peering
+//! connection and per forwarded flow; and the metrics server. They all watch one shutdown
+//! signal.
 
 //! Modules, each depending only on those listed before it (no import cycle): `config`;
 //! `metrics` (counters); `snapshot` (one revision's routes, identities and policy); `auth`
 //! (proofs and the failure budget); `cloudflared::link` and `link` (the link to a connector
-//! connection); `registry` (the connections this edge holds); `session` (a client session's
-//! state); `shared` (what every task shares); `flow` (one flow's stages); `clients` and
-//! `cloudflared::register` (serving registered peers); this module (start, accept, reload,
-//! shutdown).
+//! connection); `registry` (the connections this edge holds); `presence` (which other edges
+//! are live and what they hold, through the shared store); `peer_links` (the peering
+//! endpoint and its connections to other edges); `session` (a client session's state);
+//! `shared` (what every task shares); `flow` (one flow's stages, forwarding to a peer edge
+//! included); `clients`, `cloudflared::register` and `peer_serve` (serving registered peers
+//! and forwarded flows); this module (start, accept, reload, shutdown).
 
 mod auth;
 mod clients;
@@ -309,7 +314,8 @@ impl Edge {
                         live,
                         AdminOptions::default()
                             .with_edge_addresses(advertised)
-                            .with_secrets_key_file(secrets_key_file),
+                            .with_secrets_key_file(secrets_key_file)
+                            .with_applied(shared.revision.subscribe()),
                     )
                     .await?,
                 )
@@ -751,7 +757,7 @@ async fn reload_loop(
                 let snap = Arc::new(snap);
                 shared.snapshot.store(snap.clone());
                 if let Some(links) = &shared.peer_links {
-                    links.prune(&snap.members).await;
+                    links.prune(&snap.members);
                 }
                 if let Some(e) = policy_error {
                     error!(revision = revision.get(), error = %e, "new policy refused; keeping the last good policy");

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tracing::info;
@@ -50,11 +51,20 @@ impl PeerVerifier for MemberVerifier {
     }
 }
 
+/// How long an edge whose dial or flow just failed is tried after the others.
+const FAILED_FOR: Duration = Duration::from_secs(3);
+
+/// One peer edge's kept connection; its lock is held while dialling, so flows to the same
+/// edge wait for that one handshake while flows to other edges go on.
+type Slot = Arc<tokio::sync::Mutex<Option<PeeringConnection>>>;
+
 /// The peering endpoint and its connections.
 pub(crate) struct PeerLinks {
     endpoint: PeeringEndpoint,
     /// Connections this edge dialled, by peer edge id.
-    dialled: tokio::sync::Mutex<HashMap<Uuid, PeeringConnection>>,
+    dialled: Mutex<HashMap<Uuid, Slot>>,
+    /// When a dial to or a flow through an edge last failed.
+    failed: Mutex<HashMap<Uuid, Instant>>,
     /// Connections peers dialled to this edge, by a local number, for closing the ones
     /// of removed edges.
     accepted: Mutex<HashMap<u64, PeeringConnection>>,
@@ -79,7 +89,8 @@ impl PeerLinks {
         config.settings = settings;
         Ok(Self {
             endpoint: PeeringEndpoint::bind(addr, config)?,
-            dialled: tokio::sync::Mutex::new(HashMap::new()),
+            dialled: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
             accepted: Mutex::new(HashMap::new()),
             next: std::sync::atomic::AtomicU64::new(0),
         })
@@ -118,38 +129,83 @@ impl PeerLinks {
         edge: Uuid,
         addr: SocketAddr,
     ) -> Result<PeeringConnection, PeeringError> {
-        let mut dialled = self.dialled.lock().await;
-        if let Some(conn) = dialled.get(&edge) {
+        let slot = self
+            .dialled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(edge)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref() {
             if !conn.is_closed() && conn.remote_address() == addr {
                 return Ok(conn.clone());
             }
-            dialled.remove(&edge);
         }
-        // Dialling under the lock: flows to the same edge wait for this one handshake
-        // instead of each making its own; the handshake is bounded by the settings.
-        let conn = self.endpoint.connect(addr, edge).await?;
-        info!(peer_edge = %edge, peer = %addr, "peering connection up");
-        dialled.insert(edge, conn.clone());
-        Ok(conn)
+        *slot = None;
+        match self.endpoint.connect(addr, edge).await {
+            Ok(conn) => {
+                info!(peer_edge = %edge, peer = %addr, "peering connection up");
+                *slot = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(e) => {
+                self.note_failure(edge);
+                Err(e)
+            }
+        }
+    }
+
+    /// Remembers that a dial to or a flow through `edge` failed: it is tried last for a
+    /// while.
+    pub(crate) fn note_failure(&self, edge: Uuid) {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(edge, Instant::now());
+    }
+
+    /// Whether `edge` failed a dial or a flow within the last few seconds.
+    pub(crate) fn recently_failed(&self, edge: Uuid) -> bool {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        failed.retain(|_, at| at.elapsed() < FAILED_FOR);
+        failed.contains_key(&edge)
     }
 
     /// Drops a kept connection that failed a flow, so the next flow dials again.
     pub(crate) async fn drop_connection(&self, edge: Uuid) {
-        if let Some(conn) = self.dialled.lock().await.remove(&edge) {
-            conn.close(CloseCode::NO_ERROR, "failed a flow; dialling again");
+        self.note_failure(edge);
+        let slot = self
+            .dialled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&edge)
+            .cloned();
+        if let Some(slot) = slot {
+            if let Some(conn) = slot.lock().await.take() {
+                conn.close(CloseCode::NO_ERROR, "failed a flow; dialling again");
+            }
         }
     }
 
     /// Closes every connection with an edge that is no longer a member.
-    pub(crate) async fn prune(&self, members: &HashMap<Uuid, crate::store::EdgeMember>) {
+    pub(crate) fn prune(&self, members: &HashMap<Uuid, crate::store::EdgeMember>) {
         let reason = "this edge is no longer a member (removed with `zt edge remove`)";
-        self.dialled.lock().await.retain(|id, conn| {
-            let keep = members.contains_key(id);
-            if !keep {
-                conn.close(CloseCode::PEER_REFUSED, reason);
-            }
-            keep
-        });
+        self.dialled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|id, slot| {
+                let keep = members.contains_key(id);
+                if !keep {
+                    // A dial under way is refused by the membership check itself.
+                    if let Ok(mut conn) = slot.try_lock() {
+                        if let Some(conn) = conn.take() {
+                            conn.close(CloseCode::PEER_REFUSED, reason);
+                        }
+                    }
+                }
+                keep
+            });
         self.accepted
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

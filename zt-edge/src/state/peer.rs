@@ -257,3 +257,59 @@ impl EdgeState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateOptions;
+
+    #[test]
+    fn a_joined_directory_opens_without_the_ca_key_and_names_its_own_edge() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first =
+            EdgeState::open_or_init(tmp.path().join("e1"), &StateOptions::default()).unwrap();
+        assert!(first.holds_ca_key());
+        assert!(first.peer_identity_is_new());
+        let names = ServerNames {
+            dns: vec!["e2.example".into()],
+            ips: vec![],
+        };
+        let bundle = first.join_bundle(&names, Some(&[9u8; 32])).unwrap();
+        assert_ne!(bundle.edge_id, first.edge_id());
+        assert!(bundle.files.iter().all(|(n, _)| n != "ca.key"));
+        let dir = tmp.path().join("e2");
+        bundle.write_to(&dir).unwrap();
+        // A second write into the same directory is refused.
+        assert!(bundle.write_to(&dir).is_err());
+
+        // Without a shared store the joined directory is refused, saying why.
+        let err = EdgeState::open_or_init(&dir, &StateOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("--store"), "{err}");
+        let store =
+            Arc::new(crate::store::RedbStore::open(&tmp.path().join("shared.redb")).unwrap());
+        let joined =
+            EdgeState::open_or_init(&dir, &StateOptions::default().with_store(store)).unwrap();
+        assert!(!joined.holds_ca_key());
+        assert!(!joined.peer_identity_is_new());
+        assert_eq!(joined.edge_id(), bundle.edge_id);
+        assert_eq!(
+            joined.peer_identity().cert_sha256(),
+            bundle.peer_cert_sha256
+        );
+        assert_eq!(joined.ca_fingerprint(), first.ca_fingerprint());
+        // It cannot issue: a joined edge asked to make another gets the reason.
+        let err = joined.join_bundle(&names, None).unwrap_err();
+        assert!(err.to_string().contains("no CA key"), "{err}");
+        // Its peering certificate names it, and the server certificate names no edge.
+        let leaf = &joined.peer_identity().identity().cert_chain()[0];
+        assert_eq!(pki::peer_edge_id(leaf).unwrap(), bundle.edge_id);
+        let server = joined.server_identity();
+        assert!(pki::peer_edge_id(&server.cert_chain()[0])
+            .unwrap_err()
+            .contains("names no edge"));
+        assert_eq!(
+            std::fs::read(dir.join("secrets.key")).unwrap(),
+            vec![9u8; 32]
+        );
+    }
+}

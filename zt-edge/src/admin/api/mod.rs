@@ -72,6 +72,10 @@ pub(crate) struct Ctx {
     pub(crate) edge_addresses: Vec<String>,
     /// The key sealing secrets in a shared store, handed to joining edges.
     pub(crate) secrets_key_file: Option<std::path::PathBuf>,
+    /// The revision the running edge applies, when there is one: a change is answered once
+    /// it applies here, so a device added is accepted by this edge the moment the command
+    /// returns.
+    pub(crate) applied: Option<tokio::sync::watch::Receiver<crate::store::Revision>>,
 }
 
 /// A request, decoded from HTTP: path segments and query values are percent-decoded.

@@ -3,9 +3,10 @@
 //! there on a connector connection, and spliced here between the client and the peering
 //! stream, so one audit line here names both edges.
 //!
-//! The live edges holding a usable connection are tried most connections first, at most
-//! [`PEER_ATTEMPTS`] of them; a peer that cannot be reached, does not answer in time, is
-//! draining or has lost its connections is skipped for the next. A refusal about the
+//! The live edges holding a usable connection are tried most connections first (one that
+//! failed a dial or a flow in the last few seconds last), at most [`PEER_ATTEMPTS`] of
+//! them; a peer that cannot be reached, does not answer in time, is draining or has lost
+//! its connections is skipped for the next. A refusal about the
 //! destination (connect refused, unreachable, too many flows) is final, as it would be
 //! here. UDP flows are not forwarded (they ride datagrams, which peering does not carry).
 
@@ -15,7 +16,7 @@ use zt_proto::{FlowHeader, FlowStatusCode, PeerFlowOpen};
 
 use super::super::link::{OpenedStream, SpliceMode};
 use super::super::shared::Shared;
-use super::open::{Opened, Via};
+use super::opened::{Opened, Via};
 use super::record::Refusal;
 use crate::audit::CloseReason;
 
@@ -39,12 +40,10 @@ pub(super) async fn forward(
     };
     // The peer's own open may wait for its connector and retry once, as here.
     let answer_timeout = shared.config.header_timeout + shared.config.open_timeout * 2;
-    for target in shared
-        .presence
-        .edges_holding(tunnel)
-        .into_iter()
-        .take(PEER_ATTEMPTS)
-    {
+    // Edges that just failed a dial or a flow go last (stable: most connections first).
+    let mut targets = shared.presence.edges_holding(tunnel);
+    targets.sort_by_key(|t| links.recently_failed(t.edge_id));
+    for target in targets.into_iter().take(PEER_ATTEMPTS) {
         let conn = match links.connection(target.edge_id, target.peer).await {
             Ok(conn) => conn,
             Err(e) => {

@@ -21,6 +21,7 @@ mod decide;
 mod forward;
 mod inspect;
 mod open;
+mod opened;
 mod record;
 mod splice;
 
@@ -33,8 +34,9 @@ use zt_proto::{FlowHeader, FlowResponder, FlowStatusCode, Protocol, ResetCode};
 
 use self::decide::Decided;
 use self::inspect::Verdict;
-use self::open::Opened;
-pub(crate) use self::open::{open_local, Opened as OpenedFlow, Via};
+pub(crate) use self::open::open_local;
+use self::opened::Opened;
+pub(crate) use self::opened::{Opened as OpenedFlow, Via};
 use self::record::refuse;
 pub(crate) use self::record::Refusal;
 use self::splice::TcpEnds;

@@ -13,48 +13,16 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 use uuid::Uuid;
-use zt_proto::{FlowHeader, FlowStatus, FlowStatusCode, OpenError, Protocol, ResetCode};
+use zt_proto::{FlowHeader, FlowStatus, FlowStatusCode, OpenError, Protocol};
 
-use super::super::link::OpenedStream;
-use super::super::registry::{ConnEntry, InFlight};
+use super::super::registry::ConnEntry;
 use super::super::shared::Shared;
+pub(crate) use super::opened::{Opened, Via};
 use super::record::{refuse, Refusal};
 use crate::audit::CloseReason;
 
 /// Connections an open is tried on before the flow is refused: the first and one retry.
 const ATTEMPTS: usize = 2;
-
-/// Where an opened flow's connector connection is.
-pub(crate) enum Via {
-    /// On this edge.
-    Local(Arc<ConnEntry>),
-    /// On a peer edge, which forwards the flow.
-    Peer {
-        /// The peer edge's name.
-        edge: String,
-        /// The connector connection there.
-        connector: zt_proto::PeerConnectorInfo,
-    },
-}
-
-/// A flow open on a connector connection, counted in flight there until dropped.
-pub(crate) struct Opened {
-    pub(crate) via: Via,
-    pub(crate) stream: OpenedStream,
-    pub(crate) _in_flight: Option<InFlight>,
-}
-
-impl Opened {
-    /// Gives the opened flow up before any byte was carried (the client is refused).
-    pub(crate) fn abandon(self) {
-        match self.stream {
-            OpenedStream::Tcp { mut stream, .. } => {
-                stream.reset(ResetCode::CANCELLED);
-            }
-            OpenedStream::Udp(flow) => flow.close(),
-        }
-    }
-}
 
 /// Opens `header`'s flow on one of `tunnel`'s connections, here or, when only a peer edge
 /// holds one, there.

@@ -9,7 +9,7 @@ use zt_policy::{Action, Decision};
 use zt_proto::{FlowStatus, FlowStatusCode, RelayEnd};
 
 use super::super::shared::Shared;
-use super::open::Via;
+use super::opened::Via;
 use crate::audit::{CloseReason, ConnectorKind, FlowAction, FlowRecord, PolicyPhase};
 use crate::timestamp::Timestamp;
 
