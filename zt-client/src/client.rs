@@ -243,7 +243,7 @@ struct Dialer {
     edges: Vec<String>,
     /// The edges the edges pushed (`edge_list`) and its generation: more places to move
     /// to when every configured edge is lost.
-    learned: std::sync::Mutex<(u64, Vec<String>)>,
+    learned: std::sync::Mutex<zt_proto::LearnedEdges<String>>,
     trust: EdgeTrust,
     transport: TransportSettings,
     software_version: String,
@@ -295,9 +295,12 @@ impl Dialer {
     async fn connect_once(&self, start: usize) -> Result<EdgeConnection, AttemptError> {
         let mut last = String::from("no edge address could be resolved");
         let mut tried = 0;
-        let edges = self.candidates();
-        let n = edges.len();
-        for edge in edges.iter().cycle().skip(start % n.max(1)).take(n) {
+        // The configured edges first, from `start`; the edges learned from pushes only
+        // after them (a path the credentials name is preferred to one an edge told of).
+        let n = self.edges.len();
+        let learned: Vec<String> = self.candidates().split_off(n);
+        let order = self.edges.iter().cycle().skip(start % n.max(1)).take(n);
+        for edge in order.chain(learned.iter()) {
             let Some(name) = server_name(edge) else {
                 last = format!("edge address {edge:?} is not host:port");
                 continue;
@@ -328,32 +331,21 @@ impl Dialer {
 
     /// The configured edges, then those the edges pushed.
     fn candidates(&self) -> Vec<String> {
-        let learned = self
-            .learned
+        self.learned
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out = self.edges.clone();
-        for e in &learned.1 {
-            if !out.contains(e) && server_name(e).is_some() {
-                out.push(e.clone());
-            }
-        }
-        out
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .candidates(&self.edges)
     }
 
-    /// Takes in an edge list an edge pushed; an older generation is ignored.
+    /// Takes in an edge list an edge pushed (an address that is not `host:port` is skipped).
     fn learn_edges(&self, list: zt_proto::EdgeList) {
         let mut learned = self
             .learned
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if list.generation <= learned.0 && !learned.1.is_empty() {
-            return;
+        if learned.learn(&list, |e| server_name(e).map(|_| e.to_owned())) {
+            debug!(edges = ?learned.edges(), "the edge told of its peers");
         }
-        if list.edges != learned.1 {
-            debug!(edges = ?list.edges, "the edge told of its peers");
-        }
-        *learned = (list.generation, list.edges);
     }
 
     fn registration(&self) -> ClientRegistration {
@@ -598,7 +590,7 @@ impl Client {
             },
             vnet: vnet.clone(),
             edges,
-            learned: std::sync::Mutex::new((0, Vec::new())),
+            learned: std::sync::Mutex::default(),
             trust: trust.clone(),
             transport: options.transport.clone(),
             software_version: options.software_version.clone(),

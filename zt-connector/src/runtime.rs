@@ -173,7 +173,7 @@ impl Connector {
             account_tag: credentials.account_tag.clone(),
             key: credentials.secret.derive_auth_key(),
             edges: config.edge.clone(),
-            learned: std::sync::Mutex::new((0, Vec::new())),
+            learned: std::sync::Mutex::default(),
             endpoint,
             tcp,
             protocol: config.protocol,
@@ -274,7 +274,7 @@ pub(crate) struct ConnectorShared {
     edges: Vec<EdgeAddr>,
     /// The edges the edges pushed (`edge_list`), with the push's generation: more places to
     /// move a lost connection to, beside the configured ones.
-    learned: std::sync::Mutex<(u64, Vec<EdgeAddr>)>,
+    learned: std::sync::Mutex<zt_proto::LearnedEdges<EdgeAddr>>,
     endpoint: PeerEndpoint,
     /// The TCP transport's dialer (`None` if its TLS configuration was refused).
     tcp: Option<TcpDialer>,
@@ -327,38 +327,21 @@ impl ConnectorShared {
 
     /// The edges a connection may use: the configured ones, then those the edges pushed.
     fn candidates(&self) -> Vec<EdgeAddr> {
-        let learned = self
-            .learned
+        self.learned
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out = self.edges.clone();
-        for e in &learned.1 {
-            if !out.contains(e) {
-                out.push(e.clone());
-            }
-        }
-        out
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .candidates(&self.edges)
     }
 
-    /// Takes in an edge list an edge pushed; an older generation than the last is ignored,
-    /// an address that does not parse is skipped.
+    /// Takes in an edge list an edge pushed (an address that does not parse is skipped).
     fn learn_edges(&self, list: zt_proto::EdgeList) {
         let mut learned = self
             .learned
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if list.generation <= learned.0 && !learned.1.is_empty() {
-            return;
+        if learned.learn(&list, |e| e.parse::<EdgeAddr>().ok()) {
+            info!(edges = %join(learned.edges()), "the edges told of their peers");
         }
-        let edges: Vec<EdgeAddr> = list
-            .edges
-            .iter()
-            .filter_map(|e| e.parse::<EdgeAddr>().ok())
-            .collect();
-        if edges != learned.1 {
-            info!(edges = %join(&edges), "the edges told of their peers");
-        }
-        *learned = (list.generation, edges);
     }
 }
 

@@ -232,37 +232,13 @@ impl Ca {
     /// both TLS usages (it serves the peering listener and dials peers with it), no DNS
     /// name, so it is no server certificate for connectors or clients.
     pub(crate) fn issue_peer(&self, edge_id: uuid::Uuid) -> Result<Issued, IssueError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let now = OffsetDateTime::now_utc();
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("zt edge {edge_id}"));
-        dn.push(DnType::OrganizationName, "zt");
-        params.distinguished_name = dn;
-        params.subject_alt_names = vec![SanType::URI(peer_edge_uri(edge_id).try_into()?)];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
+        let sans = vec![SanType::URI(peer_edge_uri(edge_id).try_into()?)];
+        let usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = now - BACKDATE;
-        params.not_after = now + PEER_VALIDITY;
-        params.serial_number = Some(random_serial()?);
-        let cert = params.signed_by(&key, &self.issuer()?)?;
-        let chain_pem = format!("{}{}", cert.pem(), self.cert_pem);
-        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        Ok(Issued {
-            chain_pem,
-            key_pem: key.serialize_pem(),
-            leaf: LeafInfo {
-                chain: vec![cert.der().clone(), self.cert_der.clone()],
-                key: key_der,
-                names: ServerNames::default(),
-                not_after: Timestamp::from_offset_date_time(params.not_after),
-            },
-        })
+        let label = format!("zt edge {edge_id}");
+        self.issue_leaf(&label, sans, usages, PEER_VALIDITY, ServerNames::default())
     }
 
     /// Issues a server certificate for `names`.
@@ -285,6 +261,27 @@ impl Ca {
         if names.is_empty() {
             return Err(IssueError::NoNames);
         }
+        let sans = names
+            .dns
+            .iter()
+            .map(|d| Ok(SanType::DnsName(d.clone().try_into()?)))
+            .chain(names.ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
+            .collect::<Result<_, rcgen::Error>>()?;
+        let usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue_leaf(label, sans, usages, validity, names)
+    }
+
+    /// Issues a leaf under this CA with a new key: `label` as its common name, `sans` as its
+    /// subject alternative names, `usages` as its extended key usages, valid from now
+    /// (backdated) for `validity`. `names` is what the edge records it as certifying.
+    fn issue_leaf(
+        &self,
+        label: &str,
+        sans: Vec<SanType>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+        validity: Duration,
+        names: ServerNames,
+    ) -> Result<Issued, IssueError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let now = OffsetDateTime::now_utc();
         let mut params = CertificateParams::default();
@@ -292,15 +289,10 @@ impl Ca {
         dn.push(DnType::CommonName, label);
         dn.push(DnType::OrganizationName, "zt");
         params.distinguished_name = dn;
-        params.subject_alt_names = names
-            .dns
-            .iter()
-            .map(|d| Ok(SanType::DnsName(d.clone().try_into()?)))
-            .chain(names.ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
-            .collect::<Result<_, rcgen::Error>>()?;
+        params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
         params.not_before = now - BACKDATE;
         params.not_after = now + validity;

@@ -24,8 +24,9 @@
 //!   ([`FlowStream`]), datagrams, [`splice`] for relays, the tuned [`TransportSettings`],
 //!   the [`ConnectionSet`] a client or connector holds its connections in, and the
 //!   plumbing every peer runtime shares: the TCP ↔ flow splice ([`TcpSplice`], half-close
-//!   and resets kept) and the full-jitter reconnect [`Backoff`] (shaped by a
-//!   [`BackoffPolicy`]). Between edges: the [`PeeringEndpoint`] (one QUIC endpoint that
+//!   and resets kept), the full-jitter reconnect [`Backoff`] (shaped by a
+//!   [`BackoffPolicy`]) and the [`LearnedEdges`] a peer keeps of the edge lists the edges
+//!   push. Between edges: the [`PeeringEndpoint`] (one QUIC endpoint that
 //!   listens and dials, mutual TLS against one CA, a [`PeerVerifier`] that names the peer
 //!   from its certificate), its [`PeeringConnection`]s and the [`PeerFlowResponder`] that
 //!   answers a forwarded flow.
@@ -145,6 +146,7 @@
 
 mod auth;
 mod control;
+mod edges;
 mod enroll;
 mod error;
 mod flow;
@@ -158,6 +160,7 @@ mod transport;
 mod wire;
 
 // Frames and their errors.
+pub use edges::LearnedEdges;
 pub use error::{DecodeError, EncodeError};
 pub use flow::{
     CloseCode, Datagram, FlowHeader, FlowStatus, FlowStatusCode, Protocol, ResetCode,

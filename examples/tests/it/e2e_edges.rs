@@ -64,30 +64,10 @@ fn edge_list(edge: &Edge) -> Vec<serde_json::Value> {
     serde_json::from_str(&edge.admin(&["edge", "list", "--output", "json"])).unwrap()
 }
 
-/// A connector config naming `edges` (every address, so its HA connections spread).
+/// A connector of tunnel `api-zt` given `edges` (its HA connections spread over them).
 fn connector_on(edges: &[&Edge], tunnel_creds: &Path, name: &str, ha: u32) -> Connector {
-    let metrics = free_tcp("127.0.0.1");
-    let first = edges[0];
-    let config = first.path(&format!("{name}.yaml"));
-    let list: Vec<String> = edges.iter().map(|e| format!("  - {}", e.listen)).collect();
-    std::fs::write(
-        &config,
-        format!(
-            "tunnel: api-zt\ncredentials-file: {}\nmetrics: {metrics}\nedge:\n{}\n\
-             cacert: {}\nha-connections: {ha}\ngrace-period: 5s\n\
-             warp-routing:\n  enabled: true\n",
-            tunnel_creds.display(),
-            list.join("\n"),
-            first.path("ca.pem").display()
-        ),
-    )
-    .unwrap();
-    let proc = Proc::spawn(
-        name,
-        &["tunnel", "--config", config.to_str().unwrap(), "run"],
-        &[],
-    );
-    Connector { metrics, proc }
+    let addrs: Vec<SocketAddr> = edges.iter().map(|e| e.listen).collect();
+    Connector::start_on(edges[0], &addrs, "api-zt", tunnel_creds, name, ha)
 }
 
 /// An origin that reads the request to EOF (the client's FIN must come through), then

@@ -111,8 +111,9 @@ pub(crate) struct Presence {
     seq: AtomicU64,
     /// When the table was last read successfully; staleness is measured up to then.
     last_read: RwLock<Option<Instant>>,
-    /// The live edges' addresses (this edge's first), with a generation that grows with
-    /// each change: what connectors and clients are pushed.
+    /// The live edges' addresses (this edge's first; empty while it has no live peer),
+    /// with a generation that grows with each change: what connectors and clients are
+    /// pushed.
     edge_list: watch::Sender<(u64, Vec<String>)>,
 }
 
@@ -132,7 +133,7 @@ impl Presence {
             others: RwLock::new(HashMap::new()),
             seq: AtomicU64::new(0),
             last_read: RwLock::new(None),
-            edge_list: watch::channel((1, addresses.clone())).0,
+            edge_list: watch::channel((0, Vec::new())).0,
             addresses,
         }
     }
@@ -146,7 +147,12 @@ impl Presence {
     fn refresh_edge_list(&self, others: &HashMap<Uuid, Seen>, at: Instant) {
         let mut live: Vec<&Seen> = others.values().filter(|s| Self::is_live(s, at)).collect();
         live.sort_by(|a, b| a.row.name.cmp(&b.row.name));
-        let mut list = self.addresses.clone();
+        // An edge alone pushes nothing: its peers reach it as configured.
+        let mut list = if live.is_empty() {
+            Vec::new()
+        } else {
+            self.addresses.clone()
+        };
         for seen in live {
             for a in &seen.row.addresses {
                 if !list.contains(a) && list.len() < zt_proto::MAX_EDGE_LIST {
@@ -336,15 +342,21 @@ pub(crate) fn edge_list_for(presence: &Presence, features: &[String]) -> Option<
 pub(crate) type EdgeListRx = watch::Receiver<(u64, Vec<String>)>;
 
 /// The next edge list to push to a peer; never resolves without a subscription.
+/// An edge with no live peer has nothing to push; a peer told of others before keeps
+/// them (they may be back).
 pub(crate) async fn next_edge_list(rx: &mut Option<EdgeListRx>) -> zt_proto::EdgeList {
     let Some(rx) = rx else {
         return std::future::pending().await;
     };
-    if rx.changed().await.is_err() {
-        return std::future::pending().await;
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let (generation, edges) = rx.borrow_and_update().clone();
+        if !edges.is_empty() {
+            return zt_proto::EdgeList { generation, edges };
+        }
     }
-    let (generation, edges) = rx.borrow_and_update().clone();
-    zt_proto::EdgeList { generation, edges }
 }
 
 /// Keeps this edge's row fresh and the others' read, until `stop`; then removes the row.

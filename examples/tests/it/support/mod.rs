@@ -516,16 +516,29 @@ impl Connector {
         name: &str,
         ha: u32,
     ) -> Connector {
+        Connector::start_on(edge, &[via], tunnel, creds, name, ha)
+    }
+
+    /// Like [`Connector::start`], given the edge addresses `edges` (its HA connections
+    /// spread over them); the config and CA come from `edge`'s state directory.
+    pub fn start_on(
+        edge: &Edge,
+        edges: &[SocketAddr],
+        tunnel: &str,
+        creds: &Path,
+        name: &str,
+        ha: u32,
+    ) -> Connector {
         let metrics = free_tcp("127.0.0.1");
         let config = edge.path(&format!("{name}.yaml"));
+        let list: String = edges.iter().map(|e| format!("  - {e}\n")).collect();
         std::fs::write(
             &config,
             format!(
-                "tunnel: {tunnel}\ncredentials-file: {}\nmetrics: {metrics}\nedge: {}\n\
+                "tunnel: {tunnel}\ncredentials-file: {}\nmetrics: {metrics}\nedge:\n{list}\
                  cacert: {}\nha-connections: {ha}\ngrace-period: 30s\n\
                  warp-routing:\n  enabled: true\n",
                 creds.display(),
-                via,
                 edge.path("ca.pem").display()
             ),
         )
