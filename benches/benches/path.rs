@@ -17,7 +17,9 @@
 //!   client whose leg to the edge crosses the impairment relay of zt-testkit: first with
 //!   the relay unimpaired (its own cost: the baseline), then as a 20 ms, 1 Gbit/s path
 //!   (10 ms each way, a 1 Gbit/s bottleneck with 20 ms of buffer). The connector stays on
-//!   loopback.
+//!   loopback. `ZT_BENCH_WAN_CC` (bbr, cubic, newreno), `_LOSS_PERMILLE`, `_JITTER_MS`,
+//!   `_REORDER_PERCENT`, `_REORDER_GAP_MS` (default 5), `_PACKET_THRESHOLD` and
+//!   `_TIME_THRESHOLD_PERMILLE` (the client's loss detection) shape other paths.
 //!
 //! The set-up (edge, connector, client, origins, relays) lives in `zt_benches::path`.
 #![allow(clippy::unwrap_used)]
@@ -421,6 +423,23 @@ fn wan(c: &mut Criterion, rt: &Runtime, rig: &PathRig, shared: &Shared) {
         "newreno" => zt_proto::Congestion::NewReno,
         _ => zt_proto::Congestion::Bbr,
     };
+    // Its loss detection (RFC 9002's thresholds), for trying reordering tolerance.
+    let defaults = zt_proto::TransportSettings::default();
+    transport.loss_packet_threshold = env(
+        "ZT_BENCH_WAN_PACKET_THRESHOLD",
+        u64::from(defaults.loss_packet_threshold),
+    ) as u32;
+    transport.loss_time_threshold_permille = env(
+        "ZT_BENCH_WAN_TIME_THRESHOLD_PERMILLE",
+        u64::from(defaults.loss_time_threshold_permille),
+    ) as u32;
+    let jitter_ms = env("ZT_BENCH_WAN_JITTER_MS", 0);
+    let reorder_percent = env("ZT_BENCH_WAN_REORDER_PERCENT", 0);
+    let reorder_gap_ms = env("ZT_BENCH_WAN_REORDER_GAP_MS", 5);
+    let transport_thresholds = (
+        transport.loss_packet_threshold,
+        transport.loss_time_threshold_permille,
+    );
     let client = Arc::new(rt.block_on(rig.client_via(relay.addr, transport)).unwrap());
     let far = Shared {
         client,
@@ -431,6 +450,9 @@ fn wan(c: &mut Criterion, rt: &Runtime, rig: &PathRig, shared: &Shared) {
         delay: Duration::from_millis(rtt_ms) / 2,
         buffer: Duration::from_millis(20),
         loss: loss_permille as f64 / 1000.0,
+        jitter: Duration::from_millis(jitter_ms),
+        reorder: reorder_percent as f64 / 100.0,
+        reorder_gap: Duration::from_millis(reorder_gap_ms),
         ..Impairment::NONE
     };
     let mut g = c.benchmark_group("path/wan_20ms_1g");
@@ -455,7 +477,9 @@ fn wan(c: &mut Criterion, rt: &Runtime, rig: &PathRig, shared: &Shared) {
     }
     g.finish();
     println!(
-        "path/wan_20ms_1g relay ({rtt_ms} ms, {mbit} Mbit/s, loss {loss_permille} permille, client congestion {cc}): {}",
+        "path/wan_20ms_1g relay ({rtt_ms} ms ± {jitter_ms} ms, {mbit} Mbit/s, loss {loss_permille} permille, reorder {reorder_percent} % by {reorder_gap_ms} ms, client congestion {cc}, loss thresholds {} packets / {} permille RTT): {}",
+        transport_thresholds.0,
+        transport_thresholds.1,
         relay.summary()
     );
     far.client.shutdown();

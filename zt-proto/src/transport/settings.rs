@@ -50,6 +50,14 @@ pub struct TransportSettings {
     /// The congestion controller (default [`Congestion::Bbr`]); see docs/PROTOCOL.md,
     /// section 7, for the measurements behind the choice.
     pub congestion: Congestion,
+    /// Packets sent after one that must be acknowledged before it counts as lost (default
+    /// 3, RFC 9002's `kPacketThreshold`). Higher tolerates more reordering, a real loss
+    /// then being found by the time threshold. At least 3.
+    pub loss_packet_threshold: u32,
+    /// How long after a later packet's acknowledgement an unacknowledged one counts as
+    /// lost, in thousandths of the round-trip time (default 1,125: RFC 9002's 9/8). At
+    /// least 1,000.
+    pub loss_time_threshold_permille: u32,
     /// The key stateless resets are made with (default `None`: a random key per endpoint).
     /// An edge that keeps one across restarts lets its peers recognise a restarted
     /// process's reset at their first packet; with a random key they only notice the loss
@@ -176,6 +184,8 @@ impl Default for TransportSettings {
             limits: Limits::default(),
             stateless_reset_key: None,
             congestion: Congestion::default(),
+            loss_packet_threshold: 3,
+            loss_time_threshold_permille: 1125,
         }
     }
 }
@@ -233,6 +243,20 @@ impl TransportSettings {
                     value: self.idle_timeout.as_millis() as u64,
                 },
             )?));
+        if self.loss_packet_threshold < 3 {
+            return Err(SettingsError::OutOfRange {
+                field: "loss_packet_threshold",
+                value: u64::from(self.loss_packet_threshold),
+            });
+        }
+        if self.loss_time_threshold_permille < 1000 {
+            return Err(SettingsError::OutOfRange {
+                field: "loss_time_threshold_permille",
+                value: u64::from(self.loss_time_threshold_permille),
+            });
+        }
+        t.packet_threshold(self.loss_packet_threshold)
+            .time_threshold(self.loss_time_threshold_permille as f32 / 1000.0);
         match self.congestion {
             Congestion::Cubic => {
                 t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
@@ -251,6 +275,32 @@ impl TransportSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_thresholds_below_rfc_9002_are_refused_and_higher_ones_build() {
+        let mut s = TransportSettings {
+            loss_packet_threshold: 2,
+            ..TransportSettings::default()
+        };
+        assert!(matches!(
+            s.quinn_config(),
+            Err(SettingsError::OutOfRange {
+                field: "loss_packet_threshold",
+                ..
+            })
+        ));
+        s.loss_packet_threshold = 20;
+        s.loss_time_threshold_permille = 999;
+        assert!(matches!(
+            s.quinn_config(),
+            Err(SettingsError::OutOfRange {
+                field: "loss_time_threshold_permille",
+                ..
+            })
+        ));
+        s.loss_time_threshold_permille = 2000;
+        assert!(s.quinn_config().is_ok());
+    }
 
     /// The claims docs/PROTOCOL.md makes about the defaults, checked.
     #[test]
