@@ -243,7 +243,7 @@ struct Dialer {
     edges: Vec<String>,
     /// The edges the edges pushed (`edge_list`) and its generation: more places to move
     /// to when every configured edge is lost.
-    learned: std::sync::Mutex<zt_proto::LearnedEdges<String>>,
+    learned: zt_proto::LearnedEdges<String>,
     trust: EdgeTrust,
     transport: TransportSettings,
     software_version: String,
@@ -331,20 +331,14 @@ impl Dialer {
 
     /// The configured edges, then those the edges pushed.
     fn candidates(&self) -> Vec<String> {
-        self.learned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .candidates(&self.edges)
+        self.learned.candidates(&self.edges)
     }
 
     /// Takes in an edge list an edge pushed (an address that is not `host:port` is skipped).
     fn learn_edges(&self, list: zt_proto::EdgeList) {
-        let mut learned = self
-            .learned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if learned.learn(&list, |e| server_name(e).map(|_| e.to_owned())) {
-            debug!(edges = ?learned.edges(), "the edge told of its peers");
+        let parse = |e: &str| server_name(e).map(|_| e.to_owned());
+        if let Some(edges) = self.learned.learn(&list, parse) {
+            debug!(?edges, "the edge told of its peers");
         }
     }
 
@@ -590,7 +584,7 @@ impl Client {
             },
             vnet: vnet.clone(),
             edges,
-            learned: std::sync::Mutex::default(),
+            learned: zt_proto::LearnedEdges::new(),
             trust: trust.clone(),
             transport: options.transport.clone(),
             software_version: options.software_version.clone(),

@@ -173,7 +173,7 @@ impl Connector {
             account_tag: credentials.account_tag.clone(),
             key: credentials.secret.derive_auth_key(),
             edges: config.edge.clone(),
-            learned: std::sync::Mutex::default(),
+            learned: zt_proto::LearnedEdges::new(),
             endpoint,
             tcp,
             protocol: config.protocol,
@@ -274,7 +274,7 @@ pub(crate) struct ConnectorShared {
     edges: Vec<EdgeAddr>,
     /// The edges the edges pushed (`edge_list`), with the push's generation: more places to
     /// move a lost connection to, beside the configured ones.
-    learned: std::sync::Mutex<zt_proto::LearnedEdges<EdgeAddr>>,
+    learned: zt_proto::LearnedEdges<EdgeAddr>,
     endpoint: PeerEndpoint,
     /// The TCP transport's dialer (`None` if its TLS configuration was refused).
     tcp: Option<TcpDialer>,
@@ -327,20 +327,13 @@ impl ConnectorShared {
 
     /// The edges a connection may use: the configured ones, then those the edges pushed.
     fn candidates(&self) -> Vec<EdgeAddr> {
-        self.learned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .candidates(&self.edges)
+        self.learned.candidates(&self.edges)
     }
 
     /// Takes in an edge list an edge pushed (an address that does not parse is skipped).
     fn learn_edges(&self, list: zt_proto::EdgeList) {
-        let mut learned = self
-            .learned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if learned.learn(&list, |e| e.parse::<EdgeAddr>().ok()) {
-            info!(edges = %join(learned.edges()), "the edges told of their peers");
+        if let Some(edges) = self.learned.learn(&list, |e| e.parse::<EdgeAddr>().ok()) {
+            info!(edges = %join(&edges), "the edges told of their peers");
         }
     }
 }

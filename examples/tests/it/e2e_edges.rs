@@ -59,6 +59,13 @@ fn three_edges(url: &str, extra: &[&str]) -> Vec<Edge> {
     out
 }
 
+/// The three edges on the shared test database, or `None` (after a SKIP line) without
+/// PostgreSQL.
+fn on_postgres(test: &str, extra: &[&str]) -> Option<Vec<Edge>> {
+    let pg = PgServer::shared(test)?;
+    Some(three_edges(&pg.database(), extra))
+}
+
 /// `zt edge list --output json` as seen from `edge`.
 fn edge_list(edge: &Edge) -> Vec<serde_json::Value> {
     serde_json::from_str(&edge.admin(&["edge", "list", "--output", "json"])).unwrap()
@@ -94,11 +101,9 @@ fn half_close_exchange(forward: SocketAddr, request: &[u8]) -> std::io::Result<V
 
 #[test]
 fn three_edges_serve_a_tunnel_held_by_one_and_changes_reach_every_edge() {
-    let Some(pg) = PgServer::shared("three_edges_serve_a_tunnel_held_by_one") else {
+    let Some(edges) = on_postgres("three_edges_serve_a_tunnel_held_by_one", &[]) else {
         return;
     };
-    let url = pg.database();
-    let edges = three_edges(&url, &[]);
     let (e1, e2, e3) = (&edges[0], &edges[1], &edges[2]);
 
     // The tunnel, route, rule and a device on e1's address, made through e1; a second
@@ -281,11 +286,9 @@ fn issue_under_ca(edge: &Edge, uri: Option<String>) -> (String, String) {
 
 #[test]
 fn peering_admits_members_only() {
-    let Some(pg) = PgServer::shared("peering_admits_members_only") else {
+    let Some(edges) = on_postgres("peering_admits_members_only", &[]) else {
         return;
     };
-    let url = pg.database();
-    let edges = three_edges(&url, &[]);
     let (e1, e3) = (&edges[0], &edges[2]);
     let list = eventually("e1 sees e2's peering address", || {
         let list = edge_list(e1);
@@ -367,13 +370,12 @@ fn peering_admits_members_only() {
 
 #[test]
 fn an_edge_killed_under_load_loses_its_clients_and_connections_to_the_others() {
-    let Some(pg) = PgServer::shared("an_edge_killed_under_load") else {
-        return;
-    };
-    let url = pg.database();
     // A short idle timeout (which connectors and clients adopt) so the loss is noticed in
     // seconds, as it would be with the default in ten.
-    let mut edges = three_edges(&url, &["--idle-timeout", "3s"]);
+    let Some(mut edges) = on_postgres("an_edge_killed_under_load", &["--idle-timeout", "3s"])
+    else {
+        return;
+    };
     let (creds, _) = edges[0].api_zt();
     // Credentials and a connector configuration naming e1 alone, as made before e2 and
     // e3 existed: they learn the others from the edge list e1 pushes.

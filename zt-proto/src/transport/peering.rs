@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, RootCertStore};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn, Instrument};
@@ -40,7 +40,7 @@ use crate::transport::endpoint::{bind_socket, negotiated_alpn, SocketBuffers};
 use crate::transport::error::{EndpointError, RespondError};
 use crate::transport::settings::TransportSettings;
 use crate::transport::stream::{FlowError, FlowRecvStream, FlowSendStream, FlowStream};
-use crate::transport::tls::{provider, ServerIdentity, TlsConfigError};
+use crate::transport::tls::{provider, signatures_by_provider, ServerIdentity, TlsConfigError};
 
 /// The byte the accepting edge sends, alone on its first stream, to admit the dialler.
 const ADMIT: u8 = 0x01;
@@ -344,40 +344,7 @@ impl ServerCertVerifier for PeerServerVerifier {
         ))
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // Never reached (TLS 1.3 only), and still verified properly if it were.
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    signatures_by_provider!();
 }
 
 impl Shared {
