@@ -121,7 +121,17 @@ async function run() {
 
     const [url, login, userCode] = mode === 'login' ? [args[0], args[1], null] : [args[0], args[2], args[1]];
     const withCode = mode === 'device' && new URL(url).searchParams.has('user_code');
-    await page.goto(url, { waitUntil: 'commit', timeout: TIMEOUT_MS });
+    // Chromium aborts a navigation with ERR_NETWORK_CHANGED when an interface comes or goes
+    // on the machine (tests running beside this one add and remove veth pairs): go again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await page.goto(url, { waitUntil: 'commit', timeout: TIMEOUT_MS });
+        break;
+      } catch (e) {
+        if (attempt >= 5 || !String(e?.message).includes('ERR_NETWORK_CHANGED')) throw e;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
 
     const deadline = Date.now() + TIMEOUT_MS;
     const seen = [];
