@@ -21,6 +21,7 @@ use crate::auth::{Exporter, EXPORTER_CONTEXT, EXPORTER_LABEL, EXPORTER_LEN};
 use crate::flow::CloseCode;
 use crate::transport::error::DatagramError;
 use crate::transport::over_tcp::Tcp;
+use crate::transport::settings::TransportSettings;
 use crate::transport::stream::{FlowRecvStream, FlowSendStream};
 
 /// Why a connection ended, as every transport reports it.
@@ -64,6 +65,11 @@ pub trait Transport: Clone + Send + Sync + 'static {
     /// Lets the peer open up to `n` concurrent bidirectional streams (the edge raises it
     /// once a client is registered).
     fn set_max_concurrent_bi_streams(&self, n: u32);
+
+    /// How many concurrent bidirectional streams a registered peer may open at first; its
+    /// flow acceptor doubles that as the open flows near it, up to the settings' maximum
+    /// (see `allowance`).
+    fn initial_bi_streams(&self, settings: &TransportSettings) -> u32;
 
     /// Closes the connection at once; the peer sees `code` and `reason`.
     fn close(&self, code: CloseCode, reason: &[u8]);
@@ -148,6 +154,11 @@ impl Transport for Quic {
         self.0.set_max_concurrent_bi_streams(VarInt::from_u32(n));
     }
 
+    fn initial_bi_streams(&self, settings: &TransportSettings) -> u32 {
+        // quinn holds a receive state for every stream the peer may open: start small.
+        settings.initial_bidi_streams()
+    }
+
     fn close(&self, code: CloseCode, reason: &[u8]) {
         self.0.close(VarInt::from_u32(code.0), reason);
     }
@@ -226,6 +237,10 @@ impl Transport for Carrier {
 
     fn set_max_concurrent_bi_streams(&self, n: u32) {
         both!(self, t => t.set_max_concurrent_bi_streams(n))
+    }
+
+    fn initial_bi_streams(&self, settings: &TransportSettings) -> u32 {
+        both!(self, t => t.initial_bi_streams(settings))
     }
 
     fn close(&self, code: CloseCode, reason: &[u8]) {

@@ -3,6 +3,7 @@
 //! transport plumbing every peer runtime needs: the TCP ↔ flow splice (`tcp`) and the
 //! reconnect backoff (`backoff`), written once here so a fix lands everywhere at once.
 
+pub(crate) mod allowance;
 pub(crate) mod argotunnel;
 pub(crate) mod argotunnel_h2;
 pub(crate) mod backoff;

@@ -1050,6 +1050,12 @@ impl Transport for Tcp {
         }
     }
 
+    fn initial_bi_streams(&self, settings: &TransportSettings) -> u32 {
+        // HTTP/2 keeps no state for streams not yet opened, and a stream over the limit is
+        // refused rather than held: the whole limit at once.
+        settings.max_concurrent_bidi_streams
+    }
+
     fn close(&self, code: CloseCode, reason: &[u8]) {
         let state = &self.0.state;
         if state.lost().is_some() {

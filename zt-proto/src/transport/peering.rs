@@ -36,6 +36,7 @@ use uuid::Uuid;
 use crate::error::EncodeError;
 use crate::flow::{CloseCode, ResetCode};
 use crate::peering::{wants, PeerDecodeError, PeerFlowAnswer, PeerFlowOpen, ALPN_PEERING};
+use crate::transport::allowance::StreamAllowance;
 use crate::transport::endpoint::{bind_socket, negotiated_alpn, SocketBuffers};
 use crate::transport::error::{EndpointError, RespondError};
 use crate::transport::settings::TransportSettings;
@@ -835,6 +836,10 @@ async fn flow_acceptor(
     tx: mpsc::Sender<FlowItem>,
 ) {
     let remote = conn.remote_address();
+    let allowance = StreamAllowance::new(
+        settings.initial_bidi_streams(),
+        settings.max_concurrent_bidi_streams,
+    );
     loop {
         let (send, recv) = tokio::select! {
             streams = conn.accept_bi() => match streams {
@@ -848,7 +853,13 @@ async fn flow_acceptor(
             () = tx.closed() => return,
         };
         let send = FlowSendStream::from_quic(send);
-        let recv = FlowRecvStream::from_quic(recv, Some(conn.clone()));
+        let mut recv = FlowRecvStream::from_quic(recv, Some(conn.clone()));
+        let (slot, raised) = allowance.admit();
+        if let Some(n) = raised {
+            debug!(streams = n, "peer edge's stream allowance raised");
+            conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(n));
+        }
+        recv.hold_slot(slot);
         let (tx, settings) = (tx.clone(), settings.clone());
         tokio::spawn(
             async move {

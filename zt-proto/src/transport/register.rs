@@ -165,9 +165,9 @@ pub(crate) async fn register_at_edge<T: Transport>(
                     }
                     Claim::Client(claim) => {
                         // A client opens one stream per flow: now that it is known, it gets
-                        // the full limit.
+                        // the initial allowance, which its flow acceptor raises with use.
                         transport
-                            .set_max_concurrent_bi_streams(settings.max_concurrent_bidi_streams);
+                            .set_max_concurrent_bi_streams(transport.initial_bi_streams(&settings));
                         let control = driver.spawn(on_event);
                         let flows = spawn_acceptor(shared);
                         EdgeRegistered::Client(ClientLink {

@@ -11,6 +11,7 @@ use tracing::{debug, warn, Instrument};
 
 use crate::flow::{FlowHeader, FlowStatus, ResetCode, FLOW_STATUS_PREFIX_LEN};
 use crate::open::FlowAcceptor;
+use crate::transport::allowance::StreamAllowance;
 use crate::transport::carrier::Transport;
 use crate::transport::datagrams::UdpFlow;
 use crate::transport::error::RespondError;
@@ -95,7 +96,18 @@ pub(crate) fn spawn_acceptor<T: Transport>(
     let span = tracing::debug_span!("zt_flows", remote = %shared.transport.remote_address());
     tokio::spawn(
         async move {
-            while let Ok((send, recv)) = shared.transport.accept_bi().await {
+            let settings = &shared.settings;
+            let allowance = StreamAllowance::new(
+                shared.transport.initial_bi_streams(settings),
+                settings.max_concurrent_bidi_streams,
+            );
+            while let Ok((send, mut recv)) = shared.transport.accept_bi().await {
+                let (slot, raised) = allowance.admit();
+                if let Some(n) = raised {
+                    debug!(streams = n, "peer's stream allowance raised");
+                    shared.transport.set_max_concurrent_bi_streams(n);
+                }
+                recv.hold_slot(slot);
                 let tx = tx.clone();
                 let shared = shared.clone();
                 tokio::spawn(

@@ -28,8 +28,14 @@ pub struct TransportSettings {
     pub datagram_receive_buffer: usize,
     /// Queued outgoing datagrams per connection, in bytes (default 512 KiB).
     pub datagram_send_buffer: usize,
-    /// Concurrent bidirectional streams the peer may open (default 10,000).
+    /// Concurrent bidirectional streams the peer may open, at most (default 10,000).
     pub max_concurrent_bidi_streams: u32,
+    /// Concurrent bidirectional streams the peer may open at first (default 256): doubled
+    /// each time its open flows reach three quarters of it, up to
+    /// `max_concurrent_bidi_streams`, and never lowered. quinn keeps a receive state, and
+    /// the buffer capacity it grew to, for every stream the peer may open, so this bounds
+    /// a connection's memory by the concurrency it really had rather than by the maximum.
+    pub initial_concurrent_bidi_streams: u32,
     /// QUIC keep-alive interval (default 1 s).
     pub keep_alive_interval: Duration,
     /// Idle timeout: a connection silent this long is dead (default 10 s).
@@ -174,6 +180,7 @@ impl Default for TransportSettings {
             datagram_receive_buffer: 512 * 1024,
             datagram_send_buffer: 512 * 1024,
             max_concurrent_bidi_streams: 10_000,
+            initial_concurrent_bidi_streams: 256,
             keep_alive_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(10),
             open_timeout: Duration::from_secs(1),
@@ -222,6 +229,12 @@ impl TransportSettings {
         }
     }
 
+    /// What a peer may open at first: the initial allowance, within the maximum.
+    pub(crate) fn initial_bidi_streams(&self) -> u32 {
+        let max = self.max_concurrent_bidi_streams;
+        self.initial_concurrent_bidi_streams.clamp(max.min(1), max)
+    }
+
     /// The quinn transport configuration these settings describe.
     pub(crate) fn quinn_config(&self) -> Result<Arc<TransportConfig>, SettingsError> {
         let mut t = TransportConfig::default();
@@ -231,7 +244,7 @@ impl TransportSettings {
                 self.connection_receive_window,
             )?)
             .send_window(self.send_window)
-            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.initial_bidi_streams()))
             // Flows are bidirectional; nothing uses unidirectional streams.
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             .datagram_receive_buffer_size(Some(self.datagram_receive_buffer))

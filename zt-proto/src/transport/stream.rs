@@ -14,6 +14,7 @@ use quinn::VarInt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::flow::ResetCode;
+use crate::transport::allowance::StreamSlot;
 use crate::transport::over_tcp::{H2Recv, H2Send};
 
 /// A flow's stream failed.
@@ -102,6 +103,9 @@ pub struct FlowRecvStream {
     /// The end (FIN or error) a [`FlowRecvStream::read_batch`] met after it already had
     /// bytes to return: the next read reports it.
     held_end: Option<Result<(), FlowError>>,
+    /// For a stream the peer opened: its place in the connection's stream allowance,
+    /// given back when this half is dropped.
+    slot: Option<StreamSlot>,
 }
 
 impl FlowRecvStream {
@@ -109,6 +113,7 @@ impl FlowRecvStream {
         Self {
             inner: RecvInner::Quic(inner, conn),
             held_end: None,
+            slot: None,
         }
     }
 
@@ -116,7 +121,13 @@ impl FlowRecvStream {
         Self {
             inner: RecvInner::Tcp(inner),
             held_end: None,
+            slot: None,
         }
+    }
+
+    /// Counts this stream against its connection's allowance while it lives.
+    pub(crate) fn hold_slot(&mut self, slot: StreamSlot) {
+        self.slot = Some(slot);
     }
 
     /// One chunk of at most `max` bytes, as the transport received it.

@@ -696,3 +696,65 @@ async fn read_batch_gathers_what_arrived_into_large_chunks_and_keeps_the_fin() {
         "{sizes:?}"
     );
 }
+
+/// The edge lets a client open a few streams at first and doubles the allowance as its
+/// open flows near it: forty flows held open at once from an allowance of four, then the
+/// forty-first waits for the maximum until some of the forty end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_allowance_grows_with_open_flows_up_to_the_maximum() {
+    let mut settings = test_settings();
+    settings.initial_concurrent_bidi_streams = 4;
+    // Forty flows and the client's control stream.
+    settings.max_concurrent_bidi_streams = 41;
+    let mut edge = edge_with(TestAuth::default(), settings);
+    let (_ep, conn, link) = client_pair(&mut edge).await;
+    spawn_echo(std::sync::Arc::new(link));
+    let dest: std::net::SocketAddr = "198.51.100.1:443".parse().unwrap();
+    let started = std::time::Instant::now();
+    let mut flows = Vec::new();
+    for _ in 0..40 {
+        flows.push(open_retrying(&conn, dest).await);
+    }
+    println!(
+        "40 flows open from an allowance of 4 in {:?}",
+        started.elapsed()
+    );
+    // At the maximum: the next open is not answered while all forty stay open.
+    let e = conn
+        .open_flow(dest, Protocol::Tcp, vec![])
+        .await
+        .expect_err("a 41st concurrent flow must wait for the maximum");
+    assert!(matches!(e, OpenError::Unanswered(_)), "{e:?}");
+    // Six end (echoed back and closed): quinn announces freed places once more than an
+    // eighth of the limit is free, and the next open gets one of them.
+    for mut done in flows.drain(..6) {
+        done.write_all(b"done").await.unwrap();
+        done.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        done.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"done");
+    }
+    flows.push(open_retrying(&conn, dest).await);
+    // And every held flow still carries its bytes.
+    for (i, mut f) in flows.into_iter().enumerate() {
+        let data = format!("flow {i}");
+        f.write_all(data.as_bytes()).await.unwrap();
+        f.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        f.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, data.as_bytes());
+    }
+}
+
+/// Opens a flow, trying again while opens go unanswered (a loaded machine, or an
+/// allowance not yet raised), for at most 20 s.
+async fn open_retrying(conn: &ClientConnection, dest: std::net::SocketAddr) -> FlowStream {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match conn.open_flow(dest, Protocol::Tcp, vec![]).await {
+            Ok(f) => return f,
+            Err(OpenError::Unanswered(_)) if tokio::time::Instant::now() < deadline => {}
+            Err(e) => panic!("open failed: {e}"),
+        }
+    }
+}
