@@ -25,14 +25,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
+use zt_benches::hol;
 use zt_benches::path::{PathRig, CHUNK};
 use zt_client::Client;
 use zt_testkit::impair::{Impair, Impairment};
@@ -60,11 +60,8 @@ impl Via {
     }
 }
 
-trait Flow: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Flow for T {}
-
 /// Opens one flow to the echo (`echo = true`) or the sink origin.
-async fn open(rig: &Shared, via: Via, echo: bool) -> Box<dyn Flow> {
+async fn open(rig: &Shared, via: Via, echo: bool) -> Box<dyn hol::Flow> {
     let (direct, relay) = if echo {
         (rig.echo, rig.relay_echo)
     } else {
@@ -289,59 +286,6 @@ fn rr64(c: &mut Criterion, rt: &Runtime, rig: &Shared) {
     g.finish();
 }
 
-/// Size of the echo on an open flow in the head-of-line workload.
-const HOL_ECHO: usize = 64;
-
-/// p50 and p99 of `times` (sorted in place).
-fn p50_p99(times: &mut [Duration]) -> (Duration, Duration) {
-    times.sort_unstable();
-    (percentile(times, 0.50), percentile(times, 0.99))
-}
-
-/// Round trips of a 64-byte echo on the open flow `s`, and fresh flows (connect + 1-byte
-/// echo), `samples` of each, timed one by one.
-async fn hol_samples(
-    rig: &Shared,
-    via: Via,
-    s: &mut Box<dyn Flow>,
-    samples: usize,
-) -> (Vec<Duration>, Vec<Duration>) {
-    let msg = [0x42u8; HOL_ECHO];
-    let mut back = [0u8; HOL_ECHO];
-    let mut echo = Vec::with_capacity(samples);
-    let mut fresh = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let t = Instant::now();
-        s.write_all(&msg).await.unwrap();
-        s.read_exact(&mut back).await.unwrap();
-        echo.push(t.elapsed());
-        let t = Instant::now();
-        setup_once(rig, via).await;
-        fresh.push(t.elapsed());
-    }
-    (echo, fresh)
-}
-
-/// Writes to the sink until `stop` is set (or a bound of 1 TiB), then FIN and the
-/// sink's answer; returns the bytes written.
-async fn saturate(rig: Shared, via: Via, stop: Arc<AtomicBool>) -> u64 {
-    let mut s = open(&rig, via, false).await;
-    let buf = vec![0x5au8; CHUNK];
-    let mut sent = 0u64;
-    while !stop.load(Ordering::Relaxed) && sent < 1 << 40 {
-        s.write_all(&buf).await.unwrap();
-        sent += CHUNK as u64;
-    }
-    s.shutdown().await.unwrap();
-    let mut ack = [0u8; 1];
-    s.read_exact(&mut ack).await.unwrap();
-    sent
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
 /// Suite 4: small flows' latency while one bulk flow saturates the path, against idle.
 fn hol(rt: &Runtime, rig: &Shared) {
     let samples: usize = std::env::var("ZT_BENCH_HOL_SAMPLES")
@@ -352,54 +296,17 @@ fn hol(rt: &Runtime, rig: &Shared) {
         return;
     }
     for via in [Via::Relay, Via::Zt] {
-        rt.block_on(async {
-            let mut s = open(rig, via, true).await;
-            // Warm-up, unmeasured.
-            hol_samples(rig, via, &mut s, 100).await;
-            let (mut idle_echo, mut idle_fresh) = hol_samples(rig, via, &mut s, samples).await;
-            let stop = Arc::new(AtomicBool::new(false));
-            let bulk = tokio::spawn(saturate(rig.clone(), via, Arc::clone(&stop)));
-            // Let the bulk flow fill the windows before the first sample.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let started = Instant::now();
-            let (mut busy_echo, mut busy_fresh) = hol_samples(rig, via, &mut s, samples).await;
-            let busy_for = started.elapsed();
-            stop.store(true, Ordering::Relaxed);
-            let sent = bulk.await.unwrap();
-            s.shutdown().await.unwrap();
-            let (ie50, ie99) = p50_p99(&mut idle_echo);
-            let (if50, if99) = p50_p99(&mut idle_fresh);
-            let (be50, be99) = p50_p99(&mut busy_echo);
-            let (bf50, bf99) = p50_p99(&mut busy_fresh);
-            println!(
-                "path/hol/{}: {HOL_ECHO}-byte echo on an open flow, {samples} samples: idle p50 {:.1} µs p99 {:.1} µs; under bulk p50 {:.1} µs p99 {:.1} µs; p99 ratio {:.2}",
-                via.name(),
-                micros(ie50),
-                micros(ie99),
-                micros(be50),
-                micros(be99),
-                be99.as_secs_f64() / ie99.as_secs_f64(),
-            );
-            println!(
-                "path/hol/{}: fresh flow connect + 1-byte echo, {samples} samples: idle p50 {:.1} µs p99 {:.1} µs; under bulk p50 {:.1} µs p99 {:.1} µs; p99 ratio {:.2}",
-                via.name(),
-                micros(if50),
-                micros(if99),
-                micros(bf50),
-                micros(bf99),
-                bf99.as_secs_f64() / if99.as_secs_f64(),
-            );
-            println!(
-                "path/hol/{}: the bulk flow moved {:.1} MiB/s during the loaded samples",
-                via.name(),
-                (sent as f64 / (1024.0 * 1024.0)) / (busy_for.as_secs_f64() + 0.3),
-            );
+        let rig = rig.clone();
+        let dial: hol::Dialer = Arc::new(move |echo| {
+            let rig = rig.clone();
+            Box::pin(async move { open(&rig, via, echo).await })
         });
+        let figures = rt.block_on(hol::measure(dial, samples));
+        figures.print(&format!("path/hol/{}", via.name()), samples);
     }
+    println!("path/hol: load average {}", hol::load_average());
 }
 
-/// One bulk flow through a client whose edge leg crosses the impairment relay, unimpaired
-/// and then as a 20 ms, 1 Gbit/s path.
 fn wan(c: &mut Criterion, rt: &Runtime, rig: &PathRig, shared: &Shared) {
     let env = |name: &str, default: u64| -> u64 {
         std::env::var(name)
@@ -415,8 +322,8 @@ fn wan(c: &mut Criterion, rt: &Runtime, rig: &PathRig, shared: &Shared) {
     let bytes = mib * 1024 * 1024;
     let relay = Impair::start("bench-wan", rig.edge_addr().unwrap());
     // The far client's congestion controller (it is the sender): ZT_BENCH_WAN_CC = bbr
-    // (zt's default), cubic or newreno.
-    let mut transport = zt_proto::TransportSettings::default();
+    // (zt's default), cubic or newreno; its windows as every hop's (`bench_transport`).
+    let mut transport = zt_benches::path::bench_transport();
     let cc = std::env::var("ZT_BENCH_WAN_CC").unwrap_or_else(|_| "bbr".into());
     transport.congestion = match cc.as_str() {
         "cubic" => zt_proto::Congestion::Cubic,

@@ -16,7 +16,14 @@
 //!    1-byte echo and then left open, spread over `ZT_BENCH_SCALE_CLIENTS` (default 4)
 //!    client connections (one connection may carry at most 10,000 flows): the edge's and
 //!    the connector's resident memory per flow (growth of `VmRSS` over the count), and
-//!    the set-up rate again while they are open, and the connector's peak.
+//!    the set-up rate again while they are open, and the connector's peak;
+//! 3. head-of-line isolation with every hop in a process of its own (`zt_benches::hol`,
+//!    `ZT_BENCH_HOL_SAMPLES` samples, default 2,000): a 64-byte echo on an open flow and
+//!    a fresh flow's connect + 1-byte echo, idle and then beside one bulk flow, on direct
+//!    TCP, through a plain TCP relay process, and through zt (client here, edge and
+//!    connector in their processes), with the load average.
+//!
+//! `ZT_BENCH_SCALE_PHASES` picks phases (default `bulk,scale,hol`).
 //!
 //! ```sh
 //! cargo bench -p zt-benches --bench path_scale
@@ -29,8 +36,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use zt_benches::hol;
 use zt_benches::path::{check_path, echo_server, sink_server, CHUNK};
-use zt_benches::procs::{run_role_if_child, Memory, ProcRig, Sampler};
+use zt_benches::procs::{run_role_if_child, Memory, ProcRig, RelayProcess, Sampler};
 use zt_client::{Client, ClientOptions, ClientStream};
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -128,12 +136,27 @@ fn main() {
     let clients_n = env_or("ZT_BENCH_SCALE_CLIENTS", 4).max(1);
     let probe = env_or("ZT_BENCH_SCALE_PROBE", 2_000);
     let bulk_bytes = env_or("ZT_BENCH_BULK_MIB", 256) * 1024 * 1024;
+    let phases = std::env::var("ZT_BENCH_SCALE_PHASES").unwrap_or_else(|_| "bulk,scale,hol".into());
+    let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
 
+    if phase("bulk") {
+        bulk_phase(&rt, bulk_bytes);
+    }
+    if phase("scale") {
+        scale_phase(&rt, flows, clients_n, probe);
+    }
+    if phase("hol") {
+        hol_phase(&rt, env_or("ZT_BENCH_HOL_SAMPLES", 2_000) as usize);
+    }
+}
+
+/// Phase 1: bulk throughput, memory and CPU per GiB.
+fn bulk_phase(rt: &tokio::runtime::Runtime, bulk_bytes: u64) {
     // Bulk first, on a rig of its own, so that memory it leaves in the allocator does not
     // hide the idle flows' growth below.
     let rig = ProcRig::start().unwrap();
@@ -184,7 +207,10 @@ fn main() {
         client.shutdown();
     });
     drop(rig);
+}
 
+/// Phase 2: idle flows, memory per flow and the set-up rate.
+fn scale_phase(rt: &tokio::runtime::Runtime, flows: u64, clients_n: u64, probe: u64) {
     let rig = ProcRig::start().unwrap();
     rt.block_on(async {
         let (echo, _echo_task) = echo_server().await.unwrap();
@@ -291,4 +317,75 @@ fn main() {
         }
     });
     drop(rig);
+}
+
+/// Phase 3: small flows beside a bulk one, every hop in its own process.
+fn hol_phase(rt: &tokio::runtime::Runtime, samples: usize) {
+    if samples == 0 {
+        return;
+    }
+    let (echo, sink, _origins) = rt.block_on(async {
+        let (echo, e) = echo_server().await.unwrap();
+        let (sink, s) = sink_server().await.unwrap();
+        (echo, sink, (e, s))
+    });
+    let relay = RelayProcess::start(echo, sink).unwrap();
+    let rig = ProcRig::start().unwrap();
+    let client = rt.block_on(async {
+        let options = ClientOptions {
+            transport: zt_benches::path::bench_transport(),
+            ..ClientOptions::default()
+        };
+        let client = Arc::new(Client::connect(&rig.device, options).await.unwrap());
+        check_path(&client, echo).await.unwrap();
+        client
+    });
+    let tcp = |echo: SocketAddr, sink: SocketAddr| -> hol::Dialer {
+        Arc::new(move |to_echo| {
+            Box::pin(async move {
+                let s = tokio::net::TcpStream::connect(if to_echo { echo } else { sink })
+                    .await
+                    .unwrap();
+                s.set_nodelay(true).unwrap();
+                Box::new(s) as Box<dyn hol::Flow>
+            })
+        })
+    };
+    let zt: hol::Dialer = {
+        let client = Arc::clone(&client);
+        Arc::new(move |to_echo| {
+            let client = Arc::clone(&client);
+            Box::pin(async move {
+                let s = client
+                    .dial(if to_echo { echo } else { sink })
+                    .await
+                    .unwrap();
+                Box::new(s) as Box<dyn hol::Flow>
+            })
+        })
+    };
+    for (name, dial) in [
+        ("direct_tcp", tcp(echo, sink)),
+        ("tcp_relay", tcp(relay.echo, relay.sink)),
+        ("zt", zt),
+    ] {
+        let before = (
+            rig.edge.cpu_time().unwrap(),
+            rig.connector.cpu_time().unwrap(),
+        );
+        let figures = rt.block_on(hol::measure(dial, samples));
+        figures.print(&format!("MEASURED path_scale hol/{name}"), samples);
+        if name == "zt" {
+            println!(
+                "MEASURED path_scale hol/zt: edge and connector CPU during the run {:.2} s and {:.2} s",
+                (rig.edge.cpu_time().unwrap() - before.0).as_secs_f64(),
+                (rig.connector.cpu_time().unwrap() - before.1).as_secs_f64(),
+            );
+        }
+        println!(
+            "MEASURED path_scale hol/{name}: load average {}",
+            hol::load_average()
+        );
+    }
+    client.shutdown();
 }

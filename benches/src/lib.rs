@@ -7,8 +7,10 @@
 //! [`path`] holds the set-up shared by the full-path benchmarks (`benches/benches/path.rs`):
 //! an edge, a connector, a client and origin servers on loopback in one process;
 //! [`procs`] runs the edge and the connector in processes of their own, for memory figures
-//! (`benches/benches/path_scale.rs`).
+//! (`benches/benches/path_scale.rs`); [`hol`] measures small flows beside a bulk one the
+//! same way on every path.
 
 pub mod edges;
+pub mod hol;
 pub mod path;
 pub mod procs;

@@ -66,6 +66,33 @@ pub struct ProvisionedEdge {
     pub device: DeviceCredentials,
 }
 
+/// The transport settings every hop of the benchmark rigs uses: zt's defaults, or what
+/// the environment asks for trials (`ZT_BENCH_STREAM_WINDOW_KIB`, `ZT_BENCH_SEND_WINDOW_KIB`,
+/// `ZT_BENCH_CC`: `bbr`, `cubic` or `newreno`), so a trial runs without a rebuild.
+pub fn bench_transport() -> zt_proto::TransportSettings {
+    let mut t = zt_proto::TransportSettings::default();
+    let kib = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|k| k * 1024)
+    };
+    if let Some(w) = kib("ZT_BENCH_STREAM_WINDOW_KIB") {
+        t.stream_receive_window = w;
+        t.connection_receive_window = t.connection_receive_window.max(w);
+    }
+    if let Some(w) = kib("ZT_BENCH_SEND_WINDOW_KIB") {
+        t.send_window = w;
+    }
+    match std::env::var("ZT_BENCH_CC").as_deref() {
+        Ok("cubic") => t.congestion = zt_proto::Congestion::Cubic,
+        Ok("newreno") => t.congestion = zt_proto::Congestion::NewReno,
+        Ok("bbr") => t.congestion = zt_proto::Congestion::Bbr,
+        _ => {}
+    }
+    t
+}
+
 /// Starts an edge whose state lives under `dir`, writes the tunnel, route, list, rules,
 /// user and device, waits until the edge applied them, and writes the connector's
 /// configuration and credentials files under `dir/connector`.
@@ -84,6 +111,7 @@ pub async fn start_edge_with(
     config.admin = None;
     config.edge_name = "zt-bench-edge".to_owned();
     config.shutdown_grace = Duration::from_millis(200);
+    config.transport = bench_transport();
     configure(&mut config);
     let edge = Edge::start(config).await?;
     let state = Arc::clone(edge.state());
@@ -170,7 +198,7 @@ pub async fn start_connector(config_path: &Path) -> Result<ConnectorHandle, Setu
     let mut config = ConnectorConfig::load(config_path)?;
     let credentials = config.load_credentials()?;
     let ha = u64::from(config.ha_connections);
-    let connector = Connector::start(config, credentials).await?;
+    let connector = Connector::start_with(config, credentials, bench_transport()).await?;
     let deadline = Instant::now() + WAIT;
     while connector.ready_connections() < ha {
         if Instant::now() > deadline {
@@ -212,8 +240,11 @@ impl PathRig {
 
         let provisioned = start_edge(dir.path()).await?;
         let connector = start_connector(&provisioned.connector_config).await?;
-        let client =
-            Arc::new(Client::connect(&provisioned.device, ClientOptions::default()).await?);
+        let options = ClientOptions {
+            transport: bench_transport(),
+            ..ClientOptions::default()
+        };
+        let client = Arc::new(Client::connect(&provisioned.device, options).await?);
         check_path(&client, echo).await?;
         Ok(Self {
             edge: Some(provisioned.edge),

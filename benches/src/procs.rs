@@ -1,5 +1,6 @@
-//! The edge and the connector as separate processes, so that each one's resident memory
-//! can be read on its own (`/proc/<pid>/status`).
+//! The edge and the connector (and, as a baseline, a plain TCP relay) as separate
+//! processes, so that each one's resident memory and CPU time can be read on its own
+//! (`/proc/<pid>/status`, `/proc/<pid>/stat`) and none shares a runtime with the load.
 //!
 //! The benchmark binary runs itself again as the edge or the connector: a benchmark's
 //! `main` calls [`run_role_if_child`] first, which runs the role named by the
@@ -9,13 +10,14 @@
 //! their standard input closes, so a parent that dies takes them with it.
 
 use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
 use zt_creds::{DeviceCredentials, ExistingFile, PermissionMode};
 
-use crate::path::{start_connector, start_edge, SetupError};
+use crate::path::{start_connector, start_edge, tcp_relay, SetupError};
 
 /// Names the role a child runs.
 const ROLE_ENV: &str = "ZT_BENCH_ROLE";
@@ -66,6 +68,18 @@ fn run_role(role: &str) -> Result<(), SetupError> {
                 println!("{READY}");
                 let _ = stdin_closed.await;
                 connector.shutdown().await;
+            }
+            "relay" => {
+                // The argument names the echo and the sink origins: "ECHO SINK".
+                let arg = arg.to_string_lossy().into_owned();
+                let mut targets = arg.split_whitespace().map(str::parse::<SocketAddr>);
+                let (Some(Ok(echo)), Some(Ok(sink))) = (targets.next(), targets.next()) else {
+                    return Err(format!("relay wants \"ECHO SINK\" addresses, not {arg:?}").into());
+                };
+                let (relay_echo, _echo) = tcp_relay(echo).await?;
+                let (relay_sink, _sink) = tcp_relay(sink).await?;
+                println!("{READY} {relay_echo} {relay_sink}");
+                let _ = stdin_closed.await;
             }
             other => return Err(format!("unknown role {other:?}").into()),
         }
@@ -220,6 +234,34 @@ impl ProcRig {
             connector,
             device,
             _dir: dir,
+        })
+    }
+}
+
+/// A plain single-hop TCP relay (`path::tcp_relay`) in a process of its own, in front of
+/// an echo and a sink origin: the baseline of the multi-process head-of-line figures.
+#[derive(Debug)]
+pub struct RelayProcess {
+    /// The process.
+    pub process: RoleProcess,
+    /// The relay's address in front of the echo origin.
+    pub echo: SocketAddr,
+    /// The relay's address in front of the sink.
+    pub sink: SocketAddr,
+}
+
+impl RelayProcess {
+    /// Starts it. Blocking: call it outside an async context.
+    pub fn start(echo: SocketAddr, sink: SocketAddr) -> Result<Self, SetupError> {
+        let (process, answer) = RoleProcess::spawn("relay", Path::new(&format!("{echo} {sink}")))?;
+        let mut addrs = answer.split_whitespace().map(str::parse::<SocketAddr>);
+        let (Some(Ok(echo)), Some(Ok(sink))) = (addrs.next(), addrs.next()) else {
+            return Err(format!("the relay child answered {answer:?}").into());
+        };
+        Ok(Self {
+            process,
+            echo,
+            sink,
         })
     }
 }

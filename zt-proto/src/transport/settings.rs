@@ -1,7 +1,8 @@
 //! Transport tuning: every QUIC knob zt sets, with the reason for its default.
 //!
-//! The arithmetic behind the windows (one flow at 1 Gbit/s over 10 ms; four connections
-//! inside a 100 MiB container) is written out in docs/PROTOCOL.md, section 7.
+//! The arithmetic behind the windows (what one flow and one connection carry at a given
+//! round trip; four connections inside a 100 MiB container) is written out in
+//! docs/PROTOCOL.md, section 7.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,12 @@ const MIB: u64 = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TransportSettings {
-    /// Per-stream receive window (default 2 MiB): one flow's bandwidth-delay product at
-    /// 1 Gbit/s and 10 ms is 1.25 MB.
+    /// Per-stream receive window (default 256 KiB): what one flow may have in flight on a
+    /// hop. It bounds one flow to window ÷ RTT (about 210 Mbit/s at 10 ms, 105 at 20 ms)
+    /// and, as much, how long a small flow's packets queue behind a bulk flow's on the same
+    /// connection: with 2 MiB a 64-byte echo's p99 beside one bulk flow was 12–16× its idle
+    /// p99, with 256 KiB about 4× (BENCHMARKS.md). Raise it for single flows on long fat
+    /// paths; many flows still fill the connection window together.
     pub stream_receive_window: u64,
     /// Per-connection receive window (default 6 MiB): bounds unread data per connection.
     pub connection_receive_window: u64,
@@ -30,7 +35,7 @@ pub struct TransportSettings {
     pub datagram_send_buffer: usize,
     /// Concurrent bidirectional streams the peer may open, at most (default 10,000).
     pub max_concurrent_bidi_streams: u32,
-    /// Concurrent bidirectional streams the peer may open at first (default 256): doubled
+    /// Concurrent bidirectional streams the peer may open at first (default 64): doubled
     /// each time its open flows reach three quarters of it, up to
     /// `max_concurrent_bidi_streams`, and never lowered. quinn keeps a receive state, and
     /// the buffer capacity it grew to, for every stream the peer may open, so this bounds
@@ -174,13 +179,13 @@ impl Drop for StatelessResetKey {
 impl Default for TransportSettings {
     fn default() -> Self {
         Self {
-            stream_receive_window: 2 * MIB,
+            stream_receive_window: 256 * 1024,
             connection_receive_window: 6 * MIB,
             send_window: 6 * MIB,
             datagram_receive_buffer: 512 * 1024,
             datagram_send_buffer: 512 * 1024,
             max_concurrent_bidi_streams: 10_000,
-            initial_concurrent_bidi_streams: 256,
+            initial_concurrent_bidi_streams: 64,
             keep_alive_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(10),
             open_timeout: Duration::from_secs(1),
@@ -319,10 +324,16 @@ mod tests {
     #[test]
     fn defaults_meet_the_documented_targets() {
         let s = TransportSettings::default();
-        // One flow at 1 Gbit/s over 10 ms: bandwidth-delay product 1.25 MB.
-        let bdp = 1_000_000_000u64 / 8 / 100;
-        assert!(s.stream_receive_window >= bdp);
+        // One flow at 200 Mbit/s over 10 ms: bandwidth-delay product 250 kB; a connection's
+        // flows together at 1 Gbit/s over 40 ms: 5 MB.
+        assert!(s.stream_receive_window >= 200_000_000 / 8 / 100);
+        assert!(
+            s.stream_receive_window <= 256 * 1024,
+            "small flows queue behind it"
+        );
+        assert!(s.connection_receive_window >= 1_000_000_000 / 8 / 25);
         assert!(s.connection_receive_window >= s.stream_receive_window);
+        assert!(s.initial_bidi_streams() <= s.max_concurrent_bidi_streams);
         // A connector with 4 HA connections on one endpoint stays well inside 100 MiB of
         // protocol buffers: 56 MiB as stated in the document.
         let per_conn = s.connection_receive_window

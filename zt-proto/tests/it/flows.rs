@@ -651,7 +651,11 @@ async fn a_udp_flow_routes_its_datagrams_and_ends_with_its_stream() {
 
 #[tokio::test]
 async fn read_batch_gathers_what_arrived_into_large_chunks_and_keeps_the_fin() {
-    let mut edge = edge();
+    // The whole megabyte must fit in the receiver's window before its first read.
+    let mut settings = test_settings();
+    settings.stream_receive_window = 2 * 1024 * 1024;
+    settings.connection_receive_window = 4 * 1024 * 1024;
+    let mut edge = edge_with(TestAuth::default(), settings);
     let (_ep, conn, link) = client_pair(&mut edge).await;
     let data = random_bytes(1024 * 1024);
     let expected = data.clone();
