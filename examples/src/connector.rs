@@ -82,6 +82,11 @@ pub(crate) struct ConnectorFlags {
     /// Accepted for cloudflared compatibility; zt never updates itself.
     #[arg(long)]
     no_autoupdate: bool,
+    /// One flow's receive window on the connector's connections (default 256KiB): a flow
+    /// carries at most window ÷ round trip to the edge. Raise it (e.g. 2MiB) for large
+    /// transfers toward the cluster over a long path.
+    #[arg(long, value_name = "SIZE", value_parser = crate::window::parse_stream_window)]
+    stream_window: Option<u64>,
 }
 
 /// `zt tunnel run [TUNNEL]`
@@ -180,6 +185,7 @@ async fn run_connector(flags: TunnelFlags, args: RunArgs) -> anyhow::Result<Exit
         }
     };
     let no_autoupdate = flags.settings.no_autoupdate || args.settings.no_autoupdate;
+    let stream_window = args.settings.stream_window.or(flags.settings.stream_window);
     let mut overrides = flags.settings.overrides(ConfigOverrides::default());
     overrides = args.settings.overrides(overrides);
     if let Some(tunnel) = args.tunnel {
@@ -204,7 +210,9 @@ async fn run_connector(flags: TunnelFlags, args: RunArgs) -> anyhow::Result<Exit
         edges = config.edge.len(),
         "connecting to the edge"
     );
-    let handle = Connector::start(config, credentials).await?;
+    let mut transport = zt_proto::TransportSettings::default();
+    crate::window::apply(&mut transport, stream_window);
+    let handle = Connector::start_with(config, credentials, transport).await?;
     match handle.metrics_addr() {
         Some(addr) => info!(
             connector_id = %handle.connector_id(),

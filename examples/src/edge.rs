@@ -140,6 +140,11 @@ struct RunArgs {
     /// out; connectors and clients use the shorter of theirs and this one.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_idle_timeout)]
     idle_timeout: std::time::Duration,
+    /// One flow's receive window on the edge's connections (default 256KiB): a flow carries
+    /// at most window ÷ round trip (about 105 Mbit/s at 20 ms). Raise it (e.g. 2MiB) for
+    /// large single transfers over long paths; small flows then wait longer behind them.
+    #[arg(long, value_name = "SIZE", value_parser = crate::window::parse_stream_window)]
+    stream_window: Option<u64>,
     /// Do not offer ALPN `argotunnel`: unmodified cloudflared connectors cannot connect
     /// even for tunnels that opted in (see docs/CLOUDFLARED.md).
     #[arg(long)]
@@ -258,6 +263,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.max_session_lifetime = args.max_session_lifetime;
     config.session_drain = args.session_drain;
     config.transport.idle_timeout = args.idle_timeout;
+    crate::window::apply(&mut config.transport, args.stream_window);
     config.cloudflared = !args.no_cloudflared;
     config.tcp_listen = args.tcp_listen;
     config.tcp_on_listen_port = !args.no_tcp;
