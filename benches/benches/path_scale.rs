@@ -23,7 +23,8 @@
 //!    TCP, through a plain TCP relay process, and through zt (client here, edge and
 //!    connector in their processes), with the load average.
 //!
-//! `ZT_BENCH_SCALE_PHASES` picks phases (default `bulk,scale,hol`).
+//! `ZT_BENCH_SCALE_PHASES` picks phases (default `bulk,scale,hol`);
+//! `ZT_BENCH_CLIENT_CONNECTIONS` the bulk phase's client connection count (default 1).
 //!
 //! ```sh
 //! cargo bench -p zt-benches --bench path_scale
@@ -163,11 +164,14 @@ fn bulk_phase(rt: &tokio::runtime::Runtime, bulk_bytes: u64) {
     rt.block_on(async {
         let (sink, _sink_task) = sink_server().await.unwrap();
         let (echo, _echo_task) = echo_server().await.unwrap();
-        let client = Arc::new(
-            Client::connect(&rig.device, ClientOptions::default())
-                .await
-                .unwrap(),
-        );
+        // The client's connection set (`ZT_BENCH_CLIENT_CONNECTIONS`, default 1): new
+        // flows go to its least loaded connection.
+        let options = ClientOptions {
+            transport: zt_benches::path::bench_transport(),
+            connections: env_or("ZT_BENCH_CLIENT_CONNECTIONS", 1).clamp(1, 16) as usize,
+            ..ClientOptions::default()
+        };
+        let client = Arc::new(Client::connect(&rig.device, options).await.unwrap());
         check_path(&client, echo).await.unwrap();
         let clients = [Arc::clone(&client)];
         for n in [1u64, 8] {
