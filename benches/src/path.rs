@@ -78,8 +78,7 @@ pub fn bench_transport() -> zt_proto::TransportSettings {
             .map(|k| k * 1024)
     };
     if let Some(w) = kib("ZT_BENCH_STREAM_WINDOW_KIB") {
-        t.stream_receive_window = w;
-        t.connection_receive_window = t.connection_receive_window.max(w);
+        t.set_stream_receive_window(w);
     }
     if let Some(w) = kib("ZT_BENCH_SEND_WINDOW_KIB") {
         t.send_window = w;

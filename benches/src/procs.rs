@@ -46,21 +46,17 @@ fn run_role(role: &str) -> Result<(), SetupError> {
     let arg = PathBuf::from(std::env::var(ARG_ENV).map_err(|_| format!("{ARG_ENV} is unset"))?);
     // `ZT_BENCH_ROLE_WORKERS` (a trial knob): the role's worker threads, 0 for tokio's
     // single-threaded runtime; default tokio's one per core.
-    let rt = match std::env::var("ZT_BENCH_ROLE_WORKERS")
+    let workers = std::env::var("ZT_BENCH_ROLE_WORKERS")
         .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        Some(0) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build()?,
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?,
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut builder = match workers {
+        Some(0) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
     };
+    if let Some(n) = workers.filter(|&n| n > 0) {
+        builder.worker_threads(n);
+    }
+    let rt = builder.enable_all().build()?;
     rt.block_on(async {
         // Standard input closing (the parent ended) is the signal to stop.
         let stdin_closed = tokio::task::spawn_blocking(|| {

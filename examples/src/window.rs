@@ -40,8 +40,7 @@ pub(crate) fn parse_stream_window(s: &str) -> Result<u64, String> {
 /// Sets the window in `t`, raising the connection window to hold at least one such flow.
 pub(crate) fn apply(t: &mut zt_proto::TransportSettings, window: Option<u64>) {
     if let Some(w) = window {
-        t.stream_receive_window = w;
-        t.connection_receive_window = t.connection_receive_window.max(w);
+        t.set_stream_receive_window(w);
     }
 }
 

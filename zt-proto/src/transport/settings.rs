@@ -176,6 +176,15 @@ impl Drop for StatelessResetKey {
     }
 }
 
+impl TransportSettings {
+    /// Sets the per-stream receive window to `bytes`, raising the connection receive
+    /// window to hold at least one such stream.
+    pub fn set_stream_receive_window(&mut self, bytes: u64) {
+        self.stream_receive_window = bytes;
+        self.connection_receive_window = self.connection_receive_window.max(bytes);
+    }
+}
+
 impl Default for TransportSettings {
     fn default() -> Self {
         Self {
