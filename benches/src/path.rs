@@ -68,7 +68,7 @@ pub struct ProvisionedEdge {
 
 /// The transport settings every hop of the benchmark rigs uses: zt's defaults, or what
 /// the environment asks for trials (`ZT_BENCH_STREAM_WINDOW_KIB`, `ZT_BENCH_SEND_WINDOW_KIB`,
-/// `ZT_BENCH_CC`: `bbr`, `cubic` or `newreno`), so a trial runs without a rebuild.
+/// `ZT_BENCH_CC`: `bbr`, `cubic` or `newreno`; `ZT_BENCH_MTU`: the path MTU discovery bound), so a trial runs without a rebuild.
 pub fn bench_transport() -> zt_proto::TransportSettings {
     let mut t = zt_proto::TransportSettings::default();
     let kib = |name: &str| {
@@ -82,6 +82,12 @@ pub fn bench_transport() -> zt_proto::TransportSettings {
     }
     if let Some(w) = kib("ZT_BENCH_SEND_WINDOW_KIB") {
         t.send_window = w;
+    }
+    if let Some(m) = std::env::var("ZT_BENCH_MTU")
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+    {
+        t.mtu_upper_bound = m;
     }
     match std::env::var("ZT_BENCH_CC").as_deref() {
         Ok("cubic") => t.congestion = zt_proto::Congestion::Cubic,

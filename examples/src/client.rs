@@ -117,6 +117,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     };
     options.proxy = args.transport.proxy()?;
     crate::window::apply(&mut options.transport, args.transport.stream_window);
+    crate::mtu::apply(&mut options.transport, args.transport.mtu_upper_bound);
     if !args.edges.is_empty() {
         options.edges = Some(args.edges.clone());
     }
@@ -344,6 +345,12 @@ pub(crate) struct TransportArgs {
     #[arg(long, value_name = "SIZE", global = true,
           value_parser = crate::window::parse_stream_window)]
     pub(crate) stream_window: Option<u64>,
+
+    /// The largest UDP payload path MTU discovery probes for toward the edge (default
+    /// 1452, a 1500-byte Ethernet path); up to 6550 on a network with jumbo frames.
+    #[arg(long, value_name = "BYTES", global = true,
+          value_parser = crate::mtu::parse_mtu_upper_bound)]
+    pub(crate) mtu_upper_bound: Option<u16>,
 }
 
 impl TransportArgs {

@@ -87,6 +87,11 @@ pub(crate) struct ConnectorFlags {
     /// transfers toward the cluster over a long path.
     #[arg(long, value_name = "SIZE", value_parser = crate::window::parse_stream_window)]
     stream_window: Option<u64>,
+    /// The largest UDP payload path MTU discovery probes for toward the edge (default
+    /// 1452). Up to 6550 where the cluster and the edge share a network with jumbo frames
+    /// and the edge runs with the same flag.
+    #[arg(long, value_name = "BYTES", value_parser = crate::mtu::parse_mtu_upper_bound)]
+    mtu_upper_bound: Option<u16>,
 }
 
 /// `zt tunnel run [TUNNEL]`
@@ -186,6 +191,10 @@ async fn run_connector(flags: TunnelFlags, args: RunArgs) -> anyhow::Result<Exit
     };
     let no_autoupdate = flags.settings.no_autoupdate || args.settings.no_autoupdate;
     let stream_window = args.settings.stream_window.or(flags.settings.stream_window);
+    let mtu_upper_bound = args
+        .settings
+        .mtu_upper_bound
+        .or(flags.settings.mtu_upper_bound);
     let mut overrides = flags.settings.overrides(ConfigOverrides::default());
     overrides = args.settings.overrides(overrides);
     if let Some(tunnel) = args.tunnel {
@@ -212,6 +221,7 @@ async fn run_connector(flags: TunnelFlags, args: RunArgs) -> anyhow::Result<Exit
     );
     let mut transport = zt_proto::TransportSettings::default();
     crate::window::apply(&mut transport, stream_window);
+    crate::mtu::apply(&mut transport, mtu_upper_bound);
     let handle = Connector::start_with(config, credentials, transport).await?;
     match handle.metrics_addr() {
         Some(addr) => info!(

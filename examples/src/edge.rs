@@ -145,6 +145,11 @@ struct RunArgs {
     /// large single transfers over long paths; small flows then wait longer behind them.
     #[arg(long, value_name = "SIZE", value_parser = crate::window::parse_stream_window)]
     stream_window: Option<u64>,
+    /// The largest UDP payload path MTU discovery probes for (default 1452, a 1500-byte
+    /// Ethernet path). Where the edge and its connectors share a network with jumbo frames,
+    /// up to 6550 on both cuts the CPU each byte costs; peers raise theirs to match.
+    #[arg(long, value_name = "BYTES", value_parser = crate::mtu::parse_mtu_upper_bound)]
+    mtu_upper_bound: Option<u16>,
     /// Do not offer ALPN `argotunnel`: unmodified cloudflared connectors cannot connect
     /// even for tunnels that opted in (see docs/CLOUDFLARED.md).
     #[arg(long)]
@@ -264,6 +269,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     config.session_drain = args.session_drain;
     config.transport.idle_timeout = args.idle_timeout;
     crate::window::apply(&mut config.transport, args.stream_window);
+    crate::mtu::apply(&mut config.transport, args.mtu_upper_bound);
     config.cloudflared = !args.no_cloudflared;
     config.tcp_listen = args.tcp_listen;
     config.tcp_on_listen_port = !args.no_tcp;

@@ -16,6 +16,7 @@ mod connector;
 mod demo;
 mod edge;
 mod login;
+mod mtu;
 mod window;
 
 use clap::{Parser, Subcommand};

@@ -240,7 +240,9 @@ pub use transport::{
     register::{Admission, Authenticator},
     serve::{FlowRequest, FlowResponder},
     set::{ConnectionSet, MemberReport, Pinned, Placement},
-    settings::{Congestion, SettingsError, StatelessResetKey, TransportSettings},
+    settings::{
+        Congestion, SettingsError, StatelessResetKey, TransportSettings, MAX_MTU_UPPER_BOUND,
+    },
     stream::{
         relay, splice, FlowError, FlowRecvStream, FlowSendStream, FlowStream, RelayEnd,
         RelayOutcome, RELAY_BATCH,

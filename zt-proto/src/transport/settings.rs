@@ -13,6 +13,11 @@ use crate::limits::Limits;
 
 const MIB: u64 = 1024 * 1024;
 
+/// The largest [`TransportSettings::mtu_upper_bound`]: quinn sends up to ten packets of
+/// a connection in one segmentation-offload system call, and Linux refuses one whose
+/// payloads add up to more than 65,507 bytes (IPv4's limit), dropping the whole batch.
+pub const MAX_MTU_UPPER_BOUND: u16 = 6550;
+
 /// The QUIC and protocol timing settings of an endpoint. `Default` gives the documented
 /// values; every field can be changed before building an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +74,15 @@ pub struct TransportSettings {
     /// lost, in thousandths of the round-trip time (default 1,125: RFC 9002's 9/8). At
     /// least 1,000.
     pub loss_time_threshold_permille: u32,
+    /// The largest UDP payload path MTU discovery probes for, in bytes (default 1,452,
+    /// quinn's: what a 1,500-byte Ethernet path carries under IPv6), from 1,200 (QUIC's
+    /// minimum) to [`MAX_MTU_UPPER_BOUND`]. Much of a packet's cost does not depend on
+    /// its size (a decryption, its share of acknowledgements and system calls), so on a
+    /// network with jumbo frames (9,001 bytes inside an AWS VPC, 8,896 on Google Cloud)
+    /// or on loopback a larger bound cuts a relay's CPU per byte; both ends of a hop must
+    /// raise it, as each accepts datagrams only up to its own bound. A path that carries
+    /// less is found by discovery: a lost probe costs one packet and is not congestion.
+    pub mtu_upper_bound: u16,
     /// The key stateless resets are made with (default `None`: a random key per endpoint).
     /// An edge that keeps one across restarts lets its peers recognise a restarted
     /// process's reset at their first packet; with a random key they only notice the loss
@@ -207,6 +221,7 @@ impl Default for TransportSettings {
             congestion: Congestion::default(),
             loss_packet_threshold: 3,
             loss_time_threshold_permille: 1125,
+            mtu_upper_bound: 1452,
         }
     }
 }
@@ -232,15 +247,21 @@ fn varint(field: &'static str, value: u64) -> Result<VarInt, SettingsError> {
 impl TransportSettings {
     /// The quinn endpoint configuration: quinn's defaults, or, when a [`StatelessResetKey`]
     /// is set, that key and connection ids a restarted process will answer with a reset.
+    /// Either way it accepts datagrams as large as its own path MTU bound, so that a peer
+    /// with the same bound may probe up to it (quinn's default accepts 1,472 bytes).
     pub(crate) fn endpoint_config(&self) -> quinn::EndpointConfig {
-        match &self.stateless_reset_key {
+        let mut config = match &self.stateless_reset_key {
             Some(key) => {
                 let mut config = quinn::EndpointConfig::new(Arc::new(key.hmac_key()));
                 config.cid_generator(|| Box::new(RandomCids(ring::rand::SystemRandom::new(), 0)));
                 config
             }
             None => quinn::EndpointConfig::default(),
-        }
+        };
+        // Out of quinn's range (1,200 to 65,527) only if the bound is out of its own,
+        // which the transport configuration refuses; the default is kept then.
+        let _ = config.max_udp_payload_size(self.mtu_upper_bound.max(1472));
+        config
     }
 
     /// What a peer may open at first: the initial allowance, within the maximum.
@@ -282,6 +303,15 @@ impl TransportSettings {
                 value: u64::from(self.loss_time_threshold_permille),
             });
         }
+        if !(1200..=MAX_MTU_UPPER_BOUND).contains(&self.mtu_upper_bound) {
+            return Err(SettingsError::OutOfRange {
+                field: "mtu_upper_bound",
+                value: u64::from(self.mtu_upper_bound),
+            });
+        }
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.mtu_upper_bound);
+        t.mtu_discovery_config(Some(mtu));
         t.packet_threshold(self.loss_packet_threshold)
             .time_threshold(self.loss_time_threshold_permille as f32 / 1000.0);
         match self.congestion {
@@ -327,6 +357,37 @@ mod tests {
         ));
         s.loss_time_threshold_permille = 2000;
         assert!(s.quinn_config().is_ok());
+    }
+
+    #[test]
+    fn mtu_bounds_outside_what_a_segmented_send_carries_are_refused() {
+        for bad in [0u16, 1199, MAX_MTU_UPPER_BOUND + 1, 9000, u16::MAX] {
+            let s = TransportSettings {
+                mtu_upper_bound: bad,
+                ..TransportSettings::default()
+            };
+            assert_eq!(
+                s.quinn_config().err(),
+                Some(SettingsError::OutOfRange {
+                    field: "mtu_upper_bound",
+                    value: u64::from(bad)
+                }),
+                "{bad}"
+            );
+        }
+        for good in [1200u16, 1452, MAX_MTU_UPPER_BOUND] {
+            let s = TransportSettings {
+                mtu_upper_bound: good,
+                ..TransportSettings::default()
+            };
+            assert!(s.quinn_config().is_ok(), "{good}");
+            // The endpoint accepts what its own bound lets a peer send, and never less
+            // than quinn's 1,472.
+            assert_eq!(
+                s.endpoint_config().get_max_udp_payload_size(),
+                u64::from(good.max(1472))
+            );
+        }
     }
 
     /// The claims docs/PROTOCOL.md makes about the defaults, checked.

@@ -762,3 +762,63 @@ async fn open_retrying(conn: &ClientConnection, dest: std::net::SocketAddr) -> F
         }
     }
 }
+
+/// Path MTU discovery probes up to `TransportSettings::mtu_upper_bound` and no further:
+/// loopback carries any size, so a raised bound is reached and the default one is kept;
+/// and at the largest bound a bulk transfer loses (next to) nothing, which it would if a
+/// segmented send of ten such packets were over the kernel's limit.
+#[tokio::test]
+async fn path_mtu_discovery_reaches_the_configured_bound_on_loopback() {
+    for bound in [1452u16, MAX_MTU_UPPER_BOUND] {
+        let mut settings = test_settings();
+        settings.mtu_upper_bound = bound;
+        let mut edge = edge_with(TestAuth::default(), settings.clone());
+        let device = edge.add_identity();
+        let ep =
+            PeerEndpoint::bind("127.0.0.1:0".parse().unwrap(), &edge.trust(), settings).unwrap();
+        let conn = connect_device(&ep, edge.addr, SERVER_NAME, &device)
+            .await
+            .unwrap();
+        let EdgePeer::Client(link) = edge.next_peer().await.unwrap() else {
+            panic!("expected a client link")
+        };
+        spawn_echo(std::sync::Arc::new(link));
+        // Bytes both ways, so that each side has packets to probe with.
+        let dest: std::net::SocketAddr = "198.51.100.1:443".parse().unwrap();
+        let mut flow = conn.open_flow(dest, Protocol::Tcp, vec![]).await.unwrap();
+        let data = vec![7u8; 4 * 1024 * 1024];
+        flow.write_all(&data).await.unwrap();
+        flow.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        flow.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back.len(), data.len());
+        let started = std::time::Instant::now();
+        let deadline = started + Duration::from_secs(20);
+        let mtu = loop {
+            let mtu = conn.stats().unwrap().path.current_mtu;
+            if mtu == bound || std::time::Instant::now() > deadline {
+                break mtu;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        println!(
+            "bound {bound}: path MTU {mtu} after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            mtu, bound,
+            "the client's path MTU must reach the bound {bound}"
+        );
+        let path = conn.stats().unwrap().path;
+        println!(
+            "bound {bound}: {} packets sent, {} lost",
+            path.sent_packets, path.lost_packets
+        );
+        assert!(
+            path.lost_packets * 100 < path.sent_packets,
+            "bound {bound}: {} of {} packets lost on loopback",
+            path.lost_packets,
+            path.sent_packets
+        );
+    }
+}
