@@ -23,13 +23,17 @@
 #               ../shared/interop/cloudflared-2026.8.2/cloudflared beside the project)
 # Workloads: iperf3 -t $ZT_PEERS_SECONDS (default 5) with 1 stream and with 8 (-P 8),
 # client to server; set-up latency: connect + 1-byte echo + close, $ZT_PEERS_PROBES (default
-# 1000) times, p50 and p99 (benches/peers_tool.py against a threaded Python echo origin).
+# 1000) times, p50 and p99 (benches/peers_tool.py against a threaded Python echo origin);
+# CPU seconds per GiB of the one-stream run, summed over the path's own processes and their
+# children from /proc (ssh + sshd, both rathole ends, socat, zt's edge + connector + client;
+# iperf3 itself is not counted), with zt's split by process.
 #
 # Environment: CARGO_TARGET_DIR (where zt is built), ZT_PEERS_TOOLS (where rathole is
 # installed; default /var/tmp/zt-peers-tools), ZT_BIN (use this zt binary instead of
 # building one), ZT_PEERS_PATHS (the paths to compare, default all of them; `zt` is always
 # among them, the ratios are against it; say "direct zt zt-tcp" for TCP against QUIC
-# without installing the peers), ZT_CLOUDFLARED (the cloudflared binary).
+# without installing the peers), ZT_CLOUDFLARED (the cloudflared binary), ZT_PEERS_MTU (pass
+# --mtu-upper-bound with this value to every zt process).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -40,11 +44,13 @@ case "${1:-}" in
 --smoke) mode=smoke ;;
 "") ;;
 *)
-    sed -n '2,32p' "$0"
+    sed -n '2,36p' "$0"
     exit 2
     ;;
 esac
 seconds=${ZT_PEERS_SECONDS:-5}
+zt_flags=()
+if [ -n "${ZT_PEERS_MTU:-}" ]; then zt_flags=(--mtu-upper-bound "$ZT_PEERS_MTU"); fi
 selected=" ${ZT_PEERS_PATHS:-direct socat rathole rathole-noise ssh zt zt-tcp cfd-quic cfd-http2} zt "
 want() { [[ "$selected" == *" $1 "* ]]; }
 probes=${ZT_PEERS_PROBES:-1000}
@@ -52,6 +58,7 @@ tools=${ZT_PEERS_TOOLS:-/var/tmp/zt-peers-tools}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/zt-peers.XXXXXX")
 pids=()
+declare -A pid_of
 cleanup() {
     local p
     for p in "${pids[@]}"; do
@@ -87,6 +94,7 @@ start() {
     shift
     "$@" >"$work/$name.log" 2>&1 &
     pids+=($!)
+    pid_of[$name]=$!
 }
 
 # Waits until a file exists or a log line matches; fails after 60 s.
@@ -152,12 +160,26 @@ start_edge() {
     state="$work/$name-state"
     creds="$work/$name-creds.json"
     device="$work/$name-device.json"
-    local admin_port
-    edge_port=$(free_port udp)
-    admin_port=$(free_port tcp)
-    ZT_EDGE_STATE_DIR=$state start "$name" "$zt" edge run --listen "127.0.0.1:$edge_port" \
-        --admin "127.0.0.1:$admin_port"
-    wait_log "$name" "zt edge is running"
+    local admin_port attempt i
+    # A port asked of the OS can be taken by another process before the edge binds it
+    # (its TCP listener shares the number): try again with new ports, three times.
+    for attempt in 1 2 3; do
+        edge_port=$(free_port udp)
+        admin_port=$(free_port tcp)
+        ZT_EDGE_STATE_DIR=$state start "$name" "$zt" edge run --listen "127.0.0.1:$edge_port" \
+            --admin "127.0.0.1:$admin_port" "${zt_flags[@]}"
+        for i in $(seq 600); do
+            grep -q "zt edge is running" "$work/$name.log" && break 2
+            kill -0 "${pid_of[$name]}" 2>/dev/null || break
+            sleep 0.1
+        done
+        if grep -q "Address already in use" "$work/$name.log" && [ "$attempt" -lt 3 ]; then
+            say "$name: port 127.0.0.1:$edge_port or $admin_port was taken meanwhile; new ports"
+            continue
+        fi
+        cat "$work/$name.log" >&2
+        die "$name did not print 'zt edge is running' within 60 s"
+    done
     local a=(--state-dir "$state")
     "$zt" tunnel create peers --credentials-file "$creds" "$@" "${a[@]}" >/dev/null
     "$zt" route ip add 127.0.0.1/32 peers "${a[@]}" >/dev/null
@@ -188,7 +210,7 @@ cacert: $state/ca.pem
 warp-routing:
   enabled: true
 EOF
-    start connector "$zt" tunnel --config "$work/connector.yaml" run
+    start connector "$zt" tunnel --config "$work/connector.yaml" run "${zt_flags[@]}"
     local i
     for i in $(seq 600); do
         python3 - "$metrics" <<'EOF' && break
@@ -210,8 +232,8 @@ EOF
 zt_forward() {
     local zt=$1 to=$2 name=$3 protocol=${4:-quic} dev=${5:-$zt_device}
     forward_port=$(free_port tcp)
-    start "$name" "$zt" client --credentials "$dev" --protocol "$protocol" forward \
-        --listen "127.0.0.1:$forward_port" --to "127.0.0.1:$to"
+    start "$name" "$zt" client --credentials "$dev" --protocol "$protocol" "${zt_flags[@]}" \
+        forward --listen "127.0.0.1:$forward_port" --to "127.0.0.1:$to"
     wait_log "$name" "forwarding TCP"
 }
 
@@ -419,18 +441,63 @@ for p in "${paths[@]}"; do
     python3 "$tool" transfer "${echo_fwd[$p]}" 4 $fin >/dev/null || die "$p does not carry data intact"
 done
 
-# iperf3 Gbit/s received, from its JSON.
+# iperf3 Gbit/s received, from its JSON; the GiB received go to $work/iperf.gib.
 iperf() {
     local port=$1 streams=$2
-    iperf3 -c 127.0.0.1 -p "$port" -t "$seconds" -P "$streams" -J >"$work/iperf.json" ||
-        die "iperf3 through port $port failed: $(head -c 600 "$work/iperf.json")"
-    python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e9))' "$work/iperf.json"
+    # A run that has not ended a minute after its time is a stalled path, not a slow one.
+    timeout $((seconds + 60)) iperf3 -c 127.0.0.1 -p "$port" -t "$seconds" -P "$streams" -J \
+        >"$work/iperf.json" ||
+        die "iperf3 -P $streams through port $port failed or did not end within $((seconds + 60)) s: $(head -c 600 "$work/iperf.json")"
+    python3 -c 'import json,sys
+r = json.load(open(sys.argv[1]))["end"]["sum_received"]
+open(sys.argv[2], "w").write("%.6f" % (r["bytes"] / 2**30))
+print("%.2f" % (r["bits_per_second"] / 1e9))' "$work/iperf.json" "$work/iperf.gib"
 }
 
-declare -A one eight p50 p99
+# The processes each path runs (the bulk forward's, for zt), by their `start` names.
+declare -A procs=(
+    [socat]="socat-bulk"
+    [rathole]="rathole-tcp-server rathole-tcp-client"
+    [rathole-noise]="rathole-noise-server rathole-noise-client"
+    [ssh]="sshd ssh"
+    [zt]="edge connector zt-bulk"
+    [zt-tcp]="edge connector zt-tcp-bulk"
+    [cfd-quic]="edge-cfd-quic cloudflared-quic cfd-quic-bulk"
+    [cfd-http2]="edge-cfd-http2 cloudflared-http2 cfd-http2-bulk"
+)
+# CPU seconds of each named process's tree, one figure per name.
+cpu_of() {
+    local n ps=()
+    for n in "$@"; do ps+=("${pid_of[$n]}"); done
+    python3 "$tool" cpu "${ps[@]}"
+}
+# CPU s/GiB of the last run from the trees' CPU before ($2) and after ($3), names in $1:
+# prints the sum, then each process's share.
+cpu_per_gib() {
+    python3 -c 'import sys
+gib = float(open(sys.argv[1]).read())
+names, b, a = sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
+each = [(float(y) - float(x)) / gib for x, y in zip(b, a)]
+print("%.2f" % sum(each), ", ".join("%s %.2f" % (n, c) for n, c in zip(names, each)))' \
+        "$work/iperf.gib" "$1" "$2" "$3"
+}
+
+declare -A one eight p50 p99 cpu
+zt_split=""
 for p in "${paths[@]}"; do
     say "$p: 1 flow"
-    one[$p]=$(iperf "${bulk_port[$p]}" 1)
+    read -r -a names <<<"${procs[$p]:-}"
+    cpu[$p]=-
+    if [ ${#names[@]} -gt 0 ]; then
+        before=$(cpu_of "${names[@]}")
+        one[$p]=$(iperf "${bulk_port[$p]}" 1)
+        after=$(cpu_of "${names[@]}")
+        read -r total split < <(cpu_per_gib "${names[*]}" "$before" "$after")
+        cpu[$p]=$total
+        if [ "$p" = zt ]; then zt_split=$split; fi
+    else
+        one[$p]=$(iperf "${bulk_port[$p]}" 1)
+    fi
     say "$p: 8 flows"
     eight[$p]=$(iperf "${bulk_port[$p]}" 8)
     say "$p: set-up probe"
@@ -442,10 +509,15 @@ echo
 echo "zt peers comparison, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "iperf3 -t $seconds; set-up = connect + 1-byte echo + close, $probes samples"
 echo
-printf '| %-13s | %13s | %14s | %14s | %10s | %10s | %12s | %12s |\n' path "1 flow Gbit/s" "8 flows Gbit/s" "zt/this 1 flow" "zt/this 8" "set-up p50" "set-up p99" "p99 this/zt"
-printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' --------------- --------------- ---------------- ---------------- ------------ ------------ -------------- --------------
+printf '| %-13s | %13s | %14s | %14s | %10s | %10s | %12s | %12s | %13s | %11s |\n' path "1 flow Gbit/s" "8 flows Gbit/s" "zt/this 1 flow" "zt/this 8" "set-up p50" "set-up p99" "p99 this/zt" "CPU s/GiB (1)" "CPU zt/this"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' --------------- --------------- ---------------- ---------------- ------------ ------------ -------------- -------------- --------------- -------------
 for p in "${paths[@]}"; do
-    printf '| %-13s | %13s | %14s | %14s | %10s | %7s µs | %7s µs | %12s |\n' "$p" "${one[$p]}" "${eight[$p]}" \
+    cr=-
+    if [ "${cpu[$p]}" != - ]; then cr=$(ratio "${cpu[zt]}" "${cpu[$p]}"); fi
+    printf '| %-13s | %13s | %14s | %14s | %10s | %7s µs | %7s µs | %12s | %13s | %11s |\n' "$p" "${one[$p]}" "${eight[$p]}" \
         "$(ratio "${one[zt]}" "${one[$p]}")" "$(ratio "${eight[zt]}" "${eight[$p]}")" \
-        "${p50[$p]}" "${p99[$p]}" "$(ratio "${p99[$p]}" "${p99[zt]}")"
+        "${p50[$p]}" "${p99[$p]}" "$(ratio "${p99[$p]}" "${p99[zt]}")" "${cpu[$p]}" "$cr"
 done
+echo
+echo "zt CPU s/GiB by process (1 flow): $zt_split"
+if [ -n "${ZT_PEERS_MTU:-}" ]; then echo "zt processes ran with --mtu-upper-bound $ZT_PEERS_MTU"; fi

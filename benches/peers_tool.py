@@ -9,6 +9,9 @@
                                 before closing, for a path without half-close (cloudflared)
   probe PORT N                  N x (connect + 1-byte echo + close), after N/10 unmeasured;
                                 prints "p50_us p99_us"
+  cpu PID...                    CPU seconds (user + system) the processes and all their
+                                descendants have spent, those that ended and were reaped
+                                included; prints one figure per PID, from /proc
 
 Every socket operation has a timeout, so a broken path fails instead of hanging.
 """
@@ -152,6 +155,42 @@ def probe(port, n):
     print(f"{pct(0.50):.0f} {pct(0.99):.0f}")
 
 
+def cpu_tree(roots):
+    """CPU seconds of each root's process tree: every live member's own time plus the time
+    of the children it has reaped (a dead, reaped process is no longer in the tree, so it
+    is counted once, through its parent)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue  # ended while we looked
+        # The command name is in parentheses and may hold spaces: split after it.
+        fields = raw[raw.rindex(")") + 2 :].split()
+        ppid = int(fields[1])
+        # utime, stime, cutime, cstime are fields 14-17 of stat(5); here 11-14 after the
+        # name, counted from 0 at the state field.
+        ticks = sum(int(x) for x in fields[11:15])
+        stats[int(entry)] = (ppid, ticks)
+    children = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    out = []
+    for root in roots:
+        total, todo = 0, [root]
+        while todo:
+            pid = todo.pop()
+            if pid in stats:
+                total += stats[pid][1]
+                todo.extend(children.get(pid, []))
+        out.append(total / tick)
+    return out
+
+
 def main(argv):
     if len(argv) < 2:
         sys.exit(__doc__)
@@ -166,6 +205,8 @@ def main(argv):
         transfer(int(argv[2]), int(argv[3]), fin=False)
     elif cmd == "probe" and len(argv) == 4:
         probe(int(argv[2]), int(argv[3]))
+    elif cmd == "cpu" and len(argv) >= 3:
+        print(" ".join(f"{c:.2f}" for c in cpu_tree([int(a) for a in argv[2:]])))
     else:
         sys.exit(__doc__)
 
