@@ -68,7 +68,8 @@ pub struct ProvisionedEdge {
 
 /// The transport settings every hop of the benchmark rigs uses: zt's defaults, or what
 /// the environment asks for trials (`ZT_BENCH_STREAM_WINDOW_KIB`, `ZT_BENCH_SEND_WINDOW_KIB`,
-/// `ZT_BENCH_CC`: `bbr`, `cubic` or `newreno`; `ZT_BENCH_MTU`: the path MTU discovery bound), so a trial runs without a rebuild.
+/// `ZT_BENCH_CC`: `bbr`, `cubic` or `newreno`; `ZT_BENCH_MTU`: the path MTU discovery
+/// bound), so a trial runs without a rebuild.
 pub fn bench_transport() -> zt_proto::TransportSettings {
     let mut t = zt_proto::TransportSettings::default();
     let kib = |name: &str| {

@@ -322,10 +322,24 @@ pub async fn connect_device(
 
 /// A registered client connection and the edge's link to it.
 pub async fn client_pair(edge: &mut Edge) -> (PeerEndpoint, ClientConnection, ClientLink) {
+    client_pair_with(edge, test_settings()).await
+}
+
+/// [`client_pair`], the client's endpoint (or TCP dialer) built with `settings`.
+pub async fn client_pair_with(
+    edge: &mut Edge,
+    settings: TransportSettings,
+) -> (PeerEndpoint, ClientConnection, ClientLink) {
     let device = edge.add_identity();
-    let ep = peer_endpoint(&edge.trust());
+    let ep = PeerEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &edge.trust(),
+        settings.clone(),
+    )
+    .unwrap();
     let conn = match edge.tcp {
-        Some(at) => tcp_dialer(&edge.trust())
+        Some(at) => TcpDialer::new(&edge.trust(), settings)
+            .unwrap()
             .connect_client(
                 at,
                 SERVER_NAME,

@@ -773,15 +773,7 @@ async fn path_mtu_discovery_reaches_the_configured_bound_on_loopback() {
         let mut settings = test_settings();
         settings.mtu_upper_bound = bound;
         let mut edge = edge_with(TestAuth::default(), settings.clone());
-        let device = edge.add_identity();
-        let ep =
-            PeerEndpoint::bind("127.0.0.1:0".parse().unwrap(), &edge.trust(), settings).unwrap();
-        let conn = connect_device(&ep, edge.addr, SERVER_NAME, &device)
-            .await
-            .unwrap();
-        let EdgePeer::Client(link) = edge.next_peer().await.unwrap() else {
-            panic!("expected a client link")
-        };
+        let (_ep, conn, link) = client_pair_with(&mut edge, settings).await;
         spawn_echo(std::sync::Arc::new(link));
         // Bytes both ways, so that each side has packets to probe with.
         let dest: std::net::SocketAddr = "198.51.100.1:443".parse().unwrap();
