@@ -106,14 +106,24 @@ wait_file() {
     done
     die "$1 did not appear within 60 s"
 }
-wait_log() {
+# Status 0 once the log of the process started as $1 matches $2; 1 when the process ends
+# without it or after 60 s.
+log_shows() {
     local i
     for i in $(seq 600); do
         grep -q "$2" "$work/$1.log" 2>/dev/null && return 0
+        if [ -n "${pid_of[$1]:-}" ] && ! kill -0 "${pid_of[$1]}" 2>/dev/null; then
+            grep -q "$2" "$work/$1.log" 2>/dev/null
+            return
+        fi
         sleep 0.1
     done
+    return 1
+}
+wait_log() {
+    log_shows "$1" "$2" && return 0
     cat "$work/$1.log" >&2 || true
-    die "$1 did not print '$2' within 60 s"
+    die "$1 did not print '$2' (it ended, or 60 s passed)"
 }
 wait_port() {
     local i
@@ -160,7 +170,7 @@ start_edge() {
     state="$work/$name-state"
     creds="$work/$name-creds.json"
     device="$work/$name-device.json"
-    local admin_port attempt i
+    local admin_port attempt
     # A port asked of the OS can be taken by another process before the edge binds it
     # (its TCP listener shares the number): try again with new ports, three times.
     for attempt in 1 2 3; do
@@ -168,17 +178,12 @@ start_edge() {
         admin_port=$(free_port tcp)
         ZT_EDGE_STATE_DIR=$state start "$name" "$zt" edge run --listen "127.0.0.1:$edge_port" \
             --admin "127.0.0.1:$admin_port" "${zt_flags[@]}"
-        for i in $(seq 600); do
-            grep -q "zt edge is running" "$work/$name.log" && break 2
-            kill -0 "${pid_of[$name]}" 2>/dev/null || break
-            sleep 0.1
-        done
+        log_shows "$name" "zt edge is running" && break
         if grep -q "Address already in use" "$work/$name.log" && [ "$attempt" -lt 3 ]; then
             say "$name: port 127.0.0.1:$edge_port or $admin_port was taken meanwhile; new ports"
             continue
         fi
-        cat "$work/$name.log" >&2
-        die "$name did not print 'zt edge is running' within 60 s"
+        wait_log "$name" "zt edge is running"
     done
     local a=(--state-dir "$state")
     "$zt" tunnel create peers --credentials-file "$creds" "$@" "${a[@]}" >/dev/null
